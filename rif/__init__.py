@@ -1,0 +1,37 @@
+"""rif: exact leave-k-out data attribution for generalized linear models.
+
+The public API:
+
+``InfluenceAuditor``
+    scikit-learn meta-estimator: fit a GLM, then IF / RIF / Newton-step /
+    retrain estimates of removing any set of training samples.
+``GLMProblem``
+    the same machinery on raw arrays, with either penalty convention.
+Errors and warnings are typed; every error subclasses ``ValueError``.
+"""
+
+from ._errors import (
+    LeverageWarning,
+    NearSingularLeverageError,
+    RetrainConvergenceWarning,
+    SingularHessianError,
+    UnsupportedEstimatorError,
+)
+from ._families import Binomial, Gaussian, Poisson
+from ._problem import GLMProblem
+from .auditor import InfluenceAuditor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "InfluenceAuditor",
+    "GLMProblem",
+    "Binomial",
+    "Gaussian",
+    "Poisson",
+    "SingularHessianError",
+    "NearSingularLeverageError",
+    "UnsupportedEstimatorError",
+    "LeverageWarning",
+    "RetrainConvergenceWarning",
+]

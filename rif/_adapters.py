@@ -1,0 +1,155 @@
+"""Reading a fitted scikit-learn estimator as a sum-form GLM (see rif._problem).
+
+=====================  ========  ==========================  ============
+estimator              family    lambda                      scaling
+=====================  ========  ==========================  ============
+LogisticRegression     binomial  1 / C (0 for C = inf)       fixed
+LinearRegression       gaussian  0                           fixed
+Ridge                  gaussian  alpha                       fixed
+PoissonRegressor       poisson   alpha                       per_sample
+=====================  ========  ==========================  ============
+
+Why: LogisticRegression minimises C sum w_i l_i + ||beta||^2 / 2, i.e.
+(1/C)-penalised sum form; Ridge minimises sum w_i (y_i - eta_i)^2 + alpha ||beta||^2,
+which is twice the sum form with lambda = alpha; PoissonRegressor minimises
+(1 / (2 sum w)) sum w_i deviance_i + (alpha/2) ||beta||^2, which is (sum w)^-1
+times the sum form with lambda = alpha * sum w, so its penalty shrinks with
+the data. In every case the intercept is unpenalised.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import LinearRegression, LogisticRegression, PoissonRegressor, Ridge
+from sklearn.utils.validation import check_is_fitted
+
+from ._errors import UnsupportedEstimatorError
+
+SUPPORTED = "LogisticRegression (binary, L2 or no penalty), LinearRegression, Ridge, PoissonRegressor"
+
+
+@dataclass(frozen=True)
+class GLMSpec:
+    """What a fitted estimator says about its objective."""
+
+    family: str
+    penalty: float
+    penalty_scaling: str
+    fit_intercept: bool
+    theta: np.ndarray
+
+
+def _logistic_lambda(est):
+    penalty = getattr(est, "penalty", "l2")
+    l1_ratio = getattr(est, "l1_ratio", None)
+    if penalty == "deprecated":             # scikit-learn >= 1.8: l1_ratio and C say it all
+        penalty = "elasticnet" if l1_ratio not in (None, 0, 0.0) else "l2"
+    if penalty == "elasticnet" and l1_ratio in (None, 0, 0.0):
+        penalty = "l2"
+    if penalty in (None, "none"):
+        return 0.0
+    if penalty != "l2":
+        raise UnsupportedEstimatorError(
+            f"LogisticRegression with an L1 or elastic-net penalty (penalty={penalty!r}, "
+            f"l1_ratio={l1_ratio!r}) has no Hessian; supported: L2 (l1_ratio=0) or none (C=np.inf)"
+        )
+    return 0.0 if np.isinf(est.C) else 1.0 / est.C
+
+
+def _check_single_output(est, name):
+    coef = np.asarray(est.coef_)
+    if coef.ndim == 2 and coef.shape[0] != 1:
+        raise UnsupportedEstimatorError(f"{name} with a multi-output target is not supported")
+
+
+def _theta(est):
+    coef = np.asarray(est.coef_, dtype=float).ravel()
+    if est.fit_intercept:
+        return np.append(coef, np.asarray(est.intercept_, dtype=float).ravel()[0])
+    return coef.copy()
+
+
+def check_supported(est):
+    """Raise UnsupportedEstimatorError before fitting an estimator rif cannot read."""
+    if not isinstance(est, (LogisticRegression, LinearRegression, Ridge, PoissonRegressor)):
+        raise UnsupportedEstimatorError(f"{type(est).__name__} is not supported; supported: {SUPPORTED}")
+
+
+def read_glm(est):
+    """The :class:`GLMSpec` of a fitted, supported estimator.
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        If ``est`` is not fitted.
+    UnsupportedEstimatorError
+        If it is not one of the supported estimators or uses a setting with
+        no exact sum-form counterpart.
+    """
+    if isinstance(est, LogisticRegression):
+        check_is_fitted(est)
+        if len(est.classes_) != 2:
+            raise UnsupportedEstimatorError(
+                f"LogisticRegression with {len(est.classes_)} classes: multinomial models are not "
+                "supported yet; only binary targets are"
+            )
+        if est.solver == "liblinear":
+            raise UnsupportedEstimatorError(
+                "LogisticRegression(solver='liblinear') penalises the intercept; use another solver"
+            )
+        if isinstance(est.class_weight, str):
+            raise UnsupportedEstimatorError(
+                "class_weight='balanced' makes the weights depend on the data, so removing samples "
+                "changes them; pass a dict of class weights instead"
+            )
+        return GLMSpec("binomial", _logistic_lambda(est), "fixed", bool(est.fit_intercept), _theta(est))
+    if isinstance(est, (LinearRegression, Ridge)):
+        name = type(est).__name__
+        check_is_fitted(est)
+        if getattr(est, "positive", False):
+            raise UnsupportedEstimatorError(f"{name}(positive=True) is a constrained fit; not supported")
+        _check_single_output(est, name)
+        alpha = np.asarray(getattr(est, "alpha", 0.0), dtype=float).ravel()
+        if alpha.size != 1:
+            raise UnsupportedEstimatorError(f"{name} with one alpha per target is not supported")
+        return GLMSpec("gaussian", float(alpha[0]), "fixed", bool(est.fit_intercept), _theta(est))
+    if isinstance(est, PoissonRegressor):
+        check_is_fitted(est)
+        return GLMSpec("poisson", float(est.alpha), "per_sample", bool(est.fit_intercept), _theta(est))
+    raise UnsupportedEstimatorError(f"{type(est).__name__} is not supported; supported: {SUPPORTED}")
+
+
+def encode_target(est, y):
+    """The numeric target of the sum form: 0/1 for classifiers, y otherwise."""
+    if isinstance(est, LogisticRegression):
+        y = np.asarray(y)
+        unknown = ~np.isin(y, est.classes_)
+        if unknown.any():
+            raise ValueError(f"y has labels not seen in fit: {np.unique(y[unknown])[:5].tolist()}")
+        return (y == est.classes_[1]).astype(float)
+    return np.asarray(y, dtype=float)
+
+
+def effective_weights(est, y, sample_weight):
+    """Sample weights times any fixed class weights (dict ``class_weight``)."""
+    n = len(y)
+    w = np.ones(n) if sample_weight is None else np.array(sample_weight, dtype=float)
+    class_weight = getattr(est, "class_weight", None)
+    if isinstance(class_weight, dict):
+        y = np.asarray(y)
+        for label, weight in class_weight.items():
+            w[y == label] *= weight
+    return w
+
+
+def write_theta(est, theta):
+    """Set ``coef_`` and ``intercept_`` of a fitted estimator from theta (intercept last)."""
+    shape = np.shape(est.coef_)
+    d = int(np.prod(shape))
+    est.coef_ = np.asarray(theta[:d], dtype=float).reshape(shape)
+    if est.fit_intercept:
+        if np.ndim(est.intercept_) == 0:
+            est.intercept_ = float(theta[-1])
+        else:
+            est.intercept_ = np.full(np.shape(est.intercept_), float(theta[-1]))
+    return est

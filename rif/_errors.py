@@ -1,0 +1,36 @@
+"""Typed errors and warnings raised by rif.
+
+Every error subclasses :class:`ValueError` so that ``except ValueError`` keeps
+working for callers who do not care about the precise cause.
+"""
+
+
+class SingularHessianError(ValueError):
+    """The (leave-k-out) Hessian is singular or numerically indefinite.
+
+    Raised when the Cholesky factorisation fails, when its reciprocal
+    condition number is below the working tolerance, or when removing a set
+    of samples leaves a Hessian that is not positive definite (for example an
+    unpenalised fit with at least as many parameters as remaining samples).
+    """
+
+
+class NearSingularLeverageError(ValueError):
+    """A removed sample has generalised leverage numerically equal to one.
+
+    Its leave-one-out Newton step ``H^{-1} g_i / (1 - h_i)`` is then dominated
+    by rounding error, so rescaled-influence and Newton-step estimates for
+    sets containing it are refused rather than returned as garbage.
+    """
+
+
+class UnsupportedEstimatorError(ValueError):
+    """The estimator (or one of its settings) has no exact GLM counterpart."""
+
+
+class LeverageWarning(UserWarning):
+    """Some training samples have generalised leverage numerically one."""
+
+
+class RetrainConvergenceWarning(UserWarning):
+    """A warm-started exact refit did not reach its tolerance."""

@@ -1,0 +1,129 @@
+"""GLM families with canonical links: per-sample loss and derivatives in eta.
+
+A family knows nothing about coefficients, intercepts or penalties; it maps
+the linear predictor ``eta = x~^T theta`` and the target ``y`` to
+
+    l(y, eta),   l'(y, eta) = dl/deta,   l''(y, eta) = d^2l/deta^2,
+
+vectorised over samples. Lifting these to coefficient space is the job of
+:mod:`rif._problem`.
+"""
+
+import numpy as np
+from scipy.special import expit
+
+from . import _kernels
+
+
+class Family:
+    """A GLM family with its canonical link.
+
+    Attributes
+    ----------
+    name : str
+        ``"binomial"``, ``"gaussian"`` or ``"poisson"``.
+    """
+
+    name = None
+    _kernel = None
+
+    def derivatives(self, eta, y):
+        """Per-sample loss, first and second derivative in ``eta``.
+
+        Parameters
+        ----------
+        eta, y : ndarray of shape (n,)
+
+        Returns
+        -------
+        loss, d1, d2 : ndarray of shape (n,)
+        """
+        eta = np.ascontiguousarray(eta, dtype=np.float64)
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        loss = np.empty_like(eta)
+        d1 = np.empty_like(eta)
+        d2 = np.empty_like(eta)
+        type(self)._kernel(eta, y, loss, d1, d2)
+        return loss, d1, d2
+
+    def loss(self, eta, y):
+        """Per-sample loss ``l(y, eta)``."""
+        return self.derivatives(eta, y)[0]
+
+    def mean(self, eta):
+        """Inverse link: the model's mean E[y | eta]."""
+        raise NotImplementedError
+
+    def check_target(self, y):
+        """Return ``y`` as float64 or raise ``ValueError`` naming what is wrong."""
+        return np.asarray(y, dtype=np.float64)
+
+    def label_probability(self, eta, y):
+        """Predicted probability of the observed label (binomial only)."""
+        raise ValueError(
+            f"target='proba' needs a classifier; the {self.name} family has no label probabilities"
+        )
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class Binomial(Family):
+    """Logistic regression: l = log(1 + e^eta) - y eta with y in {0, 1}."""
+
+    name = "binomial"
+    _kernel = _kernels.binomial_logit_derivatives
+
+    def mean(self, eta):
+        return expit(eta)
+
+    def check_target(self, y):
+        y = np.asarray(y, dtype=np.float64)
+        if not np.all((y == 0.0) | (y == 1.0)):
+            raise ValueError("binomial family needs a binary target encoded as 0/1")
+        return y
+
+    def label_probability(self, eta, y):
+        # P(y | eta) = sigma(eta) for y = 1 and sigma(-eta) for y = 0.
+        return expit(np.where(np.asarray(y) == 1.0, eta, -eta))
+
+
+class Gaussian(Family):
+    """Least squares: l = (y - eta)^2 / 2."""
+
+    name = "gaussian"
+    _kernel = _kernels.gaussian_identity_derivatives
+
+    def mean(self, eta):
+        return np.asarray(eta, dtype=np.float64)
+
+
+class Poisson(Family):
+    """Poisson regression with log link: l = e^eta - y eta (+ y log y - y)."""
+
+    name = "poisson"
+    _kernel = _kernels.poisson_log_derivatives
+
+    def mean(self, eta):
+        return np.exp(eta)
+
+    def check_target(self, y):
+        y = np.asarray(y, dtype=np.float64)
+        if np.any(y < 0):
+            raise ValueError("poisson family needs non-negative counts; the target has negative values")
+        return y
+
+
+FAMILIES = {cls.name: cls for cls in (Binomial, Gaussian, Poisson)}
+
+
+def get_family(family):
+    """Return a :class:`Family` instance from an instance or a name."""
+    if isinstance(family, Family):
+        return family
+    try:
+        return FAMILIES[family]()
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown family {family!r}; supported: {sorted(FAMILIES)}"
+        ) from None

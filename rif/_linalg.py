@@ -1,0 +1,100 @@
+"""One factorisation of the Hessian, used as a whitening transform.
+
+Every estimator in rif works in *whitened coordinates*: a matrix V with
+
+    V^T H V = I,   so   H^{-1} = V V^T.
+
+For the fixed-penalty convention V = L^{-T} with H = L L^T (Cholesky), and
+applying V or V^T is one triangular solve. When the penalty scales with the
+sample weights, removing samples also shifts H by -delta P^T P; then V comes
+from the generalised eigenproblem P^T P v = mu H v, which additionally gives
+
+    V^T P^T P V = diag(mu),   so   (H - delta P^T P)^{-1} = V diag(1 / (1 - delta mu)) V^T
+
+for every delta at O(p^2) per solve. Since H >= lambda P^T P, mu lies in
+[0, 1 / lambda] and 1 - delta mu >= 1 - delta / lambda > 0 whenever fewer
+than all of the weight is removed.
+"""
+
+import numpy as np
+import scipy.linalg as sla
+from scipy.linalg import lapack
+
+from ._errors import SingularHessianError
+
+
+class WhitenedHessian:
+    """Factorisation of a symmetric positive definite Hessian.
+
+    Parameters
+    ----------
+    hessian : ndarray of shape (p, p)
+    penalty_diag : ndarray of shape (p,), optional
+        Diagonal of P^T P (1 for penalised coordinates, 0 for the intercept).
+        When given, the factorisation supports penalty shifts (see module doc).
+
+    Raises
+    ------
+    SingularHessianError
+        If ``hessian`` is not numerically positive definite: the Cholesky
+        factorisation fails or its reciprocal condition number is below
+        ``p * eps``.
+    """
+
+    def __init__(self, hessian, penalty_diag=None):
+        p = hessian.shape[0]
+        if not np.all(np.isfinite(hessian)):
+            raise SingularHessianError("the Hessian has non-finite entries")
+        try:
+            self._chol = sla.cholesky(hessian, lower=True, check_finite=False)
+        except np.linalg.LinAlgError:
+            raise SingularHessianError(
+                "the Hessian is not positive definite: the fit is unpenalised with "
+                "collinear or too few samples (d >= n), or the data are separable; "
+                "add an L2 penalty or remove redundant features"
+            ) from None
+        anorm = np.abs(hessian).sum(axis=0).max()
+        self.rcond, _ = lapack.dpocon(self._chol, anorm, uplo="L")
+        if not self.rcond > p * np.finfo(float).eps:
+            raise SingularHessianError(
+                f"the Hessian is numerically singular (reciprocal condition number "
+                f"{self.rcond:.2e}); influence estimates would carry no correct digits. "
+                "Add an L2 penalty or remove redundant features"
+            )
+        self.shiftable = penalty_diag is not None
+        if self.shiftable:
+            mu, self._v = sla.eigh(np.diag(penalty_diag.astype(float)), hessian,
+                                   check_finite=False)
+            self.mu = np.clip(mu, 0.0, None)
+        else:
+            self.mu = np.zeros(p)
+        self.n_params = p
+
+    def to_white(self, b):
+        """V^T b for b of shape (p,) or (p, m)."""
+        if self.shiftable:
+            return self._v.T @ b
+        return sla.solve_triangular(self._chol, b, lower=True, check_finite=False)
+
+    def from_white(self, a):
+        """V a for a of shape (p,) or (p, m)."""
+        if self.shiftable:
+            return self._v @ a
+        return sla.solve_triangular(self._chol, a, lower=True, trans="T", check_finite=False)
+
+    def solve(self, b):
+        """H^{-1} b."""
+        return self.from_white(self.to_white(b))
+
+    def shift_diag(self, delta):
+        """Diagonal of V^T (H - delta P^T P)^{-1} V^{-T}, i.e. 1 / (1 - delta mu).
+
+        ``delta`` is a scalar or an array of shape (k,); the result has shape
+        (p,) or (k, p).
+        """
+        delta = np.asarray(delta, dtype=float)
+        if not self.shiftable:
+            if np.any(delta != 0.0):
+                raise RuntimeError("this factorisation was built without penalty shifts")
+            return np.ones(delta.shape + (self.n_params,))
+        return 1.0 / (1.0 - delta[..., None] * self.mu)

@@ -1,0 +1,127 @@
+"""Evaluation functions f(theta) whose change under removal is measured.
+
+Every built-in target is a sum over samples of a function of that sample's
+linear predictor, f(theta) = sum_j phi(y_j, x~_j^T theta), so both its exact
+change f(theta^ + dtheta) - f(theta^) and its linearisation
+grad f(theta^)^T dtheta are cheap, and per-test-sample scores need only the
+change in each test eta.
+"""
+
+import numpy as np
+
+from . import _design
+from ._problem import _check_array, _check_vector
+
+TARGETS = ("params", "decision", "proba", "loss", "self_loss", "train_loss")
+
+
+class EtaTarget:
+    """f(theta) = sum_j phi(y_j, x~_j^T theta) over a fixed set of rows.
+
+    Parameters
+    ----------
+    X : ndarray or CSR of shape (m, d)
+    y : ndarray of shape (m,) or None
+    phi : callable (eta, y) -> (values, derivatives), each of shape (m,)
+    fit_intercept : bool
+    """
+
+    def __init__(self, X, y, phi, fit_intercept):
+        self.X, self.y, self.phi, self.fit_intercept = X, y, phi, fit_intercept
+
+    def eta(self, theta):
+        return _design.linear_predictor(self.X, theta, self.fit_intercept)
+
+    def per_sample(self, eta):
+        """phi and phi' per row, given the rows' linear predictors."""
+        return self.phi(eta, self.y)
+
+    def value(self, theta):
+        return float(np.sum(self.per_sample(self.eta(theta))[0]))
+
+    def gradient(self, theta):
+        return _design.rmatvec(self.X, self.per_sample(self.eta(theta))[1], self.fit_intercept)
+
+
+class CallableTarget:
+    """A user function f(theta) with an optional gradient function."""
+
+    def __init__(self, func, gradient=None):
+        self.func, self._gradient = func, gradient
+
+    def value(self, theta):
+        value = np.asarray(self.func(np.array(theta)), dtype=float)
+        if value.shape != ():
+            raise ValueError(f"a callable target must return a scalar, got shape {value.shape}")
+        return float(value)
+
+    def gradient(self, theta):
+        if self._gradient is None:
+            raise ValueError("the linearised effect of a callable target needs its gradient: pass target_gradient=")
+        return np.asarray(self._gradient(np.array(theta)), dtype=float).ravel()
+
+
+def _decision(eta, y):
+    return eta, np.ones_like(eta)
+
+
+def _proba(family):
+    def phi(eta, y):
+        p = family.label_probability(eta, y)
+        # d/deta P(y | eta) = +p(1-p) for y = 1 and -p(1-p) for y = 0.
+        return p, np.where(y == 1.0, 1.0, -1.0) * p * (1.0 - p)
+    return phi
+
+
+def _loss(family):
+    def phi(eta, y):
+        loss, d1, _ = family.derivatives(eta, y)
+        return loss, d1
+    return phi
+
+
+def check_eval_data(problem, X, y, needs_y):
+    """Validate evaluation data against the training problem."""
+    if X is None:
+        raise ValueError("this target needs evaluation data: pass X (and y)")
+    X = _check_array(X, "X")
+    if X.shape[1] != problem.n_features:
+        raise ValueError(f"X has {X.shape[1]} features but the model was fitted with {problem.n_features}")
+    if needs_y:
+        if y is None:
+            raise ValueError("this target needs labels: pass y")
+        y = problem.family.check_target(_check_vector(y, X.shape[0], "y"))
+    return X, y
+
+
+def eta_target(problem, name, X=None, y=None):
+    """A per-row target ("decision", "proba" or "loss") on evaluation data (X, y)."""
+    if name == "decision":
+        X, _ = check_eval_data(problem, X, None, needs_y=False)
+        return EtaTarget(X, None, _decision, problem.fit_intercept)
+    if name == "proba":
+        if problem.family.name != "binomial":
+            raise ValueError(f"target='proba' needs a classifier; this is a {problem.family.name} model")
+        X, y = check_eval_data(problem, X, y, needs_y=True)
+        return EtaTarget(X, y, _proba(problem.family), problem.fit_intercept)
+    if name == "loss":
+        X, y = check_eval_data(problem, X, y, needs_y=True)
+        return EtaTarget(X, y, _loss(problem.family), problem.fit_intercept)
+    raise ValueError(f"per-sample scores support target 'decision', 'proba' or 'loss', got {name!r}")
+
+
+def make_target(problem, target, X=None, y=None, removed=None, gradient=None):
+    """Build the target for one removal set.
+
+    ``"self_loss"`` is the summed loss of the removed samples ``removed``;
+    ``"train_loss"`` the summed loss over all training samples, removed or not.
+    """
+    if callable(target):
+        return CallableTarget(target, gradient)
+    if target == "self_loss":
+        return EtaTarget(problem.X[removed], problem.y[removed], _loss(problem.family), problem.fit_intercept)
+    if target == "train_loss":
+        return EtaTarget(problem.X, problem.y, _loss(problem.family), problem.fit_intercept)
+    if target in ("decision", "proba", "loss"):
+        return eta_target(problem, target, X, y)
+    raise ValueError(f"target must be one of {TARGETS} or a callable f(theta), got {target!r}")

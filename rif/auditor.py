@@ -1,0 +1,317 @@
+"""InfluenceAuditor: a scikit-learn meta-estimator with exact data attribution."""
+
+import copy
+
+import numpy as np
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import _estimators as est_
+from ._adapters import check_supported, effective_weights, encode_target, read_glm, write_theta
+from ._problem import GLMProblem
+from ._targets import eta_target, make_target
+
+
+def _estimator_has(attr):
+    def check(self):
+        return hasattr(self.estimator_ if hasattr(self, "estimator_") else self.estimator, attr)
+    return check
+
+
+class InfluenceAuditor(MetaEstimatorMixin, BaseEstimator):
+    """Fit a GLM and say exactly how removing training samples would change it.
+
+    The wrapped estimator is cloned and fitted; its objective is read as the
+    sum form ``sum_i w_i l(y_i, x~_i^T theta) + (lambda/2) ||P theta||^2`` (see
+    :mod:`rif._adapters` for how each estimator maps), the coefficients are
+    polished to the exact optimum, and the Hessian, its factorisation and all
+    generalised leverages are computed once.
+
+    Every attribution method takes ``method``:
+
+    ``"if"``       influence function, dtheta = H^{-1} sum_{i in S} g_i
+    ``"rif"``      rescaled influence, sum_{i in S} H^{-1} g_i / (1 - h_i)
+                   (the sum of exact leave-one-out Newton steps)
+    ``"newton"``   one Newton step with the leave-S-out Hessian (exact for squared loss)
+    ``"retrain"``  the exact refit on the remaining data, warm-started at theta^
+
+    and every effect is (value after removal) - (value before).
+
+    Parameters
+    ----------
+    estimator : estimator
+        ``LogisticRegression`` (binary; L2 or no penalty), ``LinearRegression``,
+        ``Ridge`` or ``PoissonRegressor``. Never modified.
+    refine : bool, default True
+        Polish the fitted coefficients to the exact optimum (Newton, to
+        ``tol``) and write them back into ``estimator_``, so that predictions
+        and attributions refer to the same, stationary theta^.
+    tol : float, default 1e-10
+        Relative Newton-step tolerance of the refinement and of exact refits.
+    max_iter : int, default 100
+        Newton iterations allowed per refit.
+
+    Attributes
+    ----------
+    estimator_ : estimator
+        The fitted clone (coefficients refined if ``refine``).
+    problem_ : rif.GLMProblem
+        The sum-form problem with its cached Hessian factorisation.
+    leverage_ : ndarray of shape (n_samples,)
+        Generalised leverages h_i = w_i l''_i x~_i^T H^{-1} x~_i in [0, 1).
+    rescale_factor_ : ndarray of shape (n_samples,)
+        1 / (1 - h_i) >= 1 (inf where h_i is numerically one).
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_breast_cancer
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from rif import InfluenceAuditor
+    >>> X, y = load_breast_cancer(return_X_y=True)
+    >>> pipe = make_pipeline(StandardScaler(), InfluenceAuditor(LogisticRegression())).fit(X, y)
+    >>> aud = pipe[-1]
+    >>> dtheta = aud.params_change(remove=[0, 1, 2], method="rif")
+    >>> dtheta.shape
+    (31,)
+    """
+
+    def __init__(self, estimator, *, refine=True, tol=1e-10, max_iter=100):
+        self.estimator = estimator
+        self.refine = refine
+        self.tol = tol
+        self.max_iter = max_iter
+
+    # -- scikit-learn protocol --------------------------------------------------------
+    def fit(self, X, y, sample_weight=None):
+        """Fit a clone of ``estimator`` and build the second-order quantities.
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+        """
+        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, y_numeric=False)
+        estimator = clone(self.estimator)
+        check_supported(estimator)
+        if sample_weight is None:
+            estimator.fit(X, y)
+        else:
+            estimator.fit(X, y, sample_weight=sample_weight)
+        spec = read_glm(estimator)
+        self.problem_ = GLMProblem(
+            X, encode_target(estimator, y), spec.family, spec.theta,
+            sample_weight=effective_weights(estimator, y, sample_weight),
+            penalty=spec.penalty, penalty_scaling=spec.penalty_scaling,
+            fit_intercept=spec.fit_intercept, refine=self.refine, tol=self.tol,
+            max_iter=self.max_iter,
+        )
+        self.estimator_ = write_theta(estimator, self.problem_.theta) if self.refine else estimator
+        self.leverage_ = self.problem_.leverage
+        self.rescale_factor_ = self.problem_.rescale_factor
+        return self
+
+    @property
+    def classes_(self):
+        check_is_fitted(self)
+        return self.estimator_.classes_
+
+    @available_if(_estimator_has("predict"))
+    def predict(self, X):
+        """Predict with the fitted estimator."""
+        check_is_fitted(self)
+        return self.estimator_.predict(X)
+
+    @available_if(_estimator_has("predict_proba"))
+    def predict_proba(self, X):
+        """Class probabilities from the fitted estimator."""
+        check_is_fitted(self)
+        return self.estimator_.predict_proba(X)
+
+    @available_if(_estimator_has("predict_log_proba"))
+    def predict_log_proba(self, X):
+        """Log class probabilities from the fitted estimator."""
+        check_is_fitted(self)
+        return self.estimator_.predict_log_proba(X)
+
+    @available_if(_estimator_has("decision_function"))
+    def decision_function(self, X):
+        """Decision values from the fitted estimator."""
+        check_is_fitted(self)
+        return self.estimator_.decision_function(X)
+
+    def score(self, X, y, sample_weight=None):
+        """The fitted estimator's default score (accuracy or R^2)."""
+        check_is_fitted(self)
+        return self.estimator_.score(X, y, sample_weight=sample_weight)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        inner = self.estimator.__sklearn_tags__()
+        tags.estimator_type = inner.estimator_type
+        tags.classifier_tags = inner.classifier_tags
+        tags.regressor_tags = inner.regressor_tags
+        tags.target_tags = inner.target_tags
+        tags.input_tags.sparse = True
+        if tags.classifier_tags is not None:
+            tags.classifier_tags.multi_class = False
+        return tags
+
+    # -- attribution ---------------------------------------------------------------
+    def _problem(self):
+        check_is_fitted(self, "problem_")
+        return self.problem_
+
+    def _labels(self, y):
+        return None if y is None else encode_target(self.estimator_, y)
+
+    def params_change(self, remove, method="rif"):
+        """Change of the parameters when the samples ``remove`` are dropped.
+
+        Parameters
+        ----------
+        remove : array-like of int, boolean mask, or list of these
+            One removal set (indices into the training data, or a mask), or
+            a batch of sets.
+        method : {"if", "rif", "newton", "retrain"}, default "rif"
+
+        Returns
+        -------
+        ndarray of shape (n_params,) or (n_sets, n_params)
+            theta_{-S} - theta^, coefficients first and the intercept last.
+        """
+        problem = self._problem()
+        method = est_.check_method(method)
+        sets, batch = est_.removal_sets(problem, remove)
+        out = np.array([est_.params_change_one(problem, s, method, self.tol, self.max_iter) for s in sets])
+        return out if batch else out[0]
+
+    def effect(self, remove, target="loss", X=None, y=None, method="rif", linear=False,
+               target_gradient=None):
+        """Change of a target f(theta) when the samples ``remove`` are dropped.
+
+        Parameters
+        ----------
+        remove : array-like of int, boolean mask, or list of these
+            One removal set or a batch of sets (see :meth:`params_change`).
+        target : str or callable, default "loss"
+            ``"params"`` (returns dtheta), ``"decision"`` (sum of x~^T theta over X),
+            ``"proba"`` (sum over (X, y) of the probability of each label),
+            ``"loss"`` (alias ``"test_loss"``; summed unweighted loss over (X, y)),
+            ``"self_loss"`` (summed loss of the removed samples),
+            ``"train_loss"`` (summed loss over all training samples), or a
+            callable f(theta) of the parameter vector (intercept last).
+        X, y : evaluation data for "decision", "proba" and "loss"
+            Features as given to the wrapped estimator (after any pipeline steps).
+        method : {"if", "rif", "newton", "retrain"}, default "rif"
+        linear : bool, default False
+            Return grad f(theta^)^T dtheta instead of f(theta^ + dtheta) - f(theta^).
+        target_gradient : callable, optional
+            Gradient of a callable target, needed when ``linear=True``.
+
+        Returns
+        -------
+        float or ndarray of shape (n_sets,)
+        """
+        if isinstance(target, str) and target == "params":
+            return self.params_change(remove, method)
+        if target == "test_loss":
+            target = "loss"
+        problem = self._problem()
+        method = est_.check_method(method)
+        sets, batch = est_.removal_sets(problem, remove)
+        shared = None if target == "self_loss" else make_target(
+            problem, target, X, self._labels(y), gradient=target_gradient)
+        theta = problem.theta
+        out = np.empty(len(sets))
+        for k, index in enumerate(sets):
+            tgt = shared or make_target(problem, target, removed=index)
+            dtheta = est_.params_change_one(problem, index, method, self.tol, self.max_iter)
+            if linear:
+                out[k] = tgt.gradient(theta) @ dtheta
+            else:
+                out[k] = tgt.value(theta + dtheta) - tgt.value(theta)
+        return out if batch else float(out[0])
+
+    def scores(self, X, y=None, target="loss", method="rif", linear=False):
+        """Effect of removing each training sample alone on each evaluation sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_eval, n_features)
+        y : array-like of shape (n_eval,), needed for "proba" and "loss"
+        target : {"loss", "test_loss", "proba", "decision"}, default "loss"
+        method : {"if", "rif", "newton", "retrain"}, default "rif"
+            For a single removed sample "newton" and "rif" coincide.
+            "retrain" refits once per training sample (slow; the ground truth).
+        linear : bool, default False
+            Linearised effects phi'(eta_j) x~_j^T dtheta_i instead of exact ones.
+
+        Returns
+        -------
+        ndarray of shape (n_train, n_eval)
+            Entry (i, j) is f_j(theta_{-i}) - f_j(theta^) as estimated by
+            ``method``: positive for the loss means training sample i helps
+            evaluation sample j. Rows of samples with leverage numerically one
+            are NaN for "rif"/"newton" (see :class:`rif.LeverageWarning`).
+        """
+        problem = self._problem()
+        method = est_.check_method(method)
+        tgt = eta_target(problem, "loss" if target == "test_loss" else target, X, self._labels(y))
+        eta = tgt.eta(problem.theta)
+        d_eta = est_.per_sample_eta_change(problem, tgt.X, method, self.tol, self.max_iter)
+        value, slope = tgt.per_sample(eta)
+        if linear:
+            return d_eta * slope
+        labels = None if tgt.y is None else np.broadcast_to(tgt.y, d_eta.shape).ravel()
+        after = tgt.phi((eta + d_eta).ravel(), labels)[0].reshape(d_eta.shape)
+        return after - value
+
+    def self_influence(self, method="rif", linear=False):
+        """Change of each training sample's own loss when it alone is removed.
+
+        Koh and Liang's self-influence g_i^T H^{-1} g_i / w_i is the linearised
+        ``method="if"`` case; "rif" divides it by 1 - h_i. Large values flag
+        samples the model cannot explain without memorising them (e.g. wrong labels).
+
+        Returns
+        -------
+        ndarray of shape (n_train,)
+            l(y_i, eta_i + x~_i^T dtheta_i) - l(y_i, eta_i) (>= 0 for IF/RIF up to rounding).
+        """
+        problem = self._problem()
+        method = est_.check_method(method)
+        d_eta = est_.self_eta_change(problem, method, self.tol, self.max_iter)
+        if linear:
+            return problem.d1 * d_eta
+        return problem.family.loss(problem.eta + d_eta, problem.y) - problem.loss
+
+    def unlearn(self, remove, method="newton"):
+        """A copy of the fitted estimator with ``remove`` taken out of its training data.
+
+        Parameters
+        ----------
+        remove : array-like of int or boolean mask
+            One removal set.
+        method : {"if", "rif", "newton", "retrain"}, default "newton"
+            "retrain" gives exactly the estimator refitted on the remaining data.
+
+        Returns
+        -------
+        estimator
+            A deep copy of ``estimator_`` with coefficients theta^ + dtheta.
+        """
+        problem = self._problem()
+        sets, batch = est_.removal_sets(problem, remove)
+        if batch:
+            raise ValueError("unlearn takes one removal set, not a batch")
+        dtheta = self.params_change(sets[0], method)
+        return write_theta(copy.deepcopy(self.estimator_), problem.theta + dtheta)
