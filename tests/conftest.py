@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("ci")
+
+FAMILIES = ("binomial", "gaussian", "poisson")
+
+
+def synthetic(family, n=60, d=4, seed=0, weights=False):
+    """A well-posed GLM data set: (X, y, sample_weight or None)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    beta = rng.normal(scale=0.7, size=d)
+    eta = X @ beta + 0.3
+    if family == "binomial":
+        y = (rng.random(n) < 1.0 / (1.0 + np.exp(-eta))).astype(float)
+        y[:2] = [0.0, 1.0]
+    elif family == "poisson":
+        y = rng.poisson(np.exp(0.5 * eta)).astype(float)
+    else:
+        y = eta + rng.normal(scale=0.5, size=n)
+    w = rng.uniform(0.5, 2.0, size=n) if weights else None
+    return X, y, w
+
+
+def make_problem(family="binomial", *, n=60, d=4, seed=0, weights=False, penalty=0.5,
+                 scaling="fixed", intercept=True):
+    import rif
+
+    X, y, w = synthetic(family, n, d, seed, weights)
+    if scaling == "per_sample":
+        penalty = penalty / n
+    return rif.GLMProblem(X, y, family, sample_weight=w, penalty=penalty,
+                          penalty_scaling=scaling, fit_intercept=intercept)
+
+
+CONFIGS = [
+    pytest.param(fam, scaling, intercept, weights,
+                 id=f"{fam}-{scaling}-{'icpt' if intercept else 'noicpt'}-{'w' if weights else 'unw'}")
+    for fam in FAMILIES
+    for scaling in ("fixed", "per_sample")
+    for intercept in (True, False)
+    for weights in (False, True)
+]
