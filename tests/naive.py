@@ -29,3 +29,47 @@ def design(X, fit_intercept):
     """Dense x~ = (x, 1) rows."""
     X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=float)
     return np.hstack([X, np.ones((X.shape[0], 1))]) if fit_intercept else X
+
+
+def dense_gradient_hessian(problem, theta, weights):
+    """Gradient and Hessian of L_w built densely from the NumPy twins."""
+    xt = design(problem.X, problem.fit_intercept)
+    _, d1, d2 = TWINS[problem.family.name](xt @ theta, problem.y)
+    lam = problem.penalty if problem.penalty_scaling == "fixed" else problem.penalty * weights.sum()
+    pdiag = np.ones(xt.shape[1])
+    if problem.fit_intercept:
+        pdiag[-1] = 0.0
+    grad = xt.T @ (weights * d1) + lam * pdiag * theta
+    hess = xt.T @ (xt * (weights * d2)[:, None]) + lam * np.diag(pdiag)
+    return grad, hess
+
+
+def without(problem, index):
+    w = problem.sample_weight.copy()
+    w[index] = 0.0
+    return w
+
+
+def newton_step(problem, index):
+    """One Newton step on L_{-S} from theta^: -H_{-S}^{-1} grad L_{-S}(theta^)."""
+    grad, hess = dense_gradient_hessian(problem, problem.theta, without(problem, index))
+    return -np.linalg.solve(hess, grad)
+
+
+def influence(problem, index):
+    """H^{-1} (-grad L_{-S}(theta^)): the first-order step with the full Hessian."""
+    grad, _ = dense_gradient_hessian(problem, problem.theta, without(problem, index))
+    _, hess = dense_gradient_hessian(problem, problem.theta, problem.sample_weight)
+    return -np.linalg.solve(hess, grad)
+
+
+def rescaled_influence(problem, index):
+    """Sum of exact leave-one-out Newton steps."""
+    return sum(newton_step(problem, [i]) for i in index)
+
+
+def leverages(problem):
+    xt = design(problem.X, problem.fit_intercept)
+    _, _, d2 = TWINS[problem.family.name](xt @ problem.theta, problem.y)
+    _, hess = dense_gradient_hessian(problem, problem.theta, problem.sample_weight)
+    return problem.sample_weight * d2 * np.einsum("ij,ji->i", xt, np.linalg.solve(hess, xt.T))
