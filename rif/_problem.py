@@ -118,6 +118,9 @@ class GLMProblem:
         if not w.sum() > 0:
             raise ValueError("sample_weight must have a positive sum")
         self.sample_weight = w
+        if self.family.name == "binomial" and np.unique(self.y[w > 0]).size < 2:
+            raise ValueError("the binomial family needs positively weighted samples of both classes; "
+                             "the data have only one class")
         if penalty_scaling not in PENALTY_SCALINGS:
             raise ValueError(f"penalty_scaling must be one of {PENALTY_SCALINGS}, got {penalty_scaling!r}")
         penalty = float(penalty)
@@ -134,10 +137,21 @@ class GLMProblem:
         self.tol, self.max_iter = tol, max_iter
 
         theta0 = np.zeros(self.n_params) if theta is None else _check_vector(theta, self.n_params, "theta")
-        self.refine_shift = 0.0
+        self.refine_shift, self.refine_n_iter = 0.0, 0
         if theta is None or refine:
             result = newton_refit(self, self.sample_weight, theta0, tol=tol, max_iter=max_iter)
+            if not result.converged:
+                import warnings
+
+                from ._errors import RetrainConvergenceWarning
+
+                warnings.warn(
+                    f"Newton refinement of theta did not converge in {result.n_iter} iterations "
+                    f"(gradient norm {result.gradient_norm:.2e}); estimates assume stationarity",
+                    RetrainConvergenceWarning, stacklevel=2,
+                )
             self.refine_shift = float(np.max(np.abs(result.theta - theta0)))
+            self.refine_n_iter = result.n_iter
             theta0 = result.theta
         self.theta = theta0
         self.theta.setflags(write=False)

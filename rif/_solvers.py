@@ -43,9 +43,11 @@ class RefitResult:
 def newton_refit(problem, weights, theta0, *, tol=1e-10, max_iter=100):
     """Minimise L_w (see :mod:`rif._problem`) by damped Newton from ``theta0``.
 
-    Each iteration solves H(theta) step = -grad(theta) by Cholesky and
-    backtracks (Armijo) on the objective; rounding slack of a few ulps of
-    |L| lets the final, tiny steps through.
+    Each iteration solves H(theta) step = -grad(theta) by Cholesky. The full
+    step is taken when it decreases the objective enough (Armijo) or, once the
+    objective's change is lost in rounding near the optimum, when it at least
+    halves the gradient's inf-norm; otherwise the step is backtracked on the
+    objective.
 
     Raises
     ------
@@ -54,33 +56,36 @@ def newton_refit(problem, weights, theta0, *, tol=1e-10, max_iter=100):
     """
     theta = np.array(theta0, dtype=float)
     value = problem.objective(theta, weights)
-    slack = 16 * np.finfo(float).eps
-    grad_norm = np.inf
+    grad, hess = problem.gradient_hessian(theta, weights)
     for it in range(1, max_iter + 1):
-        grad, hess = problem.gradient_hessian(theta, weights)
         grad_norm = float(np.max(np.abs(grad)))
         try:
             step = -sla.cho_solve(sla.cho_factor(hess, lower=True, check_finite=False), grad,
                                   check_finite=False)
         except np.linalg.LinAlgError:
             raise SingularHessianError(
-                "the Hessian of the refitted objective is not positive definite "
+                "the Hessian of the objective is not positive definite at a Newton iterate "
                 "(unpenalised with too few remaining samples, or separable data)"
             ) from None
         if not np.all(np.isfinite(step)):
-            raise SingularHessianError("the refit's Newton step is not finite")
+            raise SingularHessianError("the Newton step is not finite")
         small = np.max(np.abs(step)) <= tol * max(1.0, np.max(np.abs(theta)))
         slope = grad @ step
         t = 1.0
         for _ in range(_MAX_HALVINGS):
             candidate = theta + t * step
             new_value = problem.objective(candidate, weights)
-            if new_value <= value + _ARMIJO * t * slope + slack * abs(value):
+            if new_value <= value + _ARMIJO * t * slope:
+                new_grad, new_hess = problem.gradient_hessian(candidate, weights)
                 break
+            if t == 1.0:
+                new_grad, new_hess = problem.gradient_hessian(candidate, weights)
+                if np.max(np.abs(new_grad)) <= 0.5 * grad_norm:
+                    break
             t *= 0.5
         else:
-            return RefitResult(theta, it, small, grad_norm)
-        theta, value = candidate, new_value
+            return RefitResult(theta, it, bool(small), grad_norm)
+        theta, value, grad, hess = candidate, new_value, new_grad, new_hess
         if small:
             return RefitResult(theta, it, True, grad_norm)
-    return RefitResult(theta, max_iter, False, grad_norm)
+    return RefitResult(theta, max_iter, False, float(np.max(np.abs(grad))))

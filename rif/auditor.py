@@ -3,12 +3,14 @@
 import copy
 
 import numpy as np
-from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
+from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _estimators as est_
 from ._adapters import check_supported, effective_weights, encode_target, read_glm, write_theta
+from ._errors import UnsupportedEstimatorError
 from ._problem import GLMProblem
 from ._targets import eta_target, make_target
 
@@ -63,6 +65,8 @@ class InfluenceAuditor(MetaEstimatorMixin, BaseEstimator):
     rescale_factor_ : ndarray of shape (n_samples,)
         1 / (1 - h_i) >= 1 (inf where h_i is numerically one).
     n_features_in_ : int
+    n_iter_ : int
+        Newton iterations of the refinement (0 when ``refine=False``).
 
     Examples
     --------
@@ -102,6 +106,13 @@ class InfluenceAuditor(MetaEstimatorMixin, BaseEstimator):
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, y_numeric=False)
         estimator = clone(self.estimator)
         check_supported(estimator)
+        if is_classifier(estimator):
+            target_type = type_of_target(y, input_name="y", raise_unknown=True)
+            if target_type != "binary":
+                raise UnsupportedEstimatorError(
+                    "Only binary classification is supported. The type of the target is "
+                    f"{target_type}; multinomial models are not supported yet."
+                )
         if sample_weight is None:
             estimator.fit(X, y)
         else:
@@ -115,6 +126,7 @@ class InfluenceAuditor(MetaEstimatorMixin, BaseEstimator):
             max_iter=self.max_iter,
         )
         self.estimator_ = write_theta(estimator, self.problem_.theta) if self.refine else estimator
+        self.n_iter_ = self.problem_.refine_n_iter
         self.leverage_ = self.problem_.leverage
         self.rescale_factor_ = self.problem_.rescale_factor
         return self
@@ -161,6 +173,7 @@ class InfluenceAuditor(MetaEstimatorMixin, BaseEstimator):
         tags.regressor_tags = inner.regressor_tags
         tags.target_tags = inner.target_tags
         tags.input_tags.sparse = True
+        tags.target_tags.multi_output = False
         if tags.classifier_tags is not None:
             tags.classifier_tags.multi_class = False
         return tags
