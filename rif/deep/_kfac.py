@@ -1,0 +1,212 @@
+"""K-FAC and EK-FAC approximations of the curvature, for nn.Linear and nn.Conv2d layers.
+
+The curvature is approximated block-diagonally, one block per layer. For a
+layer with (homogeneous) inputs a_il at positions l (one position for a
+Linear layer on vectors; the unfolded patches for a convolution) and output
+pseudo-gradients delta_ikl, the per-sample gradient of the layer's parameter
+matrix M = [W | b] is G_ik = sum_l delta_ikl a_il^T, and
+
+    K-FAC   C_layer ~ A (x) S,   A = (1/n) sum_i sum_l a_il a_il^T,
+                                 S = sum_i sum_k (1/L) sum_l delta_ikl delta_ikl^T
+
+(a sum over samples overall, like the exact curvature), acting as M -> S M A.
+With eigendecompositions A = Q_A diag(e_A) Q_A^T, S = Q_S diag(e_S) Q_S^T,
+
+    (C_layer + lambda I)^{-1} M = Q_S [ (Q_S^T M Q_A) / (Lambda + lambda) ] Q_A^T,
+
+with Lambda_rc = e_S,r e_A,c for K-FAC, and for EK-FAC (George et al., 2018)
+the eigenvalue correction
+
+    Lambda_rc = sum_i sum_k (Q_S^T G_ik Q_A)_rc^2,
+
+i.e. the exact diagonal of the curvature in the Kronecker eigenbasis.
+
+The pseudo-gradients define which curvature is approximated:
+
+* ``"gnh"``: delta_ik = J_{s,i}^T L_i e_k with A_i = L_i L_i^T the loss's output
+  Hessian (K backward passes per batch; exact, no label sampling), so that
+  sum_k G_ik G_ik^T is sample i's GGN term;
+* ``"fisher"``: delta_i = dl_i/ds (the observed-label gradient): empirical Fisher.
+
+The true Hessian has no K-FAC form here. Conv2d layers need groups=1 and
+zero padding. Every parameter selected for attribution must belong to a
+supported layer (weights, optionally with their bias).
+"""
+
+import torch
+from torch import nn
+
+from ._data import batch_slices
+from ._errors import UnsupportedLayerError
+from ._solvers import Solver
+
+
+class _Layer:
+    def __init__(self, name, module, weight_slice, bias_slice):
+        self.name, self.module = name, module
+        self.weight_slice, self.bias_slice = weight_slice, bias_slice
+        if isinstance(module, nn.Linear):
+            self.n_out, self.n_in = module.out_features, module.in_features
+        else:
+            self.n_out = module.out_channels
+            self.n_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+        self.n_in_h = self.n_in + (bias_slice is not None)
+
+    def inputs(self, x):
+        """Homogeneous layer inputs, shape (B, L, n_in_h)."""
+        m = self.module
+        if isinstance(m, nn.Linear):
+            a = x.reshape(x.shape[0], -1, x.shape[-1])
+        else:
+            a = nn.functional.unfold(x, m.kernel_size, dilation=m.dilation, padding=m.padding,
+                                     stride=m.stride).transpose(1, 2)
+        if self.bias_slice is not None:
+            a = torch.cat([a, a.new_ones(a.shape[:-1] + (1,))], dim=-1)
+        return a
+
+    def output_grads(self, g):
+        """Output pseudo-gradients, shape (B, L, n_out)."""
+        if isinstance(self.module, nn.Linear):
+            return g.reshape(g.shape[0], -1, g.shape[-1])
+        return g.reshape(g.shape[0], g.shape[1], -1).transpose(1, 2)
+
+    def to_matrix(self, V):
+        """Rows of flat vectors V (r, p) -> parameter matrices (r, n_out, n_in_h)."""
+        W = V[:, self.weight_slice].reshape(V.shape[0], self.n_out, self.n_in)
+        if self.bias_slice is None:
+            return W
+        return torch.cat([W, V[:, self.bias_slice][:, :, None]], dim=2)
+
+    def from_matrix(self, M, out):
+        out[:, self.weight_slice] = M[:, :, :self.n_in].reshape(M.shape[0], -1)
+        if self.bias_slice is not None:
+            out[:, self.bias_slice] = M[:, :, self.n_in]
+
+
+def find_layers(fm):
+    """The supported layers covering every selected parameter, or an UnsupportedLayerError."""
+    slices = fm.slices()
+    covered, layers = set(), []
+    for mname, module in fm.model.named_modules():
+        wname = f"{mname}.weight" if mname else "weight"
+        bname = f"{mname}.bias" if mname else "bias"
+        if wname not in slices and bname not in slices:
+            continue
+        if not isinstance(module, (nn.Linear, nn.Conv2d)):
+            continue
+        if isinstance(module, nn.Conv2d) and (module.groups != 1 or module.padding_mode != "zeros"
+                                              or isinstance(module.padding, str)):
+            raise UnsupportedLayerError(
+                f"K-FAC supports Conv2d with groups=1, numeric zero padding; {mname!r} has "
+                f"groups={module.groups}, padding={module.padding!r}, padding_mode={module.padding_mode!r}")
+        if wname not in slices:
+            raise UnsupportedLayerError(
+                f"K-FAC needs the weight of layer {mname!r} whenever its bias is selected")
+        bias = slices.get(bname) if module.bias is not None else None
+        layers.append(_Layer(mname, module, slices[wname], bias))
+        covered.update({wname} | ({bname} if bias is not None else set()))
+    missing = [n for n in fm.names if n not in covered]
+    if missing:
+        raise UnsupportedLayerError(
+            f"K-FAC/EK-FAC cover only nn.Linear and nn.Conv2d weights and biases; the selected "
+            f"parameters {missing} are not in such a layer: restrict params= or use another solver")
+    return layers
+
+
+class KFACSolver(Solver):
+    """(C + lambda I)^{-1} with C replaced by its (E)K-FAC approximation."""
+
+    name = "kfac"
+
+    def __init__(self, curvature, damping, eigen_correction=False, report_residuals=None):
+        super().__init__(curvature, damping, report_residuals)
+        if curvature.kind not in ("gnh", "fisher"):
+            raise ValueError(f"K-FAC/EK-FAC approximate curvature='gnh' or 'fisher', not {curvature.kind!r}")
+        self.eigen_correction = bool(eigen_correction)
+        self.name = "ekfac" if eigen_correction else "kfac"
+        self.layers = find_layers(curvature.fm)
+
+    # -- one pass over the data, calling ``visit(layer, a, delta_list)`` per batch -------
+    def _pass(self, visit):
+        cur = self.curvature
+        fm, loss = cur.fm, cur.loss
+        captured = {}
+
+        def fwd_hook(layer):
+            def hook(module, args, output):
+                if layer.name in captured:
+                    raise UnsupportedLayerError(f"layer {layer.name!r} is called more than once per forward pass")
+                captured[layer.name] = {"a": layer.inputs(args[0].detach()), "d": []}
+                output.register_hook(lambda g: captured[layer.name]["d"].append(layer.output_grads(g.detach())))
+            return hook
+
+        handles = [layer.module.register_forward_hook(fwd_hook(layer)) for layer in self.layers]
+        try:
+            for sl in batch_slices(cur.n_samples, cur.batch_size):
+                captured.clear()
+                theta = fm.theta.detach().clone().requires_grad_(True)
+                xb, yb = cur.X[sl], cur.y[sl]
+                with torch.enable_grad():
+                    out = fm.forward(theta, xb)
+                    if cur.kind == "fisher":
+                        torch.autograd.grad(loss(out, yb).sum(), theta)
+                    else:
+                        A = loss.output_hessian(out.detach(), yb)
+                        w, Q = torch.linalg.eigh(A)
+                        L = Q * w.clamp(min=0).sqrt()[:, None, :]          # A = L L^T
+                        for k in range(L.shape[2]):
+                            torch.autograd.grad(out, theta, grad_outputs=L[:, :, k], retain_graph=True)
+                for layer in self.layers:
+                    visit(layer, captured[layer.name]["a"], captured[layer.name]["d"])
+        finally:
+            for h in handles:
+                h.remove()
+
+    def fit(self):
+        cur = self.curvature
+        dev, dt = cur.fm.device, cur.fm.dtype
+        A = {l.name: torch.zeros(l.n_in_h, l.n_in_h, device=dev, dtype=dt) for l in self.layers}
+        S = {l.name: torch.zeros(l.n_out, l.n_out, device=dev, dtype=dt) for l in self.layers}
+
+        def factors(layer, a, deltas):
+            A[layer.name] += torch.einsum("bli,blj->ij", a, a)
+            for d in deltas:
+                S[layer.name] += torch.einsum("bli,blj->ij", d, d) / d.shape[1]
+
+        self._pass(factors)
+        self.QA, self.QS, self.eigenvalues = {}, {}, {}
+        for layer in self.layers:
+            eA, QA = torch.linalg.eigh(A[layer.name].double() / cur.n_samples)
+            eS, QS = torch.linalg.eigh(S[layer.name].double())
+            self.QA[layer.name], self.QS[layer.name] = QA.to(dt), QS.to(dt)
+            self.eigenvalues[layer.name] = (eS.clamp(min=0)[:, None] * eA.clamp(min=0)[None, :]).to(dt)
+        self.factors_ = {"A": {k: v / cur.n_samples for k, v in A.items()}, "S": S}
+        if self.eigen_correction:
+            lam = {l.name: torch.zeros(l.n_out, l.n_in_h, device=dev, dtype=dt) for l in self.layers}
+
+            def correction(layer, a, deltas):
+                QA, QS = self.QA[layer.name], self.QS[layer.name]
+                for d in deltas:
+                    G = torch.einsum("blo,bli->boi", d, a)
+                    lam[layer.name] += ((QS.T @ G @ QA) ** 2).sum(0)
+
+            self._pass(correction)
+            self.eigenvalues = lam
+        return self
+
+    def _apply(self, V, fn):
+        """Apply M -> Q_S fn(Q_S^T M Q_A) Q_A^T layer by layer to the columns of V (p, r)."""
+        rows = V.T
+        out = torch.zeros_like(rows)
+        for layer in self.layers:
+            QA, QS = self.QA[layer.name], self.QS[layer.name]
+            M = QS.T @ layer.to_matrix(rows) @ QA
+            layer.from_matrix(QS @ fn(M, self.eigenvalues[layer.name]) @ QA.T, out)
+        return out.T
+
+    def approx_matmat(self, V):
+        """(C_kfac + lambda I) V: the damped approximate curvature itself (for checks)."""
+        return self._apply(V, lambda M, lam: M * (lam + self.damping))
+
+    def _solve(self, B):
+        return self._apply(B, lambda M, lam: M / (lam + self.damping))
