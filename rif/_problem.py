@@ -14,11 +14,12 @@ where P^T P = diag(1, ..., 1, 0) leaves the intercept unpenalised and
   (1/n) sum l + (lambda/2)||theta||^2 of the RIF paper's code).
 
 Removing a set S sets w_i = 0 for i in S, so under the second convention the
-penalty shrinks with the data. At the optimum theta^ the per-sample gradients
+penalty shrinks with the data. With the per-sample gradients
 
     g~_i = w_i l'_i x~_i + penalty_i P^T P theta^,   penalty_i = (per_sample ? penalty w_i : 0)
 
-sum to zero, the leave-S-out gradient at theta^ is -sum_{i in S} g~_i, and the
+removing S subtracts exactly sum_{i in S} g~_i from the gradient, which is zero
+at the optimum theta^; so the leave-S-out gradient at theta^ is -sum_{i in S} g~_i, and the
 Hessian is H = X~^T diag(c) X~ + lambda P^T P with curvature c_i = w_i l''_i.
 """
 

@@ -1,0 +1,554 @@
+"""TorchInfluence: IF / RIF / Newton-step / retrain attribution for a whole PyTorch model.
+
+Conventions (those of the core package, with the network's curvature):
+
+    L(theta) = sum_i l(y_i, f(x_i; theta)),   g_i = d l_i / d theta at theta^,
+    H = C + lambda I,   C in {GNH, true Hessian, empirical Fisher} (a sum over samples),
+
+and every effect is (value after removing S) - (value before):
+
+``"if"``       dtheta = H^{-1} sum_{i in S} g_i
+``"rif"``      dtheta = sum_{i in S} (H - C_i)^{-1} g_i        (sum of leave-one-out Newton steps)
+``"newton"``   dtheta = (H - sum_{i in S} C_i)^{-1} sum_{i in S} g_i
+``"retrain"``  dtheta = theta_{-S} - theta_0, minimisers of the proximal objective
+               sum_{i not in S} l_i + (lambda/2)||theta - theta^||^2 (see :mod:`._retrain`)
+
+C_i is sample i's curvature term; for the GNH C_i = J_i^T A_i J_i has rank at
+most K (the number of outputs), so by Woodbury
+
+    (H - J_i^T A_i J_i)^{-1} g_i = u_i + V_i (I_K - A_i J_i V_i)^{-1} A_i J_i u_i,
+    u_i = H^{-1} g_i,  V_i = H^{-1} J_i^T  (p x K),
+
+a K x K solve per sample on top of K + 1 inverse-curvature products; the
+eigenvalues of A_i J_i V_i (the network's generalised leverages) lie in
+[0, 1) whenever lambda > 0. The same identity with J_i^T = g_i, A_i = 1
+serves the empirical Fisher; the true Hessian has no low-rank per-sample
+form, so "rif" and "newton" need curvature "gnh" or "fisher".
+"""
+
+import numpy as np
+import torch
+from sklearn.exceptions import NotFittedError
+from torch.func import grad, vmap
+
+from ._curvature import CURVATURES, Curvature
+from ._data import batch_slices, check_pair, check_positive_int, removal_sets, split_data
+from ._errors import NearSingularLeverageError
+from ._functional import FunctionalModel
+from ._gradients import losses, losses_at_many, per_sample_gradients
+from ._kfac import KFACSolver
+from ._losses import get_loss
+from ._retrain import proximal_refit
+from ._solvers import SOLVERS, CGSolver, DenseSolver, LiSSASolver
+
+METHODS = ("if", "rif", "newton", "retrain")
+DAMPING_MODES = ("relative", "absolute")
+SCORE_TARGETS = ("loss", "test_loss", "proba")
+EFFECT_TARGETS = ("params", "loss", "test_loss", "proba", "self_loss", "train_loss")
+
+#: 1 - (largest generalised leverage) below this makes a leave-one-out step numerically undefined.
+LEVERAGE_TOL = {torch.float64: 1.5e-8, torch.float32: 3e-4}
+
+
+def _check_method(method):
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return method
+
+
+class TorchInfluence:
+    """Data attribution for a trained PyTorch model, with the interface of ``InfluenceAuditor``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The trained network, mapping a batch of inputs to outputs of shape
+        (B, K) or (B,). It is deep-copied, moved to ``device``/``dtype`` and
+        put in eval mode; the caller's model is never modified.
+    loss : {"cross_entropy", "bce", "mse"} or callable
+        Per-sample loss of the outputs (see :mod:`rif.deep._losses`; ``"mse"``
+        is (1/2)||f - y||^2). A callable takes (outputs (B, K), targets) and
+        returns the B unreduced losses.
+    train_data : pair (X, y) of tensors/arrays, or a Dataset of (x, y) pairs
+        The training set the model was fitted on (copied).
+    params : None, str, Module, Parameter or an iterable of these, default None
+        The parameters attributed over (None: all with ``requires_grad``),
+        e.g. ``params="fc2"`` for the last layer only. Others are held fixed.
+    curvature : {"gnh", "hessian", "fisher"}, default "gnh"
+        The curvature C, always a *sum* over training samples:
+        ``"gnh"`` the generalised Gauss-Newton sum_i J_i^T A_i J_i (PSD),
+        ``"hessian"`` the true Hessian of the summed loss (small models; may be
+        indefinite: only the exact and CG solvers, which then raise),
+        ``"fisher"`` the empirical Fisher sum_i g_i g_i^T (not the GGN).
+    solver : {"exact", "cg", "lissa", "kfac", "ekfac"}, default "exact"
+        How (C + lambda I)^{-1} is applied: dense float64 Cholesky, conjugate
+        gradient, LiSSA, or layer-wise (E)K-FAC for Linear/Conv2d layers
+        (see :mod:`rif.deep._solvers` and :mod:`rif.deep._kfac`).
+    damping : float, default 0.01
+        lambda >= 0, interpreted according to ``damping_mode``.
+    damping_mode : {"relative", "absolute"}, default "relative"
+        ``"relative"``: lambda = damping * tr(C) / p, a multiple of the mean
+        eigenvalue of the summed curvature; ``"absolute"``: lambda = damping.
+        (A mean-form curvature C/n with damping lambda' equals lambda = n lambda' here.)
+    device : str or torch.device, optional
+        Where to compute; default the device of the model's parameters.
+        Pass ``"cuda"`` to use a GPU; every path also runs on the CPU.
+    dtype : torch.dtype, default torch.float32
+        Working precision (torch.float64 for reference computations).
+    batch_size : int, default 256
+        Samples per vmapped batch.
+    cg_tol, cg_max_iter : CG relative residual tolerance and iteration cap (default 2p).
+    lissa_scale, lissa_depth, lissa_repeats, lissa_batch_size :
+        LiSSA scale s (or "auto"), recursion depth, number of averaged
+        repeats, and mini-batch size of the stochastic curvature products
+        (None: full-batch, deterministic).
+    report_residuals : bool, optional
+        Measure ||(C + lambda I) x - b|| / ||b|| after each solve (default:
+        for the iterative CG and LiSSA only; K-FAC residuals are against the
+        exact curvature and cost one product per right-hand side).
+    retrain_max_iter, retrain_tol : L-BFGS settings of ``method="retrain"``.
+    max_dense_params : int, default 20000
+        Largest p the exact solver (and the dense curvature) accepts.
+    seed : int, default 0
+        Seed of LiSSA's mini-batches and of the Hutchinson trace (true Hessian).
+
+    Attributes
+    ----------
+    n_samples_, n_params_ : int
+    theta_ : torch.Tensor of shape (p,)
+        The selected parameters at the trained point.
+    curvature_trace_ : float
+        tr(C) (exact for "gnh"/"fisher"; Hutchinson or dense for "hessian").
+    mean_eigenvalue_ : float
+        tr(C) / p.
+    damping_ : float
+        The absolute damping lambda in use.
+    solver_ : object
+        The fitted solver; ``solver_.log`` lists every solve.
+    solve_log_ : list of dict
+        One record per solve: solver, number of right-hand sides, iterations
+        and, where measured, the relative residual of each column
+        (``"relative_residuals"``) and their maximum.
+    leverage_ : ndarray of shape (n_samples,)
+        Largest eigenvalue of A_i J_i H^{-1} J_i^T per training sample (set by
+        the RIF computations over all samples).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from rif.deep import TorchInfluence
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    >>> X, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
+    >>> ti = TorchInfluence(net, "cross_entropy", (X, y), damping=0.1).fit()
+    >>> ti.scores(X[:5], y[:5], method="rif").shape
+    (40, 5)
+    """
+
+    def __init__(self, model, loss, train_data, *, params=None, curvature="gnh", solver="exact",
+                 damping=0.01, damping_mode="relative", device=None, dtype=torch.float32,
+                 batch_size=256, cg_tol=1e-6, cg_max_iter=None, lissa_scale="auto",
+                 lissa_depth=1000, lissa_repeats=1, lissa_batch_size=None, report_residuals=None,
+                 retrain_max_iter=500, retrain_tol=1e-7, max_dense_params=20000, seed=0):
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if curvature not in CURVATURES:
+            raise ValueError(f"curvature must be one of {CURVATURES}, got {curvature!r}")
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        if curvature == "hessian" and solver in ("lissa", "kfac", "ekfac"):
+            raise ValueError(f"solver={solver!r} needs a positive semi-definite curvature "
+                             "('gnh' or 'fisher'); with the true Hessian use 'exact' or 'cg'")
+        if damping_mode not in DAMPING_MODES:
+            raise ValueError(f"damping_mode must be one of {DAMPING_MODES}, got {damping_mode!r}")
+        damping = float(damping)
+        if not (np.isfinite(damping) and damping >= 0):
+            raise ValueError(f"damping must be a finite non-negative number, got {damping}")
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        if lissa_batch_size is not None:
+            check_positive_int(lissa_batch_size, "lissa_batch_size")
+        self.model, self.loss, self.train_data = model, loss, train_data
+        self.params, self.curvature, self.solver = params, curvature, solver
+        self.damping, self.damping_mode = damping, damping_mode
+        if device is None:
+            first = next(iter(model.parameters()), None)
+            device = first.device if first is not None else "cpu"
+        self.device, self.dtype = torch.device(device), dtype
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.cg_tol, self.cg_max_iter = cg_tol, cg_max_iter
+        self.lissa_scale, self.lissa_depth = lissa_scale, lissa_depth
+        self.lissa_repeats, self.lissa_batch_size = lissa_repeats, lissa_batch_size
+        self.report_residuals = report_residuals
+        self.retrain_max_iter, self.retrain_tol = retrain_max_iter, retrain_tol
+        self.max_dense_params = check_positive_int(max_dense_params, "max_dense_params")
+        self.seed = seed
+        self._loss = get_loss(loss)
+
+    # -- fitting ----------------------------------------------------------------------
+    def fit(self):
+        """Copy the model and data, compute the curvature's trace and set up the solver.
+
+        Returns
+        -------
+        self
+        """
+        X, y = split_data(self.train_data, "train_data")
+        fm = FunctionalModel(self.model, self.params, device=self.device, dtype=self.dtype)
+        X, y = check_pair(X, y, "train_data", self.device, self.dtype)
+        out = fm.forward(fm.theta, X[:1])
+        y = self._loss.check_target(y, out.shape[1])
+        self._fm, self._X, self._y = fm, X, y
+        self.n_samples_, self.n_params_, self.n_outputs_ = X.shape[0], fm.n_params, out.shape[1]
+        self.theta_ = fm.theta
+        curv = Curvature(self.curvature, fm, self._loss, X, y, self.batch_size)
+        dense = None
+        if self.solver == "exact":
+            if fm.n_params > self.max_dense_params:
+                raise ValueError(
+                    f"the exact solver materialises a {fm.n_params} x {fm.n_params} curvature, above "
+                    f"max_dense_params={self.max_dense_params}; use solver='cg', 'lissa', 'kfac' or "
+                    "'ekfac', or restrict params=")
+            dense = curv.dense()
+        self.curvature_trace_ = curv.trace(dense=dense, seed=self.seed)
+        self.mean_eigenvalue_ = self.curvature_trace_ / fm.n_params
+        if self.damping_mode == "relative":
+            self.damping_ = self.damping * self.mean_eigenvalue_
+        else:
+            self.damping_ = self.damping
+        if not self.damping_ > 0 and self.solver in ("lissa", "kfac", "ekfac"):
+            raise ValueError(f"solver={self.solver!r} needs a positive damping, got {self.damping_}")
+        rr = self.report_residuals
+        if self.solver == "exact":
+            solver = DenseSolver(curv, self.damping_, dense=dense, report_residuals=rr)
+        elif self.solver == "cg":
+            solver = CGSolver(curv, self.damping_, tol=self.cg_tol, max_iter=self.cg_max_iter,
+                              report_residuals=rr)
+        elif self.solver == "lissa":
+            solver = LiSSASolver(curv, self.damping_, scale=self.lissa_scale, depth=self.lissa_depth,
+                                 repeats=self.lissa_repeats, batch_size=self.lissa_batch_size,
+                                 seed=self.seed, report_residuals=rr)
+        else:
+            solver = KFACSolver(curv, self.damping_, eigen_correction=self.solver == "ekfac",
+                                report_residuals=rr)
+        self._curv = curv
+        self.solver_ = solver.fit()
+        self._train_grads = None
+        self._retrain_base = None
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "solver_"):
+            raise NotFittedError("this TorchInfluence is not fitted yet: call fit() first")
+
+    @property
+    def solve_log_(self):
+        self._check_fitted()
+        return self.solver_.log
+
+    def train_gradients(self):
+        """Per-sample training-loss gradients g_i at theta^, tensor of shape (n, p)."""
+        self._check_fitted()
+        if self._train_grads is None:
+            self._train_grads = per_sample_gradients(self._fm, self._loss, self._X, self._y,
+                                                     batch_size=self.batch_size)
+        return self._train_grads
+
+    # -- parameter changes ----------------------------------------------------------------
+    def _loo_steps(self, index, method, on_singular="raise"):
+        """Per-sample leave-one-out parameter changes for the training samples ``index``, (k, p)."""
+        G = self.train_gradients()[index]
+        if method == "if":
+            return self.solver_.solve(G.T).T
+        B, A = self._curv.sample_factors(index)                     # (k, K, p), (k, K, K)
+        k, K, p = B.shape
+        sol = self.solver_.solve(torch.cat([G, B.reshape(k * K, p)]).T).T
+        u, V = sol[:k], sol[k:].reshape(k, K, p)
+        M = torch.einsum("bkp,blp->bkl", B, V)                      # J_i H^{-1} J_i^T
+        AM = A @ M
+        lev = torch.linalg.eigvals(AM).real.max(dim=1).values
+        t = torch.einsum("bkl,blp,bp->bk", A, B, u)
+        eye = torch.eye(K, dtype=M.dtype, device=M.device)
+        c = torch.linalg.solve(eye - AM, t[:, :, None])[:, :, 0]
+        step = u + torch.einsum("bk,bkp->bp", c, V)
+        singular = 1.0 - lev < LEVERAGE_TOL[self.dtype]
+        if singular.any():
+            idx = np.asarray(index)[singular.cpu().numpy()]
+            if on_singular == "raise":
+                raise NearSingularLeverageError(
+                    f"training sample(s) {idx[:10].tolist()} have generalised leverage numerically 1 "
+                    "(H - C_i is singular along their outputs): their leave-one-out Newton step is "
+                    "undefined; increase the damping or use method='if'")
+            step[singular] = float("nan")
+        return step, lev
+
+    def _newton_step(self, index):
+        G = self.train_gradients()[index].sum(0)
+        B, A = self._curv.sample_factors(index)
+        k, K, p = B.shape
+        Bs = B.reshape(k * K, p)
+        As = torch.block_diag(*A)
+        sol = self.solver_.solve(torch.cat([G[None], Bs]).T).T
+        u, V = sol[0], sol[1:]
+        M = Bs @ V.T
+        eye = torch.eye(k * K, dtype=M.dtype, device=M.device)
+        c = torch.linalg.solve(eye - As @ M, As @ (Bs @ u))
+        return u + V.T @ c
+
+    def _retrain(self, index):
+        fm = self._fm
+        if self._retrain_base is None:
+            ones = torch.ones(self.n_samples_, dtype=self.dtype, device=self.device)
+            self._retrain_base, _ = proximal_refit(
+                fm, self._loss, self._X, self._y, ones, self.damping_, fm.theta, fm.theta,
+                max_iter=self.retrain_max_iter, tol=self.retrain_tol, batch_size=self.batch_size)
+        weights = torch.ones(self.n_samples_, dtype=self.dtype, device=self.device)
+        weights[torch.as_tensor(index, device=self.device)] = 0.0
+        theta, _ = proximal_refit(fm, self._loss, self._X, self._y, weights, self.damping_,
+                                  self._retrain_base, fm.theta, max_iter=self.retrain_max_iter,
+                                  tol=self.retrain_tol, batch_size=self.batch_size)
+        return theta - self._retrain_base
+
+    def _params_change_one(self, index, method):
+        if method == "retrain":
+            return self._retrain(index)
+        if method == "newton" and len(index) > 1:
+            return self._newton_step(index)
+        if method == "if":
+            return self._loo_steps(index, "if").sum(0)
+        return self._loo_steps(index, "rif")[0].sum(0)
+
+    def _all_loo_steps(self, method):
+        """Yield (slice, dtheta block) for every training sample removed alone."""
+        n = self.n_samples_
+        lev = np.full(n, np.nan)
+        for sl in batch_slices(n, self.batch_size):
+            index = np.arange(sl.start, sl.stop)
+            if method == "retrain":
+                yield sl, torch.stack([self._retrain(np.array([i])) for i in index])
+            elif method == "if":
+                yield sl, self._loo_steps(index, "if")
+            else:
+                step, lv = self._loo_steps(index, "rif", on_singular="nan")
+                lev[sl] = lv.cpu().numpy()
+                yield sl, step
+        if method in ("rif", "newton"):
+            self.leverage_ = lev
+
+    def params_change(self, remove, method="rif"):
+        """Change of the selected parameters when the samples ``remove`` are dropped.
+
+        Parameters
+        ----------
+        remove : int array, boolean mask, or a list/2-D array of these
+            One removal set or a batch of sets (indices into ``train_data``).
+        method : {"if", "rif", "newton", "retrain"}, default "rif"
+
+        Returns
+        -------
+        ndarray of shape (p,) or (n_sets, p)
+            theta_{-S} - theta^ in the flattened order of the selected parameters.
+        """
+        self._check_fitted()
+        method = _check_method(method)
+        sets, batch = removal_sets(self.n_samples_, remove)
+        out = np.stack([self._params_change_one(s, method).detach().cpu().double().numpy() for s in sets])
+        return out if batch else out[0]
+
+    # -- targets ----------------------------------------------------------------------------
+    def _eval_data(self, X, y, needs_y=True):
+        if X is None:
+            raise ValueError("this target needs evaluation data: pass X (and y)")
+        if needs_y and y is None:
+            raise ValueError("this target needs labels: pass y")
+        X, y = check_pair(X, y, "evaluation data", self.device, self.dtype)
+        if tuple(X.shape[1:]) != tuple(self._X.shape[1:]):
+            raise ValueError(f"X has sample shape {tuple(X.shape[1:])} but the training data has "
+                             f"{tuple(self._X.shape[1:])}")
+        return X, self._loss.check_target(y, self.n_outputs_)
+
+    def _per_sample_fn(self, target):
+        if target in ("loss", "test_loss"):
+            return self._loss
+        if target == "proba":
+            return self._loss.proba
+        raise ValueError(f"per-sample scores support target {SCORE_TARGETS}, got {target!r}")
+
+    def _target_values(self, fn, X, y, thetas):
+        """fn(y_j, f(x_j; theta_r)) for each theta_r (rows of ``thetas``): shape (r, m)."""
+        class _F:
+            def __call__(_, out, yy):
+                return fn(out, yy)
+        return losses_at_many(self._fm, _F(), X, y, thetas)
+
+    def _target_gradients(self, fn, X, y):
+        """d fn(y_j, f_j) / d theta per evaluation sample, shape (m, p)."""
+        class _L:
+            def single(_, out, yy):
+                return fn(out.unsqueeze(0), yy.unsqueeze(0))[0]
+        return per_sample_gradients(self._fm, _L(), X, y, batch_size=self.batch_size)
+
+    def scores(self, X, y=None, target="loss", method="rif", linear=False):
+        """Effect of removing each training sample alone on each evaluation sample.
+
+        Parameters
+        ----------
+        X, y : evaluation inputs and targets (same format as ``train_data``)
+        target : {"loss", "test_loss", "proba"}, default "loss"
+            Per-sample loss, or probability of the label (classification losses).
+        method : {"if", "rif", "newton", "retrain"}, default "rif"
+            For one removed sample "newton" and "rif" coincide; "retrain"
+            refits once per training sample (slow; the ground truth).
+        linear : bool, default False
+            grad f_j(theta^)^T dtheta_i instead of f_j(theta^ + dtheta_i) - f_j(theta^).
+            With ``method="if"`` this needs only one solve per evaluation sample.
+
+        Returns
+        -------
+        ndarray of shape (n_train, n_eval)
+            Entry (i, j) is f_j(theta_{-i}) - f_j(theta^): positive for the loss
+            means training sample i helps evaluation sample j. Rows of
+            samples with leverage numerically one are NaN for "rif"/"newton".
+        """
+        self._check_fitted()
+        method = _check_method(method)
+        fn = self._per_sample_fn(target)
+        X, y = self._eval_data(X, y)
+        if linear and method == "if":
+            grads = self._target_gradients(fn, X, y)                # (m, p)
+            return (self.train_gradients() @ self.solver_.solve(grads.T)).detach().cpu().double().numpy()
+        out = np.empty((self.n_samples_, X.shape[0]))
+        grads = self._target_gradients(fn, X, y) if linear else None
+        before = None if linear else self._target_values(fn, X, y, self._fm.theta[None])[0]
+        for sl, step in self._all_loo_steps(method):
+            step = step.detach()
+            if linear:
+                block = step @ grads.T
+            else:
+                block = self._target_values(fn, X, y, self._fm.theta[None] + step) - before
+            out[sl] = block.cpu().double().numpy()
+        return out
+
+    def self_influence(self, method="rif", linear=False):
+        """Change of each training sample's own loss when it alone is removed.
+
+        ``method="if", linear=True`` is Koh and Liang's g_i^T H^{-1} g_i;
+        "rif" uses the exact leave-one-out Newton step (H - C_i)^{-1} g_i.
+        Large values flag samples the model fits only by memorising them.
+
+        Returns
+        -------
+        ndarray of shape (n_train,)
+            l_i(theta^ + dtheta_i) - l_i(theta^) (or g_i^T dtheta_i if ``linear``).
+        """
+        self._check_fitted()
+        method = _check_method(method)
+        fm, loss = self._fm, self._loss
+        G = self.train_gradients()
+        out = np.empty(self.n_samples_)
+
+        def own(theta, x, yy):
+            return loss.single(fm.forward_single(theta, x), yy)
+
+        for sl, step in self._all_loo_steps(method):
+            step = step.detach()
+            if linear:
+                block = (G[sl] * step).sum(1)
+            else:
+                with torch.no_grad():
+                    after = vmap(own)(fm.theta[None] + step, self._X[sl], self._y[sl])
+                    block = after - losses(fm, loss, self._X[sl], self._y[sl])
+            out[sl] = block.cpu().double().numpy()
+        return out
+
+    def effect(self, remove, target="loss", X=None, y=None, method="rif", linear=False):
+        """Change of a target f(theta) when the samples ``remove`` are dropped.
+
+        Parameters
+        ----------
+        remove : int array, boolean mask, or a batch of these (see :meth:`params_change`)
+        target : str or callable, default "loss"
+            ``"params"`` (returns dtheta), ``"loss"`` (alias ``"test_loss"``:
+            summed loss over (X, y)), ``"proba"`` (summed label probability
+            over (X, y)), ``"self_loss"`` (summed loss of the removed samples),
+            ``"train_loss"`` (summed loss over all training samples), or a
+            callable ``f(model) -> scalar tensor`` evaluated on a copy of the
+            model carrying the changed parameters.
+        X, y : evaluation data for "loss" and "proba"
+        method : {"if", "rif", "newton", "retrain"}, default "rif"
+        linear : bool, default False
+            grad f(theta^)^T dtheta instead of f(theta^ + dtheta) - f(theta^).
+
+        Returns
+        -------
+        float or ndarray of shape (n_sets,)
+        """
+        self._check_fitted()
+        if isinstance(target, str) and target == "params":
+            return self.params_change(remove, method)
+        method = _check_method(method)
+        sets, batch = removal_sets(self.n_samples_, remove)
+        if callable(target):
+            value_fn, grad_fn = self._callable_target(target)
+        elif target in ("loss", "test_loss", "proba"):
+            Xe, ye = self._eval_data(X, y)
+            value_fn, grad_fn = self._summed_target(self._per_sample_fn(target), Xe, ye)
+        elif target == "train_loss":
+            value_fn, grad_fn = self._summed_target(self._loss, self._X, self._y)
+        elif target != "self_loss":
+            raise ValueError(f"target must be one of {EFFECT_TARGETS} or a callable f(model), got {target!r}")
+        theta = self._fm.theta
+        out = np.empty(len(sets))
+        for k, index in enumerate(sets):
+            if target == "self_loss":
+                idx = torch.as_tensor(index, device=self.device)
+                value_fn, grad_fn = self._summed_target(self._loss, self._X[idx], self._y[idx])
+            dtheta = self._params_change_one(index, method).detach()
+            if linear:
+                out[k] = float(grad_fn(theta) @ dtheta)
+            else:
+                out[k] = value_fn(theta + dtheta) - value_fn(theta)
+        return out if batch else float(out[0])
+
+    def _summed_target(self, fn, X, y):
+        fm = self._fm
+
+        def total(theta):
+            return sum(fn(fm.forward(theta, X[sl]), y[sl]).sum()
+                       for sl in batch_slices(X.shape[0], self.batch_size))
+
+        def value(theta):
+            with torch.no_grad():
+                return float(total(theta))
+        return value, grad(total)
+
+    def _callable_target(self, target):
+        fm = self._fm
+        scratch = fm.export(fm.theta)
+        named = dict(scratch.named_parameters())
+
+        def load(theta):
+            with torch.no_grad():
+                for name, v in fm.unflatten(theta).items():
+                    named[name].copy_(v)
+
+        def value(theta):
+            load(theta)
+            with torch.no_grad():
+                result = target(scratch)
+            result = torch.as_tensor(result)
+            if result.numel() != 1:
+                raise ValueError(f"a callable target must return a scalar, got shape {tuple(result.shape)}")
+            return float(result)
+
+        def gradient(theta):
+            load(theta)
+            for p in scratch.parameters():
+                p.grad = None
+            with torch.enable_grad():
+                result = target(scratch)
+                if not (isinstance(result, torch.Tensor) and result.requires_grad):
+                    raise ValueError("linear=True needs a callable target returning a differentiable tensor")
+                result.backward()
+            return torch.cat([(named[n].grad if named[n].grad is not None else torch.zeros_like(named[n]))
+                              .reshape(-1) for n in fm.names])
+        return value, gradient

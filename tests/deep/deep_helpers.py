@@ -1,0 +1,36 @@
+"""Shared helpers of the deep tests (tiny networks and data)."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+
+def tiny_mlp(n_in=4, hidden=6, n_out=3, seed=0, act=None, bias=True):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(n_in, hidden, bias=bias), act or torch.nn.Tanh(),
+        torch.nn.Linear(hidden, n_out, bias=bias)).double()
+
+
+def classification_data(n=30, n_in=4, n_out=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, n_in, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, n_out, (n,), generator=gen)
+    return X, y
+
+
+def train(model, loss_fn, X, y, steps=300, lr=0.05):
+    """A few full-batch Adam steps so that the network is near (not at) a minimum."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(model(X), y).backward()
+        opt.step()
+    return model
+
+
+def trained_mlp(seed=0):
+    model = tiny_mlp(seed=seed)
+    X, y = classification_data(seed=seed)
+    train(model, torch.nn.functional.cross_entropy, X, y)
+    return model, X, y
