@@ -18,10 +18,12 @@ def n_params(X, fit_intercept):
 
 
 def linear_predictor(X, theta, fit_intercept):
-    """eta = X beta + b, shape (n,)."""
+    """eta = X beta + b: shape (n,) for theta of shape (p,), (n, m) for theta of shape (p, m)."""
     if fit_intercept:
-        return np.asarray(X @ theta[:-1]).ravel() + theta[-1]
-    return np.asarray(X @ theta).ravel()
+        eta = np.asarray(X @ theta[:-1]) + theta[-1]
+    else:
+        eta = np.asarray(X @ theta)
+    return eta.ravel() if theta.ndim == 1 else eta
 
 
 def rmatvec(X, v, fit_intercept):

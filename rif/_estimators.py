@@ -18,13 +18,12 @@ NS uses Woodbury, O(k p^2 + k^3), while k < p and a dense p x p solve beyond.
 import warnings
 
 import numpy as np
-import scipy.linalg as sla
-from scipy.linalg import lapack
-
+import scipy.sparse as sp
 from . import _design
-from ._errors import NearSingularLeverageError, RetrainConvergenceWarning, SingularHessianError
+from ._errors import NearSingularLeverageError, RetrainConvergenceWarning
+from ._linalg import LeaveOutHessian
 from ._problem import LEVERAGE_TOL
-from ._solvers import newton_refit
+from ._solvers import chord_refit
 
 METHODS = ("if", "rif", "newton", "retrain")
 
@@ -132,87 +131,241 @@ def loo_white(problem, index, method, u=None, on_singular="raise"):
 
 
 # -- one removal set ---------------------------------------------------------------
-def _spd_solve(matrix, rhs, what):
-    """Solve an SPD system, raising SingularHessianError when it is not."""
-    try:
-        chol = sla.cholesky(matrix, lower=True, check_finite=False)
-    except np.linalg.LinAlgError:
-        raise SingularHessianError(f"{what} is not positive definite") from None
-    rcond, _ = lapack.dpocon(chol, np.abs(matrix).sum(axis=0).max(), uplo="L")
-    if not rcond > matrix.shape[0] * np.finfo(float).eps:
-        raise SingularHessianError(f"{what} is numerically singular (reciprocal condition {rcond:.1e})")
-    return sla.cho_solve((chol, True), rhs, check_finite=False)
+def leave_out_hessian(problem, index, u=None):
+    """:class:`LeaveOutHessian` of the removal set ``index`` at theta^."""
+    if u is None:
+        u = problem.white_rows(index)
+    return LeaveOutHessian(problem.factor, u, problem.curvature[index], problem.sample_penalty[index].sum())
 
 
-def newton_white(problem, index, a_sum, u):
-    """Whitened NS: (D(delta)^{-1} - W^T W)^{-1} b by Woodbury (k < p) or densely."""
-    delta = problem.sample_penalty[index].sum()
-    d = problem.factor.shift_diag(delta)                  # shape (p,)
-    w = np.sqrt(problem.curvature[index])[:, None] * u    # W_S, shape (k, p)
-    what = f"the Hessian without the {len(index)} removed sample(s)"
-    if len(index) < problem.n_params:
-        # (D^-1 - W^T W)^-1 = D + D W^T (I - W D W^T)^-1 W D
-        wd = w * d
-        inner = np.eye(len(index)) - wd @ w.T
-        db = d * a_sum
-        return db + wd.T @ _spd_solve(inner, wd @ a_sum, what)
-    matrix = np.diag(1.0 / d) - w.T @ w
-    return _spd_solve(matrix, a_sum, what)
+def _retrain(problem, index, tol, max_iter):
+    """(dtheta, RefitResult) of the exact refit; picklable for joblib workers."""
+    result = chord_refit(problem, index, tol=tol, max_iter=max_iter)
+    return result.theta - problem.theta, result
+
+
+def _warn_unconverged(results):
+    bad = [r for r in results if not r.converged]
+    if bad:
+        warnings.warn(
+            f"{len(bad)} exact refit(s) did not converge (largest gradient norm "
+            f"{max(r.gradient_norm for r in bad):.2e}); the ground truth is approximate",
+            RetrainConvergenceWarning, stacklevel=4,
+        )
 
 
 def params_change_one(problem, index, method, tol=1e-10, max_iter=100):
     """dtheta for removing the samples ``index`` (validated), shape (p,)."""
     if method == "retrain":
-        weights = problem.sample_weight.copy()
-        weights[index] = 0.0
-        result = newton_refit(problem, weights, problem.theta, tol=tol, max_iter=max_iter)
-        if not result.converged:
-            warnings.warn(
-                f"the exact refit did not converge in {result.n_iter} Newton iterations "
-                f"(gradient norm {result.gradient_norm:.2e}); the ground truth is approximate",
-                RetrainConvergenceWarning, stacklevel=3,
-            )
-        return result.theta - problem.theta
+        dtheta, result = _retrain(problem, index, tol, max_iter)
+        _warn_unconverged([result])
+        return dtheta
     u = problem.white_rows(index)
     if method == "newton":
         a_sum = loo_white(problem, index, "if", u=u).sum(axis=0)
-        return problem.factor.from_white(newton_white(problem, index, a_sum, u))
+        return problem.factor.from_white(leave_out_hessian(problem, index, u).solve_white(a_sum))
     return problem.factor.from_white(loo_white(problem, index, method, u=u).sum(axis=0))
 
 
+# -- batches of sets -----------------------------------------------------------------
+def scalar_loo_coefficient(problem, method):
+    """s_i with dtheta_i = s_i H^{-1} x~_i, or None when no such scalar exists.
+
+    Without a per-sample penalty share, g~_i = r_i x~_i, so IF has s_i = r_i and
+    RIF (= NS for one sample) s_i = r_i / (1 - h_i); NaN where h_i is numerically 1.
+    """
+    if problem.sample_penalty.any():
+        return None
+    if method == "if":
+        return problem.residual
+    return np.where(problem.singular_leverage, np.nan, problem.residual / (1.0 - problem.leverage))
+
+
+def _check_leverage(problem, sets):
+    singular = problem.singular_leverage
+    if singular.any():
+        for index in sets:
+            loo_white(problem, index[singular[index]], "rif")  # raises, naming the samples
+
+
+def _additive_batch(problem, sets, method):
+    """IF or RIF for many sets at once: H^{-1} X~^T A with A the (n, n_sets) set indicator."""
+    if method == "if":
+        coef = problem.residual        # the data part of g~_i; penalty shares are added below
+    else:
+        coef = scalar_loo_coefficient(problem, method)
+        if coef is None:
+            return None
+        _check_leverage(problem, sets)
+    lengths = [len(s) for s in sets]
+    rows = np.concatenate(sets)
+    cols = np.repeat(np.arange(len(sets)), lengths)
+    indicator = sp.csc_matrix((coef[rows], (rows, cols)), shape=(problem.n_samples, len(sets)))
+    grads = np.asarray((indicator.T @ problem.X).T.todense() if sp.issparse(problem.X)
+                       else (indicator.T @ problem.X).T)
+    if problem.fit_intercept:
+        grads = np.vstack([grads, np.asarray(indicator.sum(axis=0))])
+    if method == "if" and problem.sample_penalty.any():
+        # g~_i = r_i x~_i + penalty_i P^T P theta^: add the penalty shares of each set
+        shares = np.bincount(cols, weights=problem.sample_penalty[rows], minlength=len(sets))
+        grads = grads + np.outer(problem.penalty_diag * problem.theta, shares)
+    return problem.factor.solve(grads).T
+
+
+def _newton_group(problem, sets):
+    """Woodbury NS for g sets of one size k < p, batched over sets; None if any is singular."""
+    index = np.stack(sets)                                        # (g, k)
+    g, k = index.shape
+    u = problem.white_rows(index.ravel()).reshape(g, k, -1)        # (g, k, p)
+    a = (problem.residual[index][..., None] * u
+         + problem.sample_penalty[index][..., None] * problem.penalty_gradient_white)
+    a_sum = a.sum(axis=1)                                           # (g, p)
+    d = problem.factor.shift_diag(problem.sample_penalty[index].sum(axis=1))   # (g, p)
+    w = np.sqrt(problem.curvature[index])[..., None] * u
+    wd = w * d[:, None, :]
+    inner = np.eye(k) - wd @ np.swapaxes(w, 1, 2)                   # (g, k, k)
+    try:
+        chol = np.linalg.cholesky(inner)
+    except np.linalg.LinAlgError:
+        return None
+    diag = np.diagonal(chol, axis1=1, axis2=2)
+    if np.any(diag.min(axis=1) ** 2 <= k * np.finfo(float).eps * diag.max(axis=1) ** 2):
+        return None
+    sol = np.linalg.solve(inner, (wd @ a_sum[..., None]))           # (g, k, 1)
+    x = d * a_sum + (np.swapaxes(wd, 1, 2) @ sol)[..., 0]
+    return problem.factor.from_white(x.T).T
+
+
+def params_change_batch(problem, sets, method, tol=1e-10, max_iter=100, n_jobs=None, progress=None):
+    """dtheta for each removal set (validated), shape (n_sets, p).
+
+    IF and RIF (without per-sample penalty shares) take one sparse product and
+    one solve for the whole batch; NS batches the Woodbury systems of equal-size
+    sets; retrain runs the refits through joblib (``n_jobs``), so that a joblib
+    backend such as dask or ray can spread them over a cluster.
+    """
+    if method in ("if", "rif"):
+        out = _additive_batch(problem, sets, method)
+        if out is not None:
+            return out
+    out = np.empty((len(sets), problem.n_params))
+    if method == "retrain":
+        results = []
+        for k, (dtheta, result) in enumerate(_run_refits(problem, sets, tol, max_iter, n_jobs, progress)):
+            out[k] = dtheta
+            results.append(result)
+        _warn_unconverged(results)
+        return out
+    done = np.zeros(len(sets), bool)
+    if method == "newton":
+        sizes = np.array([len(s) for s in sets])
+        for k in np.unique(sizes[sizes < problem.n_params]):
+            group = np.flatnonzero(sizes == k)
+            result = _newton_group(problem, [sets[j] for j in group])
+            if result is not None:
+                out[group], done[group] = result, True
+    for j in np.flatnonzero(~done):
+        out[j] = params_change_one(problem, sets[j], method, tol, max_iter)
+    return out
+
+
+def _run_refits(problem, sets, tol, max_iter, n_jobs, progress):
+    """Yield (dtheta, RefitResult) per set, in order, through joblib with a progress bar."""
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(sets), desc="exact refits", disable=_progress_disabled(progress, len(sets)))
+    if n_jobs in (None, 1):
+        results = (_retrain(problem, s, tol, max_iter) for s in sets)
+    else:
+        results = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_retrain)(problem, s, tol, max_iter) for s in sets)
+    with bar:
+        for item in results:
+            bar.update()
+            yield item
+
+
+def _progress_disabled(progress, total):
+    """tqdm's ``disable``: off when asked, on when asked, else only for long non-trivial loops."""
+    if progress is None:
+        return True if total < 20 else None   # None: tqdm shows it only on a terminal
+    return not progress
+
+
 # -- all samples one at a time ---------------------------------------------------------
-def _refit_each(problem, rows, tol, max_iter):
-    for i in rows:
-        yield i, params_change_one(problem, np.array([i]), "retrain", tol, max_iter)
+def _singletons(problem):
+    return [np.array([i]) for i in range(problem.n_samples)]
 
 
-def per_sample_eta_change(problem, target_x, method, tol=1e-10, max_iter=100):
+def loo_params_change(problem, method, tol=1e-10, max_iter=100, n_jobs=None, progress=None):
+    """dtheta_i for removing each training sample alone, shape (n, p).
+
+    statsmodels' ``d_params`` (with the opposite sign), with penalties and weights.
+    """
+    if method == "retrain":
+        return params_change_batch(problem, _singletons(problem), method, tol, max_iter, n_jobs, progress)
+    method = "rif" if method == "newton" else method
+    out = np.empty((problem.n_samples, problem.n_params))
+    coef = scalar_loo_coefficient(problem, method)
+    for sl, block in _design.row_blocks(problem.X, problem.fit_intercept):
+        if coef is not None:  # s_i H^{-1} x~_i
+            out[sl] = coef[sl, None] * problem.factor.solve(block.T).T
+        else:
+            u = problem.factor.to_white(block.T).T
+            index = np.arange(sl.start, sl.stop)
+            out[sl] = problem.factor.from_white(loo_white(problem, index, method, u=u, on_singular="nan").T).T
+    return out
+
+
+def per_sample_eta_change(problem, target_x, method, tol=1e-10, max_iter=100, n_jobs=None, progress=None):
     """Change of x~_j^T theta for every training sample i removed alone.
 
     Returns an (n, m) array: entry (i, j) is x~_j^T dtheta_i with x~_j the rows
-    of ``target_x`` (an (m, d) matrix).
+    of ``target_x`` (an (m, d) matrix). Without per-sample penalty shares this is
+    diag(s) X~ H^{-1} X~_target^T (one solve with m right-hand sides and one
+    (n, p) x (p, m) product); otherwise it goes through whitened coordinates.
     """
-    n, m = problem.n_samples, target_x.shape[0]
-    out = np.empty((n, m))
+    m = target_x.shape[0]
+    target_rows = _design.rows(target_x, np.arange(m), problem.fit_intercept)
     if method == "retrain":
-        for i, dtheta in _refit_each(problem, range(n), tol, max_iter):
-            out[i] = _design.linear_predictor(target_x, dtheta, problem.fit_intercept)
-        return out
-    target_white = problem.factor.to_white(_design.rows(target_x, np.arange(m), problem.fit_intercept).T)
+        dtheta = params_change_batch(problem, _singletons(problem), method, tol, max_iter, n_jobs, progress)
+        return dtheta @ target_rows.T
+    method = "rif" if method == "newton" else method
+    coef = scalar_loo_coefficient(problem, method)
+    if coef is not None:
+        solved = problem.factor.solve(target_rows.T)                # H^{-1} X~_target^T, (p, m)
+        x_solved = np.asarray(problem.X @ solved[:problem.n_features])
+        if problem.fit_intercept:
+            x_solved += solved[-1]
+        return coef[:, None] * x_solved
+    out = np.empty((problem.n_samples, m))
+    target_white = problem.factor.to_white(target_rows.T)
     for sl, u in problem.white_row_blocks():
         index = np.arange(sl.start, sl.stop)
         out[sl] = loo_white(problem, index, method, u=u, on_singular="nan") @ target_white
     return out
 
 
-def self_eta_change(problem, method, tol=1e-10, max_iter=100):
+def self_eta_change(problem, method, tol=1e-10, max_iter=100, n_jobs=None, progress=None):
     """x~_i^T dtheta_i: the change of each training sample's own eta when it is removed."""
-    out = np.empty(problem.n_samples)
     if method == "retrain":
-        for i, dtheta in _refit_each(problem, range(problem.n_samples), tol, max_iter):
-            out[i] = _design.rows(problem.X, [i], problem.fit_intercept)[0] @ dtheta
-        return out
+        dtheta = params_change_batch(problem, _singletons(problem), method, tol, max_iter, n_jobs, progress)
+        return _rowwise_eta(problem, dtheta)
+    method = "rif" if method == "newton" else method
+    coef = scalar_loo_coefficient(problem, method)
+    if coef is not None:   # x~_i^T s_i H^{-1} x~_i = s_i q_i
+        return coef * problem.raw_leverage
+    out = np.empty(problem.n_samples)
     for sl, u in problem.white_row_blocks():
         index = np.arange(sl.start, sl.stop)
         out[sl] = np.einsum("ij,ij->i", loo_white(problem, index, method, u=u, on_singular="nan"), u)
+    return out
+
+
+def _rowwise_eta(problem, dtheta):
+    """x~_i^T dtheta_i for each row i, shape (n,)."""
+    out = np.empty(problem.n_samples)
+    for sl, block in _design.row_blocks(problem.X, problem.fit_intercept):
+        out[sl] = np.einsum("ij,ij->i", block, dtheta[sl])
     return out

@@ -42,6 +42,20 @@ class EtaTarget:
     def gradient(self, theta):
         return _design.rmatvec(self.X, self.per_sample(self.eta(theta))[1], self.fit_intercept)
 
+    def changes(self, theta, dthetas, linear=False):
+        """f(theta + dtheta_s) - f(theta) (or its linearisation) for each row of ``dthetas``.
+
+        One (m, p) x (p, n_sets) product gives every set's change of every eta.
+        """
+        eta = self.eta(theta)
+        d_eta = _design.linear_predictor(self.X, dthetas.T, self.fit_intercept)   # (m, n_sets)
+        value, slope = self.per_sample(eta)
+        if linear:
+            return slope @ d_eta
+        labels = None if self.y is None else np.repeat(self.y, d_eta.shape[1])
+        after = self.phi((eta[:, None] + d_eta).ravel(), labels)[0].reshape(d_eta.shape)
+        return after.sum(axis=0) - value.sum()
+
 
 class CallableTarget:
     """A user function f(theta) with an optional gradient function."""
@@ -54,6 +68,13 @@ class CallableTarget:
         if value.shape != ():
             raise ValueError(f"a callable target must return a scalar, got shape {value.shape}")
         return float(value)
+
+    def changes(self, theta, dthetas, linear=False):
+        """f(theta + dtheta_s) - f(theta) (or its linearisation) for each row of ``dthetas``."""
+        if linear:
+            return dthetas @ self.gradient(theta)
+        base = self.value(theta)
+        return np.array([self.value(theta + dtheta) - base for dtheta in dthetas])
 
     def gradient(self, theta):
         if self._gradient is None:

@@ -53,6 +53,12 @@ class InfluenceAuditor(MetaEstimatorMixin, BaseEstimator):
         Relative Newton-step tolerance of the refinement and of exact refits.
     max_iter : int, default 100
         Newton iterations allowed per refit.
+    n_jobs : int or None, default None
+        Parallel exact refits (``method="retrain"`` over many sets) through
+        joblib; any joblib backend applies, e.g. dask or ray for a cluster.
+    progress : bool or None, default None
+        Progress bar (tqdm) on long loops of refits: None shows it on a
+        terminal for 20 or more refits, False never, True always.
 
     Attributes
     ----------
@@ -83,11 +89,13 @@ class InfluenceAuditor(MetaEstimatorMixin, BaseEstimator):
     (31,)
     """
 
-    def __init__(self, estimator, *, refine=True, tol=1e-10, max_iter=100):
+    def __init__(self, estimator, *, refine=True, tol=1e-10, max_iter=100, n_jobs=None, progress=None):
         self.estimator = estimator
         self.refine = refine
         self.tol = tol
         self.max_iter = max_iter
+        self.n_jobs = n_jobs
+        self.progress = progress
 
     # -- scikit-learn protocol --------------------------------------------------------
     def fit(self, X, y, sample_weight=None):
@@ -204,8 +212,29 @@ class InfluenceAuditor(MetaEstimatorMixin, BaseEstimator):
         problem = self._problem()
         method = est_.check_method(method)
         sets, batch = est_.removal_sets(problem, remove)
-        out = np.array([est_.params_change_one(problem, s, method, self.tol, self.max_iter) for s in sets])
+        out = self._batch(problem, sets, method)
         return out if batch else out[0]
+
+    def _batch(self, problem, sets, method):
+        return est_.params_change_batch(problem, sets, method, self.tol, self.max_iter, self.n_jobs, self.progress)
+
+    def loo_params_change(self, method="rif"):
+        """Parameter change for removing each training sample alone.
+
+        The leave-one-out analogue of statsmodels' ``GLMInfluence.d_params``
+        (which is theta^ - theta_{-i}, the opposite sign), with penalties and weights.
+
+        Parameters
+        ----------
+        method : {"if", "rif", "newton", "retrain"}, default "rif"
+
+        Returns
+        -------
+        ndarray of shape (n_train, n_params)
+        """
+        problem = self._problem()
+        return est_.loo_params_change(problem, est_.check_method(method), self.tol, self.max_iter,
+                                      self.n_jobs, self.progress)
 
     def effect(self, remove, target="loss", X=None, y=None, method="rif", linear=False,
                target_gradient=None):
@@ -241,17 +270,13 @@ class InfluenceAuditor(MetaEstimatorMixin, BaseEstimator):
         problem = self._problem()
         method = est_.check_method(method)
         sets, batch = est_.removal_sets(problem, remove)
-        shared = None if target == "self_loss" else make_target(
-            problem, target, X, self._labels(y), gradient=target_gradient)
-        theta = problem.theta
-        out = np.empty(len(sets))
-        for k, index in enumerate(sets):
-            tgt = shared or make_target(problem, target, removed=index)
-            dtheta = est_.params_change_one(problem, index, method, self.tol, self.max_iter)
-            if linear:
-                out[k] = tgt.gradient(theta) @ dtheta
-            else:
-                out[k] = tgt.value(theta + dtheta) - tgt.value(theta)
+        dthetas = self._batch(problem, sets, method)
+        if target == "self_loss":
+            out = np.array([make_target(problem, target, removed=index).changes(problem.theta, dtheta[None], linear)[0]
+                            for index, dtheta in zip(sets, dthetas)])
+        else:
+            tgt = make_target(problem, target, X, self._labels(y), gradient=target_gradient)
+            out = tgt.changes(problem.theta, dthetas, linear)
         return out if batch else float(out[0])
 
     def scores(self, X, y=None, target="loss", method="rif", linear=False):
@@ -280,7 +305,8 @@ class InfluenceAuditor(MetaEstimatorMixin, BaseEstimator):
         method = est_.check_method(method)
         tgt = eta_target(problem, "loss" if target == "test_loss" else target, X, self._labels(y))
         eta = tgt.eta(problem.theta)
-        d_eta = est_.per_sample_eta_change(problem, tgt.X, method, self.tol, self.max_iter)
+        d_eta = est_.per_sample_eta_change(problem, tgt.X, method, self.tol, self.max_iter,
+                                           self.n_jobs, self.progress)
         value, slope = tgt.per_sample(eta)
         if linear:
             return d_eta * slope
@@ -302,7 +328,7 @@ class InfluenceAuditor(MetaEstimatorMixin, BaseEstimator):
         """
         problem = self._problem()
         method = est_.check_method(method)
-        d_eta = est_.self_eta_change(problem, method, self.tol, self.max_iter)
+        d_eta = est_.self_eta_change(problem, method, self.tol, self.max_iter, self.n_jobs, self.progress)
         if linear:
             return problem.d1 * d_eta
         return problem.family.loss(problem.eta + d_eta, problem.y) - problem.loss

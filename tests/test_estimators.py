@@ -99,3 +99,50 @@ def test_newton_step_matches_dense_solve_for_any_set(case):
     """Sets with k < p take the Woodbury path, larger ones the dense p x p solve."""
     prob, index = case
     assert_close(change(prob, index, "newton"), naive.newton_step(prob, index), 1e-8)
+
+
+# -- batched and all-sample routes against the one-set route ----------------------------
+from rif._estimators import loo_params_change, params_change_batch, per_sample_eta_change, self_eta_change  # noqa: E402
+from rif._solvers import chord_refit, newton_refit  # noqa: E402
+
+
+@pytest.mark.parametrize("family,scaling,intercept,weights", CONFIGS)
+@pytest.mark.parametrize("method", ["if", "rif", "newton", "retrain"])
+def test_batch_equals_one_set_at_a_time(family, scaling, intercept, weights, method):
+    prob = make_problem(family, n=40, d=5, scaling=scaling, intercept=intercept, weights=weights)
+    rng = np.random.default_rng(7)
+    sets = [np.sort(rng.choice(40, size=k, replace=False)) for k in (1, 3, 3, 3, 8, 8, 12)]
+    batch = params_change_batch(prob, sets, method)
+    for s, got in zip(sets, batch):
+        assert_close(got, change(prob, s, method), 1e-10)
+
+
+@pytest.mark.parametrize("family,scaling,intercept,weights", CONFIGS)
+@pytest.mark.parametrize("method", ["if", "rif"])
+def test_all_sample_routes_equal_one_set_at_a_time(family, scaling, intercept, weights, method):
+    prob = make_problem(family, n=30, d=4, scaling=scaling, intercept=intercept, weights=weights)
+    loo = loo_params_change(prob, method)
+    want = np.array([change(prob, [i], method) for i in range(prob.n_samples)])
+    np.testing.assert_allclose(loo, want, rtol=1e-10, atol=1e-14 * np.abs(want).max())
+    xt = naive.design(prob.X, intercept)
+    target_x = prob.X[:5] + 0.1
+    np.testing.assert_allclose(per_sample_eta_change(prob, target_x, method),
+                               want @ naive.design(target_x, intercept).T, rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(self_eta_change(prob, method), np.einsum("ij,ij->i", xt, want),
+                               rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.parametrize("family,scaling,intercept,weights", CONFIGS)
+@pytest.mark.parametrize("fraction", [0.05, 0.3, 0.6])
+def test_chord_refit_reaches_newton_refit(family, scaling, intercept, weights, fraction):
+    """The chord iteration (with its Newton fallback) and plain Newton find the same optimum."""
+    prob = make_problem(family, n=60, d=5, scaling=scaling, intercept=intercept, weights=weights)
+    # remove the samples with the largest residuals: the hardest sets for a fixed Hessian
+    index = np.sort(np.argsort(-np.abs(prob.residual))[: int(fraction * 60)])
+    if family == "binomial" and np.unique(np.delete(prob.y, index)).size < 2:
+        index = index[: len(index) // 2]
+    w = naive.without(prob, index)
+    chord = chord_refit(prob, index)
+    newton = newton_refit(prob, w, prob.theta)
+    assert chord.converged and newton.converged
+    assert_close(chord.theta - prob.theta, newton.theta - prob.theta, 1e-8)

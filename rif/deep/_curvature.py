@@ -121,10 +121,19 @@ class Curvature:
                 C += B.reshape(-1, p).T @ AB.reshape(-1, p)
         return 0.5 * (C + C.T)
 
-    def trace(self, dense=None, n_probes=32, seed=0):
-        """tr(C): exact for GNH and Fisher; from ``dense`` or Hutchinson probes for the Hessian."""
+    def trace(self, dense=None, n_probes=64, seed=0, exact_below=1024):
+        """tr(C): exact for GNH and Fisher, and for the Hessian with p <= ``exact_below``
+        (p Hessian-vector products); else ``n_probes`` Hutchinson probes."""
         if dense is not None:
             return float(torch.diagonal(dense).sum())
+        if self.kind == "hessian" and self.n_params <= exact_below:
+            total = 0.0
+            for start in range(0, self.n_params, 64):
+                idx = torch.arange(start, min(start + 64, self.n_params))
+                E = torch.zeros(self.n_params, len(idx), dtype=self.fm.dtype, device=self.fm.device)
+                E[idx, torch.arange(len(idx))] = 1.0
+                total += float((E * self.matmat(E)).sum())
+            return total
         if self.kind == "hessian":
             gen = torch.Generator(device="cpu").manual_seed(seed)
             V = (torch.randint(0, 2, (self.n_params, n_probes), generator=gen) * 2 - 1)

@@ -268,9 +268,10 @@ class TorchInfluence:
         lev = torch.linalg.eigvals(AM).real.max(dim=1).values
         t = torch.einsum("bkl,blp,bp->bk", A, B, u)
         eye = torch.eye(K, dtype=M.dtype, device=M.device)
-        c = torch.linalg.solve(eye - AM, t[:, :, None])[:, :, 0]
-        step = u + torch.einsum("bk,bkp->bp", c, V)
         singular = 1.0 - lev < LEVERAGE_TOL[self.dtype]
+        system = torch.where(singular[:, None, None], eye, eye - AM)
+        c = torch.linalg.solve(system, t[:, :, None])[:, :, 0]
+        step = u + torch.einsum("bk,bkp->bp", c, V)
         if singular.any():
             idx = np.asarray(index)[singular.cpu().numpy()]
             if on_singular == "raise":
@@ -295,18 +296,28 @@ class TorchInfluence:
         return u + V.T @ c
 
     def _retrain(self, index):
-        fm = self._fm
+        """theta_{-S} - theta_0 by proximal L-BFGS refits, always in float64."""
         if self._retrain_base is None:
-            ones = torch.ones(self.n_samples_, dtype=self.dtype, device=self.device)
-            self._retrain_base, _ = proximal_refit(
-                fm, self._loss, self._X, self._y, ones, self.damping_, fm.theta, fm.theta,
-                max_iter=self.retrain_max_iter, tol=self.retrain_tol, batch_size=self.batch_size)
-        weights = torch.ones(self.n_samples_, dtype=self.dtype, device=self.device)
+            if self.dtype == torch.float64:
+                self._fm64, self._X64, self._y64 = self._fm, self._X, self._y
+            else:
+                self._fm64 = FunctionalModel(self._fm.model, self._fm.names, device=self.device,
+                                             dtype=torch.float64)
+                self._X64 = self._X.double() if self._X.is_floating_point() else self._X
+                self._y64 = self._y.double() if self._y.is_floating_point() else self._y
+            self._grad_scale = float(self.train_gradients().abs().sum(0).max())
+        fm, X, y = self._fm64, self._X64, self._y64
+        ones = torch.ones(self.n_samples_, dtype=torch.float64, device=self.device)
+        kw = dict(max_iter=self.retrain_max_iter, tol=self.retrain_tol, batch_size=self.batch_size,
+                  grad_scale=self._grad_scale)
+        if self._retrain_base is None:
+            self._retrain_base, _ = proximal_refit(fm, self._loss, X, y, ones, self.damping_,
+                                                   fm.theta, fm.theta, **kw)
+        weights = ones.clone()
         weights[torch.as_tensor(index, device=self.device)] = 0.0
-        theta, _ = proximal_refit(fm, self._loss, self._X, self._y, weights, self.damping_,
-                                  self._retrain_base, fm.theta, max_iter=self.retrain_max_iter,
-                                  tol=self.retrain_tol, batch_size=self.batch_size)
-        return theta - self._retrain_base
+        theta, _ = proximal_refit(fm, self._loss, X, y, weights, self.damping_, self._retrain_base,
+                                  fm.theta, **kw)
+        return (theta - self._retrain_base).to(self.dtype)
 
     def _params_change_one(self, index, method):
         if method == "retrain":

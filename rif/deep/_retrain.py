@@ -9,7 +9,8 @@ with w the all-ones weights (theta_0) or w_S = 0 (theta_{-S}), the proximal
 term anchored at the trained parameters theta^ with the same damping lambda
 as the curvature. Both are found by full-batch L-BFGS (strong Wolfe line
 search) on a private copy of the parameters, warm-started at theta^ (theta_0)
-and at theta_0 (theta_{-S}). The difference theta_{-S} - theta_0 cancels the
+and at theta_0 (theta_{-S}), then polished by Newton-CG steps on the gradient
+(true Hessian-vector products) until the gradient is at rounding level. The difference theta_{-S} - theta_0 cancels the
 drift due to theta^ not being an exact minimiser of the training loss. Only
 the selected parameters move; the others stay fixed.
 """
@@ -23,51 +24,91 @@ from ._data import batch_slices
 
 
 def proximal_refit(fm, loss, X, y, weights, damping, start, anchor, *, max_iter=500, tol=1e-7,
-                   batch_size=256):
+                   batch_size=256, grad_scale=1.0):
     """argmin_theta sum_i w_i l_i(theta) + (lambda/2)||theta - anchor||^2, from ``start``.
 
     Returns
     -------
     theta : tensor of shape (p,)
     converged : bool
-        Whether the gradient's largest entry fell below ``tol`` times
-        max(1, its initial value).
+        Whether the gradient's largest entry fell below max(tol, 50 eps)
+        times max(1, its initial value, ``grad_scale``), where ``grad_scale``
+        (e.g. max_j sum_i |g_ij|) sets the size of rounding errors in the
+        summed gradient.
     """
     theta = start.detach().clone().requires_grad_(True)
     anchor = anchor.detach()
     keep = torch.nonzero(weights > 0).reshape(-1)
     Xk, yk, wk = X[keep], y[keep], weights[keep]
 
-    def objective():
-        total = 0.5 * damping * ((theta - anchor) ** 2).sum()
+    def objective_at(th):
+        total = 0.5 * damping * ((th - anchor) ** 2).sum()
         for sl in batch_slices(Xk.shape[0], batch_size):
-            total = total + (wk[sl] * loss(fm.forward(theta, Xk[sl]), yk[sl])).sum()
+            total = total + (wk[sl] * loss(fm.forward(th, Xk[sl]), yk[sl])).sum()
         return total
 
-    def grad_max():
-        with torch.enable_grad():
-            g, = torch.autograd.grad(objective(), theta)
-        return float(g.abs().max())
-
-    g0 = grad_max()
-    threshold = tol * max(1.0, g0)
+    gradient = torch.func.grad(objective_at)
+    g0 = float(gradient(theta.detach()).abs().max())
+    eps = torch.finfo(theta.dtype).eps
+    threshold = max(tol, 50 * eps) * max(1.0, g0, float(grad_scale))
     opt = torch.optim.LBFGS([theta], lr=1.0, max_iter=max_iter, max_eval=2 * max_iter,
                             tolerance_grad=threshold, tolerance_change=0.0, history_size=50,
                             line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        value = objective()
+        value = objective_at(theta)
         value.backward()
         return value
 
     with torch.enable_grad():
         opt.step(closure)
-    final = grad_max()
+    theta = _newton_polish(gradient, theta.detach(), threshold)
+    final = float(gradient(theta).abs().max())
     converged = final <= threshold * 1.01
     if not converged:
         warnings.warn(
             f"a proximal refit stopped with gradient max-norm {final:.2e} above {threshold:.2e}; "
-            "the retraining ground truth is approximate (raise retrain_max_iter or use float64)",
+            "the retraining ground truth is approximate (raise retrain_max_iter or retrain_tol)",
             RetrainConvergenceWarning, stacklevel=4)
-    return theta.detach(), converged
+    return theta, converged
+
+
+def _newton_polish(gradient, theta, threshold, max_steps=8, cg_iter=200):
+    """Newton-CG steps on the gradient alone (L-BFGS's line search stalls once the objective's
+    decrease falls below its rounding error); stops at a non-positive curvature direction."""
+    for _ in range(max_steps):
+        g = gradient(theta)
+        gmax = float(g.abs().max())
+        if gmax <= threshold:
+            break
+
+        def hvp(v):
+            return torch.func.jvp(gradient, (theta,), (v,))[1]
+        d = torch.zeros_like(g)
+        r = -g
+        p = r.clone()
+        rs = float(r @ r)
+        for _ in range(cg_iter):
+            hp = hvp(p)
+            php = float(p @ hp)
+            if php <= 0:
+                break
+            alpha = rs / php
+            d = d + alpha * p
+            r = r - alpha * hp
+            rs_new = float(r @ r)
+            if rs_new ** 0.5 <= 1e-3 * float(g @ g) ** 0.5:
+                break
+            p = r + (rs_new / rs) * p
+            rs = rs_new
+        step = 1.0
+        for _ in range(6):
+            candidate = theta + step * d
+            if float(gradient(candidate).abs().max()) < gmax:
+                theta = candidate
+                break
+            step *= 0.5
+        else:
+            break
+    return theta
