@@ -278,6 +278,8 @@ def _run_refits(problem, sets, tol, max_iter, n_jobs, progress):
     if n_jobs in (None, 1):
         results = (_retrain(problem, s, tol, max_iter) for s in sets)
     else:
+        # joblib's default process backend (threads fight over the GIL and BLAS's own
+        # threads); a backend set by the caller, e.g. dask or ray, takes precedence
         results = Parallel(n_jobs=n_jobs, return_as="generator")(
             delayed(_retrain)(problem, s, tol, max_iter) for s in sets)
     with bar:

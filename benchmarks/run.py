@@ -1,0 +1,207 @@
+"""rif benchmarks: every time is a ratio against a baseline measured in the same run.
+
+    python benchmarks/run.py            # the sizes of issue 3 (minutes; needs ~8 GB at the largest)
+    python benchmarks/run.py --quick    # small sizes, seconds
+
+Each row reports both times, their ratio, the peak Python-heap memory of each
+side (tracemalloc sees NumPy's buffers), and a cross-check of the values.
+Machines are shared and noisy: read ratios, not seconds. Results are printed
+and written to benchmarks/output/results.md.
+"""
+
+import argparse
+import gc
+import pathlib
+import time
+import tracemalloc
+import warnings
+
+import numpy as np
+import scipy.linalg as sla
+from sklearn.linear_model import LogisticRegression
+
+import rif
+from rif import _design
+from rif._estimators import params_change_batch, params_change_one
+
+FULL_SIZES = [(20000, 200), (1600, 512), (100000, 1000)]
+QUICK_SIZES = [(4000, 50), (800, 128)]
+
+
+# -- measuring ---------------------------------------------------------------------------
+def measure(fn, repeat=1):
+    """(best wall time over ``repeat`` runs, peak traced memory in bytes, last result)."""
+    best = np.inf
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    gc.collect()
+    tracemalloc.start()
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return best, peak, result
+
+
+def logistic_data(n, d, seed=0, signal=1.0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    beta = rng.normal(size=d) * signal / np.sqrt(d)
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-(X @ beta)))).astype(float)
+    return X, y
+
+
+def fitted_problem(X, y, C=1.0):
+    est = LogisticRegression(C=C, solver="newton-cholesky", tol=1e-10, max_iter=200).fit(X, y)
+    theta = np.append(est.coef_.ravel(), est.intercept_)
+    return rif.GLMProblem(X, y, "binomial", theta, penalty=1.0 / C), est
+
+
+ROWS = []
+
+
+def report(name, size, ours, base, base_name, check, note=""):
+    ratio = base[0] / ours[0]
+    ROWS.append((name, f"{size[0]}x{size[1]}", f"{ours[0]:.3f}", f"{base[0]:.3f}", base_name,
+                 f"{ratio:.2f}x", f"{ours[1] / 2**20:.0f}", f"{base[1] / 2**20:.0f}", check, note))
+    print(" | ".join(ROWS[-1]), flush=True)
+
+
+# -- 1. leverages + RIF scores against the NumPy floor ---------------------------------------
+def bench_leverage_floor(n, d, repeat):
+    X, y = logistic_data(n, d)
+    problem, est = fitted_problem(X, y)
+    theta = problem.theta
+    x_test = X[:1] + 0.5
+
+    def ours():
+        prob = rif.GLMProblem(X, y, "binomial", theta, penalty=1.0)   # refine + Hessian reuse
+        h = prob.leverage
+        scores = rif._estimators.per_sample_eta_change(prob, x_test, "rif")
+        return h, scores
+
+    curvature = problem.curvature                      # w_i l''_i at theta^, given to the floor
+
+    def floor():
+        xt = np.hstack([X, np.ones((n, 1))])
+        gram = xt.T @ (xt * curvature[:, None])        # one Gram product
+        gram[np.diag_indices(d)] += 1.0
+        chol = sla.cholesky(gram, lower=True)          # one Cholesky
+        z = sla.solve_triangular(chol, xt.T, lower=True)   # one triangular solve: all leverages
+        return curvature * np.einsum("ij,ij->j", z, z)
+
+    o = measure(ours, repeat)
+    f = measure(floor, repeat)
+    err = np.max(np.abs(o[2][0] - f[2]))
+    report("leverages + RIF scores (1 target)", (n, d), o, f, "NumPy floor", f"max|dh| {err:.1e}",
+           "floor: Gram + Cholesky + trsm")
+
+
+# -- 2. against statsmodels -------------------------------------------------------------------
+def bench_statsmodels(n, d, repeat):
+    import statsmodels.api as sm
+    from statsmodels.stats.outliers_influence import GLMInfluence
+
+    X, y = logistic_data(n, d, signal=0.5)
+
+    def ours():
+        prob = rif.GLMProblem(X, y, "binomial")        # unpenalised, fitted from zero by Newton
+        return prob.leverage, rif._estimators.loo_params_change(prob, "rif"), prob
+
+    def statsmodels():
+        exog = sm.add_constant(X, prepend=False)
+        res = sm.GLM(y, exog, family=sm.families.Binomial()).fit(tol=1e-10)
+        mu = res.fittedvalues
+        # GLMInfluence's d_params is the one-step change only with the IRLS-weighted design
+        infl = GLMInfluence(res, exog=np.sqrt(mu * (1 - mu))[:, None] * exog)
+        return infl.hat_matrix_diag, infl.d_params
+
+    o = measure(ours, 1)
+    s = measure(statsmodels, 1)
+    dh = np.max(np.abs(o[2][0] - s[2][0]))
+    dp = np.max(np.abs(o[2][1] + s[2][1])) / np.max(np.abs(s[2][1]))
+    report("fit + leverages + all LOO d_params", (n, d), o, s, "statsmodels GLMInfluence",
+           f"max|dh| {dh:.1e}, rel d_params {dp:.1e}", "unpenalised (statsmodels has no L2)")
+
+
+# -- 3. exact retrain against refitting with scikit-learn ----------------------------------------
+def bench_retrain(n, d, repeat, fractions=(0.01, 0.05, 0.10)):
+    X, y = logistic_data(n, d)
+    problem, _ = fitted_problem(X, y)
+    rng = np.random.default_rng(1)
+    for frac in fractions:
+        index = np.sort(rng.choice(n, size=int(frac * n), replace=False))
+        keep = np.setdiff1d(np.arange(n), index)
+
+        def ours():
+            return problem.theta + params_change_one(problem, index, "retrain")
+
+        o = measure(ours, repeat)
+        baselines = {}
+        for solver in ("lbfgs", "newton-cholesky"):
+            def sk(solver=solver):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    est = LogisticRegression(C=1.0, solver=solver, tol=1e-10, max_iter=10000).fit(X[keep], y[keep])
+                return np.append(est.coef_.ravel(), est.intercept_)
+            baselines[solver] = measure(sk, repeat)
+        best_name = min(baselines, key=lambda k: baselines[k][0])
+        b = baselines[best_name]
+        rel = {k: np.max(np.abs(v[2] - o[2])) / np.max(np.abs(o[2])) for k, v in baselines.items()}
+        report(f"exact retrain, {frac:.0%} removed", (n, d), o, b, f"sklearn {best_name}",
+               "rel diff " + ", ".join(f"{k} {v:.0e}" for k, v in rel.items()),
+               f"other: {', '.join(f'{k} {v[0]:.3f}s' for k, v in baselines.items() if k != best_name)}")
+
+
+# -- 4. batches ------------------------------------------------------------------------------------
+def bench_batches(n, d, n_sets, n_refits, repeat):
+    X, y = logistic_data(n, d)
+    problem, _ = fitted_problem(X, y)
+    problem.leverage  # noqa: B018  (cached before timing, as after InfluenceAuditor.fit)
+    rng = np.random.default_rng(2)
+    k = max(1, n // 100)
+    sets = [np.sort(rng.choice(n, size=k, replace=False)) for _ in range(n_sets)]
+    for method in ("rif", "newton"):
+        o = measure(lambda: params_change_batch(problem, sets, method), repeat)
+        loop = measure(lambda: np.array([params_change_one(problem, s, method) for s in sets]), repeat)
+        err = np.max(np.abs(o[2] - loop[2])) / np.max(np.abs(loop[2]))
+        report(f"{method.upper()}, {n_sets} sets of 1%", (n, d), o, loop, "loop over sets", f"rel {err:.0e}")
+    refit_sets = sets[:n_refits]
+    o = measure(lambda: params_change_batch(problem, refit_sets, "retrain", n_jobs=2, progress=False), 1)
+    serial = measure(lambda: params_change_batch(problem, refit_sets, "retrain", n_jobs=1, progress=False), 1)
+    err = np.max(np.abs(o[2] - serial[2])) / np.max(np.abs(serial[2]))
+    report(f"{n_refits} exact retrains, joblib n_jobs=2", (n, d), o, serial, "serial loop", f"rel {err:.0e}",
+           "memory: parent process only")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, seconds")
+    parser.add_argument("--skip-statsmodels-above", type=int, default=30000,
+                        help="skip the statsmodels comparison for n above this (it takes minutes)")
+    args = parser.parse_args(argv)
+    sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    repeat = 1 if args.quick else 3
+    header = ("benchmark", "n x d", "rif s", "baseline s", "baseline", "speed-up", "rif MiB", "baseline MiB",
+              "check", "note")
+    print(" | ".join(header))
+    for n, d in sizes:
+        bench_leverage_floor(n, d, repeat)
+        if n <= args.skip_statsmodels_above:
+            bench_statsmodels(n, d, repeat)
+        bench_retrain(n, d, 1 if n * d > 5e7 else repeat)
+    n, d = sizes[0]
+    bench_batches(n, d, n_sets=100 if args.quick else 1000, n_refits=20 if args.quick else 100, repeat=1)
+
+    out = pathlib.Path(__file__).parent / "output"
+    out.mkdir(exist_ok=True)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in ROWS]
+    (out / ("results-quick.md" if args.quick else "results.md")).write_text("\n".join(lines) + "\n")
+    return ROWS
+
+
+if __name__ == "__main__":
+    main()
