@@ -15,3 +15,7 @@ JIT_OPTIONS = {
 #: Rows per block when a pass over the data would otherwise materialise an
 #: (n, p) temporary. The buffer is ``ROW_CHUNK * p`` float64 values.
 ROW_CHUNK = 4096
+
+#: Samples whose 1 - h_i falls below this are flagged as numerically singular:
+#: 1 - h_i then has fewer than half of its digits right.
+LEVERAGE_TOL = 1.4901161193847656e-08  # sqrt(float64 eps)

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from . import _design
 from ._errors import NearSingularLeverageError, RetrainConvergenceWarning
 from ._linalg import LeaveOutHessian
-from ._problem import LEVERAGE_TOL
+from ._config import LEVERAGE_TOL
 from ._solvers import chord_refit
 
 METHODS = ("if", "rif", "newton", "retrain")

@@ -26,50 +26,20 @@ Hessian is H = X~^T diag(c) X~ + lambda P^T P with curvature c_i = w_i l''_i.
 from functools import cached_property
 
 import numpy as np
-import scipy.sparse as sp
 
 from . import _design
 from ._errors import LeverageWarning
+from ._attribution import AttributionMixin
 from ._families import get_family
+from ._config import LEVERAGE_TOL
 from ._linalg import WhitenedHessian
+from ._validation import check_array as _check_array
+from ._validation import check_vector as _check_vector
 
 PENALTY_SCALINGS = ("fixed", "per_sample")
 
-#: Samples whose 1 - h_i falls below this are flagged as numerically singular:
-#: 1 - h_i then has fewer than half of its digits right.
-LEVERAGE_TOL = np.sqrt(np.finfo(float).eps)
 
-
-def _check_array(X, name):
-    if sp.issparse(X):
-        X = sp.csr_matrix(X, dtype=np.float64)
-        values = X.data
-    else:
-        X = np.asarray(X)
-        if X.dtype.kind not in "biuf":
-            raise TypeError(f"{name} must be numeric, got dtype {X.dtype}")
-        X = np.asarray(X, dtype=np.float64)
-        values = X
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, got shape {X.shape}")
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return X
-
-
-def _check_vector(v, n, name):
-    v = np.asarray(v)
-    if v.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be numeric, got dtype {v.dtype}")
-    v = np.asarray(v, dtype=np.float64)
-    if v.ndim != 1 or v.shape[0] != n:
-        raise ValueError(f"{name} must have shape ({n},), got {v.shape}")
-    if not np.all(np.isfinite(v)):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return v
-
-
-class GLMProblem:
+class GLMProblem(AttributionMixin):
     """A GLM fitted in sum form, with lazily cached Hessian and leverages.
 
     Parameters
@@ -94,17 +64,23 @@ class GLMProblem:
         working precision (scikit-learn's default tolerances leave 1e-4
         gradients). The move is recorded in :attr:`refine_shift`.
     tol, max_iter : float, int
-        Convergence settings of the Newton refinement (see
-        :func:`rif._solvers.newton_refit`).
+        Convergence settings of the Newton refinement and of exact refits
+        (see :mod:`rif._solvers`).
+    n_jobs, progress
+        Parallelism and progress bar of many exact refits (see
+        :class:`rif.InfluenceAuditor`).
 
     Notes
     -----
     Arrays are copied on the way in; the caller's arrays are never modified.
+    The attribution methods (``params_change``, ``loo_params_change``,
+    ``effect``, ``scores``, ``self_influence``) are those of
+    :class:`rif.InfluenceAuditor`, with labels in the problem's own encoding.
     """
 
     def __init__(self, X, y, family, theta=None, *, sample_weight=None, penalty=0.0,
                  penalty_scaling="fixed", fit_intercept=True, refine=True,
-                 tol=1e-10, max_iter=100):
+                 tol=1e-10, max_iter=100, n_jobs=None, progress=None):
         from ._solvers import newton_refit
 
         self.family = get_family(family)
@@ -135,7 +111,7 @@ class GLMProblem:
         self.penalty_diag = np.ones(self.n_params)
         if self.fit_intercept:
             self.penalty_diag[-1] = 0.0
-        self.tol, self.max_iter = tol, max_iter
+        self.tol, self.max_iter, self.n_jobs, self.progress = tol, max_iter, n_jobs, progress
 
         theta0 = np.zeros(self.n_params) if theta is None else _check_vector(theta, self.n_params, "theta")
         self.refine_shift, self.refine_n_iter = 0.0, 0
@@ -160,6 +136,13 @@ class GLMProblem:
                 self.__dict__["hessian"] = result.hessian
         self.theta = theta0
         self.theta.setflags(write=False)
+
+    # -- the attribution interface (rif._attribution) ----------------------------
+    def _problem(self):
+        return self
+
+    def _labels(self, y):
+        return y
 
     # -- the objective for arbitrary weights (used by the refits) ---------------
     def penalty_total(self, weights):

@@ -10,7 +10,8 @@ change in each test eta.
 import numpy as np
 
 from . import _design
-from ._problem import _check_array, _check_vector
+from ._validation import check_array as _check_array
+from ._validation import check_vector as _check_vector
 
 TARGETS = ("params", "decision", "proba", "loss", "self_loss", "train_loss")
 

@@ -103,3 +103,17 @@ def test_string_labels_are_encoded_by_classes():
     np.testing.assert_allclose(aud.params_change([1, 2]), num.params_change([1, 2]), rtol=1e-10)
     assert aud.effect([1, 2], target="loss", X=X[:5], y=labels[:5]) == pytest.approx(
         num.effect([1, 2], target="loss", X=X[:5], y=y[:5]), rel=1e-10)
+
+
+def test_glm_problem_has_the_auditor_interface():
+    """GLMProblem on raw arrays with the per_sample convention equals the PoissonRegressor auditor."""
+    X, y, w = synthetic("poisson", n=50, seed=8, weights=True)
+    aud = rif.InfluenceAuditor(PoissonRegressor(alpha=0.1)).fit(X, y, sample_weight=w)
+    prob = rif.GLMProblem(X, y, "poisson", sample_weight=w, penalty=0.1, penalty_scaling="per_sample")
+    np.testing.assert_allclose(prob.theta, aud.problem_.theta, rtol=1e-8)
+    for method in ("if", "rif", "newton", "retrain"):
+        np.testing.assert_allclose(prob.params_change([1, 2, 3], method), aud.params_change([1, 2, 3], method),
+                                   rtol=1e-7, atol=1e-12)
+        np.testing.assert_allclose(prob.scores(X[:3], y[:3], method=method), aud.scores(X[:3], y[:3], method=method),
+                                   rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(prob.self_influence(), aud.self_influence(), rtol=1e-7, atol=1e-12)

@@ -1,0 +1,33 @@
+"""Validation at the public boundary: arrays in, float64 copies out, or a clear error."""
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def check_array(X, name):
+    if sp.issparse(X):
+        X = sp.csr_matrix(X, dtype=np.float64)
+        values = X.data
+    else:
+        X = np.asarray(X)
+        if X.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must be numeric, got dtype {X.dtype}")
+        X = np.asarray(X, dtype=np.float64)
+        values = X
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {X.shape}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return X
+
+
+def check_vector(v, n, name):
+    v = np.asarray(v)
+    if v.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric, got dtype {v.dtype}")
+    v = np.asarray(v, dtype=np.float64)
+    if v.ndim != 1 or v.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},), got {v.shape}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return v
