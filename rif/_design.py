@@ -2,8 +2,17 @@
 
 All passes over the rows go through these helpers, so that the intercept
 column is handled in one place and no (n, p) temporary larger than a row
-block of ``ROW_CHUNK`` rows is created. ``X`` is a dense ndarray or a SciPy
-CSR matrix; blocks handed to callers are always dense.
+block is created. ``X`` is one of
+
+* a dense ndarray, processed in blocks of ``ROW_CHUNK`` rows;
+* a SciPy CSR matrix, never densified beyond one row block;
+* a row-chunked dask array (one chunk across the columns): sums over rows
+  (gradients, the Hessian) are dask tree reductions of per-chunk results,
+  per-row quantities (leverages, scores) are computed chunk-wise on the
+  workers, and only vectors of length n or p, or the rows of a removal set,
+  come back to the caller. X itself is never gathered.
+
+Dense blocks are handed to callers; vectors of length n stay in memory.
 """
 
 import numpy as np
@@ -12,25 +21,58 @@ import scipy.sparse as sp
 from ._config import ROW_CHUNK
 
 
+def is_dask(X):
+    """Whether ``X`` is a dask array (checked without importing dask)."""
+    return type(X).__module__.split(".")[0] == "dask"
+
+
 def n_params(X, fit_intercept):
     """Number of parameters p = d (+ 1 with an intercept)."""
     return X.shape[1] + int(fit_intercept)
 
 
+def _as_numpy(a):
+    if is_dask(a):
+        a = a.compute()
+    return np.asarray(a.todense() if sp.issparse(a) else a)
+
+
 def linear_predictor(X, theta, fit_intercept):
     """eta = X beta + b: shape (n,) for theta of shape (p,), (n, m) for theta of shape (p, m)."""
     if fit_intercept:
-        eta = np.asarray(X @ theta[:-1]) + theta[-1]
+        eta = _as_numpy(X @ theta[:-1]) + theta[-1]
     else:
-        eta = np.asarray(X @ theta)
+        eta = _as_numpy(X @ theta)
     return eta.ravel() if theta.ndim == 1 else eta
+
+
+def _row_vector(X, v):
+    """``v`` (n,) chunked like the rows of a dask ``X``."""
+    import dask.array as da
+
+    return da.from_array(v, chunks=(X.chunks[0],))
 
 
 def rmatvec(X, v, fit_intercept):
     """X~^T v = (X^T v, sum v), shape (p,)."""
-    out = np.asarray(X.T @ v).ravel()
+    vv = _row_vector(X, v) if is_dask(X) else v
+    out = _as_numpy(X.T @ vv).ravel()
     if fit_intercept:
         out = np.append(out, v.sum())
+    return out
+
+
+def rmatmat(X, A, fit_intercept):
+    """X~^T A for A of shape (n, m) (dense or SciPy sparse), shape (p, m)."""
+    if is_dask(X):
+        import dask.array as da
+
+        A_dense = A.toarray() if sp.issparse(A) else np.asarray(A)
+        out = _as_numpy(X.T @ da.from_array(A_dense, chunks=(X.chunks[0], A_dense.shape[1])))
+    else:
+        out = _as_numpy((A.T @ X).T)
+    if fit_intercept:
+        out = np.vstack([out, np.asarray(A.sum(axis=0)).reshape(1, -1)])
     return out
 
 
@@ -38,12 +80,15 @@ def weighted_gram(X, c, fit_intercept):
     """X~^T diag(c) X~ = [[X^T C X, X^T c], [c^T X, sum c]], shape (p, p)."""
     if sp.issparse(X):
         xtcx = np.asarray((X.T @ sp.diags(c) @ X).toarray())
+    elif is_dask(X):
+        cc = _row_vector(X, c)
+        xtcx = _as_numpy(X.T @ (X * cc[:, None]))      # a tree reduction of chunk Grams
     else:
         d = X.shape[1]
         xtcx = np.zeros((d, d))
         for start in range(0, X.shape[0], ROW_CHUNK):
             block = X[start:start + ROW_CHUNK]
-            xtcx += block.T @ (block * c[start:start + ROW_CHUNK, None])
+            xtcx += (block * c[start:start + ROW_CHUNK, None]).T @ block
     if not fit_intercept:
         return xtcx
     xtc = rmatvec(X, c, False)
@@ -56,9 +101,7 @@ def weighted_gram(X, c, fit_intercept):
     return gram
 
 
-def rows(X, index, fit_intercept):
-    """Dense x~ rows for the given indices, shape (len(index), p)."""
-    block = X[index]
+def _with_intercept(block, fit_intercept):
     if sp.issparse(block):
         block = block.toarray()
     block = np.asarray(block, dtype=np.float64)
@@ -67,9 +110,62 @@ def rows(X, index, fit_intercept):
     return block
 
 
+def rows(X, index, fit_intercept):
+    """Dense x~ rows for the given indices, shape (len(index), p)."""
+    index = np.asarray(index)
+    if is_dask(X):
+        order = np.argsort(index)              # dask gathers sorted indices cheaply
+        block = np.empty((index.size, X.shape[1]))
+        block[order] = _as_numpy(X[index[order]])
+        return _with_intercept(block, fit_intercept)
+    return _with_intercept(X[index], fit_intercept)
+
+
 def row_blocks(X, fit_intercept, chunk=ROW_CHUNK):
-    """Yield ``(slice, dense x~ block)`` over consecutive row blocks."""
+    """Yield ``(slice, dense x~ block)`` over consecutive row blocks.
+
+    For a dask array the blocks are its chunks, computed one at a time.
+    """
+    if is_dask(X):
+        start = 0
+        for k, size in enumerate(X.chunks[0]):
+            yield slice(start, start + size), _with_intercept(X.blocks[k].compute(), fit_intercept)
+            start += size
+        return
     n = X.shape[0]
     for start in range(0, n, chunk):
         sl = slice(start, min(start + chunk, n))
-        yield sl, rows(X, np.arange(sl.start, sl.stop), fit_intercept)
+        yield sl, _with_intercept(X[sl], fit_intercept)
+
+
+def map_rows(X, fit_intercept, func, n_cols=None):
+    """Concatenate func(dense x~ block) over row blocks: shape (n,) or (n, n_cols).
+
+    On a dask array ``func`` runs on the workers, chunk by chunk.
+    """
+    if is_dask(X):
+        def on_chunk(block):
+            return func(_with_intercept(block, fit_intercept))
+        if n_cols is None:
+            mapped = X.map_blocks(on_chunk, drop_axis=1, dtype=np.float64)
+        else:
+            mapped = X.map_blocks(on_chunk, chunks=(X.chunks[0], (n_cols,)), dtype=np.float64)
+        return _as_numpy(mapped)
+    out = np.empty((X.shape[0],) if n_cols is None else (X.shape[0], n_cols))
+    for sl, block in row_blocks(X, fit_intercept):
+        out[sl] = func(block)
+    return out
+
+
+def rowwise_dot(X, M, fit_intercept):
+    """x~_i^T M_i for every row i, M of shape (n, p): shape (n,)."""
+    d = X.shape[1]
+    if sp.issparse(X):
+        out = np.asarray(X.multiply(M[:, :d]).sum(axis=1)).ravel()
+    elif is_dask(X):
+        import dask.array as da
+
+        out = _as_numpy((X * da.from_array(M[:, :d], chunks=(X.chunks[0], d))).sum(axis=1))
+    else:
+        out = np.einsum("ij,ij->i", X, M[:, :d])
+    return out + M[:, d] if fit_intercept else out

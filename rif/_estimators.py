@@ -201,10 +201,7 @@ def _additive_batch(problem, sets, method):
     rows = np.concatenate(sets)
     cols = np.repeat(np.arange(len(sets)), lengths)
     indicator = sp.csc_matrix((coef[rows], (rows, cols)), shape=(problem.n_samples, len(sets)))
-    grads = np.asarray((indicator.T @ problem.X).T.todense() if sp.issparse(problem.X)
-                       else (indicator.T @ problem.X).T)
-    if problem.fit_intercept:
-        grads = np.vstack([grads, np.asarray(indicator.sum(axis=0))])
+    grads = _design.rmatmat(problem.X, indicator, problem.fit_intercept)   # sum_{i in S} s_i x~_i
     if method == "if" and problem.sample_penalty.any():
         # g~_i = r_i x~_i + penalty_i P^T P theta^: add the penalty shares of each set
         shares = np.bincount(cols, weights=problem.sample_penalty[rows], minlength=len(sets))
@@ -308,15 +305,16 @@ def loo_params_change(problem, method, tol=1e-10, max_iter=100, n_jobs=None, pro
     if method == "retrain":
         return params_change_batch(problem, _singletons(problem), method, tol, max_iter, n_jobs, progress)
     method = "rif" if method == "newton" else method
-    out = np.empty((problem.n_samples, problem.n_params))
     coef = scalar_loo_coefficient(problem, method)
-    for sl, block in _design.row_blocks(problem.X, problem.fit_intercept):
-        if coef is not None:  # s_i H^{-1} x~_i
-            out[sl] = coef[sl, None] * problem.factor.solve(block.T).T
-        else:
-            u = problem.factor.to_white(block.T).T
-            index = np.arange(sl.start, sl.stop)
-            out[sl] = problem.factor.from_white(loo_white(problem, index, method, u=u, on_singular="nan").T).T
+    if coef is not None:  # s_i H^{-1} x~_i
+        factor = problem.factor
+        solved = _design.map_rows(problem.X, problem.fit_intercept, lambda b: factor.solve(b.T).T,
+                                  problem.n_params)
+        return coef[:, None] * solved
+    out = np.empty((problem.n_samples, problem.n_params))
+    for sl, u in problem.white_row_blocks():
+        index = np.arange(sl.start, sl.stop)
+        out[sl] = problem.factor.from_white(loo_white(problem, index, method, u=u, on_singular="nan").T).T
     return out
 
 
@@ -337,10 +335,7 @@ def per_sample_eta_change(problem, target_x, method, tol=1e-10, max_iter=100, n_
     coef = scalar_loo_coefficient(problem, method)
     if coef is not None:
         solved = problem.factor.solve(target_rows.T)                # H^{-1} X~_target^T, (p, m)
-        x_solved = np.asarray(problem.X @ solved[:problem.n_features])
-        if problem.fit_intercept:
-            x_solved += solved[-1]
-        return coef[:, None] * x_solved
+        return coef[:, None] * _design.linear_predictor(problem.X, solved, problem.fit_intercept)
     out = np.empty((problem.n_samples, m))
     target_white = problem.factor.to_white(target_rows.T)
     for sl, u in problem.white_row_blocks():
@@ -367,7 +362,4 @@ def self_eta_change(problem, method, tol=1e-10, max_iter=100, n_jobs=None, progr
 
 def _rowwise_eta(problem, dtheta):
     """x~_i^T dtheta_i for each row i, shape (n,)."""
-    out = np.empty(problem.n_samples)
-    for sl, block in _design.row_blocks(problem.X, problem.fit_intercept):
-        out[sl] = np.einsum("ij,ij->i", block, dtheta[sl])
-    return out
+    return _design.rowwise_dot(problem.X, dtheta, problem.fit_intercept)

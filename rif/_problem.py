@@ -247,11 +247,14 @@ class GLMProblem(AttributionMixin):
 
     @cached_property
     def raw_leverage(self):
-        """q_i = x~_i^T H^{-1} x~_i = ||V^T x~_i||^2, shape (n,)."""
-        q = np.empty(self.n_samples)
-        for sl, u in self.white_row_blocks():
-            q[sl] = np.einsum("ij,ij->i", u, u)
-        return q
+        """q_i = x~_i^T H^{-1} x~_i = ||V^T x~_i||^2, shape (n,): one pass of triangular solves."""
+        factor = self.factor
+
+        def squared_norms(block):
+            u = factor.to_white(block.T)
+            return np.einsum("ij,ij->j", u, u)
+
+        return _design.map_rows(self.X, self.fit_intercept, squared_norms)
 
     @cached_property
     def leverage(self):

@@ -141,7 +141,8 @@ def make_target(problem, target, X=None, y=None, removed=None, gradient=None):
     if callable(target):
         return CallableTarget(target, gradient)
     if target == "self_loss":
-        return EtaTarget(problem.X[removed], problem.y[removed], _loss(problem.family), problem.fit_intercept)
+        return EtaTarget(_design.rows(problem.X, removed, False), problem.y[removed], _loss(problem.family),
+                         problem.fit_intercept)
     if target == "train_loss":
         return EtaTarget(problem.X, problem.y, _loss(problem.family), problem.fit_intercept)
     if target in ("decision", "proba", "loss"):

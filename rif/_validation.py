@@ -5,6 +5,9 @@ import scipy.sparse as sp
 
 
 def check_array(X, name):
+    """X as float64 (dense copy, CSR or row-chunked dask array), or a clear error."""
+    if type(X).__module__.split(".")[0] == "dask":
+        return _check_dask(X, name)
     if sp.issparse(X):
         X = sp.csr_matrix(X, dtype=np.float64)
         values = X.data
@@ -31,3 +34,20 @@ def check_vector(v, n, name):
     if not np.all(np.isfinite(v)):
         raise ValueError(f"{name} contains NaN or infinity")
     return v
+
+
+def _check_dask(X, name):
+    import dask.array as da
+
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {X.shape}")
+    if X.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric, got dtype {X.dtype}")
+    if any(np.isnan(c) for c in X.chunks[0]):
+        raise ValueError(f"{name} has unknown chunk sizes; call X.compute_chunk_sizes() first")
+    X = X.astype(np.float64)
+    if X.numblocks[1] != 1:
+        X = X.rechunk({1: -1})      # rif needs whole rows per chunk
+    if not bool(da.isfinite(X).all().compute()):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return X
