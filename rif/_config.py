@@ -13,8 +13,14 @@ JIT_OPTIONS = {
 }
 
 #: Rows per block when a pass over the data would otherwise materialise an
-#: (n, p) temporary. The buffer is ``ROW_CHUNK * p`` float64 values.
+#: (n, p) temporary: at most ROW_CHUNK rows and at most BLOCK_VALUES values,
+#: so the buffer stays below 32 MiB whatever p is.
 ROW_CHUNK = 4096
+BLOCK_VALUES = 2**22
+
+#: rif keeps the p x p Hessian, its factor and a work copy dense (3 p^2 doubles):
+#: 32768 parameters need about 26 GB, beyond what one machine of this project has.
+MAX_DENSE_PARAMS = 32768
 
 #: Samples whose 1 - h_i falls below this are flagged as numerically singular:
 #: 1 - h_i then has fewer than half of its digits right.

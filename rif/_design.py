@@ -18,12 +18,17 @@ Dense blocks are handed to callers; vectors of length n stay in memory.
 import numpy as np
 import scipy.sparse as sp
 
-from ._config import ROW_CHUNK
+from ._config import BLOCK_VALUES, ROW_CHUNK
 
 
 def is_dask(X):
     """Whether ``X`` is a dask array (checked without importing dask)."""
     return type(X).__module__.split(".")[0] == "dask"
+
+
+def block_rows(X):
+    """Rows per dense block: ROW_CHUNK, fewer for wide X so a block holds at most BLOCK_VALUES."""
+    return max(1, min(ROW_CHUNK, BLOCK_VALUES // max(1, X.shape[1] + 1)))
 
 
 def n_params(X, fit_intercept):
@@ -79,16 +84,17 @@ def rmatmat(X, A, fit_intercept):
 def weighted_gram(X, c, fit_intercept):
     """X~^T diag(c) X~ = [[X^T C X, X^T c], [c^T X, sum c]], shape (p, p)."""
     if sp.issparse(X):
-        xtcx = np.asarray((X.T @ sp.diags(c) @ X).toarray())
+        xtcx = _sparse_gram(X, c)
     elif is_dask(X):
         cc = _row_vector(X, c)
         xtcx = _as_numpy(X.T @ (X * cc[:, None]))      # a tree reduction of chunk Grams
     else:
         d = X.shape[1]
         xtcx = np.zeros((d, d))
-        for start in range(0, X.shape[0], ROW_CHUNK):
-            block = X[start:start + ROW_CHUNK]
-            xtcx += (block * c[start:start + ROW_CHUNK, None]).T @ block
+        step = block_rows(X)
+        for start in range(0, X.shape[0], step):
+            block = X[start:start + step]
+            xtcx += (block * c[start:start + step, None]).T @ block
     if not fit_intercept:
         return xtcx
     xtc = rmatvec(X, c, False)
@@ -98,6 +104,27 @@ def weighted_gram(X, c, fit_intercept):
     gram[:-1, -1] = xtc
     gram[-1, :-1] = xtc
     gram[-1, -1] = c.sum()
+    return gram
+
+
+def _sparse_gram(X, c):
+    """Dense X^T diag(c) X of a CSR X, accumulated from sparse row-block products.
+
+    A block's product has at most sum_i nnz_i^2 entries, so blocks are sized to
+    keep that near BLOCK_VALUES; no sparse d x d matrix of the whole data (which
+    for bag-of-words data is nearly dense and three times the size) is formed.
+    """
+    d, n = X.shape[1], X.shape[0]
+    gram = np.zeros((d, d))
+    products = np.cumsum(np.diff(X.indptr).astype(np.int64) ** 2)   # running sum of nnz_i^2
+    start = 0
+    while start < n:
+        done = products[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(products, done + BLOCK_VALUES, side="right")))
+        block = X[start:stop]
+        part = (block.T @ sp.diags(c[start:stop]) @ block).tocoo()
+        gram[part.row, part.col] += part.data          # coordinates are unique after the product
+        start = stop
     return gram
 
 
@@ -121,8 +148,8 @@ def rows(X, index, fit_intercept):
     return _with_intercept(X[index], fit_intercept)
 
 
-def row_blocks(X, fit_intercept, chunk=ROW_CHUNK):
-    """Yield ``(slice, dense x~ block)`` over consecutive row blocks.
+def row_blocks(X, fit_intercept, chunk=None):
+    """Yield ``(slice, dense x~ block)`` over consecutive row blocks (see :func:`block_rows`).
 
     For a dask array the blocks are its chunks, computed one at a time.
     """
@@ -133,6 +160,7 @@ def row_blocks(X, fit_intercept, chunk=ROW_CHUNK):
             start += size
         return
     n = X.shape[0]
+    chunk = chunk or block_rows(X)
     for start in range(0, n, chunk):
         sl = slice(start, min(start + chunk, n))
         yield sl, _with_intercept(X[sl], fit_intercept)

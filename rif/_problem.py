@@ -31,7 +31,7 @@ from . import _design
 from ._errors import LeverageWarning
 from ._attribution import AttributionMixin
 from ._families import get_family
-from ._config import LEVERAGE_TOL
+from ._config import LEVERAGE_TOL, MAX_DENSE_PARAMS
 from ._linalg import WhitenedHessian
 from ._validation import check_array as _check_array
 from ._validation import check_vector as _check_vector
@@ -72,7 +72,9 @@ class GLMProblem(AttributionMixin):
 
     Notes
     -----
-    Arrays are copied on the way in; the caller's arrays are never modified.
+    The caller's arrays are never modified (float64 input is used without a
+    copy; other dtypes, float32 included, are converted to float64, in which all
+    computations run).
     The attribution methods (``params_change``, ``loo_params_change``,
     ``effect``, ``scores``, ``self_influence``) are those of
     :class:`rif.InfluenceAuditor`, with labels in the problem's own encoding.
@@ -108,6 +110,12 @@ class GLMProblem(AttributionMixin):
         self.fit_intercept = bool(fit_intercept)
         self.n_samples, self.n_features = n, d
         self.n_params = _design.n_params(self.X, self.fit_intercept)
+        if self.n_params > MAX_DENSE_PARAMS:
+            raise ValueError(
+                f"{self.n_params} parameters: rif keeps the p x p Hessian dense, which needs about "
+                f"{3 * 8 * self.n_params**2 / 1e9:.0f} GB here; at most {MAX_DENSE_PARAMS} parameters are "
+                "supported. Reduce the features first (selection, hashing, or a projection)"
+            )
         self.penalty_diag = np.ones(self.n_params)
         if self.fit_intercept:
             self.penalty_diag[-1] = 0.0

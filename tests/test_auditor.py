@@ -161,3 +161,35 @@ def test_sparse_input_matches_dense():
                                    rtol=1e-7, atol=1e-12)
     np.testing.assert_allclose(sparse.scores(sp.csr_matrix(X[:4]), y[:4]), dense.scores(X[:4], y[:4]),
                                rtol=1e-7, atol=1e-12)
+
+
+@pytest.mark.parametrize("block_values", [2**22, 500])
+def test_wide_sparse_input_matches_dense(monkeypatch, block_values):
+    """Wide bag-of-words-like data: blocks shrink with p, the Gram is accumulated block-wise."""
+    monkeypatch.setattr(rif._design, "BLOCK_VALUES", block_values)
+    rng = np.random.default_rng(25)
+    X = sp.random(300, 900, density=0.02, random_state=rng, format="csr")
+    y = (rng.random(300) < 0.5).astype(float)
+    sparse = rif.GLMProblem(X, y, "binomial", penalty=1.0)
+    dense = rif.GLMProblem(X.toarray(), y, "binomial", penalty=1.0)
+    np.testing.assert_allclose(sparse.hessian, dense.hessian, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(sparse.leverage, dense.leverage, rtol=1e-9, atol=1e-14)
+    for method in ("rif", "newton", "retrain"):
+        np.testing.assert_allclose(sparse.params_change(np.arange(5), method), dense.params_change(np.arange(5), method),
+                                   rtol=1e-8, atol=1e-12)
+
+
+def test_float32_input_is_computed_in_float64():
+    X, y, _ = synthetic("binomial", n=60, seed=26)
+    X32 = X.astype(np.float32)
+    a = rif.GLMProblem(X32, y, "binomial", penalty=1.0)
+    b = rif.GLMProblem(X32.astype(np.float64), y, "binomial", penalty=1.0)
+    assert a.X.dtype == np.float64
+    np.testing.assert_array_equal(a.leverage, b.leverage)
+    np.testing.assert_array_equal(a.params_change([1, 2], "retrain"), b.params_change([1, 2], "retrain"))
+
+
+def test_too_many_parameters_fail_clearly():
+    X = sp.csr_matrix((3, 40000))
+    with pytest.raises(ValueError, match="at most 32768 parameters"):
+        rif.GLMProblem(X, np.array([0.0, 1.0, 1.0]), "binomial", penalty=1.0)
