@@ -32,6 +32,8 @@ class WhitenedHessian:
     penalty_diag : ndarray of shape (p,), optional
         Diagonal of P^T P (1 for penalised coordinates, 0 for the intercept).
         When given, the factorisation supports penalty shifts (see module doc).
+    cholesky : ndarray of shape (p, p), optional
+        A lower Cholesky factor of ``hessian`` already computed (upper triangle ignored).
 
     Raises
     ------
@@ -41,12 +43,15 @@ class WhitenedHessian:
         ``p * eps``.
     """
 
-    def __init__(self, hessian, penalty_diag=None):
+    def __init__(self, hessian, penalty_diag=None, cholesky=None):
         p = hessian.shape[0]
         if not np.all(np.isfinite(hessian)):
             raise SingularHessianError("the Hessian has non-finite entries")
         try:
-            self._chol = sla.cholesky(hessian, lower=True, check_finite=False)
+            if cholesky is None:
+                self._chol = sla.cholesky(hessian, lower=True, check_finite=False)
+            else:
+                self._chol = np.tril(cholesky)
         except np.linalg.LinAlgError:
             raise SingularHessianError(
                 "the Hessian is not positive definite: the fit is unpenalised with "

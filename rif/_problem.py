@@ -122,7 +122,7 @@ class GLMProblem(AttributionMixin):
         self.tol, self.max_iter, self.n_jobs, self.progress = tol, max_iter, n_jobs, progress
 
         theta0 = np.zeros(self.n_params) if theta is None else _check_vector(theta, self.n_params, "theta")
-        self.refine_shift, self.refine_n_iter = 0.0, 0
+        self.refine_shift, self.refine_n_iter, self._cholesky = 0.0, 0, None
         if theta is None or refine:
             result = newton_refit(self, self.sample_weight, theta0, tol=tol, max_iter=max_iter)
             if not result.converged:
@@ -142,6 +142,7 @@ class GLMProblem(AttributionMixin):
                 # Newton's last Hessian was formed one step (< tol relative) before theta^;
                 # reusing it saves the O(n p^2) pass at a relative error O(tol).
                 self.__dict__["hessian"] = result.hessian
+                self._cholesky = result.cholesky
         self.theta = theta0
         self.theta.setflags(write=False)
 
@@ -237,7 +238,7 @@ class GLMProblem(AttributionMixin):
     def factor(self):
         """:class:`WhitenedHessian` of H (shiftable under the per-sample convention)."""
         shiftable = self.penalty_scaling == "per_sample" and self.penalty > 0
-        return WhitenedHessian(self.hessian, self.penalty_diag if shiftable else None)
+        return WhitenedHessian(self.hessian, self.penalty_diag if shiftable else None, self._cholesky)
 
     @cached_property
     def penalty_gradient_white(self):

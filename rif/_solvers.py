@@ -42,6 +42,8 @@ class RefitResult:
         ||grad L_w(theta)||_inf at the returned theta, before the final step.
     hessian : ndarray of shape (p, p) or None
         Newton's last Hessian, within O(tol) of the one at ``theta``.
+    cholesky : ndarray of shape (p, p) or None
+        Its lower Cholesky factor (upper triangle undefined).
     """
 
     theta: np.ndarray
@@ -49,6 +51,7 @@ class RefitResult:
     converged: bool
     gradient_norm: float
     hessian: np.ndarray = None
+    cholesky: np.ndarray = None
 
 
 def newton_refit(problem, weights, theta0, *, tol=1e-10, max_iter=100):
@@ -73,8 +76,8 @@ def newton_refit(problem, weights, theta0, *, tol=1e-10, max_iter=100):
         grad_norm = float(np.max(np.abs(grad)))
         hess = problem.hessian_at(theta, weights)
         try:
-            step = -sla.cho_solve(sla.cho_factor(hess, lower=True, check_finite=False), grad,
-                                  check_finite=False)
+            chol = sla.cho_factor(hess, lower=True, check_finite=False)
+            step = -sla.cho_solve(chol, grad, check_finite=False)
         except np.linalg.LinAlgError:
             raise SingularHessianError(
                 "the Hessian of the objective is not positive definite at a Newton iterate "
@@ -96,7 +99,7 @@ def newton_refit(problem, weights, theta0, *, tol=1e-10, max_iter=100):
         else:
             return RefitResult(theta, it, bool(small), grad_norm)
         if small:
-            return RefitResult(candidate, it, True, grad_norm, hess)
+            return RefitResult(candidate, it, True, grad_norm, hess, chol[0])
         theta, value, grad = candidate, new_value, new_grad
     return RefitResult(theta, max_iter, False, float(np.max(np.abs(grad))))
 

@@ -1,0 +1,30 @@
+"""The benchmark suite runs (at toy sizes) and its cross-checks hold; no time is asserted."""
+
+import importlib.util
+import pathlib
+
+import pytest
+
+RUN = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("rif_benchmarks", RUN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.ROWS.clear()
+    return module
+
+
+def test_benchmarks_run_at_toy_sizes(bench):
+    bench.bench_leverage_floor(600, 8, 1)
+    bench.bench_statsmodels(600, 8, 1)
+    bench.bench_retrain(600, 8, 1, fractions=(0.05,))
+    bench.bench_batches(600, 8, n_sets=6, n_refits=3, repeat=1)
+    bench.bench_sparse(300, 200, 0.05)
+    names = [row[0] for row in bench.ROWS]
+    assert len(names) == 7
+    # the cross-check column: leverages agree with the floor and with statsmodels
+    for row in bench.ROWS[:2]:
+        assert float(row[8].split()[1].rstrip(",")) < 1e-10
