@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from . import _design
 from ._errors import NearSingularLeverageError, RetrainConvergenceWarning
 from ._linalg import LeaveOutHessian
-from ._config import LEVERAGE_TOL
+from ._config import BLOCK_VALUES, LEVERAGE_TOL
 from ._solvers import chord_refit
 
 METHODS = ("if", "rif", "newton", "retrain")
@@ -257,10 +257,13 @@ def params_change_batch(problem, sets, method, tol=1e-10, max_iter=100, n_jobs=N
     if method == "newton":
         sizes = np.array([len(s) for s in sets])
         for k in np.unique(sizes[sizes < problem.n_params]):
-            group = np.flatnonzero(sizes == k)
-            result = _newton_group(problem, [sets[j] for j in group])
-            if result is not None:
-                out[group], done[group] = result, True
+            same_size = np.flatnonzero(sizes == k)
+            per_call = max(1, BLOCK_VALUES // (k * problem.n_params))   # bound the (g, k, p) stack
+            for start in range(0, same_size.size, per_call):
+                group = same_size[start:start + per_call]
+                result = _newton_group(problem, [sets[j] for j in group])
+                if result is not None:
+                    out[group], done[group] = result, True
     for j in np.flatnonzero(~done):
         out[j] = params_change_one(problem, sets[j], method, tol, max_iter)
     return out
