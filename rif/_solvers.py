@@ -129,6 +129,25 @@ def chord_refit(problem, index, *, tol=1e-10, max_iter=100):
     RefitResult
         ``n_iter`` counts chord and Newton iterations together.
     """
+    with _single_threaded_blas():
+        return _chord_refit(problem, index, tol, max_iter)
+
+
+def _single_threaded_blas():
+    """Chord iterations are matrix-vector products, bound by memory bandwidth: extra BLAS
+    threads buy little and, on a busy machine, cost up to 10x in synchronisation."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
+
+
+_CONTROLLER = None
+
+
+def _chord_refit(problem, index, tol, max_iter):
     from ._design import rows
     from ._estimators import leave_out_hessian
 
