@@ -23,12 +23,13 @@ at the optimum theta^; so the leave-S-out gradient at theta^ is -sum_{i in S} g~
 Hessian is H = X~^T diag(c) X~ + lambda P^T P with curvature c_i = w_i l''_i.
 """
 
+import warnings
 from functools import cached_property
 
 import numpy as np
 
 from . import _design
-from ._errors import LeverageWarning
+from ._errors import LeverageWarning, RetrainConvergenceWarning
 from ._attribution import AttributionMixin
 from ._families import get_family
 from ._config import LEVERAGE_TOL, MAX_DENSE_PARAMS
@@ -60,7 +61,7 @@ class GLMProblem(AttributionMixin):
     fit_intercept : bool, default True
     refine : bool, default True
         Polish ``theta`` with Newton iterations to ``tol`` so that the
-        stationarity sum_i g~_i = 0 that every estimator relies on holds to
+        stationarity grad L(theta^) = 0 that every estimator relies on holds to
         working precision (scikit-learn's default tolerances leave 1e-4
         gradients). The move is recorded in :attr:`refine_shift`.
     tol, max_iter : float, int
@@ -121,15 +122,11 @@ class GLMProblem(AttributionMixin):
             self.penalty_diag[-1] = 0.0
         self.tol, self.max_iter, self.n_jobs, self.progress = tol, max_iter, n_jobs, progress
 
-        theta0 = np.zeros(self.n_params) if theta is None else _check_vector(theta, self.n_params, "theta")
+        theta0 = np.zeros(self.n_params) if theta is None else _check_vector(theta, self.n_params, "theta").copy()
         self.refine_shift, self.refine_n_iter, self._cholesky = 0.0, 0, None
         if theta is None or refine:
             result = newton_refit(self, self.sample_weight, theta0, tol=tol, max_iter=max_iter)
             if not result.converged:
-                import warnings
-
-                from ._errors import RetrainConvergenceWarning
-
                 warnings.warn(
                     f"Newton refinement of theta did not converge in {result.n_iter} iterations "
                     f"(gradient norm {result.gradient_norm:.2e}); estimates assume stationarity",
@@ -276,8 +273,6 @@ class GLMProblem(AttributionMixin):
         """Boolean mask of samples with 1 - h_i < LEVERAGE_TOL."""
         mask = 1.0 - self.leverage < LEVERAGE_TOL
         if mask.any():
-            import warnings
-
             warnings.warn(
                 f"{mask.sum()} training sample(s) have leverage numerically 1 "
                 f"(1 - h_i < {LEVERAGE_TOL:.1e}); their rescale factors are inf and "

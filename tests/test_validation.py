@@ -168,3 +168,12 @@ def test_callers_arrays_are_never_modified():
     for before, after in zip(copies + [remove_copy], (X, y, w, X_te, y_te, remove)):
         np.testing.assert_array_equal(before, after)
     assert not aud.problem_.theta.flags.writeable
+
+
+def test_given_theta_is_not_frozen_or_modified():
+    X, y, _ = synthetic("binomial", n=40, seed=41)
+    theta = rif.GLMProblem(X, y, "binomial", penalty=1.0).theta.copy()
+    given = theta.copy()
+    prob = rif.GLMProblem(X, y, "binomial", given, penalty=1.0, refine=False)
+    assert given.flags.writeable and not prob.theta.flags.writeable
+    np.testing.assert_array_equal(given, theta)
