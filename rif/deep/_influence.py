@@ -2,8 +2,11 @@
 
 Conventions (those of the core package, with the network's curvature):
 
-    L(theta) = sum_i l(y_i, f(x_i; theta)),   g_i = d l_i / d theta at theta^,
-    H = C + lambda I,   C in {GNH, true Hessian, empirical Fisher} (a sum over samples),
+    L(theta) = sum_i l(y_i, f(x_i; theta)) + (mu/2)||theta||^2,   g_i = d l_i / d theta at theta^,
+    H = C + (mu + lambda) I,   C in {GNH, true Hessian, empirical Fisher} (a sum over samples),
+
+with mu the training objective's own L2 penalty (``weight_decay``, fixed under
+removal, as the core package's fixed penalty) and lambda the damping,
 
 and every effect is (value after removing S) - (value before):
 
@@ -11,7 +14,8 @@ and every effect is (value after removing S) - (value before):
 ``"rif"``      dtheta = sum_{i in S} (H - C_i)^{-1} g_i        (sum of leave-one-out Newton steps)
 ``"newton"``   dtheta = (H - sum_{i in S} C_i)^{-1} sum_{i in S} g_i
 ``"retrain"``  dtheta = theta_{-S} - theta_0, minimisers of the proximal objective
-               sum_{i not in S} l_i + (lambda/2)||theta - theta^||^2 (see :mod:`._retrain`)
+               sum_{i not in S} l_i + (mu/2)||theta||^2 + (lambda/2)||theta - theta^||^2
+               (see :mod:`._retrain`)
 
 C_i is sample i's curvature term; for the GNH C_i = J_i^T A_i J_i has rank at
 most K (the number of outputs), so by Woodbury
@@ -23,7 +27,10 @@ a K x K solve per sample on top of K + 1 inverse-curvature products; the
 eigenvalues of A_i J_i V_i (the network's generalised leverages) lie in
 [0, 1) whenever lambda > 0. The same identity with J_i^T = g_i, A_i = 1
 serves the empirical Fisher; the true Hessian has no low-rank per-sample
-form, so "rif" and "newton" need curvature "gnh" or "fisher".
+form, so "rif" and "newton" need curvature "gnh" or "fisher". With the
+K-FAC / EK-FAC solvers the removed samples' share of the approximate
+curvature is subtracted inside the approximation instead (see
+:mod:`rif.deep._kfac`), which keeps every leave-one-out system positive definite.
 """
 
 import numpy as np
@@ -86,6 +93,14 @@ class TorchInfluence:
         (see :mod:`rif.deep._solvers` and :mod:`rif.deep._kfac`).
     damping : float, default 0.01
         lambda >= 0, interpreted according to ``damping_mode``.
+    weight_decay : float, default 0.0
+        mu >= 0: the L2 penalty (mu/2)||theta||^2 (over the selected
+        parameters) that is part of the training objective in sum form, so
+        that a trained theta^ satisfies sum_i g_i + mu theta^ = 0. Mean-form
+        weight decay wd (e.g. ``torch.optim.Adam(weight_decay=wd)`` on a mean
+        loss over n samples) is mu = n * wd. It is added to the curvature and
+        kept in the retraining objective; unlike the damping it is not a
+        proximal term.
     damping_mode : {"relative", "absolute"}, default "relative"
         ``"relative"``: lambda = damping * tr(C) / p, a multiple of the mean
         eigenvalue of the summed curvature; ``"absolute"``: lambda = damping.
@@ -123,6 +138,8 @@ class TorchInfluence:
         tr(C) / p.
     damping_ : float
         The absolute damping lambda in use.
+    shift_ : float
+        mu + lambda, the multiple of the identity added to C.
     solver_ : object
         The fitted solver; ``solver_.log`` lists every solve.
     solve_log_ : list of dict
@@ -145,7 +162,7 @@ class TorchInfluence:
     """
 
     def __init__(self, model, loss, train_data, *, params=None, curvature="gnh", solver="exact",
-                 damping=0.01, damping_mode="relative", device=None, dtype=torch.float32,
+                 damping=0.01, damping_mode="relative", weight_decay=0.0, device=None, dtype=torch.float32,
                  batch_size=256, cg_tol=1e-6, cg_max_iter=None, lissa_scale="auto",
                  lissa_depth=1000, lissa_repeats=1, lissa_batch_size=None, report_residuals=None,
                  retrain_max_iter=500, retrain_tol=1e-7, max_dense_params=20000, seed=0):
@@ -163,6 +180,10 @@ class TorchInfluence:
         damping = float(damping)
         if not (np.isfinite(damping) and damping >= 0):
             raise ValueError(f"damping must be a finite non-negative number, got {damping}")
+        weight_decay = float(weight_decay)
+        if not (np.isfinite(weight_decay) and weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite non-negative number, got {weight_decay}")
+        self.weight_decay = weight_decay
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         if lissa_batch_size is not None:
@@ -215,20 +236,21 @@ class TorchInfluence:
             self.damping_ = self.damping * self.mean_eigenvalue_
         else:
             self.damping_ = self.damping
-        if not self.damping_ > 0 and self.solver in ("lissa", "kfac", "ekfac"):
+        self.shift_ = shift = self.damping_ + self.weight_decay
+        if not shift > 0 and self.solver in ("lissa", "kfac", "ekfac"):
             raise ValueError(f"solver={self.solver!r} needs a positive damping, got {self.damping_}")
         rr = self.report_residuals
         if self.solver == "exact":
-            solver = DenseSolver(curv, self.damping_, dense=dense, report_residuals=rr)
+            solver = DenseSolver(curv, shift, dense=dense, report_residuals=rr)
         elif self.solver == "cg":
-            solver = CGSolver(curv, self.damping_, tol=self.cg_tol, max_iter=self.cg_max_iter,
+            solver = CGSolver(curv, shift, tol=self.cg_tol, max_iter=self.cg_max_iter,
                               report_residuals=rr)
         elif self.solver == "lissa":
-            solver = LiSSASolver(curv, self.damping_, scale=self.lissa_scale, depth=self.lissa_depth,
+            solver = LiSSASolver(curv, shift, scale=self.lissa_scale, depth=self.lissa_depth,
                                  repeats=self.lissa_repeats, batch_size=self.lissa_batch_size,
                                  seed=self.seed, report_residuals=rr)
         else:
-            solver = KFACSolver(curv, self.damping_, eigen_correction=self.solver == "ekfac",
+            solver = KFACSolver(curv, shift, eigen_correction=self.solver == "ekfac",
                                 report_residuals=rr)
         self._curv = curv
         self.solver_ = solver.fit()
@@ -253,6 +275,16 @@ class TorchInfluence:
                                                      batch_size=self.batch_size)
         return self._train_grads
 
+    def gradients(self, X, y, target="loss"):
+        """Per-sample gradients d f_j / d theta of evaluation data at theta^, tensor (m, p).
+
+        ``target="loss"`` gives loss gradients (the right-hand sides of IF
+        scores), ``"proba"`` gradients of the label probability.
+        """
+        self._check_fitted()
+        X, y = self._eval_data(X, y)
+        return self._target_gradients(self._per_sample_fn(target), X, y)
+
     # -- parameter changes ----------------------------------------------------------------
     def _loo_steps(self, index, method, on_singular="raise"):
         """Per-sample leave-one-out parameter changes for the training samples ``index``, (k, p)."""
@@ -260,6 +292,9 @@ class TorchInfluence:
         if method == "if":
             return self.solver_.solve(G.T).T
         B, A = self._curv.sample_factors(index)                     # (k, K, p), (k, K, K)
+        if isinstance(self.solver_, KFACSolver):
+            terms = self.solver_.sample_terms(B, A)
+            return self.solver_.solve_without(G, terms), self.solver_.leverage(terms)
         k, K, p = B.shape
         sol = self.solver_.solve(torch.cat([G, B.reshape(k * K, p)]).T).T
         u, V = sol[:k], sol[k:].reshape(k, K, p)
@@ -285,6 +320,9 @@ class TorchInfluence:
     def _newton_step(self, index):
         G = self.train_gradients()[index].sum(0)
         B, A = self._curv.sample_factors(index)
+        if isinstance(self.solver_, KFACSolver):
+            terms = {name: t.sum(0, keepdim=True) for name, t in self.solver_.sample_terms(B, A).items()}
+            return self.solver_.solve_without(G[None], terms)[0]
         k, K, p = B.shape
         Bs = B.reshape(k * K, p)
         As = torch.block_diag(*A)
@@ -309,7 +347,7 @@ class TorchInfluence:
         fm, X, y = self._fm64, self._X64, self._y64
         ones = torch.ones(self.n_samples_, dtype=torch.float64, device=self.device)
         kw = dict(max_iter=self.retrain_max_iter, tol=self.retrain_tol, batch_size=self.batch_size,
-                  grad_scale=self._grad_scale)
+                  grad_scale=self._grad_scale, weight_decay=self.weight_decay)
         if self._retrain_base is None:
             self._retrain_base, _ = proximal_refit(fm, self._loss, X, y, ones, self.damping_,
                                                    fm.theta, fm.theta, **kw)
@@ -386,10 +424,7 @@ class TorchInfluence:
 
     def _target_values(self, fn, X, y, thetas):
         """fn(y_j, f(x_j; theta_r)) for each theta_r (rows of ``thetas``): shape (r, m)."""
-        class _F:
-            def __call__(_, out, yy):
-                return fn(out, yy)
-        return losses_at_many(self._fm, _F(), X, y, thetas)
+        return losses_at_many(self._fm, fn, X, y, thetas)
 
     def _target_gradients(self, fn, X, y):
         """d fn(y_j, f_j) / d theta per evaluation sample, shape (m, p)."""
@@ -519,6 +554,29 @@ class TorchInfluence:
             else:
                 out[k] = value_fn(theta + dtheta) - value_fn(theta)
         return out if batch else float(out[0])
+
+    def unlearn(self, remove, method="newton"):
+        """A copy of the model with the samples ``remove`` taken out, to the chosen approximation.
+
+        Parameters
+        ----------
+        remove : int array or boolean mask
+            One removal set.
+        method : {"if", "rif", "newton", "retrain"}, default "newton"
+
+        Returns
+        -------
+        torch.nn.Module
+            A deep copy of the (device/dtype-converted, eval-mode) model whose
+            selected parameters are theta^ + dtheta.
+        """
+        self._check_fitted()
+        method = _check_method(method)
+        sets, batch = removal_sets(self.n_samples_, remove)
+        if batch:
+            raise ValueError("unlearn takes one removal set, not a batch")
+        dtheta = self._params_change_one(sets[0], method).detach()
+        return self._fm.export(self._fm.theta + dtheta)
 
     def _summed_target(self, fn, X, y):
         fm = self._fm

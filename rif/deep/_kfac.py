@@ -28,6 +28,13 @@ The pseudo-gradients define which curvature is approximated:
   sum_k G_ik G_ik^T is sample i's GGN term;
 * ``"fisher"``: delta_i = dl_i/ds (the observed-label gradient): empirical Fisher.
 
+For RIF and Newton steps the removed samples' curvature is taken out of the
+approximation itself: sample i's share of Lambda is Lambda_i,rc =
+sum_k (Q_S^T G_ik Q_A)_rc^2 (for EK-FAC these shares sum to Lambda exactly),
+and its leave-one-out step is Q [(Q^T g_i) / (Lambda - Lambda_i + lambda)]. A
+Woodbury correction with the exact J_i against an approximate inverse is
+inconsistent: its leverages can exceed one.
+
 The true Hessian has no K-FAC form here. Conv2d layers need groups=1 and
 zero padding. Every parameter selected for attribution must belong to a
 supported layer (weights, optionally with their bias).
@@ -210,3 +217,43 @@ class KFACSolver(Solver):
 
     def _solve(self, B):
         return self._apply(B, lambda M, lam: M / (lam + self.damping))
+
+    # -- leave-one-out solves consistent with the approximation (for RIF / Newton) --------
+    def sample_terms(self, B, A):
+        """Each sample's share of Lambda: the diagonal of B_i^T A_i B_i in the Kronecker basis.
+
+        Returns a dict layer name -> tensor (k, n_out, n_in_h); for EK-FAC these
+        terms sum over all training samples to Lambda exactly.
+        """
+        k, K, p = B.shape
+        terms = {}
+        for layer in self.layers:
+            QA, QS = self.QA[layer.name], self.QS[layer.name]
+            P = (QS.T @ layer.to_matrix(B.reshape(k * K, p)) @ QA).reshape(k, K, layer.n_out, layer.n_in_h)
+            terms[layer.name] = torch.einsum("ikl,ikrc,ilrc->irc", A, P, P)
+        return terms
+
+    def solve_without(self, G, terms):
+        """Rows (Lambda - terms_r + lambda)^{-1} g_r in the Kronecker eigenbasis, shape (k, p).
+
+        Removing a sample from the (E)K-FAC curvature removes its share of the
+        eigenvalues; the difference is clipped at zero (it can dip below for
+        K-FAC, whose Lambda is not a sum of per-sample terms) so the damped
+        system stays positive definite.
+        """
+        out = torch.zeros_like(G)
+        for layer in self.layers:
+            QA, QS = self.QA[layer.name], self.QS[layer.name]
+            lam = (self.eigenvalues[layer.name] - terms[layer.name]).clamp(min=0) + self.damping
+            M = QS.T @ layer.to_matrix(G) @ QA
+            layer.from_matrix(QS @ (M / lam) @ QA.T, out)
+        return out
+
+    def leverage(self, terms):
+        """max over coordinates of terms / (Lambda + lambda) per sample, in [0, 1) for EK-FAC."""
+        lev = None
+        for layer in self.layers:
+            ratio = terms[layer.name] / (self.eigenvalues[layer.name] + self.damping)
+            m = ratio.reshape(ratio.shape[0], -1).max(1).values
+            lev = m if lev is None else torch.maximum(lev, m)
+        return lev

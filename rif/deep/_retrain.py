@@ -3,9 +3,11 @@
 Removing the samples S is measured as the change between two minimisers of
 the proximal objective
 
-    P_w(theta) = sum_i w_i l(y_i, f(x_i; theta)) + (lambda / 2) ||theta - theta^||^2,
+    P_w(theta) = sum_i w_i l(y_i, f(x_i; theta)) + (mu / 2) ||theta||^2
+                 + (lambda / 2) ||theta - theta^||^2,
 
-with w the all-ones weights (theta_0) or w_S = 0 (theta_{-S}), the proximal
+with w the all-ones weights (theta_0) or w_S = 0 (theta_{-S}), mu the training
+objective's own L2 penalty (``weight_decay``, zero by default), the proximal
 term anchored at the trained parameters theta^ with the same damping lambda
 as the curvature. Both are found by full-batch L-BFGS (strong Wolfe line
 search) on a private copy of the parameters, warm-started at theta^ (theta_0)
@@ -24,8 +26,10 @@ from ._data import batch_slices
 
 
 def proximal_refit(fm, loss, X, y, weights, damping, start, anchor, *, max_iter=500, tol=1e-7,
-                   batch_size=256, grad_scale=1.0):
-    """argmin_theta sum_i w_i l_i(theta) + (lambda/2)||theta - anchor||^2, from ``start``.
+                   batch_size=256, grad_scale=1.0, weight_decay=0.0):
+    """argmin_theta sum_i w_i l_i(theta) + (mu/2)||theta||^2 + (lambda/2)||theta - anchor||^2.
+
+    Starts from ``start``; mu is ``weight_decay``.
 
     Returns
     -------
@@ -42,7 +46,7 @@ def proximal_refit(fm, loss, X, y, weights, damping, start, anchor, *, max_iter=
     Xk, yk, wk = X[keep], y[keep], weights[keep]
 
     def objective_at(th):
-        total = 0.5 * damping * ((th - anchor) ** 2).sum()
+        total = 0.5 * damping * ((th - anchor) ** 2).sum() + 0.5 * weight_decay * (th ** 2).sum()
         for sl in batch_slices(Xk.shape[0], batch_size):
             total = total + (wk[sl] * loss(fm.forward(th, Xk[sl]), yk[sl])).sum()
         return total
