@@ -269,23 +269,33 @@ def params_change_batch(problem, sets, method, tol=1e-10, max_iter=100, n_jobs=N
     return out
 
 
+def _retrain_chunk(problem, sets, tol, max_iter):
+    return [_retrain(problem, s, tol, max_iter) for s in sets]
+
+
 def _run_refits(problem, sets, tol, max_iter, n_jobs, progress):
-    """Yield (dtheta, RefitResult) per set, in order, through joblib with a progress bar."""
-    from joblib import Parallel, delayed
+    """Yield (dtheta, RefitResult) per set, in order, through joblib with a progress bar.
+
+    Sets travel in chunks (about four per worker) so that the problem, with X, is
+    sent to each worker a few times rather than once per refit.
+    """
+    from joblib import Parallel, delayed, effective_n_jobs
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(sets), desc="exact refits", disable=_progress_disabled(progress, len(sets)))
     if n_jobs in (None, 1):
-        results = (_retrain(problem, s, tol, max_iter) for s in sets)
+        chunks = ([_retrain(problem, s, tol, max_iter)] for s in sets)
     else:
+        size = max(1, -(-len(sets) // (4 * effective_n_jobs(n_jobs))))
         # joblib's default process backend (threads fight over the GIL and BLAS's own
         # threads); a backend set by the caller, e.g. dask or ray, takes precedence
-        results = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_retrain)(problem, s, tol, max_iter) for s in sets)
+        chunks = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_retrain_chunk)(problem, sets[k:k + size], tol, max_iter)
+            for k in range(0, len(sets), size))
     with bar:
-        for item in results:
-            bar.update()
-            yield item
+        for chunk in chunks:
+            bar.update(len(chunk))
+            yield from chunk
 
 
 def _progress_disabled(progress, total):

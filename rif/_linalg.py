@@ -51,7 +51,8 @@ class WhitenedHessian:
             if cholesky is None:
                 self._chol = sla.cholesky(hessian, lower=True, check_finite=False)
             else:
-                self._chol = np.tril(cholesky)
+                # the upper triangle may hold garbage: every use below reads only the lower one
+                self._chol = cholesky
         except np.linalg.LinAlgError:
             raise SingularHessianError(
                 "the Hessian is not positive definite: the fit is unpenalised with "

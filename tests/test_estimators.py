@@ -146,3 +146,12 @@ def test_chord_refit_reaches_newton_refit(family, scaling, intercept, weights, f
     newton = newton_refit(prob, w, prob.theta)
     assert chord.converged and newton.converged
     assert_close(chord.theta - prob.theta, newton.theta - prob.theta, 1e-8)
+
+
+def test_parallel_refits_equal_serial_refits():
+    prob = make_problem("binomial", n=80, d=4)
+    rng = np.random.default_rng(9)
+    sets = [rng.choice(80, size=5, replace=False) for _ in range(7)]
+    serial = params_change_batch(prob, sets, "retrain", n_jobs=1)
+    parallel = params_change_batch(prob, sets, "retrain", n_jobs=2, progress=False)
+    np.testing.assert_array_equal(parallel, serial)
