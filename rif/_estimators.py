@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from . import _design
 from ._errors import NearSingularLeverageError, RetrainConvergenceWarning
 from ._linalg import LeaveOutHessian
+from ._removal import index_set, split_sets
 from ._config import BLOCK_VALUES, LEVERAGE_TOL
 from ._solvers import chord_refit
 
@@ -36,25 +37,9 @@ def check_method(method):
 
 # -- removal sets ----------------------------------------------------------------
 def _one_set(problem, index, position=None):
+    """index_set plus what the GLM needs: weight left, and both classes for the binomial."""
+    arr = index_set(index, problem.n_samples, position)
     where = "" if position is None else f" (set {position})"
-    arr = np.asarray(index)
-    n = problem.n_samples
-    if arr.dtype == bool:
-        if arr.shape != (n,):
-            raise ValueError(f"a boolean removal mask must have shape ({n},), got {arr.shape}{where}")
-        arr = np.flatnonzero(arr)
-    elif arr.size == 0:
-        arr = arr.astype(np.intp)
-    elif arr.dtype.kind not in "iu":
-        raise TypeError(f"removal indices must be integers or a boolean mask, got dtype {arr.dtype}{where}")
-    if arr.ndim != 1:
-        raise ValueError(f"a removal set must be 1-D, got shape {arr.shape}{where}")
-    if arr.size == 0:
-        raise ValueError(f"the removal set is empty{where}")
-    if arr.min() < 0 or arr.max() >= n:
-        raise ValueError(f"removal indices must lie in [0, {n}); got min {arr.min()}, max {arr.max()}{where}")
-    if np.unique(arr).size != arr.size:
-        raise ValueError(f"the removal set has duplicate indices{where}")
     keep = problem.sample_weight.copy()
     keep[arr] = 0.0
     if not keep.sum() > 0:
@@ -66,22 +51,12 @@ def _one_set(problem, index, position=None):
                 f"the removal set removes every sample of class {1 - int(remaining[0])}; "
                 f"the refitted classifier would be undefined{where}"
             )
-    return arr.astype(np.intp)
+    return arr
 
 
 def removal_sets(problem, remove):
-    """Normalise ``remove`` to a list of index arrays and say whether it was a batch.
-
-    A 1-D integer array or a boolean mask is one set; a list of such (ragged
-    allowed) or a 2-D integer array is a batch.
-    """
-    if isinstance(remove, (list, tuple)) and len(remove) > 0 and all(
-            np.ndim(item) == 1 for item in remove):
-        return [_one_set(problem, item, k) for k, item in enumerate(remove)], True
-    arr = np.asarray(remove)
-    if arr.ndim == 2 and arr.dtype != bool:
-        return [_one_set(problem, row, k) for k, row in enumerate(arr)], True
-    return [_one_set(problem, arr)], False
+    """Normalise ``remove`` to a list of validated index arrays and say whether it was a batch."""
+    return split_sets(remove, lambda index, position: _one_set(problem, index, position))
 
 
 # -- per-sample leave-one-out steps in whitened coordinates --------------------------

@@ -193,3 +193,9 @@ def test_too_many_parameters_fail_clearly():
     X = sp.csr_matrix((3, 40000))
     with pytest.raises(ValueError, match="at most 32768 parameters"):
         rif.GLMProblem(X, np.array([0.0, 1.0, 1.0]), "binomial", penalty=1.0)
+
+
+def test_a_scalar_index_is_a_one_sample_set(logistic):
+    aud = logistic[0]
+    np.testing.assert_array_equal(aud.params_change(3), aud.params_change([3]))
+    np.testing.assert_array_equal(aud.params_change(np.int64(3), "newton"), aud.params_change([3], "newton"))

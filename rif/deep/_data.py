@@ -3,6 +3,8 @@
 import numpy as np
 import torch
 
+from .._removal import index_set, split_sets
+
 
 def to_tensor(a, name, device, dtype=None):
     """A copy of ``a`` (ndarray, tensor or nested sequence) as a tensor on ``device``.
@@ -65,29 +67,11 @@ def batch_slices(n, batch_size):
 
 # -- removal sets -----------------------------------------------------------------
 def _one_set(index, n, position=None):
-    where = "" if position is None else f" (set {position})"
     if isinstance(index, torch.Tensor):
         index = index.detach().cpu().numpy()
-    arr = np.asarray(index)
-    if arr.dtype == bool:
-        if arr.shape != (n,):
-            raise ValueError(f"a boolean removal mask must have shape ({n},), got {arr.shape}{where}")
-        arr = np.flatnonzero(arr)
-    elif arr.size == 0:
-        arr = arr.astype(np.intp)
-    elif arr.dtype.kind not in "iu":
-        raise TypeError(f"removal indices must be integers or a boolean mask, got dtype {arr.dtype}{where}")
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.ndim != 1:
-        raise ValueError(f"a removal set must be 1-D, got shape {arr.shape}{where}")
-    if arr.size == 0:
-        raise ValueError(f"the removal set is empty{where}")
-    if arr.min() < 0 or arr.max() >= n:
-        raise ValueError(f"removal indices must lie in [0, {n}); got min {arr.min()}, max {arr.max()}{where}")
-    if np.unique(arr).size != arr.size:
-        raise ValueError(f"the removal set has duplicate indices{where}")
+    arr = index_set(index, n, position)
     if arr.size == n:
+        where = "" if position is None else f" (set {position})"
         raise ValueError(f"the removal set removes every training sample{where}")
     return arr.astype(np.int64)
 
@@ -96,14 +80,9 @@ def removal_sets(n, remove):
     """Normalise ``remove`` to a list of index arrays and say whether it was a batch.
 
     A 1-D integer array (or a single int) or a boolean mask is one set; a list
-    of such (ragged allowed) or a 2-D integer array is a batch.
+    of such (ragged allowed) or a 2-D integer array is a batch (see
+    :func:`rif._removal.split_sets`).
     """
-    if isinstance(remove, (list, tuple)) and len(remove) > 0 and all(
-            np.ndim(item) == 1 for item in remove):
-        return [_one_set(item, n, k) for k, item in enumerate(remove)], True
     if isinstance(remove, torch.Tensor):
         remove = remove.detach().cpu().numpy()
-    arr = np.asarray(remove)
-    if arr.ndim == 2 and arr.dtype != bool:
-        return [_one_set(row, n, k) for k, row in enumerate(arr)], True
-    return [_one_set(arr, n)], False
+    return split_sets(remove, lambda index, position: _one_set(index, n, position))
