@@ -35,6 +35,7 @@ from ._families import get_family
 from ._config import LEVERAGE_TOL, MAX_DENSE_PARAMS
 from ._linalg import WhitenedHessian
 from ._validation import check_array as _check_array
+from ._validation import check_non_negative
 from ._validation import check_vector as _check_vector
 
 PENALTY_SCALINGS = ("fixed", "per_sample")
@@ -103,10 +104,7 @@ class GLMProblem(AttributionMixin):
                              "the data have only one class")
         if penalty_scaling not in PENALTY_SCALINGS:
             raise ValueError(f"penalty_scaling must be one of {PENALTY_SCALINGS}, got {penalty_scaling!r}")
-        penalty = float(penalty)
-        if not (np.isfinite(penalty) and penalty >= 0):
-            raise ValueError(f"penalty must be a finite non-negative number, got {penalty}")
-        self.penalty = penalty
+        self.penalty = check_non_negative(penalty, "penalty")
         self.penalty_scaling = penalty_scaling
         self.fit_intercept = bool(fit_intercept)
         self.n_samples, self.n_features = n, d

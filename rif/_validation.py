@@ -51,3 +51,11 @@ def _check_dask(X, name):
     if not bool(da.isfinite(X).all().compute()):
         raise ValueError(f"{name} contains NaN or infinity")
     return X
+
+
+def check_non_negative(value, name):
+    """``value`` as a finite float >= 0, or a ValueError naming ``name``."""
+    value = float(value)
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite non-negative number, got {value}")
+    return value

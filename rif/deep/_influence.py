@@ -38,6 +38,7 @@ import torch
 from sklearn.exceptions import NotFittedError
 from torch.func import grad, vmap
 
+from .._validation import check_non_negative
 from ._curvature import CURVATURES, Curvature
 from ._data import batch_slices, check_pair, check_positive_int, removal_sets, split_data
 from ._errors import NearSingularLeverageError
@@ -177,12 +178,8 @@ class TorchInfluence:
                              "('gnh' or 'fisher'); with the true Hessian use 'exact' or 'cg'")
         if damping_mode not in DAMPING_MODES:
             raise ValueError(f"damping_mode must be one of {DAMPING_MODES}, got {damping_mode!r}")
-        damping = float(damping)
-        if not (np.isfinite(damping) and damping >= 0):
-            raise ValueError(f"damping must be a finite non-negative number, got {damping}")
-        weight_decay = float(weight_decay)
-        if not (np.isfinite(weight_decay) and weight_decay >= 0):
-            raise ValueError(f"weight_decay must be a finite non-negative number, got {weight_decay}")
+        damping = check_non_negative(damping, "damping")
+        weight_decay = check_non_negative(weight_decay, "weight_decay")
         self.weight_decay = weight_decay
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
