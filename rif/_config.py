@@ -12,11 +12,22 @@ JIT_OPTIONS = {
     "error_model": "numpy",
 }
 
+#: Kernels whose inner loops are sums (dot products, gradient accumulation) may
+#: reassociate them so that they vectorise; NaN and inf still propagate (only the
+#: ``reassoc`` and ``contract`` flags are set, not ``nnan``/``ninf``). Summation
+#: order then differs from NumPy's by rounding only.
+REDUCTION_JIT_OPTIONS = dict(JIT_OPTIONS, fastmath={"reassoc", "contract"})
+
 #: Rows per block when a pass over the data would otherwise materialise an
 #: (n, p) temporary: at most ROW_CHUNK rows and at most BLOCK_VALUES values,
 #: so the buffer stays below 32 MiB whatever p is.
 ROW_CHUNK = 4096
 BLOCK_VALUES = 2**22
+
+#: A fused pass over dense rows sums its gradient in at most this many consecutive
+#: parts (at least 1024 rows each), run in parallel and added in order: the result
+#: is the same whatever the number of threads.
+FUSED_PARTS = 16
 
 #: rif keeps the p x p Hessian, its factor and a work copy dense (3 p^2 doubles):
 #: 32768 parameters need about 26 GB, beyond what one machine of this project has.

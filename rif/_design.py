@@ -16,9 +16,11 @@ Dense blocks are handed to callers; vectors of length n stay in memory.
 """
 
 import numpy as np
+import scipy.linalg as sla
 import scipy.sparse as sp
 
-from ._config import BLOCK_VALUES, ROW_CHUNK
+from . import _kernels, _parallel
+from ._config import BLOCK_VALUES, FUSED_PARTS, ROW_CHUNK
 
 
 def is_dask(X):
@@ -67,6 +69,33 @@ def rmatvec(X, v, fit_intercept):
     return out
 
 
+def loss_gradient(X, theta, fit_intercept, y, weights, family):
+    """sum_i w_i l(y_i, eta_i) and its gradient X~^T (w * l'), shape (p,).
+
+    A dense row-major X takes the fused kernel :func:`rif._kernels.dense_value_gradient`
+    (each row read once, parts of the rows on threads, see :mod:`rif._parallel`);
+    other inputs take two passes, eta = X~ theta and X~^T r.
+    """
+    if isinstance(X, np.ndarray) and X.flags.c_contiguous and X.dtype == np.float64:
+        n, d = X.shape
+        parts = max(1, min(FUSED_PARTS, n // 1024))
+        part_size = -(-n // parts)
+        grad_parts, values = np.zeros((parts, d + 1)), np.zeros(parts)
+        beta = np.ascontiguousarray(theta[:d], dtype=np.float64)
+        intercept = float(theta[d]) if fit_intercept else 0.0
+
+        def run(first, last):
+            _kernels.dense_value_gradient(X, beta, intercept, y, weights, family.code, part_size,
+                                          first, last, grad_parts, values)
+
+        _parallel.run_part_groups(run, parts)
+        grad = grad_parts.sum(axis=0)
+        return values.sum(), (grad if fit_intercept else grad[:d])
+    eta = linear_predictor(X, theta, fit_intercept)
+    loss, d1, _ = family.derivatives(eta, y)
+    return weights @ loss, rmatvec(X, weights * d1, fit_intercept)
+
+
 def rmatmat(X, A, fit_intercept):
     """X~^T A for A of shape (n, m) (dense or SciPy sparse), shape (p, m)."""
     if is_dask(X):
@@ -81,20 +110,19 @@ def rmatmat(X, A, fit_intercept):
     return out
 
 
-def weighted_gram(X, c, fit_intercept):
-    """X~^T diag(c) X~ = [[X^T C X, X^T c], [c^T X, sum c]], shape (p, p)."""
+def weighted_gram(X, c, fit_intercept, threads=False):
+    """X~^T diag(c) X~ = [[X^T C X, X^T c], [c^T X, sum c]], shape (p, p).
+
+    ``threads``: share a dense X's row blocks among rif's pass threads (see
+    :func:`_dense_gram`); BLAS's own threads are used otherwise.
+    """
     if sp.issparse(X):
         xtcx = _sparse_gram(X, c)
     elif is_dask(X):
         cc = _row_vector(X, c)
         xtcx = _as_numpy(X.T @ (X * cc[:, None]))      # a tree reduction of chunk Grams
     else:
-        d = X.shape[1]
-        xtcx = np.zeros((d, d))
-        step = block_rows(X)
-        for start in range(0, X.shape[0], step):
-            block = X[start:start + step]
-            xtcx += (block * c[start:start + step, None]).T @ block
+        xtcx = _dense_gram(X, c, threads)
     if not fit_intercept:
         return xtcx
     xtc = rmatvec(X, c, False)
@@ -105,6 +133,43 @@ def weighted_gram(X, c, fit_intercept):
     gram[-1, :-1] = xtc
     gram[-1, -1] = c.sum()
     return gram
+
+
+def _dense_gram(X, c, threads):
+    """Dense X^T diag(c) X, accumulated over row blocks.
+
+    With c >= 0 (every canonical GLM's curvature) each block B contributes
+    A^T A with A = diag(sqrt(c)) B, a symmetric rank-k update (BLAS syrk) that
+    does half the flops of a general product; otherwise a general product.
+    With ``threads`` the blocks are shared among rif's pass threads, each
+    calling BLAS on its own blocks (for callers that hold BLAS to one thread).
+    """
+    n, d = X.shape
+    step = max(1, BLOCK_VALUES // d)     # BLAS-3 gains from tall blocks; the buffer stays bounded
+    if threads:
+        step = min(step, max(1, -(-n // _parallel.available_threads())))
+    n_blocks = -(-n // step)
+    if np.all(c >= 0):
+        root = np.sqrt(c)
+
+        def lower_sum(first, last):
+            xtcx = np.zeros((d, d), order="F")
+            for start in range(first * step, min(n, last * step), step):
+                # syrk on the transposed (column-major) view: a a^T with a = A^T, lower triangle
+                a = (X[start:start + step] * root[start:start + step, None]).T
+                xtcx = sla.blas.dsyrk(1.0, a, beta=1.0, c=xtcx, trans=0, lower=1, overwrite_c=1)
+            return xtcx
+
+        parts = _parallel.run_part_groups(lower_sum, n_blocks) if threads else [lower_sum(0, n_blocks)]
+        lower = sum(parts[1:], parts[0])
+        full = lower + lower.T             # the upper triangle is still zero: L + L^T doubles the diagonal
+        full[np.diag_indices(d)] *= 0.5
+        return full
+    xtcx = np.zeros((d, d))
+    for start in range(0, n, step):
+        block = X[start:start + step]
+        xtcx += (block * c[start:start + step, None]).T @ block
+    return xtcx
 
 
 def _sparse_gram(X, c):

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from . import _design
 from ._errors import NearSingularLeverageError, RetrainConvergenceWarning
 from ._linalg import LeaveOutHessian
+from ._parallel import limit_threads
 from ._removal import index_set, split_sets
 from ._config import BLOCK_VALUES, LEVERAGE_TOL
 from ._solvers import chord_refit
@@ -245,7 +246,9 @@ def params_change_batch(problem, sets, method, tol=1e-10, max_iter=100, n_jobs=N
 
 
 def _retrain_chunk(problem, sets, tol, max_iter):
-    return [_retrain(problem, s, tol, max_iter) for s in sets]
+    # one pass thread per joblib worker: the workers already share out the cores
+    with limit_threads(1):
+        return [_retrain(problem, s, tol, max_iter) for s in sets]
 
 
 def _run_refits(problem, sets, tol, max_iter, n_jobs, progress):

@@ -26,6 +26,8 @@ class Family:
 
     name = None
     _kernel = None
+    #: family code of the fused pass :func:`rif._kernels.dense_value_gradient`
+    code = None
 
     def derivatives(self, eta, y):
         """Per-sample loss, first and second derivative in ``eta``.
@@ -73,6 +75,7 @@ class Binomial(Family):
 
     name = "binomial"
     _kernel = _kernels.binomial_logit_derivatives
+    code = _kernels.BINOMIAL_LOGIT
 
     def mean(self, eta):
         return expit(eta)
@@ -93,6 +96,7 @@ class Gaussian(Family):
 
     name = "gaussian"
     _kernel = _kernels.gaussian_identity_derivatives
+    code = _kernels.GAUSSIAN_IDENTITY
 
     def mean(self, eta):
         return np.asarray(eta, dtype=np.float64)
@@ -103,6 +107,7 @@ class Poisson(Family):
 
     name = "poisson"
     _kernel = _kernels.poisson_log_derivatives
+    code = _kernels.POISSON_LOG
 
     def mean(self, eta):
         return np.exp(eta)

@@ -1,61 +1,118 @@
 """Numba kernels for the per-sample work of each GLM family.
 
-Each kernel is named ``<family>_<link>_derivatives``, reads the linear
-predictor ``eta`` and the target ``y`` and writes, into preallocated outputs,
-the per-sample loss ``l(y, eta)`` and its first two derivatives in ``eta``.
-One fused pass replaces three NumPy expressions with their temporaries and
-keeps the numerically stable branches in one place. Plain NumPy twins live in
-``tests/naive.py`` and the tests compare the two.
+Each family has one scalar function ``_<family>_<link>(eta, y) -> (l, l', l'')``
+giving the per-sample loss and its first two derivatives in the linear
+predictor. Two kinds of kernels are built on them:
+
+* ``<family>_<link>_derivatives`` reads ``eta`` and ``y`` and writes, into
+  preallocated outputs, the three per-sample arrays. One fused pass replaces
+  three NumPy expressions with their temporaries and keeps the numerically
+  stable branches in one place. Plain NumPy twins live in ``tests/naive.py``
+  and the tests compare the two.
+* :func:`dense_value_gradient` computes the objective's data part and its
+  gradient in one pass over a dense design, each row read once (see there).
 """
 
 import numpy as np
 from numba import njit
 
-from ._config import JIT_OPTIONS
+from ._config import JIT_OPTIONS, REDUCTION_JIT_OPTIONS
+
+#: Family codes understood by :func:`dense_value_gradient`.
+BINOMIAL_LOGIT, GAUSSIAN_IDENTITY, POISSON_LOG = 0, 1, 2
 
 
-@njit(**JIT_OPTIONS)
-def binomial_logit_derivatives(eta, y, loss, d1, d2):
+@njit(inline="always", **JIT_OPTIONS)
+def _binomial_logit(e, y):
     """Logistic loss l = log(1 + e^eta) - y eta, l' = p - y, l'' = p (1 - p).
 
     With z = exp(-|eta|) both branches share l'' = z / (1 + z)^2, which never
     underflows to a negative or loses digits to cancellation.
     """
-    for i in range(eta.shape[0]):
-        e = eta[i]
-        if e > 0.0:
-            z = np.exp(-e)
-            p = 1.0 / (1.0 + z)
-            loss[i] = e + np.log1p(z) - y[i] * e
-        else:
-            z = np.exp(e)
-            p = z / (1.0 + z)
-            loss[i] = np.log1p(z) - y[i] * e
-        d1[i] = p - y[i]
-        d2[i] = z / ((1.0 + z) * (1.0 + z))
+    if e > 0.0:
+        z = np.exp(-e)
+        p = 1.0 / (1.0 + z)
+        loss = e + np.log1p(z) - y * e
+    else:
+        z = np.exp(e)
+        p = z / (1.0 + z)
+        loss = np.log1p(z) - y * e
+    return loss, p - y, z / ((1.0 + z) * (1.0 + z))
 
 
-@njit(**JIT_OPTIONS)
-def gaussian_identity_derivatives(eta, y, loss, d1, d2):
+@njit(inline="always", **JIT_OPTIONS)
+def _gaussian_identity(e, y):
     """Squared loss l = (y - eta)^2 / 2, l' = eta - y, l'' = 1."""
-    for i in range(eta.shape[0]):
-        r = eta[i] - y[i]
-        loss[i] = 0.5 * r * r
-        d1[i] = r
-        d2[i] = 1.0
+    r = e - y
+    return 0.5 * r * r, r, 1.0
 
 
-@njit(**JIT_OPTIONS)
-def poisson_log_derivatives(eta, y, loss, d1, d2):
+@njit(inline="always", **JIT_OPTIONS)
+def _poisson_log(e, y):
     """Half Poisson deviance l = e^eta - y eta + y log y - y, l' = e^eta - y, l'' = e^eta.
 
     The constant ``y log y - y`` (zero for y = 0) makes l >= 0 with equality
     at a perfect fit; it does not change any gradient or effect.
     """
+    mu = np.exp(e)
+    const = y * np.log(y) - y if y > 0.0 else 0.0
+    return mu - y * e + const, mu - y, mu
+
+
+@njit(**JIT_OPTIONS)
+def binomial_logit_derivatives(eta, y, loss, d1, d2):
+    """Per-sample logistic loss and derivatives (see :func:`_binomial_logit`)."""
     for i in range(eta.shape[0]):
-        mu = np.exp(eta[i])
-        yi = y[i]
-        const = yi * np.log(yi) - yi if yi > 0.0 else 0.0
-        loss[i] = mu - yi * eta[i] + const
-        d1[i] = mu - yi
-        d2[i] = mu
+        loss[i], d1[i], d2[i] = _binomial_logit(eta[i], y[i])
+
+
+@njit(**JIT_OPTIONS)
+def gaussian_identity_derivatives(eta, y, loss, d1, d2):
+    """Per-sample squared loss and derivatives (see :func:`_gaussian_identity`)."""
+    for i in range(eta.shape[0]):
+        loss[i], d1[i], d2[i] = _gaussian_identity(eta[i], y[i])
+
+
+@njit(**JIT_OPTIONS)
+def poisson_log_derivatives(eta, y, loss, d1, d2):
+    """Per-sample half Poisson deviance and derivatives (see :func:`_poisson_log`)."""
+    for i in range(eta.shape[0]):
+        loss[i], d1[i], d2[i] = _poisson_log(eta[i], y[i])
+
+
+@njit(**REDUCTION_JIT_OPTIONS)
+def dense_value_gradient(X, beta, intercept, y, w, family, part_size, first, last, grad_parts, values):
+    """sum_i w_i l(y_i, eta_i) and X~^T r, r_i = w_i l'(y_i, eta_i), in one pass over rows of X.
+
+    eta_i = x_i^T beta + intercept. Row i is read once: its dot product gives
+    eta_i, and while the row is still in cache r_i x_i is added to the gradient.
+    The rows are cut into consecutive parts of ``part_size`` rows; parts
+    ``first`` to ``last - 1`` are summed here, part k into ``values[k]`` and
+    ``grad_parts[k]`` (shape (parts, d + 1), zeroed by the caller; the last
+    column collects sum_i r_i). Summing the parts in order gives the same result
+    however the parts were shared among threads (see :mod:`rif._parallel`).
+    """
+    n, d = X.shape
+    for k in range(first, last):
+        value = 0.0
+        total = 0.0
+        grad = grad_parts[k]
+        for i in range(k * part_size, min(n, (k + 1) * part_size)):
+            row = X[i]
+            eta = intercept
+            for j in range(d):
+                eta += row[j] * beta[j]
+            if family == BINOMIAL_LOGIT:
+                loss, d1, _ = _binomial_logit(eta, y[i])
+            elif family == GAUSSIAN_IDENTITY:
+                loss, d1, _ = _gaussian_identity(eta, y[i])
+            else:
+                loss, d1, _ = _poisson_log(eta, y[i])
+            if w[i] != 0.0:                      # zero-weight rows (removed samples) add nothing
+                value += w[i] * loss
+                r = w[i] * d1
+                total += r
+                for j in range(d):
+                    grad[j] += r * row[j]
+        values[k] = value
+        grad[d] = total

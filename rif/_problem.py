@@ -163,18 +163,19 @@ class GLMProblem(AttributionMixin):
 
     def value_gradient(self, theta, weights):
         """L_w(theta) and its gradient from one pass over the rows (O(n p))."""
-        eta = _design.linear_predictor(self.X, theta, self.fit_intercept)
-        loss, d1, _ = self.family.derivatives(eta, self.y)
+        value, grad = _design.loss_gradient(self.X, theta, self.fit_intercept, self.y, weights, self.family)
         lam = self.penalty_total(weights)
-        value = weights @ loss + 0.5 * lam * (self.penalty_diag @ theta**2)
-        grad = _design.rmatvec(self.X, weights * d1, self.fit_intercept) + lam * self.penalty_diag * theta
-        return value, grad
+        return value + 0.5 * lam * (self.penalty_diag @ theta**2), grad + lam * self.penalty_diag * theta
 
-    def hessian_at(self, theta, weights):
-        """Hessian of L_w at ``theta``: X~^T diag(w l''(eta)) X~ + lambda(w) P^T P."""
+    def hessian_at(self, theta, weights, threads=False):
+        """Hessian of L_w at ``theta``: X~^T diag(w l''(eta)) X~ + lambda(w) P^T P.
+
+        ``threads``: form the Gram product on rif's pass threads rather than
+        BLAS's (for callers that hold BLAS to one thread).
+        """
         eta = _design.linear_predictor(self.X, theta, self.fit_intercept)
         _, _, d2 = self.family.derivatives(eta, self.y)
-        hess = _design.weighted_gram(self.X, weights * d2, self.fit_intercept)
+        hess = _design.weighted_gram(self.X, weights * d2, self.fit_intercept, threads)
         hess[np.diag_indices_from(hess)] += self.penalty_total(weights) * self.penalty_diag
         return hess
 

@@ -137,8 +137,10 @@ def chord_refit(problem, index, *, tol=1e-10, max_iter=100):
 
 
 def _single_threaded_blas():
-    """Chord iterations are matrix-vector products, bound by memory bandwidth: extra BLAS
-    threads buy little and, on a busy machine, cost up to 10x in synchronisation."""
+    """Chord iterations are passes over the data on rif's own threads plus solves with an
+    already factorised matrix: BLAS threads, which spin while idle, would only compete with
+    the pass threads (2-5x slower passes, measured) and, on a busy machine, cost up to 10x
+    in synchronisation. A Hessian refresh shares its row blocks among the pass threads."""
     global _CONTROLLER
     if _CONTROLLER is None:
         from threadpoolctl import ThreadpoolController
@@ -174,7 +176,8 @@ def _chord_refit(problem, index, tol, max_iter):
             break       # even a fresh Newton step failed to descend: damped Newton from here
         # Shamanskii: refresh the Hessian at the current iterate and iterate again
         try:
-            chol = sla.cho_factor(problem.hessian_at(state[0], weights), lower=True, check_finite=False)
+            hessian = problem.hessian_at(state[0], weights, threads=True)
+            chol = sla.cho_factor(hessian, lower=True, check_finite=False)
         except np.linalg.LinAlgError:
             raise SingularHessianError(
                 "the Hessian of the objective without the removed samples is not positive definite"

@@ -1,0 +1,65 @@
+"""Row-parallel passes on a small pool of Python threads.
+
+rif's own per-row kernels (Numba, ``nogil``) and single-threaded BLAS calls
+release the GIL, so plain threads run them in parallel. Threads are used
+rather than Numba's ``parallel=True`` (OpenMP) because two thread pools that
+both spin while idle, OpenMP's and OpenBLAS's, slow each other 2-5x whenever
+their calls alternate (measured on this project's 2-core machines); pool
+threads that wait on a queue cost nothing when idle, so a pass is never
+slower than its serial version.
+
+A pass is cut into a fixed number of *parts* chosen by the caller, and the
+threads take contiguous groups of parts; a result summed part by part in
+order is therefore the same whatever the number of threads.
+"""
+
+import contextlib
+import contextvars
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+_POOL = None
+_MAX_THREADS = contextvars.ContextVar("rif_max_threads", default=None)
+
+
+def available_threads():
+    """Threads a pass may use: the CPUs this process may run on, or the current limit."""
+    limit = _MAX_THREADS.get()
+    if hasattr(os, "sched_getaffinity"):
+        cpus = len(os.sched_getaffinity(0))
+    else:   # pragma: no cover - macOS and Windows
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, limit) if limit else cpus)
+
+
+@contextlib.contextmanager
+def limit_threads(n):
+    """Run the passes in this block on at most ``n`` threads (e.g. 1 in a joblib worker)."""
+    token = _MAX_THREADS.set(int(n))
+    try:
+        yield
+    finally:
+        _MAX_THREADS.reset(token)
+
+
+def _pool():
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1),
+                                   thread_name_prefix="rif-pass")
+    return _POOL
+
+
+def run_part_groups(func, n_parts):
+    """[func(start, stop), ...] over contiguous groups of ``range(n_parts)``, in order.
+
+    ``func`` must release the GIL to gain from the threads; the caller's thread
+    runs the first group itself.
+    """
+    n_groups = min(n_parts, available_threads())
+    bounds = [k * n_parts // n_groups for k in range(n_groups + 1)]
+    if n_groups == 1:
+        return [func(0, n_parts)]
+    futures = [_pool().submit(func, bounds[k], bounds[k + 1]) for k in range(1, n_groups)]
+    first = func(bounds[0], bounds[1])
+    return [first] + [f.result() for f in futures]

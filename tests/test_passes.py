@@ -1,0 +1,84 @@
+"""The fused value/gradient pass and the Gram product against plain NumPy routes."""
+
+import numpy as np
+import pytest
+
+from rif import _design, _parallel
+from rif._families import get_family
+
+
+def _data(family, n=3000, d=7, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    eta = X @ rng.normal(size=d) / np.sqrt(d)
+    y = {"binomial": (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float),
+         "poisson": rng.poisson(np.exp(eta)).astype(float),
+         "gaussian": eta + rng.normal(size=n)}[family]
+    w = rng.random(n) * 2
+    w[rng.choice(n, size=n // 10, replace=False)] = 0.0       # removed samples
+    return X, y, w, rng.normal(size=d + 1) / np.sqrt(d)
+
+
+def _two_passes(X, theta, fit_intercept, y, w, family):
+    eta = X @ theta[:X.shape[1]] + (theta[-1] if fit_intercept else 0.0)
+    loss, d1, _ = family.derivatives(eta, y)
+    r = w * d1
+    grad = X.T @ r
+    return w @ loss, (np.append(grad, r.sum()) if fit_intercept else grad)
+
+
+@pytest.mark.parametrize("family", ["binomial", "gaussian", "poisson"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_fused_pass_equals_two_numpy_passes(family, fit_intercept):
+    X, y, w, theta = _data(family)
+    fam = get_family(family)
+    theta = theta if fit_intercept else theta[:-1]
+    value, grad = _design.loss_gradient(X, theta, fit_intercept, y, w, fam)
+    want_value, want_grad = _two_passes(X, theta, fit_intercept, y, w, fam)
+    assert grad.shape == want_grad.shape
+    np.testing.assert_allclose(value, want_value, rtol=1e-12)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-11, atol=1e-11 * np.abs(want_grad).max())
+
+
+def test_fused_pass_is_the_same_on_any_number_of_threads():
+    X, y, w, theta = _data("binomial", n=20000)
+    fam = get_family("binomial")
+    value, grad = _design.loss_gradient(X, theta, True, y, w, fam)
+    with _parallel.limit_threads(1):
+        value1, grad1 = _design.loss_gradient(X, theta, True, y, w, fam)
+    assert value == value1 and np.array_equal(grad, grad1)     # bit for bit: parts summed in order
+
+
+def test_column_major_input_takes_the_numpy_route_with_the_same_result():
+    X, y, w, theta = _data("binomial")
+    X = X.astype(np.float32).astype(np.float64)       # float32 data, as rif stores it
+    fam = get_family("binomial")
+    want = _design.loss_gradient(X, theta, True, y, w, fam)
+    got = _design.loss_gradient(np.asfortranarray(X), theta, True, y, w, fam)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-11, atol=1e-11 * np.abs(want[1]).max())
+
+
+def test_nan_propagates_through_the_fused_pass():
+    X, y, w, theta = _data("binomial")
+    X = X.copy()
+    X[5, 2] = np.nan
+    value, grad = _design.loss_gradient(X, theta, True, y, np.ones_like(w), get_family("binomial"))
+    assert np.isnan(value) and np.all(np.isnan(grad))
+
+
+@pytest.mark.parametrize("threads", [False, True])
+@pytest.mark.parametrize("sign", ["non-negative", "mixed"])
+def test_weighted_gram_equals_dense_product(threads, sign, monkeypatch):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(1500, 40))
+    c = rng.random(1500)
+    if sign == "mixed":
+        c -= 0.3                                   # general products, not syrk
+    monkeypatch.setattr(_design, "BLOCK_VALUES", 40 * 256)   # several row blocks
+    gram = _design.weighted_gram(X, c, True, threads=threads)
+    Xt = np.hstack([X, np.ones((1500, 1))])
+    want = (Xt * c[:, None]).T @ Xt
+    np.testing.assert_allclose(gram, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    if sign == "non-negative":
+        assert np.array_equal(gram, gram.T)        # syrk fills one triangle, mirrored exactly
