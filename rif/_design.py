@@ -116,13 +116,13 @@ def weighted_gram(X, c, fit_intercept, threads=False):
     ``threads``: share a dense X's row blocks among rif's pass threads (see
     :func:`_dense_gram`); BLAS's own threads are used otherwise.
     """
+    if isinstance(X, np.ndarray):
+        return _dense_gram(X, c, fit_intercept, threads)
     if sp.issparse(X):
         xtcx = _sparse_gram(X, c)
-    elif is_dask(X):
+    else:
         cc = _row_vector(X, c)
         xtcx = _as_numpy(X.T @ (X * cc[:, None]))      # a tree reduction of chunk Grams
-    else:
-        xtcx = _dense_gram(X, c, threads)
     if not fit_intercept:
         return xtcx
     xtc = rmatvec(X, c, False)
@@ -135,17 +135,21 @@ def weighted_gram(X, c, fit_intercept, threads=False):
     return gram
 
 
-def _dense_gram(X, c, threads):
-    """Dense X^T diag(c) X, accumulated over row blocks.
+def _dense_gram(X, c, fit_intercept, threads):
+    """Dense X~^T diag(c) X~, accumulated over row blocks.
 
-    With c >= 0 (every canonical GLM's curvature) each block B contributes
-    A^T A with A = diag(sqrt(c)) B, a symmetric rank-k update (BLAS syrk) that
+    With c >= 0 (every canonical GLM's curvature) each block B~ contributes
+    A^T A with A = diag(sqrt(c)) B~, a symmetric rank-k update (BLAS syrk) that
     does half the flops of a general product; otherwise a general product.
+    The intercept column rides in the same product, so that the whole Gram
+    is one library's BLAS (NumPy and SciPy each ship an OpenBLAS whose idle
+    threads spin and slow the other's calls when the two alternate).
     With ``threads`` the blocks are shared among rif's pass threads, each
     calling BLAS on its own blocks (for callers that hold BLAS to one thread).
     """
     n, d = X.shape
-    step = max(1, BLOCK_VALUES // d)     # BLAS-3 gains from tall blocks; the buffer stays bounded
+    p = d + int(fit_intercept)
+    step = max(1, BLOCK_VALUES // p)     # BLAS-3 gains from tall blocks; the buffer stays bounded
     if threads:
         step = min(step, max(1, -(-n // _parallel.available_threads())))
     n_blocks = -(-n // step)
@@ -153,23 +157,30 @@ def _dense_gram(X, c, threads):
         root = np.sqrt(c)
 
         def lower_sum(first, last):
-            xtcx = np.zeros((d, d), order="F")
+            xtcx = np.zeros((p, p), order="F")
+            a = np.empty((p, step), order="F")
             for start in range(first * step, min(n, last * step), step):
-                # syrk on the transposed (column-major) view: a a^T with a = A^T, lower triangle
-                a = (X[start:start + step] * root[start:start + step, None]).T
-                xtcx = sla.blas.dsyrk(1.0, a, beta=1.0, c=xtcx, trans=0, lower=1, overwrite_c=1)
+                stop = min(n, start + step)
+                # a = A^T, column-major: syrk forms a a^T = A^T A in the lower triangle
+                block = a[:, :stop - start]
+                np.multiply(X[start:stop].T, root[start:stop], out=block[:d])
+                if fit_intercept:
+                    block[d] = root[start:stop]
+                xtcx = sla.blas.dsyrk(1.0, block, beta=1.0, c=xtcx, trans=0, lower=1, overwrite_c=1)
             return xtcx
 
         parts = _parallel.run_part_groups(lower_sum, n_blocks) if threads else [lower_sum(0, n_blocks)]
         lower = sum(parts[1:], parts[0])
         full = lower + lower.T             # the upper triangle is still zero: L + L^T doubles the diagonal
-        full[np.diag_indices(d)] *= 0.5
+        full[np.diag_indices(p)] *= 0.5
         return full
-    xtcx = np.zeros((d, d))
+    gram = np.zeros((p, p))
     for start in range(0, n, step):
         block = X[start:start + step]
-        xtcx += (block * c[start:start + step, None]).T @ block
-    return xtcx
+        if fit_intercept:
+            block = np.hstack([block, np.ones((block.shape[0], 1))])
+        gram += (block * c[start:start + step, None]).T @ block
+    return gram
 
 
 def _sparse_gram(X, c):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 
+from . import _parallel
 from ._errors import SingularHessianError
 
 _ARMIJO = 1e-4
@@ -73,19 +74,19 @@ def newton_refit(problem, weights, theta0, *, tol=1e-10, max_iter=100):
     SingularHessianError
         If the Hessian of L_w is not positive definite at an iterate.
     """
+    with _single_threaded_blas():
+        return _newton_refit(problem, weights, theta0, tol, max_iter)
+
+
+def _newton_refit(problem, weights, theta0, tol, max_iter):
     theta = np.array(theta0, dtype=float)
     value, grad = problem.value_gradient(theta, weights)
     for it in range(1, max_iter + 1):
         grad_norm = float(np.max(np.abs(grad)))
-        hess = problem.hessian_at(theta, weights)
-        try:
-            chol = sla.cho_factor(hess, lower=True, check_finite=False)
-            step = -sla.cho_solve(chol, grad, check_finite=False)
-        except np.linalg.LinAlgError:
-            raise SingularHessianError(
-                "the Hessian of the objective is not positive definite at a Newton iterate "
-                "(unpenalised with too few remaining samples, or separable data)"
-            ) from None
+        hess = problem.hessian_at(theta, weights, threads=True)
+        chol = _cho_factor(hess, "the Hessian of the objective is not positive definite at a Newton "
+                                 "iterate (unpenalised with too few remaining samples, or separable data)")
+        step = -sla.cho_solve(chol, grad, check_finite=False)
         if not np.all(np.isfinite(step)):
             raise SingularHessianError("the Newton step is not finite")
         small = np.max(np.abs(step)) <= tol * max(1.0, np.max(np.abs(theta)))
@@ -136,17 +137,38 @@ def chord_refit(problem, index, *, tol=1e-10, max_iter=100):
         return _chord_refit(problem, index, tol, max_iter)
 
 
+#: From this size on a Cholesky factorisation gains from BLAS's threads (measured: p = 1001
+#: is no faster on two threads, p = 4001 is 1.6x faster)
+_THREADED_FACTOR_SIZE = 2048
+
+
+def _cho_factor(matrix, message):
+    """cho_factor (lower), with BLAS's threads for large matrices; SingularHessianError(message)."""
+    try:
+        if matrix.shape[0] >= _THREADED_FACTOR_SIZE:
+            with _controller().limit(limits=_parallel.available_threads(), user_api="blas"):
+                return sla.cho_factor(matrix, lower=True, check_finite=False)
+        return sla.cho_factor(matrix, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        raise SingularHessianError(message) from None
+
+
 def _single_threaded_blas():
-    """Chord iterations are passes over the data on rif's own threads plus solves with an
-    already factorised matrix: BLAS threads, which spin while idle, would only compete with
-    the pass threads (2-5x slower passes, measured) and, on a busy machine, cost up to 10x
-    in synchronisation. A Hessian refresh shares its row blocks among the pass threads."""
+    """Refits run passes over the data on rif's own threads and solves with factorised
+    matrices: BLAS threads, which spin while idle, would only compete with the pass
+    threads (passes 2x slower, measured, and alternating NumPy's and SciPy's OpenBLAS
+    pools slows both) and, on a busy machine, cost up to 10x in synchronisation.
+    Hessians share their row blocks among the pass threads instead."""
+    return _controller().limit(limits=1, user_api="blas")
+
+
+def _controller():
     global _CONTROLLER
     if _CONTROLLER is None:
         from threadpoolctl import ThreadpoolController
 
         _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=1, user_api="blas")
+    return _CONTROLLER
 
 
 _CONTROLLER = None
@@ -175,13 +197,8 @@ def _chord_refit(problem, index, tol, max_iter):
         if not progressed and refresh > 0:
             break       # even a fresh Newton step failed to descend: damped Newton from here
         # Shamanskii: refresh the Hessian at the current iterate and iterate again
-        try:
-            hessian = problem.hessian_at(state[0], weights, threads=True)
-            chol = sla.cho_factor(hessian, lower=True, check_finite=False)
-        except np.linalg.LinAlgError:
-            raise SingularHessianError(
-                "the Hessian of the objective without the removed samples is not positive definite"
-            ) from None
+        chol = _cho_factor(problem.hessian_at(state[0], weights, threads=True),
+                           "the Hessian of the objective without the removed samples is not positive definite")
         solve = _cho_solver(chol)
     result = newton_refit(problem, weights, state[0], tol=tol, max_iter=max_iter)
     return RefitResult(result.theta, total + result.n_iter, result.converged, result.gradient_norm)

@@ -67,17 +67,18 @@ def test_nan_propagates_through_the_fused_pass():
     assert np.isnan(value) and np.all(np.isnan(grad))
 
 
+@pytest.mark.parametrize("fit_intercept", [True, False])
 @pytest.mark.parametrize("threads", [False, True])
 @pytest.mark.parametrize("sign", ["non-negative", "mixed"])
-def test_weighted_gram_equals_dense_product(threads, sign, monkeypatch):
+def test_weighted_gram_equals_dense_product(threads, sign, fit_intercept, monkeypatch):
     rng = np.random.default_rng(3)
     X = rng.normal(size=(1500, 40))
     c = rng.random(1500)
     if sign == "mixed":
         c -= 0.3                                   # general products, not syrk
     monkeypatch.setattr(_design, "BLOCK_VALUES", 40 * 256)   # several row blocks
-    gram = _design.weighted_gram(X, c, True, threads=threads)
-    Xt = np.hstack([X, np.ones((1500, 1))])
+    gram = _design.weighted_gram(X, c, fit_intercept, threads=threads)
+    Xt = np.hstack([X, np.ones((1500, 1))]) if fit_intercept else X
     want = (Xt * c[:, None]).T @ Xt
     np.testing.assert_allclose(gram, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
     if sign == "non-negative":
