@@ -36,3 +36,12 @@ MAX_DENSE_PARAMS = 32768
 #: Samples whose 1 - h_i falls below this are flagged as numerically singular:
 #: 1 - h_i then has fewer than half of its digits right.
 LEVERAGE_TOL = 1.4901161193847656e-08  # sqrt(float64 eps)
+
+#: From this many parameters on, p x p factorisations and Gram products inside refits
+#: use BLAS's own threads (measured: a Cholesky of p = 1001 is no faster on two threads,
+#: p = 4001 is 1.6x faster); below it rif shares the work among its own threads.
+THREADED_BLAS_SIZE = 2048
+
+#: A Gram product on rif's threads sums at most this many p x p parts, in order, so
+#: that the result does not depend on the number of threads.
+GRAM_PARTS = 4

@@ -20,7 +20,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from . import _kernels, _parallel
-from ._config import BLOCK_VALUES, FUSED_PARTS, ROW_CHUNK
+from ._config import BLOCK_VALUES, FUSED_PARTS, GRAM_PARTS, ROW_CHUNK, THREADED_BLAS_SIZE
 
 
 def is_dask(X):
@@ -144,33 +144,42 @@ def _dense_gram(X, c, fit_intercept, threads):
     The intercept column rides in the same product, so that the whole Gram
     is one library's BLAS (NumPy and SciPy each ship an OpenBLAS whose idle
     threads spin and slow the other's calls when the two alternate).
-    With ``threads`` the blocks are shared among rif's pass threads, each
-    calling BLAS on its own blocks (for callers that hold BLAS to one thread).
+    With ``threads`` (for callers that hold BLAS to one thread) the rows are
+    cut into at most GRAM_PARTS parts, whose Grams rif's pass threads form
+    and which are added in order, so that the result does not depend on the
+    number of threads; from THREADED_BLAS_SIZE parameters on BLAS's own
+    threads do the work instead.
     """
     n, d = X.shape
     p = d + int(fit_intercept)
+    if threads and p >= THREADED_BLAS_SIZE:       # large enough for BLAS's own threads
+        with _parallel.blas_limit(_parallel.available_threads()):
+            return _dense_gram(X, c, fit_intercept, False)
     step = max(1, BLOCK_VALUES // p)     # BLAS-3 gains from tall blocks; the buffer stays bounded
     if threads:
-        step = min(step, max(1, -(-n // _parallel.available_threads())))
+        step = min(step, max(1, -(-n // GRAM_PARTS)))
     n_blocks = -(-n // step)
+    n_parts = min(GRAM_PARTS, n_blocks) if threads else 1
     if np.all(c >= 0):
         root = np.sqrt(c)
 
-        def lower_sum(first, last):
+        def lower_sum(part):
+            """Lower triangle of the part's Gram: its blocks, in order (a a^T with a = A^T)."""
             xtcx = np.zeros((p, p), order="F")
-            a = np.empty((p, step), order="F")
-            for start in range(first * step, min(n, last * step), step):
-                stop = min(n, start + step)
-                # a = A^T, column-major: syrk forms a a^T = A^T A in the lower triangle
-                block = a[:, :stop - start]
+            buffer = np.empty((p, step), order="F")
+            for b in range(part * n_blocks // n_parts, (part + 1) * n_blocks // n_parts):
+                start, stop = b * step, min(n, (b + 1) * step)
+                block = buffer[:, :stop - start]
                 np.multiply(X[start:stop].T, root[start:stop], out=block[:d])
                 if fit_intercept:
                     block[d] = root[start:stop]
                 xtcx = sla.blas.dsyrk(1.0, block, beta=1.0, c=xtcx, trans=0, lower=1, overwrite_c=1)
             return xtcx
 
-        parts = _parallel.run_part_groups(lower_sum, n_blocks) if threads else [lower_sum(0, n_blocks)]
-        lower = sum(parts[1:], parts[0])
+        groups = _parallel.run_part_groups(lambda first, last: [lower_sum(k) for k in range(first, last)],
+                                           n_parts)
+        parts = [part for group in groups for part in group]
+        lower = sum(parts[1:], parts[0])             # parts added in order: thread-count independent
         full = lower + lower.T             # the upper triangle is still zero: L + L^T doubles the diagonal
         full[np.diag_indices(p)] *= 0.5
         return full

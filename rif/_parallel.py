@@ -63,3 +63,16 @@ def run_part_groups(func, n_parts):
     futures = [_pool().submit(func, bounds[k], bounds[k + 1]) for k in range(1, n_groups)]
     first = func(bounds[0], bounds[1])
     return [first] + [f.result() for f in futures]
+
+
+_CONTROLLER = None
+
+
+def blas_limit(n_threads):
+    """Context that holds the BLAS libraries (NumPy's and SciPy's OpenBLAS) to ``n_threads``."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=n_threads, user_api="blas")

@@ -7,24 +7,33 @@ Two solvers share one scale-free stopping rule: stop once the step is below
   at every iterate, O(n p^2) per iteration, quadratic convergence.
 * :func:`chord_refit`: the chord method for a removal set S. Every iteration
   reuses the leave-S-out Hessian *at theta^*, H_{-S}(theta^), obtained from the
-  already factorised H by Woodbury, so an iteration costs one gradient, O(n p),
-  and the first iteration is exactly the Newton-step estimate. Convergence is
-  linear with rate rho ~ ||H_{-S}(theta^)^{-1} (H_{-S}(theta^) - H_{-S}(theta*))||, small
-  when removing S moves theta little. When the steps stop contracting, or the
-  steps still needed at the observed rate would cost more than a new Hessian
-  (measured: a Hessian costs about p/24 chord steps), the Hessian is formed afresh at the
-  current iterate and the chord iteration continues with it (Shamanskii's
-  method); if even a fresh Newton step fails to decrease the objective,
-  damped Newton (:func:`newton_refit`) takes over.
+  already factorised H by Woodbury (or formed directly once |S| >= p), so an
+  iteration costs one gradient, O(n p), and the first iteration is exactly the
+  Newton-step estimate. Plain chord iteration converges linearly with rate
+  rho ~ ||H_{-S}(theta^)^{-1} (H_{-S}(theta^) - H_{-S}(theta*))||, small when removing S
+  moves theta little; Anderson mixing of the last few steps speeds it up where
+  rho is not small. When the steps stop contracting, or the steps still needed
+  at the observed rate would cost more than a new Hessian (about p/16 passes
+  over the data), the Hessian is formed afresh at the current iterate and the
+  iteration continues with it (Shamanskii's method); if even a fresh Newton
+  step fails to decrease the objective, damped Newton (:func:`newton_refit`)
+  takes over.
+
+Both run with BLAS held to one thread: the passes over the data run on rif's
+own threads (:mod:`rif._parallel`) and Gram products share their row blocks
+among them, so no idle BLAS pool spins against them.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as sla
+import scipy.sparse as sp
 
 from . import _parallel
+from ._config import THREADED_BLAS_SIZE
 from ._errors import SingularHessianError
+from ._linalg import spd_cholesky
 
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 60
@@ -121,12 +130,10 @@ def chord_refit(problem, index, *, tol=1e-10, max_iter=100):
         L_{-S}(theta^) = L(theta^) - sum_{i in S} (w_i l_i + penalty_i ||P theta^||^2 / 2),
 
     so the first step (the Newton-step estimate) costs no pass over the data.
-    Later steps cost one gradient each. With the observed contraction rate
-    rho (the slower of the last two |step_k| / |step_{k-1}|), the distance left
-    to the optimum after step k is at most |step_k| rho / (1 - rho), and the
-    iteration stops once that, or the step itself, is below
-    ``tol * max(1, ||theta||_inf)``. ``max_iter`` bounds the Newton
-    iterations of the fallback; chord iterations per Hessian by about p / 8.
+    Later steps cost one gradient each, and the iteration stops once the chord
+    step is below ``tol * max(1, ||theta||_inf)`` (see :func:`_chord_iterations`).
+    ``max_iter`` bounds the Hessian refreshes and the Newton iterations of the
+    fallback.
 
     Returns
     -------
@@ -137,16 +144,11 @@ def chord_refit(problem, index, *, tol=1e-10, max_iter=100):
         return _chord_refit(problem, index, tol, max_iter)
 
 
-#: From this size on a Cholesky factorisation gains from BLAS's threads (measured: p = 1001
-#: is no faster on two threads, p = 4001 is 1.6x faster)
-_THREADED_FACTOR_SIZE = 2048
-
-
 def _cho_factor(matrix, message):
     """cho_factor (lower), with BLAS's threads for large matrices; SingularHessianError(message)."""
     try:
-        if matrix.shape[0] >= _THREADED_FACTOR_SIZE:
-            with _controller().limit(limits=_parallel.available_threads(), user_api="blas"):
+        if matrix.shape[0] >= THREADED_BLAS_SIZE:
+            with _parallel.blas_limit(_parallel.available_threads()):
                 return sla.cho_factor(matrix, lower=True, check_finite=False)
         return sla.cho_factor(matrix, lower=True, check_finite=False)
     except np.linalg.LinAlgError:
@@ -159,22 +161,11 @@ def _single_threaded_blas():
     threads (passes 2x slower, measured, and alternating NumPy's and SciPy's OpenBLAS
     pools slows both) and, on a busy machine, cost up to 10x in synchronisation.
     Hessians share their row blocks among the pass threads instead."""
-    return _controller().limit(limits=1, user_api="blas")
-
-
-def _controller():
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER
-
-
-_CONTROLLER = None
+    return _parallel.blas_limit(1)
 
 
 def _chord_refit(problem, index, tol, max_iter):
+    from . import _design
     from ._design import rows
     from ._estimators import leave_out_hessian
 
@@ -187,7 +178,18 @@ def _chord_refit(problem, index, tol, max_iter):
     penalty_norm = problem.penalty_diag @ theta**2
     value = (weights @ problem.loss + 0.5 * problem.penalty_total(weights) * penalty_norm)
     state = (theta, value, grad)
-    solve = leave_out_hessian(problem, index).solve
+    if len(index) < problem.n_params:
+        solve = leave_out_hessian(problem, index).solve       # Woodbury on the factorised H
+    else:
+        # H_{-S}(theta^) = H - X~_S^T C_S X~_S - delta_S P^T P, formed and factorised directly:
+        # cheaper than whitening k >= p rows
+        removed = problem.X[index] if sp.issparse(problem.X) else rows(problem.X, index, False)
+        hessian = (problem.hessian
+                   - _design.weighted_gram(removed, problem.curvature[index], problem.fit_intercept, threads=True))
+        hessian[np.diag_indices_from(hessian)] -= problem.sample_penalty[index].sum() * problem.penalty_diag
+        with _parallel.blas_limit(_parallel.available_threads() if len(hessian) >= THREADED_BLAS_SIZE else 1):
+            chol = spd_cholesky(hessian, f"the Hessian without the {len(index)} removed sample(s)")
+        solve = _cho_solver((chol, True))
     total = 0
     for refresh in range(max_iter + 1):
         state, n_iter, converged, progressed = _chord_iterations(problem, weights, state, solve, tol)
@@ -209,43 +211,81 @@ def _cho_solver(chol):
 
 
 def _chord_iterations(problem, weights, state, solve, tol):
-    """Chord steps theta <- theta - M^{-1} grad with a fixed ``solve`` = M^{-1}.
+    """Anderson-accelerated chord steps with a fixed ``solve`` = M^{-1}.
 
-    Returns ``(state, n_iter, converged, progressed)``; stops when converged
-    (see :func:`chord_refit`), when a step fails to decrease the objective, when
-    the steps stop contracting, or when the steps still needed at the observed
-    rate would cost more than refreshing M: a chord step costs one gradient,
-    O(n p), bound by memory bandwidth; forming and factorising M costs
-    O(n p^2 + p^3) at BLAS-3 speed, about p/24 chord steps on this project's machines.
+    The chord map is G(theta) = theta + f(theta), f = -M^{-1} grad(theta); its
+    fixed point is the minimiser. Plain chord iteration converges linearly at
+    the rate rho of the error map I - M^{-1} H(theta*), which oscillates when
+    removing many samples moves theta far (rho ~ 0.5 was measured at n/p ~ 3).
+    Anderson mixing with memory m takes instead
+
+        theta_{k+1} = theta_k + f_k - (dTheta + dF) gamma,
+        gamma = argmin ||f_k - dF gamma||_2,
+
+    dTheta, dF holding the last m differences of iterates and of chord steps
+    (a multisecant method; for a linear map it is GMRES on the chord system).
+    Every iterate must still decrease the objective (Armijo) or halve the
+    gradient; if the mixed step does not, the plain chord step is tried.
+
+    Returns ``(state, n_iter, converged, progressed)``. Converged when the chord
+    step from the current iterate is below ``tol * max(1, ||theta||_inf)``; the
+    returned theta is then the iterate plus that step, and ``state``'s gradient
+    is the one at the iterate (no further pass). Stops unconverged when a step
+    fails to decrease the objective, when the chord steps stop shrinking, or
+    when the steps still needed at the observed rate would cost more than
+    refreshing M (a chord step is one pass over the data, O(n p), at memory
+    speed; forming and factorising M costs O(n p^2 + p^3) at BLAS-3 speed,
+    about p / 16 passes on this project's machines).
     """
     theta, value, grad = state
-    # measured on 2 cores: a chord step streams X twice (memory-bound), a Hessian is a
-    # compute-bound Gram product; it costs about p/24 chord steps. Budget ~3 Hessians.
-    budget = max(10, problem.n_params // 8)
-    previous, rho_previous = np.inf, 0.0
-    for it in range(1, min(budget, _MAX_CHORD_ITER) + 1):
+    refresh_cost = max(8.0, problem.n_params / 16)     # a fresh Hessian, in passes
+    d_theta, d_step = [], []
+    previous = None                                    # (theta, step) of the last iterate
+    rho_previous = 0.0
+    for it in range(1, _MAX_CHORD_ITER + 1):
         step = -solve(grad)
         if not np.all(np.isfinite(step)):
             raise SingularHessianError("the refit's chord step is not finite")
         size = np.max(np.abs(step))
-        candidate = theta + step
-        new_value, new_grad = problem.value_gradient(candidate, weights)
-        scale = tol * max(1.0, np.max(np.abs(candidate)))
-        if size <= scale:      # below the tolerance: objective changes are lost in rounding
-            return (candidate, new_value, new_grad), it, True, True
-        if not (new_value <= value + _ARMIJO * (grad @ step)
-                or np.max(np.abs(new_grad)) <= 0.5 * np.max(np.abs(grad))):
-            return (theta, value, grad), it - 1, False, it > 1     # not a descent
-        theta, value, grad = candidate, new_value, new_grad
-        if np.isfinite(previous):                     # the rate needs two steps
-            rho = max(size / previous, rho_previous)  # the slower of the last two rates
-            rho_previous = size / previous
+        scale = tol * max(1.0, np.max(np.abs(theta + step)))
+        if size <= scale:       # below the tolerance: objective changes are lost in rounding
+            return (theta + step, value, grad), it, True, True
+        if previous is not None:
+            ratio = size / np.max(np.abs(previous[1]))
+            rho, rho_previous = max(ratio, rho_previous), ratio    # the slower of the last two rates
             if rho >= 1.0:
-                break                                 # not contracting
-            if size * rho / (1.0 - rho) <= scale:     # distance left to the fixed point
-                return (theta, value, grad), it, True, True
-            needed = np.log(scale * (1.0 - rho) / (size * rho)) / np.log(rho)
-            if it + needed > budget:
-                break                                 # a fresh Hessian is cheaper from here
-        previous = size
+                break                                  # not contracting
+            if np.log(scale / size) / np.log(rho) > refresh_cost + 3:
+                break                                  # a fresh Hessian is cheaper from here
+            d_theta.append(theta - previous[0])
+            d_step.append(step - previous[1])
+            if len(d_theta) > _ANDERSON_MEMORY:
+                del d_theta[0], d_step[0]
+        previous = (theta, step)
+        accepted = None
+        if d_theta:
+            dT, dF = np.column_stack(d_theta), np.column_stack(d_step)
+            gamma = np.linalg.lstsq(dF, step, rcond=None)[0]
+            accepted = _descent(problem, weights, theta, value, grad, theta + step - (dT + dF) @ gamma)
+            if accepted is None:                       # the extrapolation overshot: restart plainly
+                d_theta.clear()
+                d_step.clear()
+        if accepted is None:
+            accepted = _descent(problem, weights, theta, value, grad, theta + step)
+            if accepted is None:
+                return (theta, value, grad), it - 1, False, it > 1
+        theta, value, grad = accepted
     return (theta, value, grad), it, False, True
+
+
+#: Anderson memory of the chord iterations: differences kept
+_ANDERSON_MEMORY = 5
+
+
+def _descent(problem, weights, theta, value, grad, candidate):
+    """(candidate, value, gradient) if the move decreases L_w (Armijo) or halves the gradient."""
+    new_value, new_grad = problem.value_gradient(candidate, weights)
+    if (new_value <= value + _ARMIJO * (grad @ (candidate - theta))
+            or np.max(np.abs(new_grad)) <= 0.5 * np.max(np.abs(grad))):
+        return candidate, new_value, new_grad
+    return None
