@@ -118,20 +118,18 @@ def weighted_gram(X, c, fit_intercept, threads=False):
     """
     if isinstance(X, np.ndarray):
         return _dense_gram(X, c, fit_intercept, threads)
+    d = X.shape[1]
+    gram = np.zeros((d + int(fit_intercept),) * 2)
     if sp.issparse(X):
-        xtcx = _sparse_gram(X, c)
+        _sparse_gram(X, c, gram[:d, :d])             # written in place: one p x p array in all
     else:
         cc = _row_vector(X, c)
-        xtcx = _as_numpy(X.T @ (X * cc[:, None]))      # a tree reduction of chunk Grams
-    if not fit_intercept:
-        return xtcx
-    xtc = rmatvec(X, c, False)
-    p = X.shape[1] + 1
-    gram = np.empty((p, p))
-    gram[:-1, :-1] = xtcx
-    gram[:-1, -1] = xtc
-    gram[-1, :-1] = xtc
-    gram[-1, -1] = c.sum()
+        gram[:d, :d] = _as_numpy(X.T @ (X * cc[:, None]))      # a tree reduction of chunk Grams
+    if fit_intercept:
+        xtc = rmatvec(X, c, False)
+        gram[:-1, -1] = xtc
+        gram[-1, :-1] = xtc
+        gram[-1, -1] = c.sum()
     return gram
 
 
@@ -192,25 +190,14 @@ def _dense_gram(X, c, fit_intercept, threads):
     return gram
 
 
-def _sparse_gram(X, c):
-    """Dense X^T diag(c) X of a CSR X, accumulated from sparse row-block products.
-
-    A block's product has at most sum_i nnz_i^2 entries, so blocks are sized to
-    keep that near BLOCK_VALUES; no sparse d x d matrix of the whole data (which
-    for bag-of-words data is nearly dense and three times the size) is formed.
-    """
-    d, n = X.shape[1], X.shape[0]
-    gram = np.zeros((d, d))
-    products = np.cumsum(np.diff(X.indptr).astype(np.int64) ** 2)   # running sum of nnz_i^2
-    start = 0
-    while start < n:
-        done = products[start - 1] if start else 0
-        stop = max(start + 1, int(np.searchsorted(products, done + BLOCK_VALUES, side="right")))
-        block = X[start:stop]
-        part = (block.T @ sp.diags(c[start:stop]) @ block).tocoo()
-        gram[part.row, part.col] += part.data          # coordinates are unique after the product
-        start = stop
-    return gram
+def _sparse_gram(X, c, out):
+    """out += X^T diag(c) X for a CSR X (see :func:`rif._kernels.csr_gram`); X is never densified."""
+    X = X.tocsr()
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()
+    _kernels.csr_gram(X.indptr, X.indices, np.asarray(X.data, dtype=np.float64), c, out)
+    return out
 
 
 def _with_intercept(block, fit_intercept):

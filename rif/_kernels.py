@@ -11,6 +11,8 @@ predictor. Two kinds of kernels are built on them:
   and the tests compare the two.
 * :func:`dense_value_gradient` computes the objective's data part and its
   gradient in one pass over a dense design, each row read once (see there).
+
+:func:`csr_gram` accumulates the Gram product of a sparse design.
 """
 
 import numpy as np
@@ -116,3 +118,22 @@ def dense_value_gradient(X, beta, intercept, y, w, family, part_size, first, las
                     grad[j] += r * row[j]
         values[k] = value
         grad[d] = total
+
+
+@njit(**JIT_OPTIONS)
+def csr_gram(indptr, indices, data, c, out):
+    """out += X^T diag(c) X for a CSR matrix X (indptr, indices, data): both triangles.
+
+    Row i adds c_i v_a v_b at (j_a, j_b) for every pair of its stored entries,
+    sum_i nnz_i^2 updates in all, written straight into the dense output: no
+    sparse intermediate, whose d x d pattern is nearly dense for bag-of-words data.
+    """
+    for i in range(indptr.shape[0] - 1):
+        ci = c[i]
+        if ci == 0.0:
+            continue
+        for a in range(indptr[i], indptr[i + 1]):
+            ja = indices[a]
+            va = ci * data[a]
+            for b in range(indptr[i], indptr[i + 1]):
+                out[ja, indices[b]] += va * data[b]

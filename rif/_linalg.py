@@ -59,7 +59,7 @@ class WhitenedHessian:
                 "collinear or too few samples (d >= n), or the data are separable; "
                 "add an L2 penalty or remove redundant features"
             ) from None
-        anorm = np.abs(hessian).sum(axis=0).max()
+        anorm = sla.norm(hessian, 1, check_finite=False)      # LAPACK lange: no p x p temporary
         self.rcond, _ = lapack.dpocon(self._chol, anorm, uplo="L")
         if not self.rcond > p * np.finfo(float).eps:
             raise SingularHessianError(

@@ -90,8 +90,10 @@ def newton_refit(problem, weights, theta0, *, tol=1e-10, max_iter=100):
 def _newton_refit(problem, weights, theta0, tol, max_iter):
     theta = np.array(theta0, dtype=float)
     value, grad = problem.value_gradient(theta, weights)
+    hess = chol = None
     for it in range(1, max_iter + 1):
         grad_norm = float(np.max(np.abs(grad)))
+        hess = chol = None                      # the last iterate's p x p arrays go before new ones come
         hess = problem.hessian_at(theta, weights, threads=True)
         chol = _cho_factor(hess, "the Hessian of the objective is not positive definite at a Newton "
                                  "iterate (unpenalised with too few remaining samples, or separable data)")

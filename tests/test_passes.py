@@ -83,3 +83,23 @@ def test_weighted_gram_equals_dense_product(threads, sign, fit_intercept, monkey
     np.testing.assert_allclose(gram, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
     if sign == "non-negative":
         assert np.array_equal(gram, gram.T)        # syrk fills one triangle, mirrored exactly
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_sparse_gram_equals_dense_product_without_densifying(fit_intercept):
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(5)
+    X = sp.random(300, 50, density=0.1, format="csr", random_state=rng)
+    X.data -= 0.5
+    c = rng.random(300)
+    c[::7] = 0.0
+    gram = _design.weighted_gram(X, c, fit_intercept)
+    Xt = X.toarray()
+    if fit_intercept:
+        Xt = np.hstack([Xt, np.ones((300, 1))])
+    want = (Xt * c[:, None]).T @ Xt
+    np.testing.assert_allclose(gram, want, rtol=1e-12, atol=1e-14)
+    # duplicate entries (non-canonical CSR) are summed first, as scipy does
+    dup = sp.csr_matrix((np.array([1.0, 2.0]), np.array([3, 3]), np.array([0, 2, 2])), shape=(2, 5))
+    np.testing.assert_allclose(_design.weighted_gram(dup, np.ones(2), False)[3, 3], 9.0)
