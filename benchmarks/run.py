@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 import rif
 from rif import _design
 from rif._estimators import params_change_batch, params_change_one
+from rif._solvers import chord_refit
 
 FULL_SIZES = [(20000, 200), (1600, 512), (100000, 1000)]
 QUICK_SIZES = [(4000, 50), (800, 128)]
@@ -140,6 +141,18 @@ def bench_statsmodels(n, d, repeat):
                f"max|dh| {dh:.1e}, rel d_params {dp:.1e}", "unpenalised (statsmodels has no L2)")
 
 
+def count_passes(problem, fn):
+    """Number of gradient passes over the data that ``fn`` makes through ``problem``."""
+    calls = []
+    original = problem.value_gradient
+    problem.value_gradient = lambda *args: calls.append(1) or original(*args)
+    try:
+        fn()
+    finally:
+        del problem.value_gradient
+    return len(calls)
+
+
 # -- 3. exact retrain against refitting with scikit-learn ----------------------------------------
 def bench_retrain(n, d, repeat, fractions=(0.01, 0.05, 0.10), correlation=0.0):
     X, y = logistic_data(n, d, correlation=correlation)
@@ -153,6 +166,12 @@ def bench_retrain(n, d, repeat, fractions=(0.01, 0.05, 0.10), correlation=0.0):
             return problem.theta + params_change_one(problem, index, "retrain")
 
         o = measure(ours, repeat)
+        passes = count_passes(problem, lambda: chord_refit(problem, index))
+        weights = problem.sample_weight.copy()
+        weights[index] = 0.0
+        with threadpool_limits(1, user_api="blas"):
+            one_pass = measure(lambda: problem.value_gradient(problem.theta, weights), 5)[0]
+        iterations = {}
         baselines = {}
         # rif's chord iterations run with one BLAS thread (they are bandwidth-bound);
         # so that this is no advantage, lbfgs is also timed with one BLAS thread
@@ -161,6 +180,7 @@ def bench_retrain(n, d, repeat, fractions=(0.01, 0.05, 0.10), correlation=0.0):
                 with warnings.catch_warnings(), threadpool_limits(threads, user_api="blas"):
                     warnings.simplefilter("ignore")
                     est = LogisticRegression(C=1.0, solver=solver, tol=1e-10, max_iter=10000).fit(X[keep], y[keep])
+                iterations[solver] = int(est.n_iter_.max())
                 return np.append(est.coef_.ravel(), est.intercept_)
             baselines[solver + (" 1-thread" if threads else "")] = measure(sk, repeat)
         best_name = min(baselines, key=lambda k: baselines[k][0])
@@ -169,7 +189,9 @@ def bench_retrain(n, d, repeat, fractions=(0.01, 0.05, 0.10), correlation=0.0):
         data = f", AR(1) rho={correlation}" if correlation else ""
         report(f"exact retrain, {frac:.0%} removed{data}", (n, d), o, b, f"sklearn {best_name}",
                "rel diff " + ", ".join(f"{k} {v:.0e}" for k, v in rel.items()),
-               f"other: {', '.join(f'{k} {v[0]:.3f}s' for k, v in baselines.items() if k != best_name)}")
+               f"other: {', '.join(f'{k} {v[0]:.3f}s' for k, v in baselines.items() if k != best_name)}; "
+               f"rif {passes} passes over X, one pass {one_pass * 1e3:.1f} ms; "
+               f"iterations: lbfgs {iterations['lbfgs']}, newton-cholesky {iterations['newton-cholesky']}")
 
 
 # -- 4. batches ------------------------------------------------------------------------------------
