@@ -7,6 +7,8 @@ The public API:
     retrain estimates of removing any set of training samples.
 ``GLMProblem``
     the same machinery on raw arrays, with either penalty convention.
+``limit_threads``
+    context manager capping the threads of rif's passes over the data.
 Errors and warnings are typed; every error subclasses ``ValueError``.
 """
 
@@ -18,6 +20,7 @@ from ._errors import (
     UnsupportedEstimatorError,
 )
 from ._families import Binomial, Gaussian, Poisson
+from ._parallel import limit_threads
 from ._problem import GLMProblem
 from .auditor import InfluenceAuditor
 
@@ -26,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "InfluenceAuditor",
     "GLMProblem",
+    "limit_threads",
     "Binomial",
     "Gaussian",
     "Poisson",

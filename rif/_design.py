@@ -137,11 +137,10 @@ def _dense_gram(X, c, fit_intercept, threads):
     """Dense X~^T diag(c) X~, accumulated over row blocks.
 
     With c >= 0 (every canonical GLM's curvature) each block B~ contributes
-    A^T A with A = diag(sqrt(c)) B~, a symmetric rank-k update (BLAS syrk) that
-    does half the flops of a general product; otherwise a general product.
-    The intercept column rides in the same product, so that the whole Gram
-    is one library's BLAS (NumPy and SciPy each ship an OpenBLAS whose idle
-    threads spin and slow the other's calls when the two alternate).
+    A^T A with A = diag(sqrt(c)) B~, which NumPy hands to BLAS's symmetric
+    rank-k update (syrk: half the flops of a general product) with the GIL
+    released; otherwise a general product. The intercept column rides in the
+    same product.
     With ``threads`` (for callers that hold BLAS to one thread) the rows are
     cut into at most GRAM_PARTS parts, whose Grams rif's pass threads form
     and which are added in order, so that the result does not depend on the
@@ -158,36 +157,28 @@ def _dense_gram(X, c, fit_intercept, threads):
         step = min(step, max(1, -(-n // GRAM_PARTS)))
     n_blocks = -(-n // step)
     n_parts = min(GRAM_PARTS, n_blocks) if threads else 1
-    if np.all(c >= 0):
-        root = np.sqrt(c)
+    symmetric = bool(np.all(c >= 0))
+    weight = np.sqrt(c) if symmetric else c
 
-        def lower_sum(part):
-            """Lower triangle of the part's Gram: its blocks, in order (a a^T with a = A^T)."""
-            xtcx = np.zeros((p, p), order="F")
-            buffer = np.empty((p, step), order="F")
-            for b in range(part * n_blocks // n_parts, (part + 1) * n_blocks // n_parts):
-                start, stop = b * step, min(n, (b + 1) * step)
-                block = buffer[:, :stop - start]
-                np.multiply(X[start:stop].T, root[start:stop], out=block[:d])
-                if fit_intercept:
-                    block[d] = root[start:stop]
-                xtcx = sla.blas.dsyrk(1.0, block, beta=1.0, c=xtcx, trans=0, lower=1, overwrite_c=1)
-            return xtcx
+    def part_gram(part):
+        gram = np.zeros((p, p))
+        buffer = np.empty((step, p))
+        for b in range(part * n_blocks // n_parts, (part + 1) * n_blocks // n_parts):
+            start, stop = b * step, min(n, (b + 1) * step)
+            block = buffer[:stop - start]
+            np.multiply(X[start:stop], weight[start:stop, None], out=block[:, :d])
+            if fit_intercept:
+                block[:, d] = weight[start:stop]
+            if symmetric:
+                gram += block.T @ block              # A^T A: syrk
+            else:
+                gram += block.T @ _with_intercept(X[start:stop], fit_intercept)
+        return gram
 
-        groups = _parallel.run_part_groups(lambda first, last: [lower_sum(k) for k in range(first, last)],
-                                           n_parts)
-        parts = [part for group in groups for part in group]
-        lower = sum(parts[1:], parts[0])             # parts added in order: thread-count independent
-        full = lower + lower.T             # the upper triangle is still zero: L + L^T doubles the diagonal
-        full[np.diag_indices(p)] *= 0.5
-        return full
-    gram = np.zeros((p, p))
-    for start in range(0, n, step):
-        block = X[start:start + step]
-        if fit_intercept:
-            block = np.hstack([block, np.ones((block.shape[0], 1))])
-        gram += (block * c[start:start + step, None]).T @ block
-    return gram
+    groups = _parallel.run_part_groups(lambda first, last: [part_gram(k) for k in range(first, last)],
+                                       n_parts)
+    parts = [part for group in groups for part in group]
+    return sum(parts[1:], parts[0])                  # parts added in order: thread-count independent
 
 
 def _sparse_gram(X, c, out):

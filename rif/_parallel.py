@@ -18,6 +18,8 @@ import contextvars
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 _POOL = None
 _MAX_THREADS = contextvars.ContextVar("rif_max_threads", default=None)
 
@@ -34,7 +36,24 @@ def available_threads():
 
 @contextlib.contextmanager
 def limit_threads(n):
-    """Run the passes in this block on at most ``n`` threads (e.g. 1 in a joblib worker)."""
+    """Cap the threads of rif's passes over the data inside a ``with`` block.
+
+    Parameters
+    ----------
+    n : int >= 1
+        At most this many threads (the default is one per CPU the process may
+        use). Results are identical for every ``n``.
+
+    Examples
+    --------
+    >>> import rif
+    >>> with rif.limit_threads(1):
+    ...     pass   # refits here run their passes on the calling thread only
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"limit_threads needs an integer number of threads, got {n!r}")
+    if n < 1:
+        raise ValueError(f"limit_threads needs at least one thread, got {n}")
     token = _MAX_THREADS.set(int(n))
     try:
         yield

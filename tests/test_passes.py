@@ -103,3 +103,17 @@ def test_sparse_gram_equals_dense_product_without_densifying(fit_intercept):
     # duplicate entries (non-canonical CSR) are summed first, as scipy does
     dup = sp.csr_matrix((np.array([1.0, 2.0]), np.array([3, 3]), np.array([0, 2, 2])), shape=(2, 5))
     np.testing.assert_allclose(_design.weighted_gram(dup, np.ones(2), False)[3, 3], 9.0)
+
+
+def test_limit_threads_validates_and_caps():
+    import rif
+
+    for bad, error in ((0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="limit_threads"):
+            with rif.limit_threads(bad):
+                pass
+    with rif.limit_threads(1):
+        assert _parallel.available_threads() == 1
+        with rif.limit_threads(3):                # nested: the innermost cap applies
+            assert _parallel.available_threads() <= 3
+        assert _parallel.available_threads() == 1
