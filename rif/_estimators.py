@@ -297,11 +297,11 @@ def loo_params_change(problem, method, tol=1e-10, max_iter=100, n_jobs=None, pro
         return params_change_batch(problem, _singletons(problem), method, tol, max_iter, n_jobs, progress)
     method = "rif" if method == "newton" else method
     coef = scalar_loo_coefficient(problem, method)
-    if coef is not None:  # s_i H^{-1} x~_i
-        factor = problem.factor
-        solved = _design.map_rows(problem.X, problem.fit_intercept, lambda b: factor.solve(b.T).T,
-                                  problem.n_params)
-        return coef[:, None] * solved
+    if coef is not None:  # s_i H^{-1} x~_i: rows of X~ H^{-1}, one matrix product per row block
+        inverse = problem.factor.inverse
+        out = _design.map_rows(problem.X, problem.fit_intercept, lambda b: b @ inverse, problem.n_params)
+        out *= coef[:, None]
+        return out
     out = np.empty((problem.n_samples, problem.n_params))
     for sl, u in problem.white_row_blocks():
         index = np.arange(sl.start, sl.stop)

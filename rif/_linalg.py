@@ -16,6 +16,8 @@ for every delta at O(p^2) per solve. Since H >= lambda P^T P, mu lies in
 than all of the weight is removed.
 """
 
+from functools import cached_property
+
 import numpy as np
 import scipy.linalg as sla
 from scipy.linalg import lapack
@@ -91,6 +93,16 @@ class WhitenedHessian:
     def solve(self, b):
         """H^{-1} b."""
         return self.from_white(self.to_white(b))
+
+    @cached_property
+    def inverse(self):
+        """H^{-1} = V V^T, shape (p, p), exactly symmetric.
+
+        For many right-hand sides (rows of X) one product with H^{-1} runs at
+        matrix-multiply speed, about twice the speed of two triangular solves.
+        """
+        inv = self.solve(np.eye(self.n_params))
+        return 0.5 * (inv + inv.T)
 
     def shift_diag(self, delta):
         """Diagonal of V^T (H - delta P^T P)^{-1} V^{-T}, i.e. 1 / (1 - delta mu).
