@@ -229,22 +229,31 @@ def row_blocks(X, fit_intercept, chunk=None):
         yield sl, _with_intercept(X[sl], fit_intercept)
 
 
-def map_rows(X, fit_intercept, func, n_cols=None):
-    """Concatenate func(dense x~ block) over row blocks: shape (n,) or (n, n_cols).
+def map_rows(X, fit_intercept, func, n_cols=None, row_values=None):
+    """Concatenate func(dense x~ block[, values block]) over row blocks: shape (n,) or (n, n_cols).
 
-    On a dask array ``func`` runs on the workers, chunk by chunk.
+    ``row_values``, an optional (n, k) array of per-row inputs, is cut like the
+    rows and handed to ``func`` as its second argument. On a dask array
+    ``func`` runs on the workers, chunk by chunk (the values travel as a dask
+    array chunked like X); X itself never comes to the caller.
     """
     if is_dask(X):
-        def on_chunk(block):
-            return func(_with_intercept(block, fit_intercept))
+        import dask.array as da
+
+        args = [X]
+        if row_values is not None:
+            args.append(da.from_array(row_values, chunks=(X.chunks[0], row_values.shape[1])))
+
+        def on_chunk(block, *values):
+            return func(_with_intercept(block, fit_intercept), *values)
         if n_cols is None:
-            mapped = X.map_blocks(on_chunk, drop_axis=1, dtype=np.float64)
+            mapped = da.map_blocks(on_chunk, *args, drop_axis=1, dtype=np.float64)
         else:
-            mapped = X.map_blocks(on_chunk, chunks=(X.chunks[0], (n_cols,)), dtype=np.float64)
+            mapped = da.map_blocks(on_chunk, *args, chunks=(X.chunks[0], (n_cols,)), dtype=np.float64)
         return _as_numpy(mapped)
     out = np.empty((X.shape[0],) if n_cols is None else (X.shape[0], n_cols))
     for sl, block in row_blocks(X, fit_intercept):
-        out[sl] = func(block)
+        out[sl] = func(block) if row_values is None else func(block, row_values[sl])
     return out
 
 

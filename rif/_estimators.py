@@ -81,29 +81,49 @@ def loo_white(problem, index, method, u=None, on_singular="raise"):
     """
     if u is None:
         u = problem.white_rows(index)
-    penalty_i = problem.sample_penalty[index]
+    return _loo_white_rows(problem.factor, problem.penalty_gradient_white, u, problem.residual[index],
+                           problem.curvature[index], problem.sample_penalty[index], method, on_singular,
+                           index)
+
+
+def _loo_white_rows(factor, penalty_gradient_white, u, residual, curvature, penalty_i, method,
+                    on_singular, index=None):
+    """:func:`loo_white` from the rows' own quantities (so that it can run on a dask worker)."""
     # a_i = V^T g~_i = r_i u_i + penalty_i V^T P^T P theta^
-    a = problem.residual[index, None] * u + penalty_i[:, None] * problem.penalty_gradient_white
+    a = residual[:, None] * u + penalty_i[:, None] * penalty_gradient_white
     if method == "if":
         return a
-    shift = problem.factor.shift_diag(penalty_i)          # D_i, shape (k, p)
+    shift = factor.shift_diag(penalty_i)                # D_i, shape (k, p)
     a = shift * a
     du = shift * u
-    c = problem.curvature[index]
     s = np.einsum("ij,ij->i", u, du)                    # x~_i^T A_i^{-1} x~_i
     t = np.einsum("ij,ij->i", u, a)                     # x~_i^T A_i^{-1} g~_i
-    one_minus_h = 1.0 - c * s
+    one_minus_h = 1.0 - curvature * s
     singular = one_minus_h < LEVERAGE_TOL
     if singular.any():
         if on_singular == "raise":
             raise NearSingularLeverageError(
-                f"sample(s) {index[singular][:10].tolist()} have leverage numerically 1 "
+                f"sample(s) {np.asarray(index)[singular][:10].tolist()} have leverage numerically 1 "
                 f"(1 - h_i < {LEVERAGE_TOL:.1e}): removing them leaves the Hessian singular "
                 "along their direction, so their Newton step is undefined; use method='if' "
                 "or 'retrain', or add an L2 penalty"
             )
         one_minus_h = np.where(singular, np.nan, one_minus_h)
-    return a + (c * t / one_minus_h)[:, None] * du
+    return a + (curvature * t / one_minus_h)[:, None] * du
+
+
+def _map_loo_white(problem, method, reduce, n_cols=None):
+    """reduce(W, U) over row blocks, W the blocks' whitened leave-one-out changes (NaN where
+    the leverage is numerically one) and U = X~_block V; on the workers for a dask X."""
+    factor, penalty_white = problem.factor, problem.penalty_gradient_white
+    values = np.column_stack([problem.residual, problem.curvature, problem.sample_penalty])
+
+    def on_block(block, vals):
+        u = factor.to_white(block.T).T
+        loo = _loo_white_rows(factor, penalty_white, u, vals[:, 0], vals[:, 1], vals[:, 2], method, "nan")
+        return reduce(loo, u)
+
+    return _design.map_rows(problem.X, problem.fit_intercept, on_block, n_cols, row_values=values)
 
 
 # -- one removal set ---------------------------------------------------------------
@@ -302,11 +322,8 @@ def loo_params_change(problem, method, tol=1e-10, max_iter=100, n_jobs=None, pro
         out = _design.map_rows(problem.X, problem.fit_intercept, lambda b: b @ inverse, problem.n_params)
         out *= coef[:, None]
         return out
-    out = np.empty((problem.n_samples, problem.n_params))
-    for sl, u in problem.white_row_blocks():
-        index = np.arange(sl.start, sl.stop)
-        out[sl] = problem.factor.from_white(loo_white(problem, index, method, u=u, on_singular="nan").T).T
-    return out
+    factor = problem.factor
+    return _map_loo_white(problem, method, lambda loo, u: factor.from_white(loo.T).T, problem.n_params)
 
 
 def per_sample_eta_change(problem, target_x, method, tol=1e-10, max_iter=100, n_jobs=None, progress=None):
@@ -327,12 +344,8 @@ def per_sample_eta_change(problem, target_x, method, tol=1e-10, max_iter=100, n_
     if coef is not None:
         solved = problem.factor.solve(target_rows.T)                # H^{-1} X~_target^T, (p, m)
         return coef[:, None] * _design.linear_predictor(problem.X, solved, problem.fit_intercept)
-    out = np.empty((problem.n_samples, m))
     target_white = problem.factor.to_white(target_rows.T)
-    for sl, u in problem.white_row_blocks():
-        index = np.arange(sl.start, sl.stop)
-        out[sl] = loo_white(problem, index, method, u=u, on_singular="nan") @ target_white
-    return out
+    return _map_loo_white(problem, method, lambda loo, u: loo @ target_white, m)
 
 
 def self_eta_change(problem, method, tol=1e-10, max_iter=100, n_jobs=None, progress=None):
@@ -344,11 +357,7 @@ def self_eta_change(problem, method, tol=1e-10, max_iter=100, n_jobs=None, progr
     coef = scalar_loo_coefficient(problem, method)
     if coef is not None:   # x~_i^T s_i H^{-1} x~_i = s_i q_i
         return coef * problem.raw_leverage
-    out = np.empty(problem.n_samples)
-    for sl, u in problem.white_row_blocks():
-        index = np.arange(sl.start, sl.stop)
-        out[sl] = np.einsum("ij,ij->i", loo_white(problem, index, method, u=u, on_singular="nan"), u)
-    return out
+    return _map_loo_white(problem, method, lambda loo, u: np.einsum("ij,ij->i", loo, u))
 
 
 def _rowwise_eta(problem, dtheta):

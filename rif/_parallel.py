@@ -62,11 +62,17 @@ def limit_threads(n):
 
 
 def _pool():
-    global _POOL
-    if _POOL is None:
+    """The pass threads of this process (a process forked from one that had them starts anew:
+    threads do not survive ``fork``, and the inherited executor would wait for them forever)."""
+    global _POOL, _POOL_PID
+    if _POOL is None or _POOL_PID != os.getpid():
         _POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1),
                                    thread_name_prefix="rif-pass")
+        _POOL_PID = os.getpid()
     return _POOL
+
+
+_POOL_PID = None
 
 
 def run_part_groups(func, n_parts):

@@ -245,11 +245,6 @@ class GLMProblem(AttributionMixin):
         """U = X~_S V: whitened design rows, shape (k, p)."""
         return self.factor.to_white(_design.rows(self.X, index, self.fit_intercept).T).T
 
-    def white_row_blocks(self):
-        """Yield ``(slice, U_block)`` over all rows, U = X~ V in row blocks."""
-        for sl, block in _design.row_blocks(self.X, self.fit_intercept):
-            yield sl, self.factor.to_white(block.T).T
-
     @cached_property
     def raw_leverage(self):
         """q_i = x~_i^T H^{-1} x~_i = ||V^T x~_i||^2, shape (n,): one pass of triangular solves."""

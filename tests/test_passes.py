@@ -117,3 +117,18 @@ def test_limit_threads_validates_and_caps():
         with rif.limit_threads(3):                # nested: the innermost cap applies
             assert _parallel.available_threads() <= 3
         assert _parallel.available_threads() == 1
+
+
+def test_passes_work_in_a_forked_child():
+    """Threads do not survive fork: a child of a process that has used the pass threads
+    must start its own instead of waiting for the parent's forever."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    X, y, w, theta = _data("binomial", n=20000)
+    fam = get_family("binomial")
+    want = _design.loss_gradient(X, theta, True, y, w, fam)        # the parent's pool exists now
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(_design.loss_gradient, (X, theta, True, y, w, fam)).get(timeout=60)
+    assert got[0] == want[0] and np.array_equal(got[1], want[1])
