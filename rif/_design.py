@@ -96,6 +96,46 @@ def loss_gradient(X, theta, fit_intercept, y, weights, family):
     return weights @ loss, rmatvec(X, weights * d1, fit_intercept)
 
 
+def loss_gradients(X, thetas, fit_intercept, y, weights, family):
+    """:func:`loss_gradient` for g pairs at once: ``thetas`` (p, g), ``weights`` (n, g).
+
+    eta = X~ Theta and X~^T (W o l'(eta)) as matrix products, which read X once
+    for all g columns. A dense X is cut into row parts (at most FUSED_PARTS,
+    summed in order) that rif's threads take with one BLAS thread each, eta,
+    l' and the part's gradient formed while its rows are in cache.
+    Returns values (g,) and gradients (p, g).
+    """
+    n, d = X.shape
+    g = thetas.shape[1]
+    if not isinstance(X, np.ndarray):
+        eta = linear_predictor(X, thetas, fit_intercept)
+        loss, d1, _ = family.derivatives(eta.ravel(), np.repeat(y, g))
+        r = weights * d1.reshape(n, g)
+        return np.einsum("ik,ik->k", weights, loss.reshape(n, g)), rmatmat(X, r, fit_intercept)
+    parts = max(1, min(FUSED_PARTS, n // 1024))
+    values = np.zeros((parts, g))
+    grads = np.zeros((parts, d + int(fit_intercept), g))
+    beta = np.ascontiguousarray(thetas[:d])
+    kernel = type(family)._kernel
+
+    def run(first, last):
+        for k in range(first, last):
+            sl = slice(k * n // parts, (k + 1) * n // parts)
+            eta = X[sl] @ beta
+            if fit_intercept:
+                eta += thetas[d]
+            loss, d1, d2 = np.empty_like(eta), np.empty_like(eta), np.empty_like(eta)
+            kernel(eta.ravel(), np.repeat(y[sl], g), loss.ravel(), d1.ravel(), d2.ravel())
+            r = weights[sl] * d1
+            values[k] = np.einsum("ik,ik->k", weights[sl], loss)
+            grads[k, :d] = X[sl].T @ r
+            if fit_intercept:
+                grads[k, d] = r.sum(axis=0)
+
+    _parallel.run_part_groups(run, parts)
+    return values.sum(axis=0), grads.sum(axis=0)
+
+
 def rmatmat(X, A, fit_intercept):
     """X~^T A for A of shape (n, m) (dense or SciPy sparse), shape (p, m)."""
     if is_dask(X):

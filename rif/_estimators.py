@@ -25,7 +25,7 @@ from ._linalg import LeaveOutHessian
 from ._parallel import limit_threads
 from ._removal import index_set, split_sets
 from ._config import BLOCK_VALUES, LEVERAGE_TOL
-from ._solvers import chord_refit
+from ._solvers import chord_refit, chord_refits
 
 METHODS = ("if", "rif", "newton", "retrain")
 
@@ -234,8 +234,10 @@ def params_change_batch(problem, sets, method, tol=1e-10, max_iter=100, n_jobs=N
 
     IF and RIF (without per-sample penalty shares) take one sparse product and
     one solve for the whole batch; NS batches the Woodbury systems of equal-size
-    sets; retrain runs the refits through joblib (``n_jobs``), so that a joblib
-    backend such as dask or ray can spread them over a cluster.
+    sets; retrain iterates the refits in lockstep, sharing each round's pass over
+    X among up to 64 sets (:func:`rif._solvers.chord_refits`), and with ``n_jobs``
+    sends chunks of sets through joblib, so that a joblib backend such as dask or
+    ray can spread them over a cluster.
     """
     if method in ("if", "rif"):
         out = _additive_batch(problem, sets, method)
@@ -265,10 +267,21 @@ def params_change_batch(problem, sets, method, tol=1e-10, max_iter=100, n_jobs=N
     return out
 
 
+def _retrain_many(problem, sets, tol, max_iter):
+    """Yield (dtheta, RefitResult) per set: refits in lockstep, one matrix-product pass per
+    round for a group of sets (in-memory X), else one refit after the other."""
+    if _design.is_dask(problem.X) or len(sets) == 1:
+        for s in sets:
+            yield _retrain(problem, s, tol, max_iter)
+        return
+    for result in chord_refits(problem, sets, tol=tol, max_iter=max_iter):
+        yield result.theta - problem.theta, result
+
+
 def _retrain_chunk(problem, sets, tol, max_iter):
     # one pass thread per joblib worker: the workers already share out the cores
     with limit_threads(1):
-        return [_retrain(problem, s, tol, max_iter) for s in sets]
+        return list(_retrain_many(problem, sets, tol, max_iter))
 
 
 def _run_refits(problem, sets, tol, max_iter, n_jobs, progress):
@@ -282,7 +295,7 @@ def _run_refits(problem, sets, tol, max_iter, n_jobs, progress):
 
     bar = tqdm(total=len(sets), desc="exact refits", disable=_progress_disabled(progress, len(sets)))
     if n_jobs in (None, 1):
-        chunks = ([_retrain(problem, s, tol, max_iter)] for s in sets)
+        chunks = ([refit] for refit in _retrain_many(problem, sets, tol, max_iter))
     else:
         size = max(1, -(-len(sets) // (4 * effective_n_jobs(n_jobs))))
         # joblib's default process backend (threads fight over the GIL and BLAS's own

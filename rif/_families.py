@@ -12,7 +12,10 @@ vectorised over samples. Lifting these to coefficient space is the job of
 import numpy as np
 from scipy.special import expit
 
-from . import _kernels
+from . import _kernels, _parallel
+
+#: From this many samples on, the per-sample kernels run on rif's threads
+_PARALLEL_SAMPLES = 2**16
 
 
 class Family:
@@ -45,7 +48,15 @@ class Family:
         loss = np.empty_like(eta)
         d1 = np.empty_like(eta)
         d2 = np.empty_like(eta)
-        type(self)._kernel(eta, y, loss, d1, d2)
+        kernel = type(self)._kernel
+        n = eta.shape[0]
+        parts = max(1, min(16, n // _PARALLEL_SAMPLES))    # elementwise: any split gives the same result
+
+        def run(first, last):
+            sl = slice(first * n // parts, last * n // parts)
+            kernel(eta[sl], y[sl], loss[sl], d1[sl], d2[sl])
+
+        _parallel.run_part_groups(run, parts)
         return loss, d1, d2
 
     def loss(self, eta, y):

@@ -167,6 +167,17 @@ class GLMProblem(AttributionMixin):
         lam = self.penalty_total(weights)
         return value + 0.5 * lam * (self.penalty_diag @ theta**2), grad + lam * self.penalty_diag * theta
 
+    def value_gradients(self, thetas, weights):
+        """L_w(theta) and its gradient for g pairs at once: ``thetas`` (p, g), ``weights`` (n, g).
+
+        One pass for all: eta = X~ Theta and X~^T (W o l'(eta)) as matrix products.
+        Returns values (g,) and gradients (p, g).
+        """
+        values, grads = _design.loss_gradients(self.X, thetas, self.fit_intercept, self.y, weights, self.family)
+        lam = np.array([self.penalty_total(weights[:, k]) for k in range(thetas.shape[1])])
+        return (values + 0.5 * lam * (self.penalty_diag @ thetas**2),
+                grads + lam * (self.penalty_diag[:, None] * thetas))
+
     def hessian_at(self, theta, weights, threads=False):
         """Hessian of L_w at ``theta``: X~^T diag(w l''(eta)) X~ + lambda(w) P^T P.
 
