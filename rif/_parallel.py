@@ -16,11 +16,13 @@ order is therefore the same whatever the number of threads.
 import contextlib
 import contextvars
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 _POOL = None
+_THREAD_PREFIX = "rif-pass"
 _MAX_THREADS = contextvars.ContextVar("rif_max_threads", default=None)
 
 
@@ -67,7 +69,7 @@ def _pool():
     global _POOL, _POOL_PID
     if _POOL is None or _POOL_PID != os.getpid():
         _POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1),
-                                   thread_name_prefix="rif-pass")
+                                   thread_name_prefix=_THREAD_PREFIX)
         _POOL_PID = os.getpid()
     return _POOL
 
@@ -79,9 +81,11 @@ def run_part_groups(func, n_parts):
     """[func(start, stop), ...] over contiguous groups of ``range(n_parts)``, in order.
 
     ``func`` must release the GIL to gain from the threads; the caller's thread
-    runs the first group itself.
+    runs the first group itself. Called from one of the pool's own threads it
+    runs everything there (a pool thread waiting on the pool could deadlock it).
     """
-    n_groups = min(n_parts, available_threads())
+    on_pool_thread = threading.current_thread().name.startswith(_THREAD_PREFIX)
+    n_groups = 1 if on_pool_thread else min(n_parts, available_threads())   # no waiting on ourselves
     bounds = [k * n_parts // n_groups for k in range(n_groups + 1)]
     if n_groups == 1:
         return [func(0, n_parts)]

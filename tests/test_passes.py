@@ -132,3 +132,17 @@ def test_passes_work_in_a_forked_child():
     with multiprocessing.get_context("fork").Pool(1) as pool:
         got = pool.apply_async(_design.loss_gradient, (X, theta, True, y, w, fam)).get(timeout=60)
     assert got[0] == want[0] and np.array_equal(got[1], want[1])
+
+
+def test_nested_passes_run_serially_instead_of_deadlocking():
+    X, y, w, theta = _data("binomial", n=20000)
+    fam = get_family("binomial")
+    want = _design.loss_gradient(X, theta, True, y, w, fam)
+
+    def nested(first, last):       # a pass started from inside a pass thread
+        return [_design.loss_gradient(X, theta, True, y, w, fam) for _ in range(first, last)]
+
+    results = [r for group in _parallel.run_part_groups(nested, 4) for r in group]
+    assert len(results) == 4
+    for value, grad in results:
+        assert value == want[0] and np.array_equal(grad, want[1])
