@@ -24,7 +24,11 @@ def test_benchmarks_run_at_toy_sizes(bench):
     bench.bench_batches(600, 8, n_sets=6, n_refits=3, repeat=1)
     bench.bench_sparse(300, 200, 0.05)
     names = [row[0] for row in bench.ROWS]
-    assert len(names) == 8
+    assert len(names) == 9
+    assert "3 exact retrains in lockstep" in names
     # the cross-check column: leverages agree with the floor and with statsmodels
     for row in bench.ROWS[:2]:
         assert float(row[8].split()[1].rstrip(",")) < 1e-10
+    # lockstep refits agree with one-by-one refits
+    lockstep = next(row for row in bench.ROWS if row[0] == "3 exact retrains in lockstep")
+    assert float(lockstep[8].split()[1]) < 1e-9
