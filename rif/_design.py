@@ -16,7 +16,6 @@ Dense blocks are handed to callers; vectors of length n stay in memory.
 """
 
 import numpy as np
-import scipy.linalg as sla
 import scipy.sparse as sp
 
 from . import _kernels, _parallel

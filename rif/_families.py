@@ -13,6 +13,7 @@ import numpy as np
 from scipy.special import expit
 
 from . import _kernels, _parallel
+from ._config import FUSED_PARTS
 
 #: From this many samples on, the per-sample kernels run on rif's threads
 _PARALLEL_SAMPLES = 2**16
@@ -50,7 +51,7 @@ class Family:
         d2 = np.empty_like(eta)
         kernel = type(self)._kernel
         n = eta.shape[0]
-        parts = max(1, min(16, n // _PARALLEL_SAMPLES))    # elementwise: any split gives the same result
+        parts = max(1, min(FUSED_PARTS, n // _PARALLEL_SAMPLES))   # elementwise: any split, same result
 
         def run(first, last):
             sl = slice(first * n // parts, last * n // parts)

@@ -171,7 +171,7 @@ def chord_refits(problem, sets, *, tol=1e-10, max_iter=100, group_size=None):
         steps = []
         for k, index in enumerate(group):
             weights[index, k] = 0.0
-            steps.append(_chord_refit_steps(problem, index, weights[:, k], tol, max_iter))
+            steps.append(_chord_refit_steps(problem, index, np.ascontiguousarray(weights[:, k]), tol, max_iter))
         results = [None] * len(group)
         pending = {}                                   # set -> candidate theta awaiting its gradient
         with _single_threaded_blas():

@@ -146,3 +146,24 @@ def test_nested_passes_run_serially_instead_of_deadlocking():
     assert len(results) == 4
     for value, grad in results:
         assert value == want[0] and np.array_equal(grad, want[1])
+
+
+@pytest.mark.parametrize("family", ["binomial", "gaussian", "poisson"])
+@pytest.mark.parametrize("layout", ["C", "F", "csr"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_joint_pass_equals_one_pass_per_column(family, layout, fit_intercept):
+    import scipy.sparse as sps
+
+    X, y, _, _ = _data(family, n=2500)
+    rng = np.random.default_rng(6)
+    g = 5
+    thetas = rng.normal(size=(X.shape[1] + int(fit_intercept), g)) / 3
+    weights = rng.random((X.shape[0], g))
+    weights[rng.random(weights.shape) < 0.1] = 0.0
+    fam = get_family(family)
+    Xl = sps.csr_matrix(X) if layout == "csr" else np.asarray(X, order=layout)
+    values, grads = _design.loss_gradients(Xl, thetas, fit_intercept, y, weights, fam)
+    for k in range(g):
+        value, grad = _two_passes(X, thetas[:, k], fit_intercept, y, weights[:, k], fam)
+        np.testing.assert_allclose(values[k], value, rtol=1e-12)
+        np.testing.assert_allclose(grads[:, k], grad, rtol=1e-11, atol=1e-11 * np.abs(grad).max())
