@@ -196,3 +196,21 @@ def test_lockstep_refits_equal_one_by_one_refits(family, scaling, intercept, wei
         assert result.converged and alone.converged
         assert result.n_iter == alone.n_iter
         np.testing.assert_allclose(result.theta, alone.theta, rtol=0, atol=1e-12)
+
+
+def test_lockstep_refits_with_hessian_refreshes_equal_one_by_one_refits(monkeypatch):
+    """n/p ~ 3, 10% removed: sets refresh their Hessians mid-way, each on its own schedule."""
+    from rif._solvers import chord_refits
+
+    prob = make_problem("binomial", n=150, d=50, penalty=1.0)
+    prob.hessian  # noqa: B018  (cached first, so that every call below is a refresh)
+    refreshes = []
+    original = prob.hessian_at
+    monkeypatch.setattr(prob, "hessian_at", lambda *a, **k: refreshes.append(1) or original(*a, **k))
+    sets = [np.sort(np.random.default_rng(s).choice(150, size=15, replace=False)) for s in range(4)]
+    together = list(chord_refits(prob, sets))
+    assert refreshes                                   # the refresh path is exercised
+    for index, result in zip(sets, together):
+        alone = chord_refit(prob, index)
+        assert result.converged and result.n_iter == alone.n_iter
+        np.testing.assert_allclose(result.theta, alone.theta, rtol=0, atol=1e-12)
