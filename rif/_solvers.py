@@ -313,7 +313,9 @@ def _chord_iterations(problem, state, solve, tol):
     when the steps still needed at the observed rate would cost more than
     refreshing M (a chord step is one pass over the data, O(n p), at memory
     speed; forming and factorising M costs O(n p^2 + p^3) at BLAS-3 speed,
-    about p / 16 passes on this project's machines).
+    modelled as p / 16 passes; measured on this project's machines with rif's threads: 10,
+    57 and 39 passes at 20000 x 200, 1600 x 512 and 100000 x 1000, against p / 16 = 13, 32,
+    63: within a factor of 2).
     """
     theta, value, grad = state
     refresh_cost = max(8.0, problem.n_params / 16)     # a fresh Hessian, in passes
