@@ -306,9 +306,11 @@ def _chord_iterations(problem, state, solve, tol):
     gradient; if the mixed step does not, the plain chord step is tried.
 
     Returns ``(state, n_iter, converged, progressed)``. Converged when the chord
-    step from the current iterate is below ``tol * max(1, ||theta||_inf)``; the
-    returned theta is then the iterate plus that step, and ``state``'s gradient
-    is the one at the iterate (no further pass). Stops unconverged when a step
+    step from the current iterate, or the distance bound |step| rho / (1 - rho)
+    with rho the largest step ratio |f_k| / |f_{k-1}| seen in this phase (the
+    first ratio is the plain chord rate), is below ``tol * max(1, ||theta||_inf)``;
+    the returned theta is then the iterate plus that step, and ``state``'s
+    gradient is the one at the iterate (no further pass). Stops unconverged when a step
     fails to decrease the objective, when the chord steps stop shrinking, or
     when the steps still needed at the observed rate would cost more than
     refreshing M (a chord step is one pass over the data, O(n p), at memory
@@ -321,7 +323,7 @@ def _chord_iterations(problem, state, solve, tol):
     refresh_cost = max(8.0, problem.n_params / 16)     # a fresh Hessian, in passes
     d_theta, d_step = [], []
     previous = None                                    # (theta, step) of the last iterate
-    rho_previous = 0.0
+    rho_previous = rho_max = 0.0
     for it in range(1, _MAX_CHORD_ITER + 1):
         step = -solve(grad)
         if not np.all(np.isfinite(step)):
@@ -333,6 +335,10 @@ def _chord_iterations(problem, state, solve, tol):
         if previous is not None:
             ratio = size / np.max(np.abs(previous[1]))
             rho, rho_previous = max(ratio, rho_previous), ratio    # the slower of the last two rates
+            rho_max = max(rho_max, ratio)
+            if rho_max < 1.0 and size * rho_max / (1.0 - rho_max) <= scale:
+                # the plain step from here lands within |step| rho / (1 - rho) of the optimum
+                return (theta + step, value, grad), it, True, True
             if rho >= 1.0:
                 break                                  # not contracting
             if np.log(scale / size) / np.log(rho) > refresh_cost + 3:
