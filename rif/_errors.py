@@ -15,12 +15,14 @@ class SingularHessianError(ValueError):
     """
 
 
-class NearSingularLeverageError(ValueError):
+class NearSingularLeverageError(SingularHessianError):
     """A removed sample has generalised leverage numerically equal to one.
 
     Its leave-one-out Newton step ``H^{-1} g_i / (1 - h_i)`` is then dominated
     by rounding error, so rescaled-influence and Newton-step estimates for
-    sets containing it are refused rather than returned as garbage.
+    sets containing it are refused rather than returned as garbage. Removing
+    it leaves the Hessian singular along its direction, so this is a
+    :class:`SingularHessianError` that names the samples.
     """
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 from . import _design
 from ._errors import NearSingularLeverageError, RetrainConvergenceWarning
-from ._linalg import LeaveOutHessian
+from ._linalg import LeaveOutHessian, smallest_eigenvalue_estimate
 from ._parallel import limit_threads
 from ._removal import index_set, split_sets
 from ._config import BLOCK_VALUES, LEVERAGE_TOL
@@ -105,8 +105,8 @@ def _loo_white_rows(factor, penalty_gradient_white, u, residual, curvature, pena
             raise NearSingularLeverageError(
                 f"sample(s) {np.asarray(index)[singular][:10].tolist()} have leverage numerically 1 "
                 f"(1 - h_i < {LEVERAGE_TOL:.1e}): removing them leaves the Hessian singular "
-                "along their direction, so their Newton step is undefined; use method='if' "
-                "or 'retrain', or add an L2 penalty"
+                "along their direction, so their Newton step is undefined and the refit is not "
+                "unique; use method='if', or add an L2 penalty"
             )
         one_minus_h = np.where(singular, np.nan, one_minus_h)
     return a + (curvature * t / one_minus_h)[:, None] * du
@@ -156,6 +156,8 @@ def params_change_one(problem, index, method, tol=1e-10, max_iter=100):
         dtheta, result = _retrain(problem, index, tol, max_iter)
         _warn_unconverged([result])
         return dtheta
+    if method == "newton":
+        _check_leverage(problem, [index])       # names a sample whose own leverage is numerically 1
     u = problem.white_rows(index)
     if method == "newton":
         a_sum = loo_white(problem, index, "if", u=u).sum(axis=0)
@@ -221,8 +223,10 @@ def _newton_group(problem, sets):
         chol = np.linalg.cholesky(inner)
     except np.linalg.LinAlgError:
         return None
-    diag = np.diagonal(chol, axis1=1, axis2=2)
-    if np.any(diag.min(axis=1) ** 2 <= k * np.finfo(float).eps * diag.max(axis=1) ** 2):
+    # the same absolute test as one set at a time (rif._linalg.equilibrated_cholesky);
+    # a set that fails it is redone alone, which raises naming it
+    anorms = np.abs(inner).sum(axis=1).max(axis=1)
+    if any(not smallest_eigenvalue_estimate(c, a) > LEVERAGE_TOL for c, a in zip(chol, anorms)):
         return None
     sol = np.linalg.solve(inner, (wd @ a_sum[..., None]))           # (g, k, 1)
     x = d * a_sum + (np.swapaxes(wd, 1, 2) @ sol)[..., 0]

@@ -22,6 +22,7 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.linalg import lapack
 
+from ._config import LEVERAGE_TOL
 from ._errors import SingularHessianError
 
 
@@ -41,8 +42,10 @@ class WhitenedHessian:
     ------
     SingularHessianError
         If ``hessian`` is not numerically positive definite: the Cholesky
-        factorisation fails or its reciprocal condition number is below
-        ``p * eps``.
+        factorisation fails or the reciprocal condition number of the
+        equilibrated matrix S H S, S = diag(H)^{-1/2}, is below ``p * eps``.
+        Equilibrating first makes the test blind to the units of the features,
+        as the accuracy of the Cholesky factor and its solves is (van der Sluis).
     """
 
     def __init__(self, hessian, penalty_diag=None, cholesky=None):
@@ -61,8 +64,7 @@ class WhitenedHessian:
                 "collinear or too few samples (d >= n), or the data are separable; "
                 "add an L2 penalty or remove redundant features"
             ) from None
-        anorm = sla.norm(hessian, 1, check_finite=False)      # LAPACK lange: no p x p temporary
-        self.rcond, _ = lapack.dpocon(self._chol, anorm, uplo="L")
+        self.rcond = _equilibrated_rcond(hessian, self._chol)
         if not self.rcond > p * np.finfo(float).eps:
             raise SingularHessianError(
                 f"the Hessian is numerically singular (reciprocal condition number "
@@ -118,16 +120,112 @@ class WhitenedHessian:
         return 1.0 / (1.0 - delta[..., None] * self.mu)
 
 
+def _equilibrated_rcond(matrix, chol):
+    """Reciprocal condition number (1-norm, estimated) of S A S with S = diag(A)^{-1/2},
+    from A's lower Cholesky factor L: S A S = (S L)(S L)^T."""
+    scale = 1.0 / np.sqrt(np.diag(matrix))
+    scaled_chol = np.tril(chol) * scale[:, None]
+    anorm = np.max(scale * (np.abs(matrix) @ scale))
+    rcond, info = lapack.dpocon(scaled_chol, anorm, uplo="L")
+    return float(rcond) if info == 0 else 0.0
+
+
 def spd_cholesky(matrix, what):
-    """Lower Cholesky factor of an SPD matrix, or SingularHessianError naming ``what``."""
-    try:
-        chol = sla.cholesky(matrix, lower=True, check_finite=False)
-    except np.linalg.LinAlgError:
-        raise SingularHessianError(f"{what} is not positive definite") from None
-    rcond, _ = lapack.dpocon(chol, np.abs(matrix).sum(axis=0).max(), uplo="L")
+    """Lower Cholesky factor of an SPD matrix, or SingularHessianError naming ``what``.
+
+    The test is relative: the reciprocal condition number of the diagonally
+    equilibrated matrix against ``p * eps`` (see :class:`WhitenedHessian`). Use
+    :func:`equilibrated_cholesky` for a matrix whose scale is known (a Hessian whitened by H).
+    """
+    chol = _cholesky(matrix, what)
+    rcond = _equilibrated_rcond(matrix, chol)
     if not rcond > matrix.shape[0] * np.finfo(float).eps:
         raise SingularHessianError(f"{what} is numerically singular (reciprocal condition {rcond:.1e})")
     return chol
+
+
+def _cholesky(matrix, what):
+    try:
+        return sla.cholesky(matrix, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        raise SingularHessianError(f"{what} is not positive definite") from None
+
+
+def smallest_eigenvalue_estimate(chol, anorm):
+    """An estimate of lambda_min(A) from A's lower Cholesky factor and ||A||_1.
+
+    LAPACK's dpocon estimates ||A^{-1}||_1 (Hager and Higham's method), and
+    1 / ||A^{-1}||_1 lies in [lambda_min / sqrt(k), sqrt(k) lambda_min]; the estimate
+    is rarely off by more than a factor of 3 in practice.
+    """
+    rcond, info = lapack.dpocon(chol, anorm, uplo="L")
+    return float(rcond * anorm) if info == 0 else 0.0
+
+
+def _singular_leave_out(what, curvature):
+    return SingularHessianError(
+        f"{what} is numerically singular: along some direction it keeps a fraction "
+        f"{max(curvature, 0.0):.1e} of the full Hessian's curvature (below {LEVERAGE_TOL:.1e}). "
+        "Removing these samples leaves a parameter undetermined (a sample that alone carries "
+        "a feature, leverage numerically 1, or fewer remaining samples than parameters without "
+        "a penalty), so the Newton step is undefined and the refit is not unique; add an L2 "
+        "penalty or remove other samples"
+    )
+
+
+def equilibrated_cholesky(matrix, what):
+    """Lower Cholesky factor of a leave-out Hessian whitened by H, judged on an absolute scale.
+
+    ``matrix`` is V^T H_{-S} V = D^{-1} - W^T W (or the Woodbury block I - W D W^T, which has
+    the same eigenvalues below one): its eigenvalues are the fractions of H's curvature
+    that H_{-S} keeps, in (0, 1] when H_{-S} is definite. A relative test (condition number
+    against k eps) would accept a 1 x 1 block ``1 - h`` of 1e-16, or rounding noise of
+    order k eps in ``I - W D W^T``; so the smallest eigenvalue must instead exceed
+    LEVERAGE_TOL (sqrt(eps)), the same floor as ``1 - h_i`` for one sample.
+
+    Raises
+    ------
+    SingularHessianError
+    """
+    chol = _cholesky(matrix, what)
+    floor = smallest_eigenvalue_estimate(chol, np.abs(matrix).sum(axis=0).max())
+    if not floor > LEVERAGE_TOL:
+        raise _singular_leave_out(what, floor)
+    return chol
+
+
+def relative_curvature_floor(hessian, leave_out_solve, n_iter=30, seed=0):
+    """An estimate of gamma = lambda_min(H^{-1/2} H_{-S} H^{-1/2}), the fraction of H's curvature
+    that H_{-S} keeps in its weakest direction, for an unwhitened H_{-S}.
+
+    Power iteration on H_{-S}^{-1} H, whose largest eigenvalue is 1 / gamma, with a
+    Rayleigh quotient in the H-inner product; each iteration is one product with H
+    and one solve with the factorised H_{-S}, O(p^2). A singular direction (gamma
+    ~ eps) dominates after one or two iterations.
+    """
+    v = np.random.default_rng(seed).standard_normal(hessian.shape[0])
+    mu = 1.0
+    for _ in range(n_iter):
+        hv = hessian @ v
+        w = leave_out_solve(hv)                     # H_{-S}^{-1} H v
+        hw = hessian @ w
+        denominator = v @ hw                        # v^T H H_{-S}^{-1} H v (> 0 when definite)
+        if not denominator > 0:
+            return 0.0
+        mu = float((w @ hw) / denominator)          # Rayleigh quotient of H_{-S}^{-1} H, H-inner product
+        norm = np.sqrt(w @ hw)
+        if not np.isfinite(norm) or norm == 0:
+            return 0.0
+        v = w / norm
+    return 1.0 / mu if mu > 0 else 0.0
+
+
+def check_leave_out_definite(hessian, leave_out_solve, what):
+    """SingularHessianError unless H_{-S} keeps more than LEVERAGE_TOL of H's curvature
+    in every direction (see :func:`equilibrated_cholesky`)."""
+    gamma = relative_curvature_floor(hessian, leave_out_solve)
+    if not gamma > LEVERAGE_TOL:
+        raise _singular_leave_out(what, gamma)
 
 
 class LeaveOutHessian:
@@ -155,7 +253,9 @@ class LeaveOutHessian:
     Raises
     ------
     SingularHessianError
-        If H_{-S} is not numerically positive definite.
+        If H_{-S} is not numerically positive definite: its whitened form must keep
+        more than LEVERAGE_TOL of H's curvature in every direction
+        (:func:`equilibrated_cholesky`).
     """
 
     def __init__(self, factor, u, curvature, delta):
@@ -167,9 +267,9 @@ class LeaveOutHessian:
         self.woodbury = k < p
         if self.woodbury:
             self.wd = w * self.d
-            self.chol = spd_cholesky(np.eye(k) - self.wd @ w.T, what)
+            self.chol = equilibrated_cholesky(np.eye(k) - self.wd @ w.T, what)
         else:
-            self.chol = spd_cholesky(np.diag(1.0 / self.d) - w.T @ w, what)
+            self.chol = equilibrated_cholesky(np.diag(1.0 / self.d) - w.T @ w, what)
 
     def solve_white(self, b):
         """(V^T H_{-S} V)^{-1} b for whitened b of shape (p,) or (p, m)."""

@@ -36,7 +36,7 @@ import scipy.sparse as sp
 from . import _parallel
 from ._config import BLOCK_VALUES, THREADED_BLAS_SIZE
 from ._errors import SingularHessianError
-from ._linalg import spd_cholesky
+from ._linalg import check_leave_out_definite, spd_cholesky
 
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 60
@@ -273,9 +273,12 @@ def _direct_leave_out_solver(problem, index):
     hessian = problem.hessian - weighted_gram(removed, problem.curvature[index], problem.fit_intercept,
                                               threads=True)
     hessian[np.diag_indices_from(hessian)] -= problem.sample_penalty[index].sum() * problem.penalty_diag
+    what = f"the Hessian without the {len(index)} removed sample(s)"
     with _factor_threads(len(hessian)):
-        chol = spd_cholesky(hessian, f"the Hessian without the {len(index)} removed sample(s)")
-    return _cho_solver((chol, True))
+        chol = spd_cholesky(hessian, what)
+    solve = _cho_solver((chol, True))
+    check_leave_out_definite(problem.hessian, solve, what)
+    return solve
 
 
 def _factor_threads(p):
