@@ -16,6 +16,7 @@ from ._errors import (
     LeverageWarning,
     NearSingularLeverageError,
     RetrainConvergenceWarning,
+    SeparationError,
     SingularHessianError,
     UnsupportedEstimatorError,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "Poisson",
     "SingularHessianError",
     "NearSingularLeverageError",
+    "SeparationError",
     "UnsupportedEstimatorError",
     "LeverageWarning",
     "RetrainConvergenceWarning",

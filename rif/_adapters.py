@@ -7,7 +7,13 @@ LogisticRegression     binomial  1 / C (0 for C = inf)       fixed
 LinearRegression       gaussian  0                           fixed
 Ridge                  gaussian  alpha                       fixed
 PoissonRegressor       poisson   alpha                       per_sample
+LogisticRegressionCV   binomial  1 / C_ (the chosen C)       fixed
+RidgeCV                gaussian  alpha_ (the chosen alpha)   fixed
 =====================  ========  ==========================  ============
+
+The ``*CV`` estimators are audited at the penalty their cross-validation chose,
+which is then held fixed: a refit without some samples keeps that penalty rather
+than running the search again.
 
 Why: LogisticRegression minimises C sum w_i l_i + ||beta||^2 / 2, i.e.
 (1/C)-penalised sum form; Ridge minimises sum w_i (y_i - eta_i)^2 + alpha ||beta||^2,
@@ -20,12 +26,15 @@ the data. In every case the intercept is unpenalised.
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import LinearRegression, LogisticRegression, PoissonRegressor, Ridge
+from sklearn.linear_model import (
+    LinearRegression, LogisticRegression, LogisticRegressionCV, PoissonRegressor, Ridge, RidgeCV,
+)
 from sklearn.utils.validation import check_is_fitted
 
 from ._errors import UnsupportedEstimatorError
 
-SUPPORTED = "LogisticRegression (binary, L2 or no penalty), LinearRegression, Ridge, PoissonRegressor"
+SUPPORTED = ("LogisticRegression (binary, L2 or no penalty), LinearRegression, Ridge, PoissonRegressor, "
+             "LogisticRegressionCV and RidgeCV (at the penalty they choose)")
 
 
 @dataclass(frozen=True)
@@ -39,21 +48,51 @@ class GLMSpec:
     theta: np.ndarray
 
 
-def _logistic_lambda(est):
+def _logistic_penalty_kind(est):
+    """'l2', 'none' or the unsupported penalty of a (CV) logistic regression, from its settings."""
     penalty = getattr(est, "penalty", "l2")
     l1_ratio = getattr(est, "l1_ratio", None)
+    if isinstance(est, LogisticRegressionCV):
+        ratios = getattr(est, "l1_ratios", None)
+        l1_ratio = None if ratios in (None, "warn") else (max(ratios) if len(ratios) else None)
     if penalty == "deprecated":             # scikit-learn >= 1.8: l1_ratio and C say it all
         penalty = "elasticnet" if l1_ratio not in (None, 0, 0.0) else "l2"
     if penalty == "elasticnet" and l1_ratio in (None, 0, 0.0):
         penalty = "l2"
     if penalty in (None, "none"):
-        return 0.0
-    if penalty != "l2":
+        return "none"
+    return penalty
+
+
+def _check_logistic_settings(est):
+    """The settings of a logistic regression that rif cannot read, refused before fitting."""
+    penalty = _logistic_penalty_kind(est)
+    if penalty not in ("l2", "none"):
         raise UnsupportedEstimatorError(
-            f"LogisticRegression with an L1 or elastic-net penalty (penalty={penalty!r}, "
-            f"l1_ratio={l1_ratio!r}) has no Hessian; supported: L2 (l1_ratio=0) or none (C=np.inf)"
+            f"{type(est).__name__} with an L1 or elastic-net penalty (penalty={penalty!r}) has no "
+            "Hessian; supported: L2 (l1_ratio=0) or none (C=np.inf)"
         )
-    return 0.0 if np.isinf(est.C) else 1.0 / est.C
+    if est.solver == "liblinear":
+        raise UnsupportedEstimatorError(
+            f"{type(est).__name__}(solver='liblinear') penalises the intercept; use another solver"
+        )
+    if isinstance(est.class_weight, str):
+        raise UnsupportedEstimatorError(
+            "class_weight='balanced' makes the weights depend on the data, so removing samples "
+            "changes them; pass a dict of class weights instead"
+        )
+    if isinstance(est, LogisticRegressionCV) and not est.refit:
+        raise UnsupportedEstimatorError(
+            "LogisticRegressionCV(refit=False) averages the folds' coefficients, which minimise no "
+            "objective; use refit=True"
+        )
+
+
+def _logistic_lambda(est):
+    if _logistic_penalty_kind(est) == "none":
+        return 0.0
+    C = float(np.ravel(est.C_)[0]) if isinstance(est, LogisticRegressionCV) else est.C
+    return 0.0 if np.isinf(C) else 1.0 / C
 
 
 def _check_single_output(est, name):
@@ -71,8 +110,14 @@ def _theta(est):
 
 def check_supported(est):
     """Raise UnsupportedEstimatorError before fitting an estimator rif cannot read."""
-    if not isinstance(est, (LogisticRegression, LinearRegression, Ridge, PoissonRegressor)):
+    if not isinstance(est, (LogisticRegression, LinearRegression, Ridge, PoissonRegressor, RidgeCV)):
         raise UnsupportedEstimatorError(f"{type(est).__name__} is not supported; supported: {SUPPORTED}")
+    if isinstance(est, LogisticRegression):
+        _check_logistic_settings(est)
+    if getattr(est, "positive", False):
+        raise UnsupportedEstimatorError(f"{type(est).__name__}(positive=True) is a constrained fit; not supported")
+    if isinstance(est, RidgeCV) and getattr(est, "alpha_per_target", False):
+        raise UnsupportedEstimatorError("RidgeCV(alpha_per_target=True) is not supported")
 
 
 def read_glm(est):
@@ -86,37 +131,24 @@ def read_glm(est):
         If it is not one of the supported estimators or uses a setting with
         no exact sum-form counterpart.
     """
+    check_supported(est)
+    check_is_fitted(est)
     if isinstance(est, LogisticRegression):
-        check_is_fitted(est)
         if len(est.classes_) != 2:
             raise UnsupportedEstimatorError(
-                f"LogisticRegression with {len(est.classes_)} classes: multinomial models are not "
+                f"{type(est).__name__} with {len(est.classes_)} classes: multinomial models are not "
                 "supported yet; only binary targets are"
             )
-        if est.solver == "liblinear":
-            raise UnsupportedEstimatorError(
-                "LogisticRegression(solver='liblinear') penalises the intercept; use another solver"
-            )
-        if isinstance(est.class_weight, str):
-            raise UnsupportedEstimatorError(
-                "class_weight='balanced' makes the weights depend on the data, so removing samples "
-                "changes them; pass a dict of class weights instead"
-            )
         return GLMSpec("binomial", _logistic_lambda(est), "fixed", bool(est.fit_intercept), _theta(est))
-    if isinstance(est, (LinearRegression, Ridge)):
+    if isinstance(est, (LinearRegression, Ridge, RidgeCV)):
         name = type(est).__name__
-        check_is_fitted(est)
-        if getattr(est, "positive", False):
-            raise UnsupportedEstimatorError(f"{name}(positive=True) is a constrained fit; not supported")
         _check_single_output(est, name)
-        alpha = np.asarray(getattr(est, "alpha", 0.0), dtype=float).ravel()
+        alpha = np.asarray(est.alpha_ if isinstance(est, RidgeCV) else getattr(est, "alpha", 0.0),
+                           dtype=float).ravel()
         if alpha.size != 1:
             raise UnsupportedEstimatorError(f"{name} with one alpha per target is not supported")
         return GLMSpec("gaussian", float(alpha[0]), "fixed", bool(est.fit_intercept), _theta(est))
-    if isinstance(est, PoissonRegressor):
-        check_is_fitted(est)
-        return GLMSpec("poisson", float(est.alpha), "per_sample", bool(est.fit_intercept), _theta(est))
-    raise UnsupportedEstimatorError(f"{type(est).__name__} is not supported; supported: {SUPPORTED}")
+    return GLMSpec("poisson", float(est.alpha), "per_sample", bool(est.fit_intercept), _theta(est))
 
 
 def encode_target(est, y):

@@ -2,17 +2,27 @@
 
 A class using :class:`AttributionMixin` provides ``_problem()`` (the fitted
 :class:`rif.GLMProblem`), ``_labels(y)`` (evaluation labels in the problem's
-encoding) and the attributes ``tol``, ``max_iter``, ``n_jobs`` and ``progress``.
+encoding) and the attributes ``tol``, ``max_iter``, ``n_jobs`` and ``progress``;
+it may override ``_features(X)`` (evaluation features in the problem's space, e.g.
+after a pipeline's preprocessing) and ``_removal_sets(problem, remove)`` (e.g. to
+accept row labels).
 """
 
 import numpy as np
 
 from . import _estimators as est_
 from ._targets import eta_target, make_target
+from ._validation import check_bool
 
 
 class AttributionMixin:
     """params_change, loo_params_change, effect, scores and self_influence."""
+
+    def _features(self, X):
+        return X
+
+    def _removal_sets(self, problem, remove):
+        return est_.removal_sets(problem, remove)
 
     def params_change(self, remove, method="rif"):
         """Change of the parameters when the samples ``remove`` are dropped.
@@ -31,7 +41,7 @@ class AttributionMixin:
         """
         problem = self._problem()
         method = est_.check_method(method)
-        sets, batch = est_.removal_sets(problem, remove)
+        sets, batch = self._removal_sets(problem, remove)
         out = self._batch(problem, sets, method)
         return out if batch else out[0]
 
@@ -85,17 +95,25 @@ class AttributionMixin:
         """
         if isinstance(target, str) and target == "params":
             return self.params_change(remove, method)
-        if target == "test_loss":
+        if isinstance(target, str) and target == "test_loss":
             target = "loss"
         problem = self._problem()
         method = est_.check_method(method)
-        sets, batch = est_.removal_sets(problem, remove)
-        dthetas = self._batch(problem, sets, method)
-        if target == "self_loss":
-            out = np.array([make_target(problem, target, removed=index).changes(problem.theta, dtheta[None], linear)[0]
-                            for index, dtheta in zip(sets, dthetas)])
+        sets, batch = self._removal_sets(problem, remove)
+        linear = check_bool(linear, "linear")
+        # every argument is checked before any refit runs
+        if isinstance(target, str) and target == "self_loss":
+            targets = [make_target(problem, target, removed=index) for index in sets]
         else:
-            tgt = make_target(problem, target, X, self._labels(y), gradient=target_gradient)
+            tgt = make_target(problem, target, self._features(X), self._labels(y), gradient=target_gradient)
+            if linear and callable(target) and target_gradient is None:
+                raise ValueError("linear=True with a callable target needs target_gradient")
+            targets = None
+        dthetas = self._batch(problem, sets, method)
+        if targets is not None:
+            out = np.array([t.changes(problem.theta, dtheta[None], linear)[0]
+                            for t, dtheta in zip(targets, dthetas)])
+        else:
             out = tgt.changes(problem.theta, dthetas, linear)
         return out if batch else float(out[0])
 
@@ -123,7 +141,8 @@ class AttributionMixin:
         """
         problem = self._problem()
         method = est_.check_method(method)
-        tgt = eta_target(problem, "loss" if target == "test_loss" else target, X, self._labels(y))
+        linear = check_bool(linear, "linear")
+        tgt = eta_target(problem, "loss" if target == "test_loss" else target, self._features(X), self._labels(y))
         eta = tgt.eta(problem.theta)
         d_eta = est_.per_sample_eta_change(problem, tgt.X, method, self.tol, self.max_iter,
                                            self.n_jobs, self.progress)

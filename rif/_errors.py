@@ -36,3 +36,13 @@ class LeverageWarning(UserWarning):
 
 class RetrainConvergenceWarning(UserWarning):
     """A warm-started exact refit did not reach its tolerance."""
+
+
+class SeparationError(SingularHessianError):
+    """Unpenalised binary logistic regression on (quasi-)completely separated data.
+
+    The maximum-likelihood estimate does not exist: the coefficients diverge and
+    the fitted probabilities of the separated samples are numerically 0 or 1 (R's
+    ``glm`` warns "fitted probabilities numerically 0 or 1 occurred"). The message
+    names the separated samples and the features that separate them.
+    """

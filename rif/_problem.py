@@ -29,13 +29,14 @@ from functools import cached_property
 import numpy as np
 
 from . import _design
-from ._errors import LeverageWarning, RetrainConvergenceWarning
+from ._errors import LeverageWarning, RetrainConvergenceWarning, SingularHessianError
+from ._separation import raise_if_separated
 from ._attribution import AttributionMixin
 from ._families import get_family
 from ._config import LEVERAGE_TOL, MAX_DENSE_PARAMS
 from ._linalg import WhitenedHessian
 from ._validation import check_array as _check_array
-from ._validation import check_non_negative
+from ._validation import check_bool, check_non_negative, check_settings, check_weight_range
 from ._validation import check_vector as _check_vector
 
 PENALTY_SCALINGS = ("fixed", "per_sample")
@@ -72,11 +73,16 @@ class GLMProblem(AttributionMixin):
         Parallelism and progress bar of many exact refits (see
         :class:`rif.InfluenceAuditor`).
 
+    copy_X : bool, default True
+        Keep a private copy of ``X`` (float64, or CSR), so that editing the
+        caller's array after construction cannot change later answers. False
+        reads a float64 array in place (no extra memory); it must then not be
+        modified. Dask arrays are never copied.
+
     Notes
     -----
-    The caller's arrays are never modified (float64 input is used without a
-    copy; other dtypes, float32 included, are converted to float64, in which all
-    computations run).
+    The caller's arrays are never modified; every computation runs in float64
+    (other dtypes, float32 included, are converted).
     The attribution methods (``params_change``, ``loo_params_change``,
     ``effect``, ``scores``, ``self_influence``) are those of
     :class:`rif.InfluenceAuditor`, with labels in the problem's own encoding.
@@ -84,11 +90,18 @@ class GLMProblem(AttributionMixin):
 
     def __init__(self, X, y, family, theta=None, *, sample_weight=None, penalty=0.0,
                  penalty_scaling="fixed", fit_intercept=True, refine=True,
-                 tol=1e-10, max_iter=100, n_jobs=None, progress=None):
+                 tol=1e-10, max_iter=100, n_jobs=None, progress=None, copy_X=True):
         from ._solvers import newton_refit
 
+        # settings first: nothing below may run with an invalid one
         self.family = get_family(family)
-        self.X = _check_array(X, "X")
+        check_settings(tol, max_iter, n_jobs, progress, "GLMProblem")
+        refine, fit_intercept = check_bool(refine, "refine"), check_bool(fit_intercept, "fit_intercept")
+        copy_X = check_bool(copy_X, "copy_X")
+        if penalty_scaling not in PENALTY_SCALINGS:
+            raise ValueError(f"penalty_scaling must be one of {PENALTY_SCALINGS}, got {penalty_scaling!r}")
+        self.penalty = check_non_negative(penalty, "penalty")
+        self.X = _check_array(X, "X", copy=copy_X)
         n, d = self.X.shape
         if n == 0 or d == 0:
             raise ValueError(f"X must have at least one sample and one feature, got shape {self.X.shape}")
@@ -96,17 +109,16 @@ class GLMProblem(AttributionMixin):
         w = np.ones(n) if sample_weight is None else _check_vector(sample_weight, n, "sample_weight")
         if np.any(w < 0):
             raise ValueError("sample_weight must be non-negative")
-        if not w.sum() > 0:
-            raise ValueError("sample_weight must have a positive sum")
+        check_weight_range(w, "sample_weight")
         self.sample_weight = w
         if self.family.name == "binomial" and np.unique(self.y[w > 0]).size < 2:
             raise ValueError("the binomial family needs positively weighted samples of both classes; "
                              "the data have only one class")
-        if penalty_scaling not in PENALTY_SCALINGS:
-            raise ValueError(f"penalty_scaling must be one of {PENALTY_SCALINGS}, got {penalty_scaling!r}")
-        self.penalty = check_non_negative(penalty, "penalty")
+        if self.family.name == "poisson" and fit_intercept and not np.any(self.y[w > 0] > 0):
+            raise ValueError("y is 0 for every (positively weighted) sample: the Poisson fit with an "
+                             "unpenalised intercept has no optimum (the intercept goes to -infinity)")
         self.penalty_scaling = penalty_scaling
-        self.fit_intercept = bool(fit_intercept)
+        self.fit_intercept = fit_intercept
         self.n_samples, self.n_features = n, d
         self.n_params = _design.n_params(self.X, self.fit_intercept)
         if self.n_params > MAX_DENSE_PARAMS:
@@ -122,8 +134,16 @@ class GLMProblem(AttributionMixin):
 
         theta0 = np.zeros(self.n_params) if theta is None else _check_vector(theta, self.n_params, "theta").copy()
         self.refine_shift, self.refine_n_iter, self._cholesky = 0.0, 0, None
+        may_separate = self.family.name == "binomial" and self.penalty == 0
         if theta is None or refine:
-            result = newton_refit(self, self.sample_weight, theta0, tol=tol, max_iter=max_iter)
+            try:
+                result = newton_refit(self, self.sample_weight, theta0, tol=tol, max_iter=max_iter)
+            except SingularHessianError:
+                if may_separate:        # the usual cause: name it, with the samples and features
+                    raise_if_separated(self.X, self.y, self.sample_weight, self.fit_intercept)
+                raise
+            if may_separate and (not result.converged or self._saturated(result.theta)):
+                raise_if_separated(self.X, self.y, self.sample_weight, self.fit_intercept)
             if not result.converged:
                 warnings.warn(
                     f"Newton refinement of theta did not converge in {result.n_iter} iterations "
@@ -140,6 +160,11 @@ class GLMProblem(AttributionMixin):
                 self._cholesky = result.cholesky
         self.theta = theta0
         self.theta.setflags(write=False)
+
+    def _saturated(self, theta):
+        """Whether some fitted probability is numerically 0 or 1 (|eta| > 30, p < 1e-13)."""
+        eta = _design.linear_predictor(self.X, theta, self.fit_intercept)
+        return bool(np.max(np.abs(eta[self.sample_weight > 0])) > 30.0)
 
     # -- the attribution interface (rif._attribution) ----------------------------
     def _problem(self):

@@ -44,9 +44,17 @@ def split_sets(remove, check_one):
     A 1-D integer array, a scalar or a boolean mask is one set; a list or
     tuple of such (ragged allowed) or a 2-D integer array is a batch.
     """
-    if isinstance(remove, (list, tuple)) and len(remove) > 0 and all(
-            np.ndim(item) == 1 for item in remove):
-        return [check_one(item, k) for k, item in enumerate(remove)], True
+    if isinstance(remove, (list, tuple)) and len(remove) > 0:
+        ndims = [np.ndim(item) for item in remove]
+        if all(nd == 1 for nd in ndims):
+            return [check_one(item, k) for k, item in enumerate(remove)], True
+        if any(nd >= 1 for nd in ndims):
+            bad = next(k for k, nd in enumerate(ndims) if nd != 1)
+            raise ValueError(
+                "remove: a batch of removal sets must be a list of 1-D index arrays or masks, but "
+                f"item {bad} has {ndims[bad]} dimension(s); write a one-sample set as [i], e.g. "
+                "[[1, 2], [5]]"
+            )
     arr = np.asarray(remove)
     if arr.ndim == 2 and arr.dtype != bool:
         return [check_one(row, k) for k, row in enumerate(arr)], True

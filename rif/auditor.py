@@ -1,18 +1,26 @@
 """InfluenceAuditor: a scikit-learn meta-estimator with exact data attribution."""
 
 import copy
+import warnings
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
-from sklearn.utils.multiclass import type_of_target
+from sklearn.pipeline import Pipeline
+from sklearn.utils import get_tags
+from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import (
+    _check_sample_weight, check_array, check_consistent_length, check_is_fitted, column_or_1d, validate_data,
+)
 
 from . import _estimators as est_
 from ._attribution import AttributionMixin
 from ._adapters import check_supported, effective_weights, encode_target, read_glm, write_theta
-from ._errors import UnsupportedEstimatorError
+from ._errors import SingularHessianError, UnsupportedEstimatorError
 from ._problem import GLMProblem
+from ._validation import check_weight_range
 
 
 def _estimator_has(attr):
@@ -42,16 +50,21 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
 
     Parameters
     ----------
-    estimator : estimator
+    estimator : estimator or Pipeline
         ``LogisticRegression`` (binary; L2 or no penalty), ``LinearRegression``,
-        ``Ridge`` or ``PoissonRegressor``. Never modified.
+        ``Ridge``, ``PoissonRegressor``, or ``LogisticRegressionCV`` / ``RidgeCV``
+        (audited at the penalty they chose, which is then held fixed), or a
+        :class:`~sklearn.pipeline.Pipeline` ending in one of these. A pipeline's
+        preprocessing steps are fitted once on all the data and held fixed when
+        samples are removed; every method then takes raw evaluation data, which
+        the fitted steps transform. Never modified.
     refine : bool, default True
         Polish the fitted coefficients to the exact optimum (Newton, to
         ``tol``) and write them back into ``estimator_``, so that predictions
         and attributions refer to the same, stationary theta^.
-    tol : float, default 1e-10
+    tol : float > 0, default 1e-10
         Relative Newton-step tolerance of the refinement and of exact refits.
-    max_iter : int, default 100
+    max_iter : int >= 1, default 100
         Newton iterations allowed per refit.
     n_jobs : int or None, default None
         Parallel exact refits (``method="retrain"`` over many sets) through
@@ -59,10 +72,15 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
     progress : bool or None, default None
         Progress bar (tqdm) on long loops of refits: None shows it on a
         terminal for 20 or more refits, False never, True always.
+    copy_X : bool, default True
+        Keep a private copy of the training features, so that editing the
+        caller's ``X`` in place after ``fit`` cannot change later answers. With
+        False the auditor reads the caller's float64 array directly (no extra
+        memory); it must then not be modified.
 
     Attributes
     ----------
-    estimator_ : estimator
+    estimator_ : estimator or Pipeline
         The fitted clone (coefficients refined if ``refine``).
     problem_ : rif.GLMProblem
         The sum-form problem with its cached Hessian factorisation.
@@ -71,8 +89,18 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
     rescale_factor_ : ndarray of shape (n_samples,)
         1 / (1 - h_i) >= 1 (inf where h_i is numerically one).
     n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Column names, when ``X`` was a DataFrame; evaluation data must then
+        have the same columns in the same order.
     n_iter_ : int
         Newton iterations of the refinement (0 when ``refine=False``).
+
+    Notes
+    -----
+    An unpenalised fit whose Hessian is singular (for example fewer distinct
+    samples than parameters) is fitted as the estimator fits it, with a
+    :class:`UserWarning`; its attribution methods and ``leverage_`` then raise
+    :class:`rif.SingularHessianError`, since no influence is defined.
 
     Examples
     --------
@@ -82,62 +110,125 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
     >>> from sklearn.preprocessing import StandardScaler
     >>> from rif import InfluenceAuditor
     >>> X, y = load_breast_cancer(return_X_y=True)
-    >>> pipe = make_pipeline(StandardScaler(), InfluenceAuditor(LogisticRegression())).fit(X, y)
-    >>> aud = pipe[-1]
+    >>> aud = InfluenceAuditor(make_pipeline(StandardScaler(), LogisticRegression())).fit(X, y)
     >>> dtheta = aud.params_change(remove=[0, 1, 2], method="rif")
     >>> dtheta.shape
     (31,)
+    >>> aud.scores(X[:5], y[:5]).shape          # raw evaluation data: the scaler is applied
+    (569, 5)
     """
 
-    def __init__(self, estimator, *, refine=True, tol=1e-10, max_iter=100, n_jobs=None, progress=None):
+    _parameter_constraints = {
+        "estimator": [HasMethods(["fit"])],
+        "refine": ["boolean"],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [Integral, None],
+        "progress": ["boolean", None],
+        "copy_X": ["boolean"],
+    }
+
+    def __init__(self, estimator, *, refine=True, tol=1e-10, max_iter=100, n_jobs=None, progress=None,
+                 copy_X=True):
         self.estimator = estimator
         self.refine = refine
         self.tol = tol
         self.max_iter = max_iter
         self.n_jobs = n_jobs
         self.progress = progress
+        self.copy_X = copy_X
 
     # -- scikit-learn protocol --------------------------------------------------------
     def fit(self, X, y, sample_weight=None):
         """Fit a clone of ``estimator`` and build the second-order quantities.
 
+        Every setting and the data are validated before anything is fitted.
+
         Parameters
         ----------
         X : array-like or sparse matrix of shape (n_samples, n_features)
+            Raw features when ``estimator`` is a pipeline, else numeric features.
         y : array-like of shape (n_samples,)
         sample_weight : array-like of shape (n_samples,), optional
+            Finite, non-negative weights (passed to the final estimator).
 
         Returns
         -------
         self
         """
-        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, y_numeric=False)
+        if isinstance(self.estimator, type):
+            raise TypeError(f"estimator must be an estimator instance such as {self.estimator.__name__}(), "
+                            f"not the class {self.estimator.__name__}")
+        self._validate_params()
         estimator = clone(self.estimator)
-        check_supported(estimator)
-        if is_classifier(estimator):
+        preprocess, final = _split_pipeline(estimator)
+        check_supported(final)
+        if preprocess is None:
+            X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, y_numeric=False,
+                                 copy=self.copy_X)
+            Z = X
+        else:
+            validate_data(self, X, y, skip_check_array=True)      # names only; the steps check X
+            y = column_or_1d(check_array(y, ensure_2d=False, dtype=None, input_name="y"), warn=True)
+            check_consistent_length(X, y)
+        self._train_index = _row_index(X)
+        n = len(y)
+        if n < 2:
+            raise ValueError(f"InfluenceAuditor needs at least 2 samples, got {n} sample")
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, np.empty((n, 0)), ensure_non_negative=True)
+            check_weight_range(sample_weight, "sample_weight")
+        if is_classifier(final):
             target_type = type_of_target(y, input_name="y", raise_unknown=True)
             if target_type != "binary":
                 raise UnsupportedEstimatorError(
                     "Only binary classification is supported. The type of the target is "
                     f"{target_type}; multinomial models are not supported yet."
                 )
+        if preprocess is not None:
+            Z = preprocess.fit(X, y).transform(X)
+            Z = _check_transformed(Z, self.copy_X)
         if sample_weight is None:
-            estimator.fit(X, y)
+            final.fit(Z, y)
         else:
-            estimator.fit(X, y, sample_weight=sample_weight)
-        spec = read_glm(estimator)
-        self.problem_ = GLMProblem(
-            X, encode_target(estimator, y), spec.family, spec.theta,
-            sample_weight=effective_weights(estimator, y, sample_weight),
-            penalty=spec.penalty, penalty_scaling=spec.penalty_scaling,
-            fit_intercept=spec.fit_intercept, refine=self.refine, tol=self.tol,
-            max_iter=self.max_iter,
-        )
-        self.estimator_ = write_theta(estimator, self.problem_.theta) if self.refine else estimator
+            final.fit(Z, y, sample_weight=sample_weight)
+        self.estimator_ = estimator
+        if preprocess is not None:
+            self.n_features_in_ = getattr(estimator, "n_features_in_", getattr(self, "n_features_in_", None))
+        spec = read_glm(final)
+        try:
+            self.problem_ = GLMProblem(
+                Z, encode_target(final, y), spec.family, spec.theta,
+                sample_weight=effective_weights(final, y, sample_weight),
+                penalty=spec.penalty, penalty_scaling=spec.penalty_scaling,
+                fit_intercept=spec.fit_intercept, refine=self.refine, tol=self.tol,
+                max_iter=self.max_iter, copy_X=False,
+            )
+        except SingularHessianError as error:
+            if spec.penalty > 0:
+                raise
+            # as the estimator fits it; attribution is undefined and says so when asked
+            warnings.warn(f"{type(final).__name__} was fitted, but its Hessian is singular ({error}); "
+                          "predictions work, attribution methods raise SingularHessianError", UserWarning)
+            self._singular = error
+            self.n_iter_ = 0
+            return self
+        self._singular = None
+        self.problem_.rescale_factor          # leverages now, and LeverageWarning at fit if any is one
+        if self.refine:
+            write_theta(final, self.problem_.theta)
         self.n_iter_ = self.problem_.refine_n_iter
-        self.leverage_ = self.problem_.leverage
-        self.rescale_factor_ = self.problem_.rescale_factor
         return self
+
+    @property
+    def leverage_(self):
+        """Generalised leverages h_i in [0, 1), shape (n_samples,)."""
+        return self._problem().leverage
+
+    @property
+    def rescale_factor_(self):
+        """1 / (1 - h_i) >= 1, inf where h_i is numerically one, shape (n_samples,)."""
+        return self._problem().rescale_factor
 
     @property
     def classes_(self):
@@ -146,41 +237,51 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
 
     @available_if(_estimator_has("predict"))
     def predict(self, X):
-        """Predict with the fitted estimator."""
+        """Predict with the fitted estimator (raw features for a pipeline)."""
         check_is_fitted(self)
-        return self.estimator_.predict(X)
+        return self.estimator_.predict(self._checked(X))
 
     @available_if(_estimator_has("predict_proba"))
     def predict_proba(self, X):
         """Class probabilities from the fitted estimator."""
         check_is_fitted(self)
-        return self.estimator_.predict_proba(X)
+        return self.estimator_.predict_proba(self._checked(X))
 
     @available_if(_estimator_has("predict_log_proba"))
     def predict_log_proba(self, X):
         """Log class probabilities from the fitted estimator."""
         check_is_fitted(self)
-        return self.estimator_.predict_log_proba(X)
+        return self.estimator_.predict_log_proba(self._checked(X))
 
     @available_if(_estimator_has("decision_function"))
     def decision_function(self, X):
         """Decision values from the fitted estimator."""
         check_is_fitted(self)
-        return self.estimator_.decision_function(X)
+        return self.estimator_.decision_function(self._checked(X))
 
     def score(self, X, y, sample_weight=None):
         """The fitted estimator's default score (accuracy or R^2)."""
         check_is_fitted(self)
-        return self.estimator_.score(X, y, sample_weight=sample_weight)
+        return self.estimator_.score(self._checked(X), y, sample_weight=sample_weight)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        inner = self.estimator.__sklearn_tags__()
+        tags.input_tags.sparse = True
+        est = self.estimator
+        if isinstance(est, type) or not hasattr(est, "get_params"):
+            return tags            # an invalid estimator: fit says so; the tags must not fail first
+        try:
+            inner = get_tags(est)
+        except Exception:          # noqa: BLE001 - a broken third-party estimator: fit reports it
+            return tags
         tags.estimator_type = inner.estimator_type
         tags.classifier_tags = inner.classifier_tags
         tags.regressor_tags = inner.regressor_tags
         tags.target_tags = inner.target_tags
-        tags.input_tags.sparse = True
+        if isinstance(est, Pipeline):
+            tags.input_tags.sparse = inner.input_tags.sparse
+            tags.input_tags.string = inner.input_tags.string
+            tags.input_tags.categorical = inner.input_tags.categorical
         tags.target_tags.multi_output = False
         if tags.classifier_tags is not None:
             tags.classifier_tags.multi_class = False
@@ -188,30 +289,125 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
 
     # -- attribution ---------------------------------------------------------------
     def _problem(self):
-        check_is_fitted(self, "problem_")
+        check_is_fitted(self, "estimator_")
+        if self._singular is not None:
+            raise SingularHessianError(f"no influence is defined for this fit: {self._singular}")
         return self.problem_
 
+    def _final(self):
+        return self.estimator_[-1] if isinstance(self.estimator_, Pipeline) else self.estimator_
+
     def _labels(self, y):
-        return None if y is None else encode_target(self.estimator_, y)
+        return None if y is None else encode_target(self._final(), y)
+
+    def _checked(self, X):
+        """Evaluation data as the fitted estimator expects it; column names checked against fit."""
+        if isinstance(self.estimator_, Pipeline):
+            return X                                  # the pipeline checks its own input
+        return validate_data(self, X, reset=False, accept_sparse="csr", dtype=None,
+                             ensure_all_finite=False)
+
+    def _features(self, X):
+        """Evaluation features in the space of the final estimator: names checked, pipeline applied."""
+        if X is None:
+            return None
+        if isinstance(self.estimator_, Pipeline):
+            return self.estimator_[:-1].transform(X)
+        try:
+            return validate_data(self, X, reset=False, accept_sparse="csr", dtype=None, ensure_2d=True,
+                                 ensure_all_finite=False)
+        except ValueError as error:
+            if "could not convert" in str(error) or "dtype" in str(error):
+                raise TypeError(f"X must be numeric ({error}). If this auditor is the last step of a "
+                                "Pipeline, pass pipe[:-1].transform(X), or wrap the whole pipeline: "
+                                "InfluenceAuditor(make_pipeline(..., LogisticRegression()))") from None
+            raise
+
+    def _removal_sets(self, problem, remove):
+        return est_.removal_sets(problem, _positions(remove, getattr(self, "_train_index", None)))
 
     def unlearn(self, remove, method="newton"):
         """A copy of the fitted estimator with ``remove`` taken out of its training data.
 
         Parameters
         ----------
-        remove : array-like of int or boolean mask
-            One removal set.
+        remove : array-like of int, boolean mask, or row labels
+            One removal set (labels of the training DataFrame's index are accepted).
         method : {"if", "rif", "newton", "retrain"}, default "newton"
-            "retrain" gives exactly the estimator refitted on the remaining data.
+            "retrain" gives exactly the estimator refitted on the remaining data
+            (for a pipeline: with its preprocessing held fixed).
 
         Returns
         -------
-        estimator
-            A deep copy of ``estimator_`` with coefficients theta^ + dtheta.
+        estimator or Pipeline
+            A deep copy of ``estimator_`` whose (final) coefficients are theta^ + dtheta.
         """
         problem = self._problem()
-        sets, batch = est_.removal_sets(problem, remove)
+        method = est_.check_method(method)
+        sets, batch = self._removal_sets(problem, remove)
         if batch:
             raise ValueError("unlearn takes one removal set, not a batch")
         dtheta = self.params_change(sets[0], method)
-        return write_theta(copy.deepcopy(self.estimator_), problem.theta + dtheta)
+        out = copy.deepcopy(self.estimator_)
+        write_theta(out[-1] if isinstance(out, Pipeline) else out, problem.theta + dtheta)
+        return out
+
+
+def _split_pipeline(estimator):
+    """(preprocessing Pipeline or None, final estimator) of an estimator or pipeline."""
+    if not isinstance(estimator, Pipeline):
+        return None, estimator
+    final = estimator.steps[-1][1]
+    if final in (None, "passthrough") or isinstance(final, str):
+        raise UnsupportedEstimatorError("the pipeline must end in a supported estimator, not 'passthrough'")
+    if len(estimator.steps) == 1:
+        return None, final
+    return estimator[:-1], final
+
+
+def _check_transformed(Z, copy_X):
+    """The preprocessing's output as float64 (dense or CSR), or an error saying what went wrong."""
+    import scipy.sparse as sp
+
+    if sp.issparse(Z):
+        return sp.csr_matrix(Z, dtype=np.float64, copy=copy_X)
+    Z = np.asarray(Z)
+    if Z.dtype.kind not in "biuf":
+        raise TypeError(f"the pipeline's preprocessing returned dtype {Z.dtype}; the final estimator "
+                        "needs numeric features")
+    return np.array(Z, dtype=np.float64, copy=copy_X)
+
+
+def _row_index(X):
+    """The row labels of a DataFrame X (None otherwise)."""
+    index = getattr(X, "index", None)
+    if index is None or not hasattr(X, "columns"):
+        return None
+    return index
+
+
+def _positions(remove, index):
+    """Translate row labels of the training DataFrame's index into positions.
+
+    Integers and boolean masks are positions already (as with ``.iloc``); any other
+    values are looked up in ``index`` (as with ``.loc``). A list whose items are
+    lists or arrays is a batch.
+    """
+    if index is None:
+        return remove
+
+    def convert(item):
+        arr = np.asarray(item)
+        if arr.size == 0 or arr.dtype.kind in "biu":
+            return item
+        if not index.is_unique:
+            raise ValueError("remove: row labels need a training index without duplicates; pass positions")
+        flat = arr.ravel()
+        pos = index.get_indexer(flat)
+        if (pos < 0).any():
+            raise ValueError(f"remove: row labels not in the training data's index: {flat[pos < 0][:5].tolist()}")
+        return pos.reshape(arr.shape)
+
+    if isinstance(remove, (list, tuple)) and remove and all(np.ndim(item) == 1 for item in remove):
+        return [convert(item) for item in remove]
+    return convert(remove)

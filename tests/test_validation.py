@@ -113,8 +113,16 @@ def test_proba_target_needs_a_classifier():
 def test_singular_hessian_is_refused():
     rng = np.random.default_rng(36)
     X, y = rng.normal(size=(5, 8)), rng.normal(size=5)
+    # fitted as scikit-learn fits it, with a warning; attribution is refused
+    with pytest.warns(UserWarning, match="Hessian is singular"):
+        aud = rif.InfluenceAuditor(LinearRegression()).fit(X, y)
+    np.testing.assert_allclose(aud.predict(X), LinearRegression().fit(X, y).predict(X))
+    for call in (lambda: aud.params_change([0]), lambda: aud.scores(X, y), lambda: aud.leverage_,
+                 lambda: aud.self_influence(), lambda: aud.unlearn([0])):
+        with pytest.raises(rif.SingularHessianError):
+            call()
     with pytest.raises(rif.SingularHessianError):
-        rif.InfluenceAuditor(LinearRegression()).fit(X, y)
+        rif.GLMProblem(X, y, "gaussian")
     X = rng.normal(size=(40, 2))
     with pytest.raises(rif.SingularHessianError, match="separable"):
         rif.GLMProblem(X, (X[:, 0] > 0).astype(float), "binomial")  # separable, unpenalised
