@@ -120,6 +120,17 @@ def check_supported(est):
         raise UnsupportedEstimatorError("RidgeCV(alpha_per_target=True) is not supported")
 
 
+def check_target_before_fit(est, y):
+    """Targets that no supported fit can use, refused before the estimator sees them."""
+    if isinstance(est, PoissonRegressor):
+        y = np.asarray(y, dtype=float)
+        if np.any(y < 0):
+            raise ValueError("y must be non-negative for PoissonRegressor")
+        if est.fit_intercept and not np.any(y > 0):
+            raise ValueError("y is 0 for every sample: the Poisson fit with an unpenalised intercept has "
+                             "no optimum (the intercept goes to -infinity)")
+
+
 def read_glm(est):
     """The :class:`GLMSpec` of a fitted, supported estimator.
 

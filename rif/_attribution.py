@@ -146,12 +146,10 @@ class AttributionMixin:
         eta = tgt.eta(problem.theta)
         d_eta = est_.per_sample_eta_change(problem, tgt.X, method, self.tol, self.max_iter,
                                            self.n_jobs, self.progress)
-        value, slope = tgt.per_sample(eta)
         if linear:
-            return d_eta * slope
-        labels = None if tgt.y is None else np.broadcast_to(tgt.y, d_eta.shape).ravel()
-        after = tgt.phi((eta + d_eta).ravel(), labels)[0].reshape(d_eta.shape)
-        return after - value
+            return d_eta * tgt.per_sample(eta)[1]
+        with np.errstate(invalid="ignore"):     # NaN rows (leverage one) stay NaN
+            return tgt.row_changes(eta, d_eta.T).T
 
     def self_influence(self, method="rif", linear=False):
         """Change of each training sample's own loss when it alone is removed.

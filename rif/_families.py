@@ -64,6 +64,14 @@ class Family:
         """Per-sample loss ``l(y, eta)``."""
         return self.derivatives(eta, y)[0]
 
+    def loss_change(self, eta, d_eta, y):
+        """l(y, eta + d_eta) - l(y, eta), elementwise, computed without cancelling two losses.
+
+        ``eta`` and ``y`` broadcast against ``d_eta``. A change too large for float64 is inf.
+        """
+        return self.loss((eta + d_eta).ravel(), np.broadcast_to(y, d_eta.shape).ravel()).reshape(
+            d_eta.shape) - self.loss(np.ravel(eta), np.ravel(y)).reshape(np.shape(eta))
+
     def mean(self, eta):
         """Inverse link: the model's mean E[y | eta]."""
         raise NotImplementedError
@@ -102,6 +110,14 @@ class Binomial(Family):
         # P(y | eta) = sigma(eta) for y = 1 and sigma(-eta) for y = 0.
         return expit(np.where(np.asarray(y) == 1.0, eta, -eta))
 
+    def loss_change(self, eta, d_eta, y):
+        # softplus(eta + d) - softplus(eta) = log1p(expm1(d) sigma(eta)): no cancellation for
+        # |d| <= 1, where the two losses would share most digits; the plain difference beyond
+        eta, d_eta, y = np.broadcast_arrays(eta, d_eta, y)
+        small = np.abs(d_eta) <= 1.0
+        plain = np.logaddexp(0.0, eta + d_eta) - np.logaddexp(0.0, eta)
+        return np.where(small, np.log1p(np.expm1(np.where(small, d_eta, 0.0)) * expit(eta)), plain) - y * d_eta
+
 
 class Gaussian(Family):
     """Least squares: l = (y - eta)^2 / 2."""
@@ -113,6 +129,10 @@ class Gaussian(Family):
     def mean(self, eta):
         return np.asarray(eta, dtype=np.float64)
 
+    def loss_change(self, eta, d_eta, y):
+        # ((y - eta - d)^2 - (y - eta)^2) / 2 = d (d / 2 - (y - eta))
+        return d_eta * (0.5 * d_eta - (y - eta))
+
 
 class Poisson(Family):
     """Poisson regression with log link: l = e^eta - y eta (+ y log y - y)."""
@@ -123,6 +143,14 @@ class Poisson(Family):
 
     def mean(self, eta):
         return np.exp(eta)
+
+    def loss_change(self, eta, d_eta, y):
+        # e^eta expm1(d) - y d, with e^eta expm1(d) = sign(d) exp(eta + log|expm1(d)|): finite
+        # whenever the change itself is, even where e^eta alone overflows
+        eta, d_eta, y = np.broadcast_arrays(eta, d_eta, y)
+        with np.errstate(divide="ignore", over="ignore"):
+            scaled = np.sign(d_eta) * np.exp(eta + np.log(np.abs(np.expm1(d_eta))))
+        return np.where(d_eta == 0.0, 0.0, scaled) - y * d_eta
 
     def check_target(self, y):
         y = np.asarray(y, dtype=np.float64)

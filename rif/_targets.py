@@ -27,8 +27,29 @@ class EtaTarget:
     fit_intercept : bool
     """
 
-    def __init__(self, X, y, phi, fit_intercept):
+    def __init__(self, X, y, phi, fit_intercept, change=None):
         self.X, self.y, self.phi, self.fit_intercept = X, y, phi, fit_intercept
+        self.change = change
+
+    def row_changes(self, eta, d_eta):
+        """phi(y_j, eta_j + d_eta_js) - phi(y_j, eta_j) per row j and column s, shape (m, k).
+
+        Raises OverflowError naming the evaluation sample whose change float64 cannot hold.
+        """
+        if self.change is not None:
+            out = self.change(eta[:, None], d_eta, None if self.y is None else self.y[:, None])
+        else:
+            labels = None if self.y is None else np.repeat(self.y, d_eta.shape[1])
+            after = self.phi((eta[:, None] + d_eta).ravel(), labels)[0].reshape(d_eta.shape)
+            out = after - self.phi(eta, self.y)[0][:, None]
+        bad = ~np.isfinite(out) & np.isfinite(d_eta)     # NaN steps (leverage one) stay NaN
+        if bad.any():
+            j = int(np.flatnonzero(bad.any(axis=1))[0])
+            raise OverflowError(
+                f"the change of evaluation sample {j} (linear predictor {eta[j]:.4g}) is too large for "
+                "float64: its loss overflows. Drop or rescale that sample"
+            )
+        return out
 
     def eta(self, theta):
         return _design.linear_predictor(self.X, theta, self.fit_intercept)
@@ -50,12 +71,9 @@ class EtaTarget:
         """
         eta = self.eta(theta)
         d_eta = _design.linear_predictor(self.X, dthetas.T, self.fit_intercept)   # (m, n_sets)
-        value, slope = self.per_sample(eta)
         if linear:
-            return slope @ d_eta
-        labels = None if self.y is None else np.repeat(self.y, d_eta.shape[1])
-        after = self.phi((eta[:, None] + d_eta).ravel(), labels)[0].reshape(d_eta.shape)
-        return after.sum(axis=0) - value.sum()
+            return self.per_sample(eta)[1] @ d_eta
+        return self.row_changes(eta, d_eta).sum(axis=0)
 
 
 class CallableTarget:
@@ -128,7 +146,7 @@ def eta_target(problem, name, X=None, y=None):
         return EtaTarget(X, y, _proba(problem.family), problem.fit_intercept)
     if name == "loss":
         X, y = check_eval_data(problem, X, y, needs_y=True)
-        return EtaTarget(X, y, _loss(problem.family), problem.fit_intercept)
+        return EtaTarget(X, y, _loss(problem.family), problem.fit_intercept, problem.family.loss_change)
     raise ValueError(f"per-sample scores support target 'decision', 'proba' or 'loss', got {name!r}")
 
 
@@ -142,9 +160,10 @@ def make_target(problem, target, X=None, y=None, removed=None, gradient=None):
         return CallableTarget(target, gradient)
     if target == "self_loss":
         return EtaTarget(_design.rows(problem.X, removed, False), problem.y[removed], _loss(problem.family),
-                         problem.fit_intercept)
+                         problem.fit_intercept, problem.family.loss_change)
     if target == "train_loss":
-        return EtaTarget(problem.X, problem.y, _loss(problem.family), problem.fit_intercept)
+        return EtaTarget(problem.X, problem.y, _loss(problem.family), problem.fit_intercept,
+                         problem.family.loss_change)
     if target in ("decision", "proba", "loss"):
         return eta_target(problem, target, X, y)
     raise ValueError(f"target must be one of {TARGETS} or a callable f(theta), got {target!r}")

@@ -17,7 +17,7 @@ from sklearn.utils.validation import (
 
 from . import _estimators as est_
 from ._attribution import AttributionMixin
-from ._adapters import check_supported, effective_weights, encode_target, read_glm, write_theta
+from ._adapters import check_supported, check_target_before_fit, effective_weights, encode_target, read_glm, write_theta
 from ._errors import SingularHessianError, UnsupportedEstimatorError
 from ._problem import GLMProblem
 from ._validation import check_weight_range
@@ -163,6 +163,7 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
         estimator = clone(self.estimator)
         preprocess, final = _split_pipeline(estimator)
         check_supported(final)
+        self._train_index = _row_index(X)
         if preprocess is None:
             X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, y_numeric=False,
                                  copy=self.copy_X)
@@ -171,10 +172,10 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
             validate_data(self, X, y, skip_check_array=True)      # names only; the steps check X
             y = column_or_1d(check_array(y, ensure_2d=False, dtype=None, input_name="y"), warn=True)
             check_consistent_length(X, y)
-        self._train_index = _row_index(X)
         n = len(y)
         if n < 2:
             raise ValueError(f"InfluenceAuditor needs at least 2 samples, got {n} sample")
+        check_target_before_fit(final, y)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, np.empty((n, 0)), ensure_non_negative=True)
             check_weight_range(sample_weight, "sample_weight")
@@ -314,14 +315,17 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
         if isinstance(self.estimator_, Pipeline):
             return self.estimator_[:-1].transform(X)
         try:
-            return validate_data(self, X, reset=False, accept_sparse="csr", dtype=None, ensure_2d=True,
-                                 ensure_all_finite=False)
+            Z = validate_data(self, X, reset=False, accept_sparse="csr", dtype=None, ensure_2d=True,
+                              ensure_all_finite=False)
         except ValueError as error:
-            if "could not convert" in str(error) or "dtype" in str(error):
-                raise TypeError(f"X must be numeric ({error}). If this auditor is the last step of a "
-                                "Pipeline, pass pipe[:-1].transform(X), or wrap the whole pipeline: "
-                                "InfluenceAuditor(make_pipeline(..., LogisticRegression()))") from None
-            raise
+            if "could not convert" not in str(error):
+                raise
+            Z = np.asarray(X, dtype=object)
+        if Z.dtype.kind not in "biuf":
+            raise TypeError(f"X must be numeric, got dtype {Z.dtype}. If this auditor is the last step of "
+                            "a Pipeline, pass pipe[:-1].transform(X), or wrap the whole pipeline: "
+                            "InfluenceAuditor(make_pipeline(..., LogisticRegression())) takes raw data")
+        return Z
 
     def _removal_sets(self, problem, remove):
         return est_.removal_sets(problem, _positions(remove, getattr(self, "_train_index", None)))
