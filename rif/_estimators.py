@@ -178,7 +178,8 @@ def scalar_loo_coefficient(problem, method):
         return None
     if method == "if":
         return problem.residual
-    return np.where(problem.singular_leverage, np.nan, problem.residual / (1.0 - problem.leverage))
+    with np.errstate(divide="ignore", invalid="ignore"):       # h_i = 1 exactly: NaN below
+        return np.where(problem.singular_leverage, np.nan, problem.residual / (1.0 - problem.leverage))
 
 
 def _check_leverage(problem, sets):

@@ -160,13 +160,24 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
             raise TypeError(f"estimator must be an estimator instance such as {self.estimator.__name__}(), "
                             f"not the class {self.estimator.__name__}")
         self._validate_params()
+        if y is None:
+            raise ValueError("InfluenceAuditor requires y to be passed, but the target y is None")
+        if hasattr(X, "shape") and hasattr(y, "__len__") and len(X.shape) >= 1 and X.shape[0] != len(y):
+            raise ValueError(f"y has {len(y)} samples but X has {X.shape[0]}")
+        _check_finite_target(y)
         estimator = clone(self.estimator)
         preprocess, final = _split_pipeline(estimator)
         check_supported(final)
         self._train_index = _row_index(X)
         if preprocess is None:
-            X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, y_numeric=False,
-                                 copy=self.copy_X)
+            try:
+                X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, y_numeric=False,
+                                     copy=self.copy_X)
+            except ValueError as error:
+                if "could not convert" not in str(error):
+                    raise
+                raise TypeError(f"X must be numeric ({error}); to encode text or categories, wrap a "
+                                "pipeline: InfluenceAuditor(make_pipeline(OneHotEncoder(), ...))") from None
             Z = X
         else:
             validate_data(self, X, y, skip_check_array=True)      # names only; the steps check X
@@ -355,6 +366,20 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
         out = copy.deepcopy(self.estimator_)
         write_theta(out[-1] if isinstance(out, Pipeline) else out, problem.theta + dtheta)
         return out
+
+
+def _check_finite_target(y):
+    """ValueError naming y if it holds NaN or infinity (numeric or object labels)."""
+    values = np.asarray(y)
+    if values.dtype.kind == "f":
+        bad = ~np.isfinite(values)
+    elif values.dtype.kind == "O":
+        bad = np.array([v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v))
+                        for v in values.ravel()])
+    else:
+        return
+    if bad.any():
+        raise ValueError(f"y contains NaN, None or infinity (e.g. at position {int(np.flatnonzero(bad)[0])})")
 
 
 def _split_pipeline(estimator):
