@@ -211,7 +211,13 @@ def _additive_batch(problem, sets, method):
 
 
 def _newton_group(problem, sets):
-    """Woodbury NS for g sets of one size k < p, batched over sets; None if any is singular."""
+    """NS for g sets of one size k, batched over sets; None if any is singular (it is then redone
+    alone, which raises naming it).
+
+    k < p: Woodbury, (D^{-1} - W^T W)^{-1} = D + D W^T (I_k - W D W^T)^{-1} W D, k x k systems;
+    k >= p: the whitened leave-out Hessian D^{-1} - W^T W itself, p x p systems. Both are judged
+    definite as one set at a time is (rif._linalg.equilibrated_cholesky).
+    """
     index = np.stack(sets)                                        # (g, k)
     g, k = index.shape
     u = problem.white_rows(index.ravel()).reshape(g, k, -1)        # (g, k, p)
@@ -220,19 +226,25 @@ def _newton_group(problem, sets):
     a_sum = a.sum(axis=1)                                           # (g, p)
     d = problem.factor.shift_diag(problem.sample_penalty[index].sum(axis=1))   # (g, p)
     w = np.sqrt(problem.curvature[index])[..., None] * u
-    wd = w * d[:, None, :]
-    inner = np.eye(k) - wd @ np.swapaxes(w, 1, 2)                   # (g, k, k)
+    woodbury = k < problem.n_params
+    if woodbury:
+        wd = w * d[:, None, :]
+        inner = np.eye(k) - wd @ np.swapaxes(w, 1, 2)               # (g, k, k)
+    else:
+        inner = -(np.swapaxes(w, 1, 2) @ w)                          # (g, p, p): D^{-1} - W^T W
+        inner[:, np.arange(problem.n_params), np.arange(problem.n_params)] += 1.0 / d
     try:
         chol = np.linalg.cholesky(inner)
     except np.linalg.LinAlgError:
         return None
-    # the same absolute test as one set at a time (rif._linalg.equilibrated_cholesky);
-    # a set that fails it is redone alone, which raises naming it
     anorms = np.abs(inner).sum(axis=1).max(axis=1)
     if any(not smallest_eigenvalue_estimate(c, a) > LEVERAGE_TOL for c, a in zip(chol, anorms)):
         return None
-    sol = np.linalg.solve(inner, (wd @ a_sum[..., None]))           # (g, k, 1)
-    x = d * a_sum + (np.swapaxes(wd, 1, 2) @ sol)[..., 0]
+    if woodbury:
+        sol = np.linalg.solve(inner, (wd @ a_sum[..., None]))       # (g, k, 1)
+        x = d * a_sum + (np.swapaxes(wd, 1, 2) @ sol)[..., 0]
+    else:
+        x = np.linalg.solve(inner, a_sum[..., None])[..., 0]        # (g, p)
     return problem.factor.from_white(x.T).T
 
 
@@ -255,8 +267,9 @@ def _params_change_batch(problem, sets, method, tol=1e-10, max_iter=100, n_jobs=
     """dtheta for each removal set (validated), shape (n_sets, p).
 
     IF and RIF (without per-sample penalty shares) take one sparse product and
-    one solve for the whole batch; NS batches the Woodbury systems of equal-size
-    sets; retrain iterates the refits in lockstep, sharing each round's pass over
+    one solve for the whole batch; NS batches the systems of equal-size sets
+    (Woodbury below p samples, the whitened leave-out Hessian from p on);
+    retrain iterates the refits in lockstep, sharing each round's pass over
     X among up to 64 sets (:func:`rif._solvers.chord_refits`), and with ``n_jobs``
     sends chunks of sets through joblib, so that a joblib backend such as dask or
     ray can spread them over a cluster.
@@ -276,9 +289,10 @@ def _params_change_batch(problem, sets, method, tol=1e-10, max_iter=100, n_jobs=
     done = np.zeros(len(sets), bool)
     if method == "newton":
         sizes = np.array([len(s) for s in sets])
-        for k in np.unique(sizes[sizes < problem.n_params]):
+        for k in np.unique(sizes):
             same_size = np.flatnonzero(sizes == k)
-            per_call = max(1, BLOCK_VALUES // (k * problem.n_params))   # bound the (g, k, p) stack
+            # bound the (g, k, p) stack and the (g, k, k) or (g, p, p) systems
+            per_call = max(1, BLOCK_VALUES // (max(k, problem.n_params) * problem.n_params))
             for start in range(0, same_size.size, per_call):
                 group = same_size[start:start + per_call]
                 result = _newton_group(problem, [sets[j] for j in group])

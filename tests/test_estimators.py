@@ -214,3 +214,15 @@ def test_lockstep_refits_with_hessian_refreshes_equal_one_by_one_refits(monkeypa
         alone = chord_refit(prob, index)
         assert result.converged and result.n_iter == alone.n_iter
         np.testing.assert_allclose(result.theta, alone.theta, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("family, scaling, intercept, weights", [c.values for c in CONFIGS[::3]])
+def test_batched_newton_steps_for_sets_of_at_least_p_samples(family, scaling, intercept, weights):
+    """k >= p: the whitened leave-out Hessians are batched too, and equal the dense solve."""
+    prob = make_problem(family, n=80, d=4, weights=weights, scaling=scaling, intercept=intercept, seed=7)
+    rng = np.random.default_rng(8)
+    sets = [rng.choice(80, size=prob.n_params + extra, replace=False) for extra in (0, 0, 3, 3, 3, 9)]
+    batch = params_change_batch(prob, sets, "newton")
+    for got, index in zip(batch, sets):
+        np.testing.assert_allclose(got, naive.newton_step(prob, index), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got, params_change_one(prob, index, "newton"), rtol=1e-10, atol=1e-13)

@@ -52,6 +52,8 @@ def test_removing_the_only_carrier_of_a_feature_by_the_direct_route_raises():
         with pytest.raises(SingularHessianError):
             prob.params_change(sets[0], method)
         assert np.all(np.isfinite(prob.params_change(sets[1], method)))
+        with pytest.raises(SingularHessianError):
+            prob.params_change(sets, method)                # batched: the bad set is found
 
 
 @pytest.mark.parametrize("method", ["newton", "retrain"])
