@@ -226,6 +226,7 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
             self.n_iter_ = 0
             return self
         self._singular = None
+        self._feature_scale = _feature_scale(Z)
         self.problem_.rescale_factor          # leverages now, and LeverageWarning at fit if any is one
         if self.refine:
             write_theta(final, self.problem_.theta)
@@ -336,6 +337,7 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
             raise TypeError(f"X must be numeric, got dtype {Z.dtype}. If this auditor is the last step of "
                             "a Pipeline, pass pipe[:-1].transform(X), or wrap the whole pipeline: "
                             "InfluenceAuditor(make_pipeline(..., LogisticRegression())) takes raw data")
+        _warn_if_untransformed(Z, getattr(self, "_feature_scale", None))
         return Z
 
     def _removal_sets(self, problem, remove):
@@ -366,6 +368,46 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
         out = copy.deepcopy(self.estimator_)
         write_theta(out[-1] if isinstance(out, Pipeline) else out, problem.theta + dtheta)
         return out
+
+
+#: evaluation data whose median |z-score| against the training features exceeds this are
+#: almost surely in other units (e.g. raw data given to an auditor inside a Pipeline)
+_UNTRANSFORMED_Z = 8.0
+
+
+def _feature_scale(Z):
+    """Per-feature mean and standard deviation of the training features (dense or CSR)."""
+    import scipy.sparse as sp
+
+    if sp.issparse(Z):
+        mean = np.asarray(Z.mean(axis=0)).ravel()
+        var = np.asarray(Z.multiply(Z).mean(axis=0)).ravel() - mean**2
+    else:
+        mean, var = Z.mean(axis=0), Z.var(axis=0)
+    return mean, np.sqrt(np.maximum(var, 0.0))
+
+
+def _warn_if_untransformed(Z, scale):
+    """Warn when evaluation data look unlike the training features: the usual cause is raw data
+    passed to an auditor that is the last step of a Pipeline and only saw transformed features."""
+    import scipy.sparse as sp
+
+    if scale is None or sp.issparse(Z) or Z.size == 0:
+        return
+    mean, sd = scale
+    varying = sd > 0
+    if not varying.any():
+        return
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = np.abs((np.asarray(Z, dtype=float)[:, varying] - mean[varying]) / sd[varying])
+    typical = float(np.nanmedian(z))
+    if typical > _UNTRANSFORMED_Z:
+        warnings.warn(
+            f"the evaluation data lie far from the training features (median |z-score| {typical:.0f}): "
+            "if this auditor is the last step of a Pipeline, pass pipe[:-1].transform(X), or wrap the "
+            "whole pipeline, InfluenceAuditor(make_pipeline(...)), which takes raw data",
+            UserWarning, stacklevel=4,
+        )
 
 
 def _check_finite_target(y):

@@ -62,6 +62,17 @@ def test_raw_dataframe_with_strings_to_an_inner_auditor_says_what_to_do():
             aud.scores(Z, y_te)
 
 
+def test_raw_evaluation_data_to_an_inner_auditor_warns():
+    X, y, X_te, y_te = _scaled_logistic(21)
+    pipe = make_pipeline(StandardScaler(), rif.InfluenceAuditor(LogisticRegression())).fit(X, y)
+    aud = pipe[-1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        aud.scores(pipe[:-1].transform(X_te), y_te)          # the right call is silent
+    with pytest.warns(UserWarning, match=r"pipe\[:-1\].transform"):
+        aud.scores(X_te, y_te)                               # raw data: off by orders of magnitude
+
+
 # -- 2. column order -------------------------------------------------------------------------
 def test_reordered_dataframe_columns_are_refused():
     X, y, X_te, y_te = _scaled_logistic(3)
