@@ -54,7 +54,7 @@ def test_bad_model_loss_data_and_params():
     with pytest.raises(TypeError, match="pair"):
         TorchInfluence(tiny_mlp(), "cross_entropy", 3).fit()
     with pytest.raises(ValueError, match="max_dense_params"):
-        TorchInfluence(tiny_mlp(), "cross_entropy", (X, y), max_dense_params=10).fit()
+        TorchInfluence(tiny_mlp(), "cross_entropy", (X, y), solver="exact", max_dense_params=10).fit()
 
 
 def test_not_fitted():
