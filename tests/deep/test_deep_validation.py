@@ -7,10 +7,10 @@ torch = pytest.importorskip("torch")
 
 from sklearn.exceptions import NotFittedError  # noqa: E402
 
-from deep_helpers import IGNORE_JIT, classification_data, tiny_mlp  # noqa: E402
+from deep_helpers import IGNORE_JIT, NOT_STATIONARY, classification_data, tiny_mlp  # noqa: E402
 from rif.deep import TorchInfluence  # noqa: E402
 
-pytestmark = IGNORE_JIT
+pytestmark = [IGNORE_JIT, NOT_STATIONARY]
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from deep_helpers import IGNORE_JIT, classification_data, tiny_mlp, train, trained_mlp  # noqa: E402
+from deep_helpers import IGNORE_JIT, NOT_STATIONARY, classification_data, tiny_mlp, train, trained_mlp  # noqa: E402
 from rif.deep import (  # noqa: E402
     LiSSADivergenceError,
     SingularHessianError,
@@ -14,7 +14,7 @@ from rif.deep import (  # noqa: E402
     UnsupportedLayerError,
 )
 
-pytestmark = IGNORE_JIT
+pytestmark = [IGNORE_JIT, NOT_STATIONARY]
 
 
 def _fit(model, X, y, solver, loss="cross_entropy", **kw):
