@@ -17,58 +17,40 @@ and every effect is (value after removing S) - (value before):
                sum_{i not in S} l_i + (mu/2)||theta||^2 + (lambda/2)||theta - theta^||^2
                (see :mod:`._retrain`)
 
-C_i is sample i's curvature term; for the GNH C_i = J_i^T A_i J_i has rank at
-most K (the number of outputs), so by Woodbury
-
-    (H - J_i^T A_i J_i)^{-1} g_i = u_i + V_i (I_K - A_i J_i V_i)^{-1} A_i J_i u_i,
-    u_i = H^{-1} g_i,  V_i = H^{-1} J_i^T  (p x K),
-
-a K x K solve per sample on top of K + 1 inverse-curvature products; the
-eigenvalues of A_i J_i V_i (the network's generalised leverages) lie in
-[0, 1) whenever lambda > 0. The same identity with J_i^T = g_i, A_i = 1
-serves the empirical Fisher; the true Hessian has no low-rank per-sample
-form, so "rif" and "newton" need curvature "gnh" or "fisher". With the
-K-FAC / EK-FAC solvers the removed samples' share of the approximate
-curvature is subtracted inside the approximation instead (see
-:mod:`rif.deep._kfac`), which keeps every leave-one-out system positive definite.
+C_i is sample i's curvature term. The per-sample steps and the Woodbury
+identity that makes RIF cost K + 1 solves per sample are in
+:mod:`rif.deep._steps`, the targets in :mod:`rif.deep._targets`, the
+retraining in :mod:`rif.deep._retrain`, the stationarity check in
+:mod:`rif.deep._stationarity`; this module validates, caches and delegates.
 """
 
 import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
-from torch.func import grad, vmap
+from torch.func import vmap
 
 from ._cost import choose_solver
 from ._curvature import Curvature
 from ._data import batch_slices, check_pair, removal_sets, split_data
-from ._errors import NearSingularLeverageError
 from ._functional import FunctionalModel
-from ._gradients import losses, losses_at_many, per_sample_gradients
+from ._gradients import losses, per_sample_gradients
 from ._kfac import KFACSolver
 from ._losses import get_loss
 from ._params import (DAMPING_MODES, EFFECT_TARGETS, METHODS, SCORE_TARGETS, check_bool,  # noqa: F401
                       check_effect_target, check_method, check_score_target, validate_settings)
 from ._progress import progress_bar
-from ._retrain import proximal_refit
+from ._retrain import ProximalRetrainer
 from ._solvers import CGSolver, DenseSolver, LiSSASolver
 from ._stationarity import check_stationarity
+from ._steps import LEVERAGE_TOL, leverages, loo_steps, newton_step  # noqa: F401
+from ._targets import callable_target, per_sample_fn, summed_target, target_gradients, target_values
 from ._threads import thread_count, torch_threads, with_threads
-
-#: 1 - (largest generalised leverage) below this makes a leave-one-out step numerically undefined.
-LEVERAGE_TOL = {torch.float64: 1.5e-8, torch.float32: 3e-4}
 
 #: The constructor's settings, validated by :func:`rif.deep._params.validate_settings`.
 SETTINGS = ("params", "curvature", "solver", "damping", "damping_mode", "weight_decay", "device",
             "dtype", "batch_size", "cg_tol", "cg_max_iter", "lissa_scale", "lissa_depth",
             "lissa_repeats", "lissa_batch_size", "report_residuals", "retrain_max_iter",
             "retrain_tol", "max_dense_params", "seed", "progress", "stationarity_tol")
-
-
-def _largest_eigenvalue(AM):
-    """Largest (real part of an) eigenvalue of each K x K matrix A_i M_i, shape (k,).
-
-    A_i M_i is similar to the symmetric A_i^(1/2) M_i A_i^(1/2), so its eigenvalues are real."""
-    return torch.linalg.eigvals(AM).real.max(dim=1).values
 
 
 class TorchInfluence:
@@ -258,7 +240,7 @@ class TorchInfluence:
         X, y = check_pair(X, y, "train_data", self.device_, self.dtype)
         out = fm.forward(fm.theta, X[:1])
         y = self._loss.check_target(y, out.shape[1])
-        for name in ("solver_", "_leverage", "_train_grads", "_retrain_base", "n_params_"):
+        for name in ("solver_", "_leverage", "_train_grads", "_retrainer", "n_params_"):
             self.__dict__.pop(name, None)
         self._fm, self._X, self._y = fm, X, y
         self.n_samples_, self.n_params_, self.n_outputs_ = X.shape[0], fm.n_params, out.shape[1]
@@ -307,7 +289,7 @@ class TorchInfluence:
         self.solver_name_ = name
         self.solver_ = solver.fit()
         self._leverage = None
-        self._retrain_base = None
+        self._retrainer = None
 
     def _check_fitted(self):
         if not hasattr(self, "solver_"):
@@ -352,84 +334,24 @@ class TorchInfluence:
 
     # -- parameter changes ----------------------------------------------------------------
     def _loo_steps(self, index, method, on_singular="raise"):
-        """Per-sample leave-one-out parameter changes for the training samples ``index``, (k, p)."""
-        G = self.train_gradients()[index]
-        if method == "if":
-            return self.solver_.solve(G.T).T
-        B, A = self._curv.sample_factors(index)                     # (k, K, p), (k, K, K)
-        if isinstance(self.solver_, KFACSolver):
-            terms = self.solver_.sample_terms(B, A)
-            return self.solver_.solve_without(G, terms), self.solver_.leverage(terms)
-        k, K, p = B.shape
-        sol = self.solver_.solve(torch.cat([G, B.reshape(k * K, p)]).T).T
-        u, V = sol[:k], sol[k:].reshape(k, K, p)
-        M = torch.einsum("bkp,blp->bkl", B, V)                      # J_i H^{-1} J_i^T
-        AM = A @ M
-        lev = _largest_eigenvalue(AM)
-        t = torch.einsum("bkl,blp,bp->bk", A, B, u)
-        eye = torch.eye(K, dtype=M.dtype, device=M.device)
-        singular = 1.0 - lev < LEVERAGE_TOL[self.dtype]
-        system = torch.where(singular[:, None, None], eye, eye - AM)
-        c = torch.linalg.solve(system, t[:, :, None])[:, :, 0]
-        step = u + torch.einsum("bk,bkp->bp", c, V)
-        if singular.any():
-            idx = np.asarray(index)[singular.cpu().numpy()]
-            if on_singular == "raise":
-                raise NearSingularLeverageError(
-                    f"training sample(s) {idx[:10].tolist()} have generalised leverage numerically 1 "
-                    "(H - C_i is singular along their outputs): their leave-one-out Newton step is "
-                    "undefined; increase the damping or use method='if'")
-            step[singular] = float("nan")
-        return step, lev
+        """Per-sample leave-one-out parameter changes for the training samples ``index`` (see ``_steps``)."""
+        return loo_steps(self.solver_, self._curv, self._train_grads[index], index, method, self.dtype,
+                         on_singular)
 
     def _leverages(self, index):
-        """Largest eigenvalue of A_i B_i H^{-1} B_i^T for the training samples ``index``, (k,)."""
-        B, A = self._curv.sample_factors(index)
-        if isinstance(self.solver_, KFACSolver):
-            return self.solver_.leverage(self.solver_.sample_terms(B, A))
-        k, K, p = B.shape
-        V = self.solver_.solve(B.reshape(k * K, p).T).T.reshape(k, K, p)
-        return _largest_eigenvalue(A @ torch.einsum("bkp,blp->bkl", B, V))
+        return leverages(self.solver_, self._curv, index)
 
     def _newton_step(self, index):
-        G = self.train_gradients()[index].sum(0)
-        B, A = self._curv.sample_factors(index)
-        if isinstance(self.solver_, KFACSolver):
-            terms = {name: t.sum(0, keepdim=True) for name, t in self.solver_.sample_terms(B, A).items()}
-            return self.solver_.solve_without(G[None], terms)[0]
-        k, K, p = B.shape
-        Bs = B.reshape(k * K, p)
-        As = torch.block_diag(*A)
-        sol = self.solver_.solve(torch.cat([G[None], Bs]).T).T
-        u, V = sol[0], sol[1:]
-        M = Bs @ V.T
-        eye = torch.eye(k * K, dtype=M.dtype, device=M.device)
-        c = torch.linalg.solve(eye - As @ M, As @ (Bs @ u))
-        return u + V.T @ c
+        return newton_step(self.solver_, self._curv, self._train_grads[index].sum(0), index)
 
     def _retrain(self, index):
         """theta_{-S} - theta_0 by proximal L-BFGS refits, always in float64."""
-        if self._retrain_base is None:
-            if self.dtype == torch.float64:
-                self._fm64, self._X64, self._y64 = self._fm, self._X, self._y
-            else:
-                self._fm64 = FunctionalModel(self._fm.model, self._fm.names, device=self.device_,
-                                             dtype=torch.float64)
-                self._X64 = self._X.double() if self._X.is_floating_point() else self._X
-                self._y64 = self._y.double() if self._y.is_floating_point() else self._y
-            self._grad_scale = float(self.train_gradients().abs().sum(0).max())
-        fm, X, y = self._fm64, self._X64, self._y64
-        ones = torch.ones(self.n_samples_, dtype=torch.float64, device=self.device_)
-        kw = dict(max_iter=self.retrain_max_iter, tol=self.retrain_tol, batch_size=self.batch_size,
-                  grad_scale=self._grad_scale, weight_decay=self.weight_decay)
-        if self._retrain_base is None:
-            self._retrain_base, _ = proximal_refit(fm, self._loss, X, y, ones, self.damping_,
-                                                   fm.theta, fm.theta, **kw)
-        weights = ones.clone()
-        weights[torch.as_tensor(index, device=self.device_)] = 0.0
-        theta, _ = proximal_refit(fm, self._loss, X, y, weights, self.damping_, self._retrain_base,
-                                  fm.theta, **kw)
-        return (theta - self._retrain_base).to(self.dtype)
+        if self._retrainer is None:
+            self._retrainer = ProximalRetrainer(
+                self._fm, self._loss, self._X, self._y, self.damping_, self.weight_decay,
+                float(self._train_grads.abs().sum(0).max()), max_iter=self.retrain_max_iter,
+                tol=self.retrain_tol, batch_size=self.batch_size)
+        return self._retrainer.change(index)
 
     def _params_change_one(self, index, method):
         if method == "retrain":
@@ -503,22 +425,13 @@ class TorchInfluence:
         return X, self._loss.check_target(y, self.n_outputs_)
 
     def _per_sample_fn(self, target):
-        if target in ("loss", "test_loss"):
-            return self._loss
-        if target == "proba":
-            return self._loss.proba
-        raise ValueError(f"per-sample scores support target {SCORE_TARGETS}, got {target!r}")
+        return per_sample_fn(self._loss, target)
 
     def _target_values(self, fn, X, y, thetas):
-        """fn(y_j, f(x_j; theta_r)) for each theta_r (rows of ``thetas``): shape (r, m)."""
-        return losses_at_many(self._fm, fn, X, y, thetas)
+        return target_values(self._fm, fn, X, y, thetas)
 
     def _target_gradients(self, fn, X, y):
-        """d fn(y_j, f_j) / d theta per evaluation sample, shape (m, p)."""
-        class _L:
-            def single(_, out, yy):
-                return fn(out.unsqueeze(0), yy.unsqueeze(0))[0]
-        return per_sample_gradients(self._fm, _L(), X, y, batch_size=self.batch_size)
+        return target_gradients(self._fm, fn, X, y, self.batch_size)
 
     @with_threads
     def scores(self, X, y=None, target="loss", method="rif", linear=False):
@@ -672,45 +585,7 @@ class TorchInfluence:
         return self._fm.export(self._fm.theta + dtheta)
 
     def _summed_target(self, fn, X, y):
-        fm = self._fm
-
-        def total(theta):
-            return sum(fn(fm.forward(theta, X[sl]), y[sl]).sum()
-                       for sl in batch_slices(X.shape[0], self.batch_size))
-
-        def value(theta):
-            with torch.no_grad():
-                return float(total(theta))
-        return value, grad(total)
+        return summed_target(self._fm, fn, X, y, self.batch_size)
 
     def _callable_target(self, target):
-        fm = self._fm
-        scratch = fm.export(fm.theta)
-        named = dict(scratch.named_parameters())
-
-        def load(theta):
-            with torch.no_grad():
-                for name, v in fm.unflatten(theta).items():
-                    named[name].copy_(v)
-
-        def value(theta):
-            load(theta)
-            with torch.no_grad():
-                result = target(scratch)
-            result = torch.as_tensor(result)
-            if result.numel() != 1:
-                raise ValueError(f"a callable target must return a scalar, got shape {tuple(result.shape)}")
-            return float(result)
-
-        def gradient(theta):
-            load(theta)
-            for p in scratch.parameters():
-                p.grad = None
-            with torch.enable_grad():
-                result = target(scratch)
-                if not (isinstance(result, torch.Tensor) and result.requires_grad):
-                    raise ValueError("linear=True needs a callable target returning a differentiable tensor")
-                result.backward()
-            return torch.cat([(named[n].grad if named[n].grad is not None else torch.zeros_like(named[n]))
-                              .reshape(-1) for n in fm.names])
-        return value, gradient
+        return callable_target(self._fm, target)

@@ -135,7 +135,7 @@ def test_the_warning_predicts_a_drifting_retrain(sum_form):
     with torch_threads(1):
         good._retrain(np.array([0]))
         bad._retrain(np.array([0]))
-    drift_good = float((good._retrain_base - good._fm64.theta).abs().max())
-    drift_bad = float((bad._retrain_base - bad._fm64.theta).abs().max())
+    drift_good = float((good._retrainer.base - good.theta_).abs().max())
+    drift_bad = float((bad._retrainer.base - bad.theta_).abs().max())
     assert drift_good < 1e-6 * one
     assert drift_bad > 10 * one
