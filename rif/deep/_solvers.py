@@ -165,29 +165,28 @@ class CGSolver(Solver):
         target = self.tol ** 2 * rs
         active = rs > target
         it = 0
-        bar = progress_bar(max_iter, f"CG ({B.shape[1]} right-hand sides)", self.progress, leave=False)
-        while active.any() and it < max_iter:
-            idx = torch.nonzero(active).reshape(-1)
-            AP = self.damped_matmat(P[:, idx])
-            pAp = (P[:, idx] * AP).sum(0)
-            if torch.any(pAp <= 0) or not torch.isfinite(pAp).all():
-                raise SingularHessianError(
-                    "conjugate gradient met a direction of non-positive curvature "
-                    f"(min v^T (C + lambda I) v = {float(pAp.min()):.3e}): the damped curvature is "
-                    "indefinite (typical of the true Hessian), where CG diverges; use "
-                    "curvature='gnh' or increase the damping")
-            alpha = rs[idx] / pAp
-            X[:, idx] += alpha * P[:, idx]
-            R[:, idx] -= alpha * AP
-            rs_new = (R[:, idx] * R[:, idx]).sum(0)
-            beta = rs_new / rs[idx]
-            P[:, idx] = R[:, idx] + beta * P[:, idx]
-            rs[idx] = rs_new
-            active = rs > target
-            it += 1
-            bar.update(1)
-            bar.set_postfix(unconverged=int(active.sum()), refresh=False)
-        bar.close()
+        with progress_bar(max_iter, f"CG ({B.shape[1]} right-hand sides)", self.progress, leave=False) as bar:
+            while active.any() and it < max_iter:
+                idx = torch.nonzero(active).reshape(-1)
+                AP = self.damped_matmat(P[:, idx])
+                pAp = (P[:, idx] * AP).sum(0)
+                if torch.any(pAp <= 0) or not torch.isfinite(pAp).all():
+                    raise SingularHessianError(
+                        "conjugate gradient met a direction of non-positive curvature "
+                        f"(min v^T (C + lambda I) v = {float(pAp.min()):.3e}): the damped curvature is "
+                        "indefinite (typical of the true Hessian), where CG diverges; use "
+                        "curvature='gnh' or increase the damping")
+                alpha = rs[idx] / pAp
+                X[:, idx] += alpha * P[:, idx]
+                R[:, idx] -= alpha * AP
+                rs_new = (R[:, idx] * R[:, idx]).sum(0)
+                beta = rs_new / rs[idx]
+                P[:, idx] = R[:, idx] + beta * P[:, idx]
+                rs[idx] = rs_new
+                active = rs > target
+                it += 1
+                bar.update(1)
+                bar.set_postfix(unconverged=int(active.sum()), refresh=False)
         self._last = {"iterations": it, "converged": not bool(active.any())}
         if active.any():
             warnings.warn(
@@ -255,24 +254,23 @@ class LiSSASolver(Solver):
         s = self.scale_
         nb = torch.linalg.vector_norm(B, dim=0)
         total = torch.zeros_like(B)
-        bar = progress_bar(self.depth * self.repeats, f"LiSSA ({B.shape[1]} right-hand sides)",
-                           self.progress, leave=False)
-        for _ in range(self.repeats):
-            X = B.clone()
-            for t in range(self.depth):
-                bar.update(1)
-                X = B + X - self._batch_product(X, gen) / s
-                nx = torch.linalg.vector_norm(X, dim=0)
-                bad = ~torch.isfinite(nx) | (nx > self.growth_limit * (t + 2) * nb)
-                if bad.any():
-                    j = int(torch.nonzero(bad)[0])
-                    raise LiSSADivergenceError(
-                        f"LiSSA diverged at step {t + 1} of {self.depth}: ||x_t|| = {float(nx[j]):.3e} "
-                        f"for ||b|| = {float(nb[j]):.3e} (a convergent recursion keeps ||x_t|| <= "
-                        f"(t+1) ||b||). The scale {s:.3e} is below the largest eigenvalue of the damped "
-                        "(mini-batch) curvature; increase lissa_scale (or use 'auto'), the mini-batch "
-                        "size, or the damping")
-            total += X
-        bar.close()
+        steps = self.depth * self.repeats
+        with progress_bar(steps, f"LiSSA ({B.shape[1]} right-hand sides)", self.progress, leave=False) as bar:
+            for _ in range(self.repeats):
+                X = B.clone()
+                for t in range(self.depth):
+                    bar.update(1)
+                    X = B + X - self._batch_product(X, gen) / s
+                    nx = torch.linalg.vector_norm(X, dim=0)
+                    bad = ~torch.isfinite(nx) | (nx > self.growth_limit * (t + 2) * nb)
+                    if bad.any():
+                        j = int(torch.nonzero(bad)[0])
+                        raise LiSSADivergenceError(
+                            f"LiSSA diverged at step {t + 1} of {self.depth}: ||x_t|| = {float(nx[j]):.3e} "
+                            f"for ||b|| = {float(nb[j]):.3e} (a convergent recursion keeps ||x_t|| <= "
+                            f"(t+1) ||b||). The scale {s:.3e} is below the largest eigenvalue of the damped "
+                            "(mini-batch) curvature; increase lissa_scale (or use 'auto'), the mini-batch "
+                            "size, or the damping")
+                total += X
         self._last = {"iterations": self.depth * self.repeats, "scale": s}
         return total / (self.repeats * s)
