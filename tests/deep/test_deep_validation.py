@@ -8,6 +8,7 @@ torch = pytest.importorskip("torch")
 from sklearn.exceptions import NotFittedError  # noqa: E402
 
 from deep_helpers import IGNORE_JIT, NOT_STATIONARY, classification_data, tiny_mlp  # noqa: E402
+from deep_helpers import one_torch_thread  # noqa: E402, F401 (autouse fixture)
 from rif.deep import TorchInfluence  # noqa: E402
 
 pytestmark = [IGNORE_JIT, NOT_STATIONARY]

@@ -9,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from deep_helpers import IGNORE_JIT, classification_data, tiny_mlp  # noqa: E402
+from deep_helpers import one_torch_thread  # noqa: E402, F401 (autouse fixture)
 from rif.deep import StationarityWarning, TorchInfluence  # noqa: E402
 from rif.deep._stationarity import stationarity  # noqa: E402
 from rif.deep._threads import torch_threads  # noqa: E402

@@ -9,6 +9,7 @@ from sklearn.exceptions import NotFittedError  # noqa: E402
 
 import rif  # noqa: E402
 from deep_helpers import IGNORE_JIT, NOT_STATIONARY, trained_mlp  # noqa: E402
+from deep_helpers import one_torch_thread  # noqa: E402, F401 (autouse fixture)
 from rif.deep import TorchInfluence  # noqa: E402
 from rif.deep import _threads  # noqa: E402
 from rif.deep._cost import choose_solver, solver_costs  # noqa: E402
