@@ -24,7 +24,8 @@ weight decay, only not for the one passed: missing (mu = 0), n times too large
 or too small (sum form mu = n x the mean form wd), or swapped with the damping
 (mu* equal to ``damping``). Otherwise training did not converge, or used
 another objective (penalties on other parameters, augmentation, label
-smoothing).
+smoothing, dropout or batch-norm in training mode: the model is evaluated in
+eval mode).
 """
 
 import math
@@ -80,7 +81,8 @@ def diagnose(stats, weight_decay, damping, n):
     if not (mu_star > 0 and r_star <= 0.1 * r):
         return ("theta^ is not a minimum of this objective for any weight decay: training has not "
                 "converged, or it minimised another objective (penalties on other parameters, "
-                "augmentation, label smoothing). Train to convergence on the objective you pass")
+                "augmentation, label smoothing, dropout or batch-norm in training mode; rif.deep "
+                "evaluates the model in eval mode). Train to convergence on the objective you pass")
     fit = f"theta^ is stationary (r = {r_star:.1e}) for weight_decay = {mu_star:.4g}"
     if weight_decay == 0:
         return (f"weight_decay is missing: {fit}. Pass that value (sum form: n x the mean-form "
