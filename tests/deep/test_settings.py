@@ -113,3 +113,21 @@ def test_effect_validates_before_any_refit(fitted, monkeypatch, kwargs, match):
     monkeypatch.setattr(ti, "_retrain", refit)
     with pytest.raises((ValueError, TypeError), match=match):
         ti.effect([[0], [1]], **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"batch_size": 0}, ValueError, "batch_size"),
+    ({"batch_size": 1.5}, ValueError, "batch_size"),
+    ({"dtype": torch.int64}, TypeError, "dtype"),
+    ({"dtype": "float64"}, TypeError, "dtype"),
+    ({"flatten": "yes"}, TypeError, "flatten"),
+    ({"device": "gpu"}, ValueError, "device"),
+    ({"layer": 3}, TypeError, "layer"),
+    ({"layer": "fc9"}, ValueError, "layer"),
+])
+def test_embed_validates_its_arguments(kwargs, error, match):
+    from rif.deep import embed
+
+    X, _ = _data()
+    with pytest.raises(error, match=match):
+        embed(tiny_mlp(), X, **kwargs)
