@@ -308,10 +308,13 @@ class TorchInfluence:
                 raise AttributeError(
                     "leverage_ needs a curvature with low-rank per-sample terms (curvature='gnh' or "
                     "'fisher'); the true Hessian has none")
-            with torch_threads(self._n_threads()):
-                self._leverage = np.concatenate([
-                    self._leverages(np.arange(sl.start, sl.stop)).cpu().double().numpy()
-                    for sl in batch_slices(self.n_samples_, self.batch_size)])
+            blocks = []
+            with torch_threads(self._n_threads()), \
+                    progress_bar(self.n_samples_, "leverages", self.progress) as bar:
+                for sl in batch_slices(self.n_samples_, self.batch_size):
+                    blocks.append(self._leverages(np.arange(sl.start, sl.stop)).cpu().double().numpy())
+                    bar.update(sl.stop - sl.start)
+            self._leverage = np.concatenate(blocks)
         return self._leverage
 
     @with_threads

@@ -41,7 +41,9 @@ and one by every ``solve`` (``"stage": "solve"``), for every solver, with the ke
                    solvers); None where not measured;
 ``"seconds"``      wall time of the stage;
 
-plus ``"scale"`` for LiSSA. CG iterations and LiSSA steps show a progress bar
+plus ``"scale"`` for LiSSA. (The leave-one-out solves of K-FAC / EK-FAC, which
+remove a sample's share from the approximation itself, are closed-form
+divisions in the Kronecker eigenbasis and are not logged.) CG iterations and LiSSA steps show a progress bar
 (``progress``, see :mod:`rif.deep._progress`).
 """
 
