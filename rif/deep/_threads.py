@@ -13,6 +13,8 @@ it takes the threads :func:`rif._parallel.available_threads` allows (the CPUs
 this process may run on, capped by :func:`rif.limit_threads`), and never more
 than torch was set to use (``torch.set_num_threads``). torch's own setting is
 restored afterwards. On a GPU the thread count only affects host-side work.
+``torch.set_num_threads`` is process-wide: other threads of the process that
+run torch at the same time see the same count.
 """
 
 import contextlib
