@@ -62,7 +62,8 @@ def main(argv=None):
                 x = ti.solver_.solve(B)
                 err = float(torch.linalg.norm(x - x_exact) / torch.linalg.norm(x_exact))
                 errors[solver] = err
-                res = ti.solve_log_[-1].get("max_relative_residual", np.nan) if ti.solve_log_ else np.nan
+                res = ti.solve_log_[-1]["max_relative_residual"]       # None where not measured
+                res = np.nan if res is None else res
                 rows.append(dict(model=name, damping=d, solver=solver, spearman=dc.spearman(s, exact),
                                  seconds=t, relative_error=err, max_relative_residual=res,
                                  n_params=ti.n_params_))

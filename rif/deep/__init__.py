@@ -22,7 +22,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 from .._errors import NearSingularLeverageError, RetrainConvergenceWarning, SingularHessianError
 from ._curvature import CURVATURES
 from ._embeddings import embed
-from ._errors import LiSSADivergenceError, SolverConvergenceWarning, UnsupportedLayerError
+from ._errors import (LiSSADivergenceError, SolverConvergenceWarning, StationarityWarning,
+                      UnsupportedLayerError)
 from ._influence import METHODS, TorchInfluence
 from ._solvers import SOLVERS
 
@@ -35,6 +36,7 @@ __all__ = [
     "LiSSADivergenceError",
     "UnsupportedLayerError",
     "SolverConvergenceWarning",
+    "StationarityWarning",
     "SingularHessianError",
     "NearSingularLeverageError",
     "RetrainConvergenceWarning",

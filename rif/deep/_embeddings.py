@@ -60,6 +60,15 @@ def embed(model, data, layer=None, *, batch_size=256, device=None, dtype=None, f
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     batch_size = check_positive_int(batch_size, "batch_size")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be None or a floating torch dtype (e.g. torch.float64), got {dtype!r}")
+    if not isinstance(flatten, (bool, np.bool_)):
+        raise TypeError(f"flatten must be True or False, got {flatten!r}")
+    if device is not None:
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(f"device must name a torch device (e.g. 'cpu', 'cuda'), got {device!r}") from None
     first = next(iter(model.parameters()), None)
     model_device = first.device if first is not None else torch.device("cpu")
     model_dtype = first.dtype if first is not None else torch.float32

@@ -17,51 +17,40 @@ and every effect is (value after removing S) - (value before):
                sum_{i not in S} l_i + (mu/2)||theta||^2 + (lambda/2)||theta - theta^||^2
                (see :mod:`._retrain`)
 
-C_i is sample i's curvature term; for the GNH C_i = J_i^T A_i J_i has rank at
-most K (the number of outputs), so by Woodbury
-
-    (H - J_i^T A_i J_i)^{-1} g_i = u_i + V_i (I_K - A_i J_i V_i)^{-1} A_i J_i u_i,
-    u_i = H^{-1} g_i,  V_i = H^{-1} J_i^T  (p x K),
-
-a K x K solve per sample on top of K + 1 inverse-curvature products; the
-eigenvalues of A_i J_i V_i (the network's generalised leverages) lie in
-[0, 1) whenever lambda > 0. The same identity with J_i^T = g_i, A_i = 1
-serves the empirical Fisher; the true Hessian has no low-rank per-sample
-form, so "rif" and "newton" need curvature "gnh" or "fisher". With the
-K-FAC / EK-FAC solvers the removed samples' share of the approximate
-curvature is subtracted inside the approximation instead (see
-:mod:`rif.deep._kfac`), which keeps every leave-one-out system positive definite.
+C_i is sample i's curvature term. The per-sample steps and the Woodbury
+identity that makes RIF cost K + 1 solves per sample are in
+:mod:`rif.deep._steps`, the targets in :mod:`rif.deep._targets`, the
+retraining in :mod:`rif.deep._retrain`, the stationarity check in
+:mod:`rif.deep._stationarity`; this module validates, caches and delegates.
 """
 
 import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
-from torch.func import grad, vmap
+from torch.func import vmap
 
-from .._validation import check_non_negative
-from ._curvature import CURVATURES, Curvature
-from ._data import batch_slices, check_pair, check_positive_int, removal_sets, split_data
-from ._errors import NearSingularLeverageError
+from ._cost import choose_solver
+from ._curvature import Curvature
+from ._data import batch_slices, check_pair, removal_sets, split_data
 from ._functional import FunctionalModel
-from ._gradients import losses, losses_at_many, per_sample_gradients
+from ._gradients import losses, per_sample_gradients
 from ._kfac import KFACSolver
 from ._losses import get_loss
-from ._retrain import proximal_refit
-from ._solvers import SOLVERS, CGSolver, DenseSolver, LiSSASolver
+from ._params import (DAMPING_MODES, EFFECT_TARGETS, METHODS, SCORE_TARGETS, check_bool,  # noqa: F401
+                      check_effect_target, check_method, check_score_target, validate_settings)
+from ._progress import progress_bar
+from ._retrain import ProximalRetrainer
+from ._solvers import CGSolver, DenseSolver, LiSSASolver
+from ._stationarity import check_stationarity
+from ._steps import LEVERAGE_TOL, leverages, loo_steps, newton_step  # noqa: F401
+from ._targets import callable_target, per_sample_fn, summed_target, target_gradients, target_values
+from ._threads import thread_count, torch_threads, with_threads
 
-METHODS = ("if", "rif", "newton", "retrain")
-DAMPING_MODES = ("relative", "absolute")
-SCORE_TARGETS = ("loss", "test_loss", "proba")
-EFFECT_TARGETS = ("params", "loss", "test_loss", "proba", "self_loss", "train_loss")
-
-#: 1 - (largest generalised leverage) below this makes a leave-one-out step numerically undefined.
-LEVERAGE_TOL = {torch.float64: 1.5e-8, torch.float32: 3e-4}
-
-
-def _check_method(method):
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    return method
+#: The constructor's settings, validated by :func:`rif.deep._params.validate_settings`.
+SETTINGS = ("params", "curvature", "solver", "damping", "damping_mode", "weight_decay", "device",
+            "dtype", "batch_size", "cg_tol", "cg_max_iter", "lissa_scale", "lissa_depth",
+            "lissa_repeats", "lissa_batch_size", "report_residuals", "retrain_max_iter",
+            "retrain_tol", "max_dense_params", "seed", "progress", "stationarity_tol")
 
 
 class TorchInfluence:
@@ -88,10 +77,14 @@ class TorchInfluence:
         ``"hessian"`` the true Hessian of the summed loss (small models; may be
         indefinite: only the exact and CG solvers, which then raise),
         ``"fisher"`` the empirical Fisher sum_i g_i g_i^T (not the GGN).
-    solver : {"exact", "cg", "lissa", "kfac", "ekfac"}, default "exact"
+    solver : {"auto", "exact", "cg", "lissa", "kfac", "ekfac"}, default "auto"
         How (C + lambda I)^{-1} is applied: dense float64 Cholesky, conjugate
         gradient, LiSSA, or layer-wise (E)K-FAC for Linear/Conv2d layers
-        (see :mod:`rif.deep._solvers` and :mod:`rif.deep._kfac`).
+        (see :mod:`rif.deep._solvers` and :mod:`rif.deep._kfac`). ``"auto"``
+        takes the cheaper of "exact" and "cg" by a cost model
+        (:mod:`rif.deep._cost`): "exact" unless p > ``max_dense_params`` or the
+        dense curvature would cost more than CG; the approximate solvers
+        change the answer and are used only when asked for.
     damping : float, default 0.01
         lambda >= 0, interpreted according to ``damping_mode``.
     weight_decay : float, default 0.0
@@ -127,10 +120,26 @@ class TorchInfluence:
         Largest p the exact solver (and the dense curvature) accepts.
     seed : int, default 0
         Seed of LiSSA's mini-batches and of the Hutchinson trace (true Hessian).
+    progress : bool or None, default None
+        Progress bars (tqdm) on CG and LiSSA solves, on passes over every
+        training sample and on loops of refits: None shows them on a
+        terminal for loops of 20 or more steps that last over a second,
+        False never, True always (the core package's convention).
+    stationarity_tol : float or None, default 0.01
+        ``fit`` warns with :class:`rif.deep.StationarityWarning`, naming the
+        likely cause, when r = ||sum_i g_i + mu theta^|| / (sum_i ||g_i|| +
+        mu ||theta^||), which lies in [0, 1], exceeds this: theta^ is then
+        not a minimum of the objective described by ``loss`` and
+        ``weight_decay`` (see :mod:`rif.deep._stationarity`). None: no check.
+
+    Every setting is validated when the object is made and again by
+    ``fit``, before the model or the data are copied. The computations use
+    one torch CPU thread below 2048 selected parameters and all the threads
+    that :func:`rif.limit_threads` allows above (see :mod:`rif.deep._threads`).
 
     Attributes
     ----------
-    n_samples_, n_params_ : int
+    n_samples_, n_params_, n_outputs_ : int
     theta_ : torch.Tensor of shape (p,)
         The selected parameters at the trained point.
     curvature_trace_ : float
@@ -141,15 +150,27 @@ class TorchInfluence:
         The absolute damping lambda in use.
     shift_ : float
         mu + lambda, the multiple of the identity added to C.
+    gradient_norm_ : float
+        ||sum_i g_i + mu theta^||, the gradient of the training objective at theta^.
+    stationarity_ : float
+        r above: ``gradient_norm_`` relative to sum_i ||g_i|| + mu ||theta^||.
+    solver_name_ : str
+        The solver in use (the choice of ``solver="auto"``).
     solver_ : object
-        The fitted solver; ``solver_.log`` lists every solve.
+        The fitted solver.
     solve_log_ : list of dict
-        One record per solve: solver, number of right-hand sides, iterations
-        and, where measured, the relative residual of each column
-        (``"relative_residuals"``) and their maximum.
+        One record for ``fit`` and one per solve, for every solver: keys
+        ``"solver"``, ``"stage"`` ("fit" or "solve"), ``"n_rhs"``,
+        ``"iterations"`` (0 for direct solves), ``"converged"``,
+        ``"relative_residuals"`` and ``"max_relative_residual"`` (None where
+        not measured, see ``report_residuals``) and ``"seconds"`` (see
+        :mod:`rif.deep._solvers`).
     leverage_ : ndarray of shape (n_samples,)
-        Largest eigenvalue of A_i J_i H^{-1} J_i^T per training sample (set by
-        the RIF computations over all samples).
+        Largest eigenvalue of A_i J_i H^{-1} J_i^T per training sample (the
+        generalised leverage; for K-FAC / EK-FAC the sample's largest share of
+        the approximate curvature's eigenvalues). Computed on first access
+        (K solves per sample) or by any RIF pass over all samples; needs
+        curvature "gnh" or "fisher".
 
     Examples
     --------
@@ -157,70 +178,85 @@ class TorchInfluence:
     >>> from rif.deep import TorchInfluence
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
     >>> X, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
-    >>> ti = TorchInfluence(net, "cross_entropy", (X, y), damping=0.1).fit()
+    >>> ti = TorchInfluence(net, "cross_entropy", (X, y), damping=0.1, stationarity_tol=None).fit()
     >>> ti.scores(X[:5], y[:5], method="rif").shape
     (40, 5)
     """
 
-    def __init__(self, model, loss, train_data, *, params=None, curvature="gnh", solver="exact",
+    def __init__(self, model, loss, train_data, *, params=None, curvature="gnh", solver="auto",
                  damping=0.01, damping_mode="relative", weight_decay=0.0, device=None, dtype=torch.float32,
                  batch_size=256, cg_tol=1e-6, cg_max_iter=None, lissa_scale="auto",
                  lissa_depth=1000, lissa_repeats=1, lissa_batch_size=None, report_residuals=None,
-                 retrain_max_iter=500, retrain_tol=1e-7, max_dense_params=20000, seed=0):
+                 retrain_max_iter=500, retrain_tol=1e-7, max_dense_params=20000, seed=0,
+                 progress=None, stationarity_tol=1e-2):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if curvature not in CURVATURES:
-            raise ValueError(f"curvature must be one of {CURVATURES}, got {curvature!r}")
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-        if curvature == "hessian" and solver in ("lissa", "kfac", "ekfac"):
-            raise ValueError(f"solver={solver!r} needs a positive semi-definite curvature "
-                             "('gnh' or 'fisher'); with the true Hessian use 'exact' or 'cg'")
-        if damping_mode not in DAMPING_MODES:
-            raise ValueError(f"damping_mode must be one of {DAMPING_MODES}, got {damping_mode!r}")
-        damping = check_non_negative(damping, "damping")
-        weight_decay = check_non_negative(weight_decay, "weight_decay")
-        self.weight_decay = weight_decay
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-        if lissa_batch_size is not None:
-            check_positive_int(lissa_batch_size, "lissa_batch_size")
         self.model, self.loss, self.train_data = model, loss, train_data
         self.params, self.curvature, self.solver = params, curvature, solver
-        self.damping, self.damping_mode = damping, damping_mode
-        if device is None:
-            first = next(iter(model.parameters()), None)
-            device = first.device if first is not None else "cpu"
-        self.device, self.dtype = torch.device(device), dtype
-        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.damping, self.damping_mode, self.weight_decay = damping, damping_mode, weight_decay
+        self.device, self.dtype, self.batch_size = device, dtype, batch_size
         self.cg_tol, self.cg_max_iter = cg_tol, cg_max_iter
         self.lissa_scale, self.lissa_depth = lissa_scale, lissa_depth
         self.lissa_repeats, self.lissa_batch_size = lissa_repeats, lissa_batch_size
         self.report_residuals = report_residuals
         self.retrain_max_iter, self.retrain_tol = retrain_max_iter, retrain_tol
-        self.max_dense_params = check_positive_int(max_dense_params, "max_dense_params")
-        self.seed = seed
-        self._loss = get_loss(loss)
+        self.max_dense_params, self.seed = max_dense_params, seed
+        self.progress, self.stationarity_tol = progress, stationarity_tol
+        self._validate()
+
+    def _validate(self):
+        """Check every setting (cheap; before any copy of the model or data)."""
+        if not isinstance(self.model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(self.model).__name__}")
+        validate_settings({name: getattr(self, name) for name in SETTINGS})
+        self._loss = get_loss(self.loss)
+
+    def _n_threads(self):
+        if hasattr(self, "n_params_"):
+            return thread_count(self.n_params_)
+        return thread_count(sum(p.numel() for p in self.model.parameters() if p.requires_grad))
 
     # -- fitting ----------------------------------------------------------------------
     def fit(self):
-        """Copy the model and data, compute the curvature's trace and set up the solver.
+        """Copy the model and data, check stationarity, compute the curvature's trace, set up the solver.
 
         Returns
         -------
         self
         """
+        self._validate()
         X, y = split_data(self.train_data, "train_data")
-        fm = FunctionalModel(self.model, self.params, device=self.device, dtype=self.dtype)
-        X, y = check_pair(X, y, "train_data", self.device, self.dtype)
+        device = self.device
+        if device is None:
+            first = next(iter(self.model.parameters()), None)
+            device = first.device if first is not None else "cpu"
+        self.device_ = device = torch.device(device)
+        fm = FunctionalModel(self.model, self.params, device=device, dtype=self.dtype)
+        with torch_threads(thread_count(fm.n_params)):
+            self._fit(fm, X, y)
+        return self
+
+    def _fit(self, fm, X, y):
+        X, y = check_pair(X, y, "train_data", self.device_, self.dtype)
         out = fm.forward(fm.theta, X[:1])
         y = self._loss.check_target(y, out.shape[1])
+        for name in ("solver_", "_leverage", "_train_grads", "_retrainer", "n_params_"):
+            self.__dict__.pop(name, None)
         self._fm, self._X, self._y = fm, X, y
         self.n_samples_, self.n_params_, self.n_outputs_ = X.shape[0], fm.n_params, out.shape[1]
         self.theta_ = fm.theta
+        damping, weight_decay = float(self.damping), float(self.weight_decay)
+        self._train_grads = per_sample_gradients(fm, self._loss, X, y, batch_size=self.batch_size)
+        stats = check_stationarity(self._train_grads, fm.theta, weight_decay, damping,
+                                   self.stationarity_tol, stacklevel=4)
+        self.gradient_norm_, self.stationarity_ = stats["gradient_norm"], stats["relative"]
         curv = Curvature(self.curvature, fm, self._loss, X, y, self.batch_size)
+        name = self.solver
+        if name == "auto":
+            name = choose_solver(X.shape[0], fm.n_params, out.shape[1], self.curvature,
+                                 self.cg_max_iter, self.max_dense_params)
         dense = None
-        if self.solver == "exact":
+        if name == "exact":
             if fm.n_params > self.max_dense_params:
                 raise ValueError(
                     f"the exact solver materialises a {fm.n_params} x {fm.n_params} curvature, above "
@@ -230,30 +266,30 @@ class TorchInfluence:
         self.curvature_trace_ = curv.trace(dense=dense, seed=self.seed)
         self.mean_eigenvalue_ = self.curvature_trace_ / fm.n_params
         if self.damping_mode == "relative":
-            self.damping_ = self.damping * self.mean_eigenvalue_
+            self.damping_ = damping * self.mean_eigenvalue_
         else:
-            self.damping_ = self.damping
-        self.shift_ = shift = self.damping_ + self.weight_decay
-        if not shift > 0 and self.solver in ("lissa", "kfac", "ekfac"):
-            raise ValueError(f"solver={self.solver!r} needs a positive damping, got {self.damping_}")
-        rr = self.report_residuals
-        if self.solver == "exact":
-            solver = DenseSolver(curv, shift, dense=dense, report_residuals=rr)
-        elif self.solver == "cg":
+            self.damping_ = damping
+        self.shift_ = shift = self.damping_ + weight_decay
+        if not shift > 0 and name in ("lissa", "kfac", "ekfac"):
+            raise ValueError(f"solver={name!r} needs a positive damping, got {self.damping_}")
+        rr, progress = self.report_residuals, self.progress
+        if name == "exact":
+            solver = DenseSolver(curv, shift, dense=dense, report_residuals=rr, progress=progress)
+        elif name == "cg":
             solver = CGSolver(curv, shift, tol=self.cg_tol, max_iter=self.cg_max_iter,
-                              report_residuals=rr)
-        elif self.solver == "lissa":
+                              report_residuals=rr, progress=progress)
+        elif name == "lissa":
             solver = LiSSASolver(curv, shift, scale=self.lissa_scale, depth=self.lissa_depth,
                                  repeats=self.lissa_repeats, batch_size=self.lissa_batch_size,
-                                 seed=self.seed, report_residuals=rr)
+                                 seed=self.seed, report_residuals=rr, progress=progress)
         else:
-            solver = KFACSolver(curv, shift, eigen_correction=self.solver == "ekfac",
-                                report_residuals=rr)
+            solver = KFACSolver(curv, shift, eigen_correction=name == "ekfac",
+                                report_residuals=rr, progress=progress)
         self._curv = curv
+        self.solver_name_ = name
         self.solver_ = solver.fit()
-        self._train_grads = None
-        self._retrain_base = None
-        return self
+        self._leverage = None
+        self._retrainer = None
 
     def _check_fitted(self):
         if not hasattr(self, "solver_"):
@@ -264,14 +300,30 @@ class TorchInfluence:
         self._check_fitted()
         return self.solver_.log
 
+    @property
+    def leverage_(self):
+        self._check_fitted()
+        if self._leverage is None:
+            if self.curvature == "hessian":
+                raise AttributeError(
+                    "leverage_ needs a curvature with low-rank per-sample terms (curvature='gnh' or "
+                    "'fisher'); the true Hessian has none")
+            blocks = []
+            with torch_threads(self._n_threads()), \
+                    progress_bar(self.n_samples_, "leverages", self.progress) as bar:
+                for sl in batch_slices(self.n_samples_, self.batch_size):
+                    blocks.append(self._leverages(np.arange(sl.start, sl.stop)).cpu().double().numpy())
+                    bar.update(sl.stop - sl.start)
+            self._leverage = np.concatenate(blocks)
+        return self._leverage
+
+    @with_threads
     def train_gradients(self):
         """Per-sample training-loss gradients g_i at theta^, tensor of shape (n, p)."""
         self._check_fitted()
-        if self._train_grads is None:
-            self._train_grads = per_sample_gradients(self._fm, self._loss, self._X, self._y,
-                                                     batch_size=self.batch_size)
         return self._train_grads
 
+    @with_threads
     def gradients(self, X, y, target="loss"):
         """Per-sample gradients d f_j / d theta of evaluation data at theta^, tensor (m, p).
 
@@ -279,80 +331,30 @@ class TorchInfluence:
         scores), ``"proba"`` gradients of the label probability.
         """
         self._check_fitted()
+        fn = self._per_sample_fn(check_score_target(target))
         X, y = self._eval_data(X, y)
-        return self._target_gradients(self._per_sample_fn(target), X, y)
+        return self._target_gradients(fn, X, y)
 
     # -- parameter changes ----------------------------------------------------------------
     def _loo_steps(self, index, method, on_singular="raise"):
-        """Per-sample leave-one-out parameter changes for the training samples ``index``, (k, p)."""
-        G = self.train_gradients()[index]
-        if method == "if":
-            return self.solver_.solve(G.T).T
-        B, A = self._curv.sample_factors(index)                     # (k, K, p), (k, K, K)
-        if isinstance(self.solver_, KFACSolver):
-            terms = self.solver_.sample_terms(B, A)
-            return self.solver_.solve_without(G, terms), self.solver_.leverage(terms)
-        k, K, p = B.shape
-        sol = self.solver_.solve(torch.cat([G, B.reshape(k * K, p)]).T).T
-        u, V = sol[:k], sol[k:].reshape(k, K, p)
-        M = torch.einsum("bkp,blp->bkl", B, V)                      # J_i H^{-1} J_i^T
-        AM = A @ M
-        lev = torch.linalg.eigvals(AM).real.max(dim=1).values
-        t = torch.einsum("bkl,blp,bp->bk", A, B, u)
-        eye = torch.eye(K, dtype=M.dtype, device=M.device)
-        singular = 1.0 - lev < LEVERAGE_TOL[self.dtype]
-        system = torch.where(singular[:, None, None], eye, eye - AM)
-        c = torch.linalg.solve(system, t[:, :, None])[:, :, 0]
-        step = u + torch.einsum("bk,bkp->bp", c, V)
-        if singular.any():
-            idx = np.asarray(index)[singular.cpu().numpy()]
-            if on_singular == "raise":
-                raise NearSingularLeverageError(
-                    f"training sample(s) {idx[:10].tolist()} have generalised leverage numerically 1 "
-                    "(H - C_i is singular along their outputs): their leave-one-out Newton step is "
-                    "undefined; increase the damping or use method='if'")
-            step[singular] = float("nan")
-        return step, lev
+        """Per-sample leave-one-out parameter changes for the training samples ``index`` (see ``_steps``)."""
+        return loo_steps(self.solver_, self._curv, self._train_grads[index], index, method, self.dtype,
+                         on_singular)
+
+    def _leverages(self, index):
+        return leverages(self.solver_, self._curv, index)
 
     def _newton_step(self, index):
-        G = self.train_gradients()[index].sum(0)
-        B, A = self._curv.sample_factors(index)
-        if isinstance(self.solver_, KFACSolver):
-            terms = {name: t.sum(0, keepdim=True) for name, t in self.solver_.sample_terms(B, A).items()}
-            return self.solver_.solve_without(G[None], terms)[0]
-        k, K, p = B.shape
-        Bs = B.reshape(k * K, p)
-        As = torch.block_diag(*A)
-        sol = self.solver_.solve(torch.cat([G[None], Bs]).T).T
-        u, V = sol[0], sol[1:]
-        M = Bs @ V.T
-        eye = torch.eye(k * K, dtype=M.dtype, device=M.device)
-        c = torch.linalg.solve(eye - As @ M, As @ (Bs @ u))
-        return u + V.T @ c
+        return newton_step(self.solver_, self._curv, self._train_grads[index].sum(0), index)
 
     def _retrain(self, index):
         """theta_{-S} - theta_0 by proximal L-BFGS refits, always in float64."""
-        if self._retrain_base is None:
-            if self.dtype == torch.float64:
-                self._fm64, self._X64, self._y64 = self._fm, self._X, self._y
-            else:
-                self._fm64 = FunctionalModel(self._fm.model, self._fm.names, device=self.device,
-                                             dtype=torch.float64)
-                self._X64 = self._X.double() if self._X.is_floating_point() else self._X
-                self._y64 = self._y.double() if self._y.is_floating_point() else self._y
-            self._grad_scale = float(self.train_gradients().abs().sum(0).max())
-        fm, X, y = self._fm64, self._X64, self._y64
-        ones = torch.ones(self.n_samples_, dtype=torch.float64, device=self.device)
-        kw = dict(max_iter=self.retrain_max_iter, tol=self.retrain_tol, batch_size=self.batch_size,
-                  grad_scale=self._grad_scale, weight_decay=self.weight_decay)
-        if self._retrain_base is None:
-            self._retrain_base, _ = proximal_refit(fm, self._loss, X, y, ones, self.damping_,
-                                                   fm.theta, fm.theta, **kw)
-        weights = ones.clone()
-        weights[torch.as_tensor(index, device=self.device)] = 0.0
-        theta, _ = proximal_refit(fm, self._loss, X, y, weights, self.damping_, self._retrain_base,
-                                  fm.theta, **kw)
-        return (theta - self._retrain_base).to(self.dtype)
+        if self._retrainer is None:
+            self._retrainer = ProximalRetrainer(
+                self._fm, self._loss, self._X, self._y, self.damping_, self.weight_decay,
+                float(self._train_grads.abs().sum(0).max()), max_iter=self.retrain_max_iter,
+                tol=self.retrain_tol, batch_size=self.batch_size)
+        return self._retrainer.change(index)
 
     def _params_change_one(self, index, method):
         if method == "retrain":
@@ -367,19 +369,27 @@ class TorchInfluence:
         """Yield (slice, dtheta block) for every training sample removed alone."""
         n = self.n_samples_
         lev = np.full(n, np.nan)
-        for sl in batch_slices(n, self.batch_size):
-            index = np.arange(sl.start, sl.stop)
-            if method == "retrain":
-                yield sl, torch.stack([self._retrain(np.array([i])) for i in index])
-            elif method == "if":
-                yield sl, self._loo_steps(index, "if")
-            else:
-                step, lv = self._loo_steps(index, "rif", on_singular="nan")
-                lev[sl] = lv.cpu().numpy()
+        with progress_bar(n, f"leave-one-out steps ({method})", self.progress) as bar:
+            for sl in batch_slices(n, self.batch_size):
+                index = np.arange(sl.start, sl.stop)
+                if method == "retrain":
+                    steps = []
+                    for i in index:
+                        steps.append(self._retrain(np.array([i])))
+                        bar.update(1)
+                    yield sl, torch.stack(steps)
+                    continue
+                if method == "if":
+                    step = self._loo_steps(index, "if")
+                else:
+                    step, lv = self._loo_steps(index, "rif", on_singular="nan")
+                    lev[sl] = lv.cpu().numpy()
+                bar.update(len(index))
                 yield sl, step
         if method in ("rif", "newton"):
-            self.leverage_ = lev
+            self._leverage = lev
 
+    @with_threads
     def params_change(self, remove, method="rif"):
         """Change of the selected parameters when the samples ``remove`` are dropped.
 
@@ -395,9 +405,14 @@ class TorchInfluence:
             theta_{-S} - theta^ in the flattened order of the selected parameters.
         """
         self._check_fitted()
-        method = _check_method(method)
+        method = check_method(method)
         sets, batch = removal_sets(self.n_samples_, remove)
-        out = np.stack([self._params_change_one(s, method).detach().cpu().double().numpy() for s in sets])
+        rows = []
+        with progress_bar(len(sets), f"removal sets ({method})", self.progress) as bar:
+            for index in sets:
+                rows.append(self._params_change_one(index, method).detach().cpu().double().numpy())
+                bar.update(1)
+        out = np.stack(rows)
         return out if batch else out[0]
 
     # -- targets ----------------------------------------------------------------------------
@@ -406,30 +421,22 @@ class TorchInfluence:
             raise ValueError("this target needs evaluation data: pass X (and y)")
         if needs_y and y is None:
             raise ValueError("this target needs labels: pass y")
-        X, y = check_pair(X, y, "evaluation data", self.device, self.dtype)
+        X, y = check_pair(X, y, "evaluation data", self.device_, self.dtype)
         if tuple(X.shape[1:]) != tuple(self._X.shape[1:]):
             raise ValueError(f"X has sample shape {tuple(X.shape[1:])} but the training data has "
                              f"{tuple(self._X.shape[1:])}")
         return X, self._loss.check_target(y, self.n_outputs_)
 
     def _per_sample_fn(self, target):
-        if target in ("loss", "test_loss"):
-            return self._loss
-        if target == "proba":
-            return self._loss.proba
-        raise ValueError(f"per-sample scores support target {SCORE_TARGETS}, got {target!r}")
+        return per_sample_fn(self._loss, target)
 
     def _target_values(self, fn, X, y, thetas):
-        """fn(y_j, f(x_j; theta_r)) for each theta_r (rows of ``thetas``): shape (r, m)."""
-        return losses_at_many(self._fm, fn, X, y, thetas)
+        return target_values(self._fm, fn, X, y, thetas)
 
     def _target_gradients(self, fn, X, y):
-        """d fn(y_j, f_j) / d theta per evaluation sample, shape (m, p)."""
-        class _L:
-            def single(_, out, yy):
-                return fn(out.unsqueeze(0), yy.unsqueeze(0))[0]
-        return per_sample_gradients(self._fm, _L(), X, y, batch_size=self.batch_size)
+        return target_gradients(self._fm, fn, X, y, self.batch_size)
 
+    @with_threads
     def scores(self, X, y=None, target="loss", method="rif", linear=False):
         """Effect of removing each training sample alone on each evaluation sample.
 
@@ -453,8 +460,9 @@ class TorchInfluence:
             samples with leverage numerically one are NaN for "rif"/"newton".
         """
         self._check_fitted()
-        method = _check_method(method)
-        fn = self._per_sample_fn(target)
+        method = check_method(method)
+        fn = self._per_sample_fn(check_score_target(target))
+        linear = check_bool(linear, "linear")
         X, y = self._eval_data(X, y)
         if linear and method == "if":
             grads = self._target_gradients(fn, X, y)                # (m, p)
@@ -471,6 +479,7 @@ class TorchInfluence:
             out[sl] = block.cpu().double().numpy()
         return out
 
+    @with_threads
     def self_influence(self, method="rif", linear=False):
         """Change of each training sample's own loss when it alone is removed.
 
@@ -484,7 +493,8 @@ class TorchInfluence:
             l_i(theta^ + dtheta_i) - l_i(theta^) (or g_i^T dtheta_i if ``linear``).
         """
         self._check_fitted()
-        method = _check_method(method)
+        method = check_method(method)
+        linear = check_bool(linear, "linear")
         fm, loss = self._fm, self._loss
         G = self.train_gradients()
         out = np.empty(self.n_samples_)
@@ -503,6 +513,7 @@ class TorchInfluence:
             out[sl] = block.cpu().double().numpy()
         return out
 
+    @with_threads
     def effect(self, remove, target="loss", X=None, y=None, method="rif", linear=False):
         """Change of a target f(theta) when the samples ``remove`` are dropped.
 
@@ -526,9 +537,11 @@ class TorchInfluence:
         float or ndarray of shape (n_sets,)
         """
         self._check_fitted()
+        target = check_effect_target(target)
+        method = check_method(method)
+        linear = check_bool(linear, "linear")
         if isinstance(target, str) and target == "params":
             return self.params_change(remove, method)
-        method = _check_method(method)
         sets, batch = removal_sets(self.n_samples_, remove)
         if callable(target):
             value_fn, grad_fn = self._callable_target(target)
@@ -537,13 +550,11 @@ class TorchInfluence:
             value_fn, grad_fn = self._summed_target(self._per_sample_fn(target), Xe, ye)
         elif target == "train_loss":
             value_fn, grad_fn = self._summed_target(self._loss, self._X, self._y)
-        elif target != "self_loss":
-            raise ValueError(f"target must be one of {EFFECT_TARGETS} or a callable f(model), got {target!r}")
         theta = self._fm.theta
         out = np.empty(len(sets))
         for k, index in enumerate(sets):
             if target == "self_loss":
-                idx = torch.as_tensor(index, device=self.device)
+                idx = torch.as_tensor(index, device=self.device_)
                 value_fn, grad_fn = self._summed_target(self._loss, self._X[idx], self._y[idx])
             dtheta = self._params_change_one(index, method).detach()
             if linear:
@@ -552,6 +563,7 @@ class TorchInfluence:
                 out[k] = value_fn(theta + dtheta) - value_fn(theta)
         return out if batch else float(out[0])
 
+    @with_threads
     def unlearn(self, remove, method="newton"):
         """A copy of the model with the samples ``remove`` taken out, to the chosen approximation.
 
@@ -568,7 +580,7 @@ class TorchInfluence:
             selected parameters are theta^ + dtheta.
         """
         self._check_fitted()
-        method = _check_method(method)
+        method = check_method(method)
         sets, batch = removal_sets(self.n_samples_, remove)
         if batch:
             raise ValueError("unlearn takes one removal set, not a batch")
@@ -576,45 +588,7 @@ class TorchInfluence:
         return self._fm.export(self._fm.theta + dtheta)
 
     def _summed_target(self, fn, X, y):
-        fm = self._fm
-
-        def total(theta):
-            return sum(fn(fm.forward(theta, X[sl]), y[sl]).sum()
-                       for sl in batch_slices(X.shape[0], self.batch_size))
-
-        def value(theta):
-            with torch.no_grad():
-                return float(total(theta))
-        return value, grad(total)
+        return summed_target(self._fm, fn, X, y, self.batch_size)
 
     def _callable_target(self, target):
-        fm = self._fm
-        scratch = fm.export(fm.theta)
-        named = dict(scratch.named_parameters())
-
-        def load(theta):
-            with torch.no_grad():
-                for name, v in fm.unflatten(theta).items():
-                    named[name].copy_(v)
-
-        def value(theta):
-            load(theta)
-            with torch.no_grad():
-                result = target(scratch)
-            result = torch.as_tensor(result)
-            if result.numel() != 1:
-                raise ValueError(f"a callable target must return a scalar, got shape {tuple(result.shape)}")
-            return float(result)
-
-        def gradient(theta):
-            load(theta)
-            for p in scratch.parameters():
-                p.grad = None
-            with torch.enable_grad():
-                result = target(scratch)
-                if not (isinstance(result, torch.Tensor) and result.requires_grad):
-                    raise ValueError("linear=True needs a callable target returning a differentiable tensor")
-                result.backward()
-            return torch.cat([(named[n].grad if named[n].grad is not None else torch.zeros_like(named[n]))
-                              .reshape(-1) for n in fm.names])
-        return value, gradient
+        return callable_target(self._fm, target)

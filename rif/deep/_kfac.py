@@ -40,6 +40,8 @@ zero padding. Every parameter selected for attribution must belong to a
 supported layer (weights, optionally with their bias).
 """
 
+import time
+
 import torch
 from torch import nn
 
@@ -125,8 +127,8 @@ class KFACSolver(Solver):
 
     name = "kfac"
 
-    def __init__(self, curvature, damping, eigen_correction=False, report_residuals=None):
-        super().__init__(curvature, damping, report_residuals)
+    def __init__(self, curvature, damping, eigen_correction=False, report_residuals=None, progress=None):
+        super().__init__(curvature, damping, report_residuals, progress)
         if curvature.kind not in ("gnh", "fisher"):
             raise ValueError(f"K-FAC/EK-FAC approximate curvature='gnh' or 'fisher', not {curvature.kind!r}")
         self.eigen_correction = bool(eigen_correction)
@@ -170,6 +172,7 @@ class KFACSolver(Solver):
                 h.remove()
 
     def fit(self):
+        start = time.perf_counter()
         cur = self.curvature
         dev, dt = cur.fm.device, cur.fm.dtype
         A = {l.name: torch.zeros(l.n_in_h, l.n_in_h, device=dev, dtype=dt) for l in self.layers}
@@ -199,6 +202,7 @@ class KFACSolver(Solver):
 
             self._pass(correction)
             self.eigenvalues = lam
+        self._log_fit(start)
         return self
 
     def _apply(self, V, fn):

@@ -23,6 +23,7 @@ import torch
 
 from .._errors import RetrainConvergenceWarning
 from ._data import batch_slices
+from ._functional import FunctionalModel
 
 
 def proximal_refit(fm, loss, X, y, weights, damping, start, anchor, *, max_iter=500, tol=1e-7,
@@ -116,3 +117,48 @@ def _newton_polish(gradient, theta, threshold, max_steps=8, cg_iter=200):
         else:
             break
     return theta
+
+
+class ProximalRetrainer:
+    """theta_{-S} - theta_0 for removal sets S, by :func:`proximal_refit`, always in float64.
+
+    The float64 copies of the model and data and theta_0 (the refit with every
+    sample, warm-started at theta^) are made on the first call and kept.
+
+    Parameters
+    ----------
+    fm : FunctionalModel
+        The model at theta^ (in the working dtype).
+    loss : Loss
+    X, y : training tensors (working dtype)
+    damping, weight_decay : float
+        lambda and mu of the proximal objective.
+    grad_scale : float
+        max_j sum_i |g_ij|, the size of rounding errors in the summed gradient.
+    max_iter, tol, batch_size : settings of :func:`proximal_refit`.
+    """
+
+    def __init__(self, fm, loss, X, y, damping, weight_decay, grad_scale, *, max_iter=500, tol=1e-7,
+                 batch_size=256):
+        self.loss, self.damping = loss, float(damping)
+        self.dtype = fm.dtype
+        if fm.dtype == torch.float64:
+            self.fm, self.X, self.y = fm, X, y
+        else:
+            self.fm = FunctionalModel(fm.model, fm.names, device=fm.device, dtype=torch.float64)
+            self.X = X.double() if X.is_floating_point() else X
+            self.y = y.double() if y.is_floating_point() else y
+        self.kw = dict(max_iter=max_iter, tol=tol, batch_size=batch_size, grad_scale=float(grad_scale),
+                       weight_decay=float(weight_decay))
+        self.base = None
+
+    def change(self, index):
+        """theta_{-S} - theta_0 for S = ``index``, in the working dtype."""
+        fm, X, y = self.fm, self.X, self.y
+        ones = torch.ones(X.shape[0], dtype=torch.float64, device=fm.device)
+        if self.base is None:
+            self.base, _ = proximal_refit(fm, self.loss, X, y, ones, self.damping, fm.theta, fm.theta, **self.kw)
+        weights = ones.clone()
+        weights[torch.as_tensor(index, device=fm.device)] = 0.0
+        theta, _ = proximal_refit(fm, self.loss, X, y, weights, self.damping, self.base, fm.theta, **self.kw)
+        return (theta - self.base).to(self.dtype)

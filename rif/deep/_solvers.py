@@ -23,17 +23,39 @@
     recursion allows raises :class:`LiSSADivergenceError`; ``scale="auto"``
     takes 1.5 x a power-iteration estimate of lambda_max(C + lambda I).
 
-Every iterative solve appends a record to ``solver.log`` with the relative
-residual ||(C + lambda I) x - b|| / ||b|| of each column (measured with exact
-full-data products after the solve).
+The log
+-------
+``solver.log`` is a list of dicts, one appended by ``fit`` (``"stage": "fit"``)
+and one by every ``solve`` (``"stage": "solve"``), for every solver, with the keys
+
+``"solver"``       the solver's name;
+``"stage"``        ``"fit"`` (factorisation, power iteration, K-FAC factors) or ``"solve"``;
+``"n_rhs"``        right-hand sides of the solve (0 for ``"fit"``);
+``"iterations"``   CG iterations, LiSSA steps (depth x repeats) or power iterations;
+                   0 for the direct solves (exact, K-FAC, EK-FAC);
+``"converged"``    False only when CG stopped at its iteration cap;
+``"relative_residuals"``, ``"max_relative_residual"``
+                   ||(C + lambda I) x - b|| / ||b|| per column and their maximum,
+                   measured after the solve with exact full-data products
+                   (by default for CG and LiSSA; ``report_residuals=True`` for all
+                   solvers); None where not measured;
+``"seconds"``      wall time of the stage;
+
+plus ``"scale"`` for LiSSA. (The leave-one-out solves of K-FAC / EK-FAC, which
+remove a sample's share from the approximation itself, are closed-form
+divisions in the Kronecker eigenbasis and are not logged.) CG iterations and LiSSA steps show a progress bar
+(``progress``, see :mod:`rif.deep._progress`).
 """
 
 import math
+import time
 import warnings
 
 import torch
 
 from ._errors import LiSSADivergenceError, SingularHessianError, SolverConvergenceWarning
+from ._progress import progress_bar
+from ._threads import thread_count, with_threads
 
 SOLVERS = ("exact", "cg", "lissa", "kfac", "ekfac")
 
@@ -44,14 +66,24 @@ class Solver:
     name = "base"
     iterative = False
 
-    def __init__(self, curvature, damping, report_residuals=None):
+    def __init__(self, curvature, damping, report_residuals=None, progress=None):
         self.curvature = curvature
         self.damping = float(damping)
         self.report_residuals = self.iterative if report_residuals is None else bool(report_residuals)
+        self.progress = progress
         self.log = []
 
     def fit(self):
+        self._log_fit(time.perf_counter())
         return self
+
+    def _log_fit(self, start, iterations=0, **extra):
+        self.log.append({"solver": self.name, "stage": "fit", "n_rhs": 0, "iterations": iterations,
+                         "converged": True, "relative_residuals": None, "max_relative_residual": None,
+                         "seconds": time.perf_counter() - start, **extra})
+
+    def _n_threads(self):
+        return thread_count(self.curvature.n_params)
 
     def damped_matmat(self, V):
         return self.curvature.matmat(V) + self.damping * V
@@ -63,18 +95,23 @@ class Solver:
         nr = torch.linalg.vector_norm(R, dim=0)
         return torch.where(nb > 0, nr / torch.where(nb > 0, nb, 1), nr)
 
+    @with_threads
     def solve(self, B):
         """(C + lambda I)^{-1} B for B of shape (p, r) or (p,)."""
+        start = time.perf_counter()
         vec = B.ndim == 1
         B = B[:, None] if vec else B
+        self._last = {}
         X = self._solve(B) if B.shape[1] else B.clone()
-        record = {"solver": self.name, "n_rhs": B.shape[1], **getattr(self, "_last", {})}
+        record = {"solver": self.name, "stage": "solve", "n_rhs": B.shape[1], "iterations": 0,
+                  "converged": True, "relative_residuals": None, "max_relative_residual": None,
+                  **self._last}
         if self.report_residuals and B.shape[1]:
             res = self.relative_residuals(B, X).cpu().numpy()
             record["relative_residuals"] = res
             record["max_relative_residual"] = float(res.max())
-        if self.report_residuals or self.iterative:
-            self.log.append(record)
+        record["seconds"] = time.perf_counter() - start
+        self.log.append(record)
         return X[:, 0] if vec else X
 
 
@@ -83,11 +120,12 @@ class DenseSolver(Solver):
 
     name = "exact"
 
-    def __init__(self, curvature, damping, dense=None, report_residuals=None):
-        super().__init__(curvature, damping, report_residuals)
+    def __init__(self, curvature, damping, dense=None, report_residuals=None, progress=None):
+        super().__init__(curvature, damping, report_residuals, progress)
         self._dense = dense
 
     def fit(self):
+        start = time.perf_counter()
         C = self.curvature.dense() if self._dense is None else self._dense
         H = C.to(torch.float64)
         H = H + self.damping * torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
@@ -99,6 +137,8 @@ class DenseSolver(Solver):
                 f"{float(evals[0]):.3e}, damping {self.damping:.3e}); the true Hessian can be "
                 "indefinite away from a minimum: use curvature='gnh' or increase the damping")
         self.chol = chol
+        self._dense = None          # the factor is all the solves need
+        self._log_fit(start)
         return self
 
     def _solve(self, B):
@@ -111,8 +151,8 @@ class CGSolver(Solver):
     name = "cg"
     iterative = True
 
-    def __init__(self, curvature, damping, tol=1e-6, max_iter=None, report_residuals=None):
-        super().__init__(curvature, damping, report_residuals)
+    def __init__(self, curvature, damping, tol=1e-6, max_iter=None, report_residuals=None, progress=None):
+        super().__init__(curvature, damping, report_residuals, progress)
         if not (tol > 0):
             raise ValueError(f"cg_tol must be positive, got {tol}")
         self.tol = float(tol)
@@ -127,25 +167,28 @@ class CGSolver(Solver):
         target = self.tol ** 2 * rs
         active = rs > target
         it = 0
-        while active.any() and it < max_iter:
-            idx = torch.nonzero(active).reshape(-1)
-            AP = self.damped_matmat(P[:, idx])
-            pAp = (P[:, idx] * AP).sum(0)
-            if torch.any(pAp <= 0) or not torch.isfinite(pAp).all():
-                raise SingularHessianError(
-                    "conjugate gradient met a direction of non-positive curvature "
-                    f"(min v^T (C + lambda I) v = {float(pAp.min()):.3e}): the damped curvature is "
-                    "indefinite (typical of the true Hessian), where CG diverges; use "
-                    "curvature='gnh' or increase the damping")
-            alpha = rs[idx] / pAp
-            X[:, idx] += alpha * P[:, idx]
-            R[:, idx] -= alpha * AP
-            rs_new = (R[:, idx] * R[:, idx]).sum(0)
-            beta = rs_new / rs[idx]
-            P[:, idx] = R[:, idx] + beta * P[:, idx]
-            rs[idx] = rs_new
-            active = rs > target
-            it += 1
+        with progress_bar(max_iter, f"CG ({B.shape[1]} right-hand sides)", self.progress, leave=False) as bar:
+            while active.any() and it < max_iter:
+                idx = torch.nonzero(active).reshape(-1)
+                AP = self.damped_matmat(P[:, idx])
+                pAp = (P[:, idx] * AP).sum(0)
+                if torch.any(pAp <= 0) or not torch.isfinite(pAp).all():
+                    raise SingularHessianError(
+                        "conjugate gradient met a direction of non-positive curvature "
+                        f"(min v^T (C + lambda I) v = {float(pAp.min()):.3e}): the damped curvature is "
+                        "indefinite (typical of the true Hessian), where CG diverges; use "
+                        "curvature='gnh' or increase the damping")
+                alpha = rs[idx] / pAp
+                X[:, idx] += alpha * P[:, idx]
+                R[:, idx] -= alpha * AP
+                rs_new = (R[:, idx] * R[:, idx]).sum(0)
+                beta = rs_new / rs[idx]
+                P[:, idx] = R[:, idx] + beta * P[:, idx]
+                rs[idx] = rs_new
+                active = rs > target
+                it += 1
+                bar.update(1)
+                bar.set_postfix(unconverged=int(active.sum()), refresh=False)
         self._last = {"iterations": it, "converged": not bool(active.any())}
         if active.any():
             warnings.warn(
@@ -162,8 +205,8 @@ class LiSSASolver(Solver):
     iterative = True
 
     def __init__(self, curvature, damping, scale="auto", depth=1000, repeats=1, batch_size=None,
-                 seed=0, growth_limit=10.0, power_iter=30, report_residuals=None):
-        super().__init__(curvature, damping, report_residuals)
+                 seed=0, growth_limit=10.0, power_iter=30, report_residuals=None, progress=None):
+        super().__init__(curvature, damping, report_residuals, progress)
         if not (isinstance(scale, str) and scale == "auto"):
             scale = float(scale)
             if not (math.isfinite(scale) and scale > 0):
@@ -176,10 +219,13 @@ class LiSSASolver(Solver):
         self.seed, self.growth_limit, self.power_iter = seed, float(growth_limit), power_iter
 
     def fit(self):
+        start = time.perf_counter()
         if self.scale == "auto":
             self.scale_ = 1.5 * self.largest_eigenvalue()
+            self._log_fit(start, iterations=self.power_iter, scale=self.scale_)
         else:
             self.scale_ = self.scale
+            self._log_fit(start, scale=self.scale_)
         return self
 
     def largest_eigenvalue(self):
@@ -210,20 +256,23 @@ class LiSSASolver(Solver):
         s = self.scale_
         nb = torch.linalg.vector_norm(B, dim=0)
         total = torch.zeros_like(B)
-        for _ in range(self.repeats):
-            X = B.clone()
-            for t in range(self.depth):
-                X = B + X - self._batch_product(X, gen) / s
-                nx = torch.linalg.vector_norm(X, dim=0)
-                bad = ~torch.isfinite(nx) | (nx > self.growth_limit * (t + 2) * nb)
-                if bad.any():
-                    j = int(torch.nonzero(bad)[0])
-                    raise LiSSADivergenceError(
-                        f"LiSSA diverged at step {t + 1} of {self.depth}: ||x_t|| = {float(nx[j]):.3e} "
-                        f"for ||b|| = {float(nb[j]):.3e} (a convergent recursion keeps ||x_t|| <= "
-                        f"(t+1) ||b||). The scale {s:.3e} is below the largest eigenvalue of the damped "
-                        "(mini-batch) curvature; increase lissa_scale (or use 'auto'), the mini-batch "
-                        "size, or the damping")
-            total += X
+        steps = self.depth * self.repeats
+        with progress_bar(steps, f"LiSSA ({B.shape[1]} right-hand sides)", self.progress, leave=False) as bar:
+            for _ in range(self.repeats):
+                X = B.clone()
+                for t in range(self.depth):
+                    bar.update(1)
+                    X = B + X - self._batch_product(X, gen) / s
+                    nx = torch.linalg.vector_norm(X, dim=0)
+                    bad = ~torch.isfinite(nx) | (nx > self.growth_limit * (t + 2) * nb)
+                    if bad.any():
+                        j = int(torch.nonzero(bad)[0])
+                        raise LiSSADivergenceError(
+                            f"LiSSA diverged at step {t + 1} of {self.depth}: ||x_t|| = {float(nx[j]):.3e} "
+                            f"for ||b|| = {float(nb[j]):.3e} (a convergent recursion keeps ||x_t|| <= "
+                            f"(t+1) ||b||). The scale {s:.3e} is below the largest eigenvalue of the damped "
+                            "(mini-batch) curvature; increase lissa_scale (or use 'auto'), the mini-batch "
+                            "size, or the damping")
+                total += X
         self._last = {"iterations": self.depth * self.repeats, "scale": s}
         return total / (self.repeats * s)

@@ -44,3 +44,22 @@ def trained_mlp(seed=0):
 
 #: torch's forward-mode AD scripts its decompositions on first use, which warns on torch 2.13.
 IGNORE_JIT = pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:DeprecationWarning")
+
+#: The helpers' networks are deliberately near, not at, a minimum (``train``), so fitting
+#: them warns that theta^ is not stationary; tests that are about other things ignore it.
+NOT_STATIONARY = pytest.mark.filterwarnings("ignore::rif.deep.StationarityWarning")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The tests' own torch work (training helpers, dense reference matrices) on one thread.
+
+    rif.deep chooses torch's thread count itself inside its methods (tested in
+    test_threads_and_solver_choice.py); the tests' direct calls of torch run on
+    tiny models, where one thread is fastest, and several threads on shared CI
+    cores are up to 50x slower. Imported by each deep test module (autouse).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -7,10 +7,11 @@ torch = pytest.importorskip("torch")
 
 from sklearn.exceptions import NotFittedError  # noqa: E402
 
-from deep_helpers import IGNORE_JIT, classification_data, tiny_mlp  # noqa: E402
+from deep_helpers import IGNORE_JIT, NOT_STATIONARY, classification_data, tiny_mlp  # noqa: E402
+from deep_helpers import one_torch_thread  # noqa: E402, F401 (autouse fixture)
 from rif.deep import TorchInfluence  # noqa: E402
 
-pytestmark = IGNORE_JIT
+pytestmark = [IGNORE_JIT, NOT_STATIONARY]
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def test_bad_model_loss_data_and_params():
     with pytest.raises(TypeError, match="pair"):
         TorchInfluence(tiny_mlp(), "cross_entropy", 3).fit()
     with pytest.raises(ValueError, match="max_dense_params"):
-        TorchInfluence(tiny_mlp(), "cross_entropy", (X, y), max_dense_params=10).fit()
+        TorchInfluence(tiny_mlp(), "cross_entropy", (X, y), solver="exact", max_dense_params=10).fit()
 
 
 def test_not_fitted():

@@ -5,13 +5,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from deep_helpers import IGNORE_JIT, classification_data, tiny_mlp, trained_mlp  # noqa: E402
+from deep_helpers import IGNORE_JIT, NOT_STATIONARY, classification_data, tiny_mlp, trained_mlp  # noqa: E402
+from deep_helpers import one_torch_thread  # noqa: E402, F401 (autouse fixture)
 from rif.deep._curvature import Curvature  # noqa: E402
 from rif.deep._functional import FunctionalModel  # noqa: E402
 from rif.deep._gradients import per_sample_gradients, per_sample_jacobians  # noqa: E402
 from rif.deep._losses import get_loss  # noqa: E402
 
-pytestmark = IGNORE_JIT
+pytestmark = [IGNORE_JIT, NOT_STATIONARY]
 
 
 def _flat_forward(fm, X):

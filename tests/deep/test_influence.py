@@ -10,10 +10,11 @@ torch = pytest.importorskip("torch")
 from sklearn.linear_model import LogisticRegression, Ridge  # noqa: E402
 
 import rif  # noqa: E402
-from deep_helpers import IGNORE_JIT, trained_mlp  # noqa: E402
+from deep_helpers import IGNORE_JIT, NOT_STATIONARY, trained_mlp  # noqa: E402
+from deep_helpers import one_torch_thread  # noqa: E402, F401 (autouse fixture)
 from rif.deep import NearSingularLeverageError, TorchInfluence, embed  # noqa: E402
 
-pytestmark = IGNORE_JIT
+pytestmark = [IGNORE_JIT, NOT_STATIONARY]
 
 
 def _head_problem(n=40, hidden=5, seed=0):

@@ -10,6 +10,7 @@ import rif.deep  # noqa: E402
 from rif.deep import embed  # noqa: E402
 
 from deep_helpers import tiny_mlp  # noqa: E402
+from deep_helpers import one_torch_thread  # noqa: E402, F401 (autouse fixture)
 
 
 def test_import_rif_does_not_import_torch():

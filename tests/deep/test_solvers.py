@@ -5,7 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from deep_helpers import IGNORE_JIT, classification_data, tiny_mlp, train, trained_mlp  # noqa: E402
+from deep_helpers import IGNORE_JIT, NOT_STATIONARY, classification_data, tiny_mlp, train, trained_mlp  # noqa: E402
+from deep_helpers import one_torch_thread  # noqa: E402, F401 (autouse fixture)
 from rif.deep import (  # noqa: E402
     LiSSADivergenceError,
     SingularHessianError,
@@ -14,7 +15,7 @@ from rif.deep import (  # noqa: E402
     UnsupportedLayerError,
 )
 
-pytestmark = IGNORE_JIT
+pytestmark = [IGNORE_JIT, NOT_STATIONARY]
 
 
 def _fit(model, X, y, solver, loss="cross_entropy", **kw):
