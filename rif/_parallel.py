@@ -40,6 +40,9 @@ def available_threads():
 def limit_threads(n):
     """Cap the threads of rif's passes over the data inside a ``with`` block.
 
+    The cap also applies to the torch threads of :mod:`rif.deep` (which uses
+    as many as this allows, and one below 2048 parameters).
+
     Parameters
     ----------
     n : int >= 1
