@@ -25,13 +25,18 @@ class EtaTarget:
     y : ndarray of shape (m,) or None
     phi : callable (eta, y) -> (values, derivatives), each of shape (m,)
     fit_intercept : bool
+    offset : ndarray of shape (m,), optional
+        Fixed terms added to the rows' linear predictors (training rows of a
+        problem with an offset).
     """
 
-    def __init__(self, X, y, phi, fit_intercept):
+    def __init__(self, X, y, phi, fit_intercept, offset=None):
         self.X, self.y, self.phi, self.fit_intercept = X, y, phi, fit_intercept
+        self.offset = offset
 
     def eta(self, theta):
-        return _design.linear_predictor(self.X, theta, self.fit_intercept)
+        eta = _design.linear_predictor(self.X, theta, self.fit_intercept)
+        return eta if self.offset is None else eta + self.offset
 
     def per_sample(self, eta):
         """phi and phi' per row, given the rows' linear predictors."""
@@ -141,10 +146,12 @@ def make_target(problem, target, X=None, y=None, removed=None, gradient=None):
     if callable(target):
         return CallableTarget(target, gradient)
     if target == "self_loss":
+        offset = getattr(problem, "offset", None)
         return EtaTarget(_design.rows(problem.X, removed, False), problem.y[removed], _loss(problem.family),
-                         problem.fit_intercept)
+                         problem.fit_intercept, None if offset is None else offset[removed])
     if target == "train_loss":
-        return EtaTarget(problem.X, problem.y, _loss(problem.family), problem.fit_intercept)
+        return EtaTarget(problem.X, problem.y, _loss(problem.family), problem.fit_intercept,
+                         getattr(problem, "offset", None))
     if target in ("decision", "proba", "loss"):
         return eta_target(problem, target, X, y)
     raise ValueError(f"target must be one of {TARGETS} or a callable f(theta), got {target!r}")

@@ -215,3 +215,15 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
             raise ValueError("unlearn takes one removal set, not a batch")
         dtheta = self.params_change(sets[0], method)
         return write_theta(copy.deepcopy(self.estimator_), problem.theta + dtheta)
+
+    @classmethod
+    def from_statsmodels(cls, results, alpha=None, **kwargs):
+        """Attribution for a fitted statsmodels model: returns a :class:`rif.GLMProblem`.
+
+        statsmodels results carry no scikit-learn estimator to wrap, so this
+        returns the fitted problem itself, which has the same attribution
+        methods (``params_change``, ``effect``, ``scores``, ``self_influence``,
+        ``loo_params_change``, ``influence_table``); see
+        :meth:`rif.GLMProblem.from_statsmodels` for the parameters.
+        """
+        return GLMProblem.from_statsmodels(results, alpha, **kwargs)
