@@ -196,3 +196,18 @@ class AttributionMixin:
         from .model_selection import loo_score
 
         return loo_score(self, y, scoring, method, groups)
+
+    def influence_flags(self):
+        """R's ``influence.measures()$is.inf``: which rows exceed each measure's usual cut-off."""
+        from ._diagnostics import influential_flags
+
+        return influential_flags(self.influence_table(), self._problem().n_params)
+
+    def plot_influence(self, ax=None, n_labels=2):
+        """car::influencePlot: studentized residuals against leverage, bubbles by Cook's distance.
+
+        Returns the matplotlib Axes (see :class:`rif.plotting.InfluenceDisplay`).
+        """
+        from .plotting import InfluenceDisplay
+
+        return InfluenceDisplay.from_auditor(self).plot(ax=ax, n_labels=n_labels).ax_

@@ -228,3 +228,25 @@ def test_invalid_arguments():
         dg.influence_table(prob, feature_names=["a"])
     with pytest.raises(ValueError, match="method"):
         prob.jackknife("exact")
+
+
+def test_influence_flags_method_and_plot():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = _ols("stackloss")
+    prob = rif.GLMProblem.from_statsmodels(res)
+    table = prob.influence_table()
+    flags = prob.influence_flags()
+    assert flags.equals(dg.influential_flags(table, 4))
+    ax = prob.plot_influence(n_labels=1)
+    assert len(ax.collections[0].get_offsets()) == 21
+    np.testing.assert_allclose(ax.collections[0].get_offsets()[:, 0], table["hat_diag"])
+    labelled = {text.get_text() for text in ax.texts}
+    expected = {str(table.index[np.argmax(table[c].abs().to_numpy())]) for c in ("cooks_d", "hat_diag",
+                                                                               "student_resid")}
+    assert labelled == expected
+    vertical = sorted(line.get_xdata()[0] for line in ax.lines if line.get_xdata()[0] == line.get_xdata()[1])
+    np.testing.assert_allclose(vertical, [2 * table["hat_diag"].mean(), 3 * table["hat_diag"].mean()])
+    plt.close(ax.figure)
