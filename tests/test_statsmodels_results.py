@@ -41,6 +41,8 @@ def _cases():
         "GLM-binomial": (sm.GLM, (yb, X), dict(family=B())),
         "GLM-binomial-probit": (sm.GLM, (yb, X), dict(family=B(links.Probit()))),
         "GLM-grouped-var_weights": (sm.GLM, (succ / trials, X), dict(family=B(), var_weights=trials)),
+        "GLM-binomial-offset": (sm.GLM, (yb, X), dict(family=B(), offset=0.5 * X[:, 2])),
+        "GLM-probit-grouped": (sm.GLM, (succ / trials, X), dict(family=B(links.Probit()), var_weights=trials)),
         "GLM-grouped-2col": (sm.GLM, (np.column_stack([succ, trials - succ]), X), dict(family=B())),
         "GLM-poisson-exposure": (sm.GLM, (yp, X), dict(family=P(), exposure=expo)),
         "GLM-poisson-offset-freq_weights": (sm.GLM, (yp, X), dict(family=P(), offset=0.1 * X[:, 1],
@@ -211,3 +213,49 @@ def test_refusals_name_what_is_unsupported():
         rif.GLMProblem.from_statsmodels(sm.OLS(y, X).fit(), alpha=0.1)
     with pytest.raises(TypeError, match="statsmodels results"):
         rif.GLMProblem.from_statsmodels(np.zeros(3))
+
+
+# -- the NumPy families: derivatives and deviances ------------------------------------
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rif import _families
+
+
+def _family_cases():
+    return {
+        "binomial_probit": (_families.BinomialProbit(), sm.families.Binomial(links.Probit()), "unit"),
+        "binomial_proportion": (_families.BinomialProportion(), sm.families.Binomial(), "unit"),
+        "gamma_log": (_families.GammaLog(), sm.families.Gamma(links.Log()), "positive"),
+        "gamma_inverse": (_families.GammaInverse(), sm.families.Gamma(), "positive"),
+        "negative_binomial": (_families.NegativeBinomialLog(0.6), sm.families.NegativeBinomial(alpha=0.6),
+                              "count"),
+    }
+
+
+FAMILY_CASES = _family_cases()
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_CASES))
+@given(eta=st.floats(-3.0, 3.0), u=st.floats(0.01, 0.99))
+def test_family_derivatives_and_half_deviance(name, eta, u):
+    family, sm_family, kind = FAMILY_CASES[name]
+    if name == "gamma_inverse":
+        eta = 0.2 + abs(eta)                              # the inverse link needs eta > 0
+    y = {"unit": u, "positive": 3 * u, "count": np.floor(10 * u)}[kind]
+    e, yy = np.array([eta]), np.array([y])
+    h = 1e-5
+    loss, d1, d2 = family.derivatives(e, yy)
+    lp, d1p, _ = family.derivatives(e + h, yy)
+    lm, d1m, _ = family.derivatives(e - h, yy)
+    np.testing.assert_allclose(d1, (lp - lm) / (2 * h), rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(d2, (d1p - d1m) / (2 * h), rtol=1e-5, atol=1e-8)
+    assert d2[0] >= 0
+    mu = family.mean(e)
+    np.testing.assert_allclose(mu, sm_family.link.inverse(e), rtol=1e-12)
+    # 2 l - (saturated constant) is statsmodels' unit deviance
+    sat = 0.0
+    if kind == "unit":
+        from scipy.special import xlogy
+        sat = xlogy(y, y) + xlogy(1 - y, 1 - y)
+    np.testing.assert_allclose(2 * (loss + sat), sm_family.resid_dev(yy, mu) ** 2, rtol=1e-9, atol=1e-12)
