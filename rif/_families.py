@@ -241,7 +241,7 @@ class GammaInverse(GammaLog):
     """Gamma regression with its canonical inverse link mu = 1 / eta (eta > 0).
 
     Half deviance l = y eta - log eta - 1 - log y, l' = y - 1 / eta, l'' = 1 / eta^2;
-    l = +inf where eta <= 0 (outside the model), which line searches reject.
+    l = +inf and l', l'' NaN where eta <= 0 (outside the model), which line searches reject.
     """
 
     name = "gamma_inverse"
@@ -250,7 +250,7 @@ class GammaInverse(GammaLog):
         bad = eta <= 0
         e = np.where(bad, 1.0, eta)
         loss = np.where(bad, np.inf, y * e - np.log(e) - 1.0 - np.log(y))
-        return loss, y - 1.0 / e, 1.0 / e**2
+        return loss, np.where(bad, np.nan, y - 1.0 / e), np.where(bad, np.nan, 1.0 / e**2)
 
     def mean(self, eta):
         return 1.0 / np.asarray(eta, dtype=np.float64)
