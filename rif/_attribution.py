@@ -211,3 +211,9 @@ class AttributionMixin:
         from .plotting import InfluenceDisplay
 
         return InfluenceDisplay.from_auditor(self).plot(ax=ax, n_labels=n_labels).ax_
+
+    def r_influence_measures(self):
+        """R's ``influence.measures()`` (dfbetas, dffit, cov.r, cook.d, hat) and ``dfbeta``, reproduced."""
+        from ._diagnostics import r_influence_measures
+
+        return r_influence_measures(self._problem(), getattr(self, "feature_names_in_", None))

@@ -305,3 +305,91 @@ def jackknife(problem, method="retrain", tol=1e-10, max_iter=100, n_jobs=None, p
         "se_jackknife": se_jack,
         "bias_jackknife": (n - 1) * mean,
     }, index=param_names(problem, feature_names))
+
+
+# -- R's definitions, for users who need R's numbers ------------------------------------
+def _mean_derivative(problem, mu):
+    """dmu/deta of the family's link at the fitted means."""
+    name = problem.family.name
+    if name == "binomial":
+        return mu * (1.0 - mu)
+    if name == "binomial_probit":
+        return np.exp(-0.5 * problem.eta**2) / np.sqrt(2.0 * np.pi)
+    if name == "gaussian":
+        return np.ones_like(mu)
+    if name in ("poisson", "gamma_log", "negative_binomial"):
+        return mu
+    if name == "gamma_inverse":
+        return -mu**2
+    raise ValueError(f"no link derivative for the {name} family")
+
+
+def r_influence_measures(problem, feature_names=None, index=None):
+    """R's ``influence.measures()`` of an unpenalised ``glm``/``lm`` fit, reproduced.
+
+    R computes its deletion diagnostics from the final IRLS weighted least-squares
+    problem, with the working (Fisher) weights w~_i = w_i (dmu/deta)^2 / V(mu_i),
+    the hat values h_i of sqrt(w~) X and the deviance residuals d_i
+    (``weighted.residuals``):
+
+        dfbeta_i  = (X^T W~ X)^{-1} x_i sqrt(w~_i) d_i / (1 - h_i)
+        sigma_(i) = sqrt((sum_j d_j^2 - d_i^2 / (1 - h_i)) / (n - p - 1))
+        dfbetas   = dfbeta_ij / (sigma_(i) sqrt((X^T W~ X)^{-1}_jj))
+        dffit     = d_i sqrt(h_i) / (sigma_(i) (1 - h_i))
+        cov.r     = (sigma_(i)^2 / s^2)^p / (1 - h_i),   s^2 = sum_j d_j^2 / (n - p)
+        cook.d    = r_i^2 h_i / (phi p (1 - h_i)^2)      (Pearson r_i, dispersion phi)
+
+    For least squares these are the exact deletion quantities and equal
+    :func:`influence_table`'s. For other GLMs R's dfbeta is not the deletion
+    change: it uses deviance instead of working residuals (and for a decreasing
+    link, such as Gamma's inverse, it has the opposite sign of the change), and
+    sigma_(i) is used even where the dispersion is fixed.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``dfb_<name>``, ``dffit``, ``cov_r``, ``cook_d``, ``hat`` (R's names)
+        and ``dfbeta_<name>`` (R's ``dfbeta``, the unscaled change theta^ - theta_(i)).
+    """
+    import pandas as pd
+
+    from . import _design
+
+    if problem.penalty != 0:
+        raise ValueError("R's influence.measures are defined for unpenalised fits; use influence_table")
+    names = param_names(problem, feature_names)
+    if index is None:
+        index = getattr(problem, "row_labels", None)
+    mu = fitted_mean(problem)
+    dmu = _mean_derivative(problem, mu)
+    working = problem.sample_weight * dmu**2 / variance(problem, mu)
+    gram = _design.weighted_gram(problem.X, working, problem.fit_intercept)
+    inverse = np.linalg.inv(gram)
+    inverse = 0.5 * (inverse + inverse.T)
+    rows = _design.map_rows(problem.X, problem.fit_intercept, lambda b: b @ inverse, problem.n_params)
+    hat = working * _design.rowwise_dot(problem.X, rows, problem.fit_intercept)
+    d = deviance_residuals(problem)
+    r = pearson_residuals(problem)
+    n, p = problem.n_samples, problem.n_params
+    omh = 1.0 - hat
+    sigma = np.sqrt((np.sum(d**2) - d**2 / omh) / (n - p - 1))
+    dfbeta = rows * (np.sqrt(working) * d / omh)[:, None]
+    dfbetas = dfbeta / (sigma[:, None] * np.sqrt(np.diag(inverse))[None, :])
+    s2 = np.sum(d**2) / (n - p)
+    columns = {f"dfb_{name}": dfbetas[:, j] for j, name in enumerate(names)}
+    columns.update({
+        "dffit": d * np.sqrt(hat) / (sigma * omh),
+        "cov_r": (sigma**2 / s2) ** p / omh,
+        "cook_d": r**2 * hat / (dispersion(problem) * p * omh**2),
+        "hat": hat,
+    })
+    columns.update({f"dfbeta_{name}": dfbeta[:, j] for j, name in enumerate(names)})
+    return pd.DataFrame(columns, index=index)
+
+
+def r_influential_flags(measures, n_params):
+    """R's ``influence.measures()$is.inf`` on :func:`r_influence_measures` (same cut-offs as
+    :func:`influential_flags`)."""
+    renamed = measures.rename(columns={"dffit": "dffits", "cov_r": "cov_ratio", "cook_d": "cooks_d",
+                                       "hat": "hat_diag"})
+    return influential_flags(renamed.drop(columns=[c for c in renamed if c.startswith("dfbeta_")]), n_params)

@@ -250,3 +250,61 @@ def test_influence_flags_method_and_plot():
     vertical = sorted(line.get_xdata()[0] for line in ax.lines if line.get_xdata()[0] == line.get_xdata()[1])
     np.testing.assert_allclose(vertical, [2 * table["hat_diag"].mean(), 3 * table["hat_diag"].mean()])
     plt.close(ax.figure)
+
+
+# -- R reference values (tests/data, generated once by tests/data/make_r_reference.py) ------
+DATA = __import__("pathlib").Path(__file__).parent / "data"
+R_FITS = {
+    "spector": ("GRADE", sm.families.Binomial()),
+    "scotland": ("YES", sm.families.Gamma()),
+    "cpunish": ("EXECUTIONS", sm.families.Poisson()),
+    "stackloss": ("STACKLOSS", None),
+}
+
+
+def _r_fit(name):
+    data = pd.read_csv(DATA / f"{name}.csv")
+    target, family = R_FITS[name]
+    exog = sm.add_constant(data[[c for c in data.columns if c != target]])
+    if family is None:
+        return sm.OLS(data[target], exog).fit()
+    return sm.GLM(data[target], exog, family=family).fit(tol=1e-14)
+
+
+@pytest.mark.parametrize("name", sorted(R_FITS))
+def test_matches_r_reference_values(name):
+    prob = rif.GLMProblem.from_statsmodels(_r_fit(name))
+    r = pd.read_csv(DATA / f"{name}_r.csv")
+    table = prob.influence_table()
+    pairs = {"hat_diag": "hat", "standard_resid_deviance": "rstandard", "standard_resid": "rstandard_pearson",
+             "student_resid": "rstudent", "cooks_d": "cooks", "resid_pearson": "pearson",
+             "resid_deviance": "deviance"}
+    for ours, theirs in pairs.items():
+        assert _rel(table[ours], r[theirs]) < 1e-8, ours
+    measures = prob.r_influence_measures()
+    names = prob.feature_names
+    for ours, theirs in {"dffit": "dffits", "cov_r": "covratio", "cook_d": "cooks", "hat": "hat"}.items():
+        assert _rel(measures[ours], r[theirs]) < 1e-8, ours
+    r_names = [c for c in r.columns if c.startswith("dfbetas_")]
+    assert _rel(measures[[f"dfb_{c}" for c in names]], r[r_names]) < 1e-8
+    assert _rel(measures[[f"dfbeta_{c}" for c in names]], r[[c.replace("dfbetas_", "dfbeta_") for c in r_names]]) < 1e-8
+    flags = dg.r_influential_flags(measures, prob.n_params)
+    np.testing.assert_array_equal(flags.to_numpy(), r[[c for c in r.columns if c.startswith("inf_")]].to_numpy())
+    if name == "stackloss":          # least squares: R's definitions are rif's
+        for ours, theirs in {"dffits": "dffits", "cov_ratio": "covratio"}.items():
+            assert _rel(table[ours], r[theirs]) < 1e-10
+        assert _rel(table[[f"dfb_{c}" for c in names]], r[r_names]) < 1e-10
+
+
+def test_r_dfbeta_is_not_the_deletion_change_for_glms():
+    # R's refit without row 1 of the Gamma fit: rif's exact and one-step changes agree with it,
+    # R's dfbeta (deviance residuals, inverse link) has the opposite sign
+    prob = rif.GLMProblem.from_statsmodels(_r_fit("scotland"))
+    r = pd.read_csv(DATA / "scotland_refit1_r.csv")
+    exact = -prob.params_change([0], "retrain")          # R's convention: theta^ - theta_(1)
+    np.testing.assert_allclose(exact, r["exact"], rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(-prob.params_change([0], "rif"), r["exact"], rtol=0.05)
+    np.testing.assert_allclose(prob.r_influence_measures().filter(like="dfbeta_").iloc[0], r["dfbeta"], rtol=1e-7)
+    assert np.all(np.sign(r["dfbeta"]) == -np.sign(r["exact"]))
+    with pytest.raises(ValueError, match="unpenalised"):
+        rif.InfluenceAuditor(LogisticRegression()).fit(*_binary(40, 0)).r_influence_measures()
