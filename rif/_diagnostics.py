@@ -181,8 +181,9 @@ def influence_table(problem, exact=False, feature_names=None, index=None, tol=1e
     ----------
     problem : rif.GLMProblem
     exact : bool, default False
-        Add ``cooks_d_exact`` and ``dfb_exact_<name>`` columns from exact
-        leave-one-out refits (n refits; the other columns need none).
+        Add ``cooks_d_exact``, ``dfb_exact_<name>`` and ``d_exact_<name>``
+        (theta_(i) - theta^) columns from exact leave-one-out refits (n refits;
+        the other columns need none).
     feature_names : list of str, optional
         Coefficient labels; default the problem's ``feature_names`` or x0, x1, ...
     index : array-like, optional
@@ -245,6 +246,7 @@ def influence_table(problem, exact=False, feature_names=None, index=None, tol=1e
         columns["cooks_d_exact"] = _quadratic_rows(exact_change, hessian) / (p * phi)
         exact_dfb = -exact_change / np.sqrt(dfb_scale[:, None] * diag_inv[None, :])
         columns.update({f"dfb_exact_{name}": exact_dfb[:, j] for j, name in enumerate(names)})
+        columns.update({f"d_exact_{name}": exact_change[:, j] for j, name in enumerate(names)})
     return pd.DataFrame(columns, index=index)
 
 
