@@ -124,7 +124,8 @@ def test_exact_columns_against_statsmodels_refits():
                                    rtol=1e-7, atol=1e-9)
         np.testing.assert_allclose(table["cooks_d_exact"].iloc[i],
                                    change @ prob.hessian @ change / len(names), rtol=1e-7)
-        np.testing.assert_allclose(table[[f"d_exact_{c}" for c in names]].iloc[i], change, rtol=1e-7, atol=1e-10)
+        np.testing.assert_allclose(table[[f"d_exact_{c}" for c in names]].iloc[i], change, rtol=1e-7,
+                                   atol=1e-8 * np.abs(change).max())    # statsmodels refits to tol 1e-13
     # one-step and exact Cook's distances close on this well-posed fit
     assert np.corrcoef(table["cooks_d"], table["cooks_d_exact"])[0, 1] > 0.95
 
