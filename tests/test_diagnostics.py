@@ -310,3 +310,14 @@ def test_r_dfbeta_is_not_the_deletion_change_for_glms():
     assert np.all(np.sign(r["dfbeta"]) == -np.sign(r["exact"]))
     with pytest.raises(ValueError, match="unpenalised"):
         rif.InfluenceAuditor(LogisticRegression()).fit(*_binary(40, 0)).r_influence_measures()
+
+
+def test_sparse_input_gives_the_dense_table():
+    import scipy.sparse as sp
+
+    X, y = _binary(80, 5)
+    X[X < 0.3] = 0.0
+    dense = rif.InfluenceAuditor(LogisticRegression(C=0.5)).fit(X, y)
+    sparse = rif.InfluenceAuditor(LogisticRegression(C=0.5)).fit(sp.csr_matrix(X), y)
+    pd.testing.assert_frame_equal(sparse.influence_table(), dense.influence_table(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(sparse.cov_params("HC0"), dense.cov_params("HC0"), rtol=1e-9)
