@@ -41,8 +41,8 @@ class WhitenedHessian:
     ------
     SingularHessianError
         If ``hessian`` is not numerically positive definite: the Cholesky
-        factorisation fails or its reciprocal condition number is below
-        ``p * eps``.
+        factorisation fails or the reciprocal condition number of its
+        diagonal equilibration D H D (D = diag(H)^{-1/2}) is below ``p * eps``.
     """
 
     def __init__(self, hessian, penalty_diag=None, cholesky=None):
@@ -61,8 +61,7 @@ class WhitenedHessian:
                 "collinear or too few samples (d >= n), or the data are separable; "
                 "add an L2 penalty or remove redundant features"
             ) from None
-        anorm = sla.norm(hessian, 1, check_finite=False)      # LAPACK lange: no p x p temporary
-        self.rcond, _ = lapack.dpocon(self._chol, anorm, uplo="L")
+        self.rcond = _equilibrated_rcond(hessian, self._chol)
         if not self.rcond > p * np.finfo(float).eps:
             raise SingularHessianError(
                 f"the Hessian is numerically singular (reciprocal condition number "
@@ -118,13 +117,30 @@ class WhitenedHessian:
         return 1.0 / (1.0 - delta[..., None] * self.mu)
 
 
+def _equilibrated_rcond(matrix, chol):
+    """Reciprocal 1-norm condition number of D H D, D = diag(H)^{-1/2}, from H = L L^T.
+
+    The Cholesky factor of D H D is D L, and Cholesky solves are as accurate as
+    the condition of the best diagonal scaling allows (van der Sluis), so this
+    judges singularity independently of the units of the features: rescaling a
+    column of X leaves it unchanged.
+    """
+    diag = np.diag(matrix)
+    if not np.all(diag > 0):
+        return 0.0
+    scale = 1.0 / np.sqrt(diag)
+    scaled = matrix * scale[:, None] * scale[None, :]
+    rcond, _ = lapack.dpocon(np.tril(chol) * scale[:, None], sla.norm(scaled, 1, check_finite=False), uplo="L")
+    return rcond
+
+
 def spd_cholesky(matrix, what):
     """Lower Cholesky factor of an SPD matrix, or SingularHessianError naming ``what``."""
     try:
         chol = sla.cholesky(matrix, lower=True, check_finite=False)
     except np.linalg.LinAlgError:
         raise SingularHessianError(f"{what} is not positive definite") from None
-    rcond, _ = lapack.dpocon(chol, np.abs(matrix).sum(axis=0).max(), uplo="L")
+    rcond = _equilibrated_rcond(matrix, chol)
     if not rcond > matrix.shape[0] * np.finfo(float).eps:
         raise SingularHessianError(f"{what} is numerically singular (reciprocal condition {rcond:.1e})")
     return chol

@@ -321,3 +321,32 @@ def test_sparse_input_gives_the_dense_table():
     sparse = rif.InfluenceAuditor(LogisticRegression(C=0.5)).fit(sp.csr_matrix(X), y)
     pd.testing.assert_frame_equal(sparse.influence_table(), dense.influence_table(), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(sparse.cov_params("HC0"), dense.cov_params("HC0"), rtol=1e-9)
+
+
+def test_longley_certified_values_and_scale_invariant_singularity_test():
+    # NIST's Longley data: ill-conditioned in its original units (reciprocal condition of
+    # X^T X about 1e-20), well-posed after diagonal scaling (about 5e-10)
+    from statsmodels.regression.tests.results.results_regression import Longley
+
+    data = sm.datasets.longley.load_pandas()
+    res = sm.OLS(data.endog, sm.add_constant(data.exog, prepend=False)).fit()
+    certified = np.asarray(Longley().params)
+    prob = rif.GLMProblem.from_statsmodels(res)
+    assert prob.factor.rcond > 1e-11
+    np.testing.assert_allclose(prob.theta, certified, rtol=1e-9)
+    aud = rif.InfluenceAuditor(LinearRegression()).fit(data.exog, data.endog)
+    np.testing.assert_allclose(aud.problem_.theta, certified, rtol=1e-9)
+    # normal equations carry cond(D H D) * eps ~ 1e-7 relative error at worst; statsmodels uses an SVD
+    frame = res.get_influence().summary_frame()
+    table = prob.influence_table()
+    for column in frame.columns:
+        assert _rel(table[column], frame[column]) < 1e-6, column
+    # rescaling a feature changes neither the verdict nor the condition number judged
+    scaled = res.model.exog * np.array([1e6, 1e-3, 1.0, 1.0, 1e4, 1.0, 1.0])
+    again = rif.GLMProblem.from_statsmodels(sm.OLS(res.model.endog, scaled).fit())
+    np.testing.assert_allclose(again.factor.rcond, prob.factor.rcond, rtol=1e-3)
+    np.testing.assert_allclose(again.leverage, prob.leverage, rtol=1e-6)
+    # exact collinearity is still refused
+    collinear = np.column_stack([res.model.exog, res.model.exog[:, 0] * 2.0])
+    with pytest.raises(rif.SingularHessianError):
+        rif.GLMProblem(collinear, res.model.endog, "gaussian", fit_intercept=False)
