@@ -118,19 +118,30 @@ class WhitenedHessian:
 
 
 def _equilibrated_rcond(matrix, chol):
-    """Reciprocal 1-norm condition number of D H D, D = diag(H)^{-1/2}, from H = L L^T.
+    """Reciprocal 1-norm condition number of D H D, D ~ diag(H)^{-1/2}, from H = L L^T.
 
     The Cholesky factor of D H D is D L, and Cholesky solves are as accurate as
-    the condition of the best diagonal scaling allows (van der Sluis), so this
-    judges singularity independently of the units of the features: rescaling a
-    column of X leaves it unchanged.
+    the best diagonal scaling allows (van der Sluis), so this judges
+    singularity independently of the units of the features: rescaling a
+    column of X leaves it unchanged. D is rounded to powers of two, so that
+    the rows of ``chol`` are scaled in place and restored exactly, and the norm
+    of D H D is taken by column blocks: no p x p temporary.
     """
     diag = np.diag(matrix)
     if not np.all(diag > 0):
         return 0.0
-    scale = 1.0 / np.sqrt(diag)
-    scaled = matrix * scale[:, None] * scale[None, :]
-    rcond, _ = lapack.dpocon(np.tril(chol) * scale[:, None], sla.norm(scaled, 1, check_finite=False), uplo="L")
+    scale = np.exp2(np.round(-0.5 * np.log2(diag)))
+    p = matrix.shape[0]
+    step = max(1, (1 << 22) // p)
+    norm = 0.0
+    for j in range(0, p, step):
+        block = np.abs(matrix[:, j:j + step]).T @ scale        # column sums of |H| D, this block
+        norm = max(norm, float(np.max(block * scale[j:j + step])))
+    chol *= scale[:, None]
+    try:
+        rcond, _ = lapack.dpocon(chol, norm, uplo="L")
+    finally:
+        chol /= scale[:, None]
     return rcond
 
 

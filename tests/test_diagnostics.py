@@ -344,7 +344,8 @@ def test_longley_certified_values_and_scale_invariant_singularity_test():
     # rescaling a feature changes neither the verdict nor the condition number judged
     scaled = res.model.exog * np.array([1e6, 1e-3, 1.0, 1.0, 1e4, 1.0, 1.0])
     again = rif.GLMProblem.from_statsmodels(sm.OLS(res.model.endog, scaled).fit())
-    np.testing.assert_allclose(again.factor.rcond, prob.factor.rcond, rtol=1e-3)
+    # (equilibrated by powers of two, so the estimate is invariant up to a factor of 4)
+    assert 0.25 < again.factor.rcond / prob.factor.rcond < 4.0
     np.testing.assert_allclose(again.leverage, prob.leverage, rtol=1e-6)
     # exact collinearity is still refused
     collinear = np.column_stack([res.model.exog, res.model.exog[:, 0] * 2.0])
