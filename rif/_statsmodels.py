@@ -105,8 +105,8 @@ def read_statsmodels(results):
 
     Returns
     -------
-    dict with keys X, y, family, theta, sample_weight, offset, penalty,
-    penalty_scaling, regularized, dispersion, feature_names, row_labels
+    dict with keys X, y, family, theta, sample_weight, offset, feature_names,
+    row_labels, regularized, model and results
     """
     from statsmodels.discrete import discrete_model as dm
     from statsmodels.genmod.generalized_linear_model import GLM
@@ -191,9 +191,8 @@ def problem_from_statsmodels(results, alpha=None, *, refine=True, tol=1e-10, max
     -------
     rif.GLMProblem
         With ``fit_intercept=False`` (the constant is one of statsmodels'
-        exog columns), ``feature_names`` and ``row_labels`` attributes, and
-        ``dispersion`` (statsmodels' scale; 1 for Binomial, Poisson and
-        negative binomial).
+        exog columns) and ``feature_names`` and ``row_labels`` attributes
+        (the dispersion is :func:`rif._diagnostics.dispersion`).
     """
     from ._problem import GLMProblem
 
