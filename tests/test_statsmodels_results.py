@@ -9,7 +9,7 @@ from scipy.optimize import minimize
 import rif
 from rif import UnsupportedEstimatorError
 
-pytestmark = pytest.mark.filterwarnings("ignore:The InversePower link:Warning")
+pytestmark = pytest.mark.filterwarnings("ignore:The .* link function does not respect the domain:Warning")
 links = sm.families.links
 N = 60
 
