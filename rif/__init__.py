@@ -9,6 +9,9 @@ The public API:
     the same machinery on raw arrays, with either penalty convention.
 ``limit_threads``
     context manager capping the threads of rif's passes over the data.
+``LeaveOneOutSearchCV``
+    parameter search scored by leave-one-out at the cost of one fit per candidate
+    (``rif.model_selection``).
 Errors and warnings are typed; every error subclasses ``ValueError``.
 """
 
@@ -24,6 +27,7 @@ from ._families import Binomial, Gaussian, Poisson
 from ._parallel import limit_threads
 from ._problem import GLMProblem
 from .auditor import InfluenceAuditor
+from .model_selection import LeaveOneOutSearchCV
 
 __version__ = "0.1.0"
 
@@ -31,6 +35,7 @@ __all__ = [
     "InfluenceAuditor",
     "GLMProblem",
     "limit_threads",
+    "LeaveOneOutSearchCV",
     "Binomial",
     "Gaussian",
     "Poisson",

@@ -169,3 +169,68 @@ class AttributionMixin:
         if linear:
             return problem.d1 * d_eta
         return problem.family.loss(problem.eta + d_eta, problem.y) - problem.loss
+
+    # -- classical diagnostics (rif._diagnostics, rif.model_selection) -------------
+    def influence_table(self, exact=False):
+        """Leverage, residuals, Cook's distance, DFFITS, DFBETAS, covratio, ... per training sample.
+
+        A pandas DataFrame, one row per training sample, closed form (no
+        refits unless ``exact=True``); the definitions are in :mod:`rif._diagnostics`.
+        """
+        from ._diagnostics import influence_table
+
+        return influence_table(self._problem(), exact, getattr(self, "feature_names_in_", None),
+                               None, self.tol, self.max_iter, self.n_jobs, self.progress)
+
+    def cov_params(self, cov_type="nonrobust"):
+        """Covariance of the coefficients: dispersion x H^{-1} ("nonrobust") or the sandwich ("HC0")."""
+        from ._diagnostics import cov_params
+
+        return cov_params(self._problem(), cov_type)
+
+    @property
+    def bse_(self):
+        """Model-based standard errors sqrt(diag(cov_params())), intercept last."""
+        from ._diagnostics import standard_errors
+
+        return standard_errors(self._problem())
+
+    def jackknife(self, method="retrain"):
+        """Jackknife bias and standard errors beside the model-based and sandwich ones (a DataFrame)."""
+        from ._diagnostics import jackknife
+
+        return jackknife(self._problem(), method, self.tol, self.max_iter, self.n_jobs, self.progress,
+                         getattr(self, "feature_names_in_", None))
+
+    def loo_predict(self, method="newton", groups=None):
+        """Each training sample's predicted mean from the fit without it (or without its group)."""
+        from .model_selection import loo_predict
+
+        return loo_predict(self, method, groups)
+
+    def loo_score(self, y=None, scoring=None, method="newton", groups=None):
+        """Leave-one-out (or leave-one-group-out) score with a scikit-learn scorer."""
+        from .model_selection import loo_score
+
+        return loo_score(self, y, scoring, method, groups)
+
+    def influence_flags(self):
+        """R's ``influence.measures()$is.inf``: which rows exceed each measure's usual cut-off."""
+        from ._diagnostics import influential_flags
+
+        return influential_flags(self.influence_table(), self._problem().n_params)
+
+    def plot_influence(self, ax=None, n_labels=2):
+        """car::influencePlot: studentized residuals against leverage, bubbles by Cook's distance.
+
+        Returns the matplotlib Axes (see :class:`rif.plotting.InfluenceDisplay`).
+        """
+        from .plotting import InfluenceDisplay
+
+        return InfluenceDisplay.from_auditor(self).plot(ax=ax, n_labels=n_labels).ax_
+
+    def r_influence_measures(self):
+        """R's ``influence.measures()`` (dfbetas, dffit, cov.r, cook.d, hat) and ``dfbeta``, reproduced."""
+        from ._diagnostics import r_influence_measures
+
+        return r_influence_measures(self._problem(), getattr(self, "feature_names_in_", None))

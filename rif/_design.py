@@ -68,14 +68,16 @@ def rmatvec(X, v, fit_intercept):
     return out
 
 
-def loss_gradient(X, theta, fit_intercept, y, weights, family):
+def loss_gradient(X, theta, fit_intercept, y, weights, family, offset=None):
     """sum_i w_i l(y_i, eta_i) and its gradient X~^T (w * l'), shape (p,).
 
     A dense row-major X takes the fused kernel :func:`rif._kernels.dense_value_gradient`
     (each row read once, parts of the rows on threads, see :mod:`rif._parallel`);
-    other inputs take two passes, eta = X~ theta and X~^T r.
+    other inputs, families without a compiled kernel, and a fixed per-row
+    ``offset`` added to eta take two passes, eta = X~ theta (+ offset) and X~^T r.
     """
-    if isinstance(X, np.ndarray) and X.flags.c_contiguous and X.dtype == np.float64:
+    if (offset is None and family.code is not None and isinstance(X, np.ndarray)
+            and X.flags.c_contiguous and X.dtype == np.float64):
         n, d = X.shape
         parts = max(1, min(FUSED_PARTS, n // 1024))
         part_size = -(-n // parts)
@@ -91,23 +93,28 @@ def loss_gradient(X, theta, fit_intercept, y, weights, family):
         grad = grad_parts.sum(axis=0)
         return values.sum(), (grad if fit_intercept else grad[:d])
     eta = linear_predictor(X, theta, fit_intercept)
+    if offset is not None:
+        eta = eta + offset
     loss, d1, _ = family.derivatives(eta, y)
     return weights @ loss, rmatvec(X, weights * d1, fit_intercept)
 
 
-def loss_gradients(X, thetas, fit_intercept, y, weights, family):
+def loss_gradients(X, thetas, fit_intercept, y, weights, family, offset=None):
     """:func:`loss_gradient` for g pairs at once: ``thetas`` (p, g), ``weights`` (n, g).
 
     eta = X~ Theta and X~^T (W o l'(eta)) as matrix products, which read X once
     for all g columns. A dense X is cut into row parts (at most FUSED_PARTS,
     summed in order) that rif's threads take with one BLAS thread each, eta,
     l' and the part's gradient formed while its rows are in cache.
+    A fixed per-row ``offset`` (n,) is added to every column of eta.
     Returns values (g,) and gradients (p, g).
     """
     n, d = X.shape
     g = thetas.shape[1]
     if not isinstance(X, np.ndarray):
         eta = linear_predictor(X, thetas, fit_intercept)
+        if offset is not None:
+            eta = eta + offset[:, None]
         loss, d1, _ = family.derivatives(eta.ravel(), np.repeat(y, g))
         r = weights * d1.reshape(n, g)
         return np.einsum("ik,ik->k", weights, loss.reshape(n, g)), rmatmat(X, r, fit_intercept)
@@ -116,6 +123,9 @@ def loss_gradients(X, thetas, fit_intercept, y, weights, family):
     grads = np.zeros((parts, d + int(fit_intercept), g))
     beta = np.ascontiguousarray(thetas[:d])
     kernel = type(family)._kernel
+    if kernel is None:                       # a family without a compiled kernel (rif._families)
+        def kernel(eta, y, loss, d1, d2):
+            loss[:], d1[:], d2[:] = family.derivatives(eta, y)
 
     def run(first, last):
         for k in range(first, last):
@@ -123,6 +133,8 @@ def loss_gradients(X, thetas, fit_intercept, y, weights, family):
             eta = X[sl] @ beta
             if fit_intercept:
                 eta += thetas[d]
+            if offset is not None:
+                eta += offset[sl, None]
             loss, d1, d2 = np.empty_like(eta), np.empty_like(eta), np.empty_like(eta)
             kernel(eta.ravel(), np.repeat(y[sl], g), loss.ravel(), d1.ravel(), d2.ravel())
             r = weights[sl] * d1

@@ -121,13 +121,31 @@ class WhitenedHessian:
 
 
 def _equilibrated_rcond(matrix, chol):
-    """Reciprocal condition number (1-norm, estimated) of S A S with S = diag(A)^{-1/2},
-    from A's lower Cholesky factor L: S A S = (S L)(S L)^T."""
-    scale = 1.0 / np.sqrt(np.diag(matrix))
-    scaled_chol = np.tril(chol) * scale[:, None]
-    anorm = np.max(scale * (np.abs(matrix) @ scale))
-    rcond, info = lapack.dpocon(scaled_chol, anorm, uplo="L")
-    return float(rcond) if info == 0 else 0.0
+    """Reciprocal 1-norm condition number of D H D, D ~ diag(H)^{-1/2}, from H = L L^T.
+
+    The Cholesky factor of D H D is D L, and Cholesky solves are as accurate as
+    the best diagonal scaling allows (van der Sluis), so this judges
+    singularity independently of the units of the features: rescaling a
+    column of X leaves it unchanged. D is rounded to powers of two, so that
+    the rows of ``chol`` are scaled in place and restored exactly, and the norm
+    of D H D is taken by column blocks: no p x p temporary.
+    """
+    diag = np.diag(matrix)
+    if not np.all(diag > 0):
+        return 0.0
+    scale = np.exp2(np.round(-0.5 * np.log2(diag)))
+    p = matrix.shape[0]
+    step = max(1, (1 << 22) // p)
+    norm = 0.0
+    for j in range(0, p, step):
+        block = np.abs(matrix[:, j:j + step]).T @ scale        # column sums of |H| D, this block
+        norm = max(norm, float(np.max(block * scale[j:j + step])))
+    chol *= scale[:, None]
+    try:
+        rcond, _ = lapack.dpocon(chol, norm, uplo="L")
+    finally:
+        chol /= scale[:, None]
+    return rcond
 
 
 def spd_cholesky(matrix, what):

@@ -72,6 +72,11 @@ class GLMProblem(AttributionMixin):
     n_jobs, progress
         Parallelism and progress bar of many exact refits (see
         :class:`rif.InfluenceAuditor`).
+    offset : array-like of shape (n,), optional
+        A fixed term added to each training sample's linear predictor,
+        eta_i = x~_i^T theta + offset_i (statsmodels' ``offset`` plus
+        ``log(exposure)``). Evaluation data passed to the attribution methods
+        get no offset.
 
     copy_X : bool, default True
         Keep a private copy of ``X`` (float64, or CSR), so that editing the
@@ -90,7 +95,7 @@ class GLMProblem(AttributionMixin):
 
     def __init__(self, X, y, family, theta=None, *, sample_weight=None, penalty=0.0,
                  penalty_scaling="fixed", fit_intercept=True, refine=True,
-                 tol=1e-10, max_iter=100, n_jobs=None, progress=None, copy_X=True):
+                 tol=1e-10, max_iter=100, n_jobs=None, progress=None, offset=None, copy_X=True):
         from ._solvers import newton_refit
 
         # settings first: nothing below may run with an invalid one
@@ -111,6 +116,13 @@ class GLMProblem(AttributionMixin):
             raise ValueError("sample_weight must be non-negative")
         check_weight_range(w, "sample_weight")
         self.sample_weight = w
+        self.offset = None
+        if offset is not None:
+            self.offset = _check_vector(offset, n, "offset")
+            if not np.all(np.isfinite(self.offset)):
+                raise ValueError("offset must be finite")
+            if not np.any(self.offset):
+                self.offset = None
         if self.family.name == "binomial" and np.unique(self.y[w > 0]).size < 2:
             raise ValueError("the binomial family needs positively weighted samples of both classes; "
                              "the data have only one class")
@@ -163,8 +175,7 @@ class GLMProblem(AttributionMixin):
 
     def _saturated(self, theta):
         """Whether some fitted probability is numerically 0 or 1 (|eta| > 30, p < 1e-13)."""
-        eta = _design.linear_predictor(self.X, theta, self.fit_intercept)
-        return bool(np.max(np.abs(eta[self.sample_weight > 0])) > 30.0)
+        return bool(np.max(np.abs(self._eta_at(theta)[self.sample_weight > 0])) > 30.0)
 
     # -- the attribution interface (rif._attribution) ----------------------------
     def _problem(self):
@@ -182,13 +193,14 @@ class GLMProblem(AttributionMixin):
 
     def objective(self, theta, weights):
         """L_w(theta)."""
-        eta = _design.linear_predictor(self.X, theta, self.fit_intercept)
+        eta = self._eta_at(theta)
         loss = self.family.loss(eta, self.y)
         return weights @ loss + 0.5 * self.penalty_total(weights) * (self.penalty_diag @ theta**2)
 
     def value_gradient(self, theta, weights):
         """L_w(theta) and its gradient from one pass over the rows (O(n p))."""
-        value, grad = _design.loss_gradient(self.X, theta, self.fit_intercept, self.y, weights, self.family)
+        value, grad = _design.loss_gradient(self.X, theta, self.fit_intercept, self.y, weights, self.family,
+                                             self.offset)
         lam = self.penalty_total(weights)
         return value + 0.5 * lam * (self.penalty_diag @ theta**2), grad + lam * self.penalty_diag * theta
 
@@ -198,7 +210,8 @@ class GLMProblem(AttributionMixin):
         One pass for all: eta = X~ Theta and X~^T (W o l'(eta)) as matrix products.
         Returns values (g,) and gradients (p, g).
         """
-        values, grads = _design.loss_gradients(self.X, thetas, self.fit_intercept, self.y, weights, self.family)
+        values, grads = _design.loss_gradients(self.X, thetas, self.fit_intercept, self.y, weights, self.family,
+                                                self.offset)
         lam = np.array([self.penalty_total(weights[:, k]) for k in range(thetas.shape[1])])
         return (values + 0.5 * lam * (self.penalty_diag @ thetas**2),
                 grads + lam * (self.penalty_diag[:, None] * thetas))
@@ -209,7 +222,7 @@ class GLMProblem(AttributionMixin):
         ``threads``: form the Gram product on rif's pass threads rather than
         BLAS's (for callers that hold BLAS to one thread).
         """
-        eta = _design.linear_predictor(self.X, theta, self.fit_intercept)
+        eta = self._eta_at(theta)
         _, _, d2 = self.family.derivatives(eta, self.y)
         hess = _design.weighted_gram(self.X, weights * d2, self.fit_intercept, threads)
         hess[np.diag_indices_from(hess)] += self.penalty_total(weights) * self.penalty_diag
@@ -220,10 +233,15 @@ class GLMProblem(AttributionMixin):
         return self.value_gradient(theta, weights)[1], self.hessian_at(theta, weights)
 
     # -- cached quantities at theta^ -------------------------------------------
+    def _eta_at(self, theta):
+        """x~_i^T theta + offset_i for the training rows."""
+        eta = _design.linear_predictor(self.X, theta, self.fit_intercept)
+        return eta if self.offset is None else eta + self.offset
+
     @cached_property
     def eta(self):
-        """Linear predictor at theta^, shape (n,)."""
-        return _design.linear_predictor(self.X, self.theta, self.fit_intercept)
+        """Linear predictor at theta^ (offset included), shape (n,)."""
+        return self._eta_at(self.theta)
 
     @cached_property
     def _derivatives(self):
@@ -318,3 +336,25 @@ class GLMProblem(AttributionMixin):
             factor = 1.0 / (1.0 - self.leverage)
         factor[self.singular_leverage] = np.inf
         return factor
+
+    @classmethod
+    def from_statsmodels(cls, results, alpha=None, **kwargs):
+        """The problem fitted by a statsmodels model (see :mod:`rif._statsmodels`).
+
+        Parameters
+        ----------
+        results : statsmodels results of GLM, OLS, WLS, Logit, Probit or Poisson
+        alpha : float, optional
+            The ridge strength of results from ``fit_regularized(L1_wt=0)``.
+        **kwargs
+            ``refine``, ``tol``, ``max_iter``, ``n_jobs``, ``progress``.
+
+        Returns
+        -------
+        GLMProblem
+            theta in statsmodels' order (no separate intercept: the constant is
+            an exog column), with ``feature_names`` and ``row_labels``.
+        """
+        from ._statsmodels import problem_from_statsmodels
+
+        return problem_from_statsmodels(results, alpha, **kwargs)

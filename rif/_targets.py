@@ -25,11 +25,14 @@ class EtaTarget:
     y : ndarray of shape (m,) or None
     phi : callable (eta, y) -> (values, derivatives), each of shape (m,)
     fit_intercept : bool
+    offset : ndarray of shape (m,), optional
+        Fixed terms added to the rows' linear predictors (training rows of a
+        problem with an offset).
     """
 
-    def __init__(self, X, y, phi, fit_intercept, change=None):
+    def __init__(self, X, y, phi, fit_intercept, change=None, offset=None):
         self.X, self.y, self.phi, self.fit_intercept = X, y, phi, fit_intercept
-        self.change = change
+        self.change, self.offset = change, offset
 
     def row_changes(self, eta, d_eta):
         """phi(y_j, eta_j + d_eta_js) - phi(y_j, eta_j) per row j and column s, shape (m, k).
@@ -52,7 +55,8 @@ class EtaTarget:
         return out
 
     def eta(self, theta):
-        return _design.linear_predictor(self.X, theta, self.fit_intercept)
+        eta = _design.linear_predictor(self.X, theta, self.fit_intercept)
+        return eta if self.offset is None else eta + self.offset
 
     def per_sample(self, eta):
         """phi and phi' per row, given the rows' linear predictors."""
@@ -159,11 +163,13 @@ def make_target(problem, target, X=None, y=None, removed=None, gradient=None):
     if callable(target):
         return CallableTarget(target, gradient)
     if target == "self_loss":
+        offset = getattr(problem, "offset", None)
         return EtaTarget(_design.rows(problem.X, removed, False), problem.y[removed], _loss(problem.family),
-                         problem.fit_intercept, problem.family.loss_change)
+                         problem.fit_intercept, problem.family.loss_change,
+                         None if offset is None else offset[removed])
     if target == "train_loss":
         return EtaTarget(problem.X, problem.y, _loss(problem.family), problem.fit_intercept,
-                         problem.family.loss_change)
+                         problem.family.loss_change, getattr(problem, "offset", None))
     if target in ("decision", "proba", "loss"):
         return eta_target(problem, target, X, y)
     raise ValueError(f"target must be one of {TARGETS} or a callable f(theta), got {target!r}")

@@ -369,6 +369,18 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
         write_theta(out[-1] if isinstance(out, Pipeline) else out, problem.theta + dtheta)
         return out
 
+    @classmethod
+    def from_statsmodels(cls, results, alpha=None, **kwargs):
+        """Attribution for a fitted statsmodels model: returns a :class:`rif.GLMProblem`.
+
+        statsmodels results carry no scikit-learn estimator to wrap, so this
+        returns the fitted problem itself, which has the same attribution
+        methods (``params_change``, ``effect``, ``scores``, ``self_influence``,
+        ``loo_params_change``, ``influence_table``); see
+        :meth:`rif.GLMProblem.from_statsmodels` for the parameters.
+        """
+        return GLMProblem.from_statsmodels(results, alpha, **kwargs)
+
 
 #: evaluation data whose median |z-score| against the training features exceeds this are
 #: almost surely in other units (e.g. raw data given to an auditor inside a Pipeline)
