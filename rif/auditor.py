@@ -10,9 +10,16 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _estimators as est_
 from ._attribution import AttributionMixin
+from ._audit import AuditMixin
 from ._adapters import check_supported, effective_weights, encode_target, read_glm, write_theta
 from ._errors import UnsupportedEstimatorError
 from ._problem import GLMProblem
+
+
+def _row_index(X):
+    """A DataFrame's row index as an array, else None."""
+    index = getattr(X, "index", None) if hasattr(X, "columns") else None
+    return None if index is None else np.asarray(index)
 
 
 def _estimator_has(attr):
@@ -21,7 +28,7 @@ def _estimator_has(attr):
     return check
 
 
-class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
+class InfluenceAuditor(AttributionMixin, AuditMixin, MetaEstimatorMixin, BaseEstimator):
     """Fit a GLM and say exactly how removing training samples would change it.
 
     The wrapped estimator is cloned and fitted; its objective is read as the
@@ -73,6 +80,9 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
     n_features_in_ : int
     n_iter_ : int
         Newton iterations of the refinement (0 when ``refine=False``).
+    row_labels_ : ndarray or None
+        The row index of a pandas DataFrame ``X`` (None for arrays); audit
+        results name rows by it.
 
     Examples
     --------
@@ -111,6 +121,7 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
         -------
         self
         """
+        self.row_labels_ = _row_index(X)
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, y_numeric=False)
         estimator = clone(self.estimator)
         check_supported(estimator)
@@ -215,3 +226,28 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
             raise ValueError("unlearn takes one removal set, not a batch")
         dtheta = self.params_change(sets[0], method)
         return write_theta(copy.deepcopy(self.estimator_), problem.theta + dtheta)
+
+    def _row_labels(self):
+        return getattr(self, "row_labels_", None)
+
+    def repair(self, index, new_labels, method="newton"):
+        """A copy of the fitted estimator as if trained with corrected labels.
+
+        Parameters
+        ----------
+        index : array-like of int or boolean mask
+            Training rows whose labels change.
+        new_labels : array-like of shape (len(index),)
+            Their corrected labels, as given to ``fit``.
+        method : {"newton", "retrain"}, default "newton"
+            "newton": one Newton step of the corrected objective from theta^
+            (exact for squared loss); "retrain": the exact refit on the
+            corrected labels, warm-started at theta^.
+
+        Returns
+        -------
+        estimator
+            A deep copy of ``estimator_`` with coefficients theta^ + dtheta.
+        """
+        dtheta = self.relabel_params_change(index, new_labels, method)
+        return write_theta(copy.deepcopy(self.estimator_), self._problem().theta + dtheta)
