@@ -3,17 +3,23 @@
 A class using :class:`AttributionMixin` provides ``_problem()`` (the fitted
 :class:`rif.GLMProblem`), ``_labels(y)`` (evaluation labels in the problem's
 encoding) and the attributes ``tol``, ``max_iter``, ``n_jobs`` and ``progress``.
+
+``params_change``, ``loo_params_change``, ``scores`` and ``self_influence``
+also take ``as_frame=False``: True returns pandas objects labelled by row and
+parameter names (see :mod:`rif._frames`).
 """
 
 import numpy as np
 
 from . import _estimators as est_
+from ._frames import labelled_output
 from ._targets import eta_target, make_target
 
 
 class AttributionMixin:
     """params_change, loo_params_change, effect, scores and self_influence."""
 
+    @labelled_output("params")
     def params_change(self, remove, method="rif"):
         """Change of the parameters when the samples ``remove`` are dropped.
 
@@ -38,6 +44,7 @@ class AttributionMixin:
     def _batch(self, problem, sets, method):
         return est_.params_change_batch(problem, sets, method, self.tol, self.max_iter, self.n_jobs, self.progress)
 
+    @labelled_output("loo_params")
     def loo_params_change(self, method="rif"):
         """Parameter change for removing each training sample alone.
 
@@ -99,6 +106,7 @@ class AttributionMixin:
             out = tgt.changes(problem.theta, dthetas, linear)
         return out if batch else float(out[0])
 
+    @labelled_output("scores")
     def scores(self, X, y=None, target="loss", method="rif", linear=False):
         """Effect of removing each training sample alone on each evaluation sample.
 
@@ -134,6 +142,7 @@ class AttributionMixin:
         after = tgt.phi((eta + d_eta).ravel(), labels)[0].reshape(d_eta.shape)
         return after - value
 
+    @labelled_output("per_row")
     def self_influence(self, method="rif", linear=False):
         """Change of each training sample's own loss when it alone is removed.
 

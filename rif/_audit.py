@@ -122,3 +122,33 @@ class AuditMixin:
             raise ValueError(f"k must be a positive int, got {k!r}")
         order = suspect_order(self.self_influence(method=method))
         return order if k is None else order[:k]
+
+    def top_influential(self, X, y=None, k=10, target=None, method="rif"):
+        """The ``k`` training rows that most move each evaluation sample's prediction.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_eval, n_features)
+        y : array-like of shape (n_eval,), needed for ``target`` "proba" or "loss"
+        k : int, default 10
+        target : {"decision", "proba", "loss"}, optional
+            Default "proba" (the probability of the label ``y``) for a classifier
+            given ``y``, else "decision" (the linear predictor).
+        method : {"if", "rif", "newton", "retrain"}, default "rif"
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per (evaluation sample, rank): ``eval`` (its label),
+            ``rank`` (1 = largest |effect|), ``train`` (the training row's label),
+            ``train_position`` (its 0-based position) and ``effect`` (value after
+            removing that training row alone minus value before, see :meth:`scores`).
+        """
+        from ._frames import top_table
+
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        if target is None:
+            target = "proba" if (y is not None and self._problem().family.name == "binomial") else "decision"
+        effects = self.scores(X, y, target=target, method=method)
+        return top_table(self, effects, X, int(k))
