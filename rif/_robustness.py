@@ -49,6 +49,7 @@ from scipy.stats import norm
 
 from . import _design
 from . import _estimators as est_
+from ._solvers import _factor_threads
 
 ROBUSTNESS_METHODS = ("greedy", "if", "rif")
 GOALS = ("sign", "significance", "threshold")
@@ -409,13 +410,31 @@ def _greedy(search, rank, per_step):
 
 
 def _prune(search, removed, scores_at_pick):
-    """Put back each member, least useful first, while the flip still verifies without it."""
+    """Put members back while the flip still verifies without removing them.
+
+    One lockstep batch refits the set with each member put back alone; only the
+    members whose return keeps the flip are candidates, tried all at once and,
+    if that breaks the flip, one by one (least useful first).
+    """
     if len(removed) < 2:
         return removed
+    trials = [[v for v in removed if v != u] for u in removed]
+    ok = [k for k, t in enumerate(trials) if search.valid(t)]
+    if not ok:
+        return removed
+    values, _ = search.refit_values([trials[k] for k in ok])
+    candidates = [removed[k] for k, v in zip(ok, values) if search.crosses(v)]
+    if not candidates:
+        return removed
+    kept = [v for v in removed if v not in candidates]
+    if len(candidates) > 1 and kept and search.valid(kept):
+        values, _ = search.refit_values([kept])
+        if search.crosses(values[0]):
+            return kept
     kept = list(removed)
-    for u in sorted(removed, key=lambda v: scores_at_pick[v]):
+    for u in sorted(candidates, key=lambda v: scores_at_pick[v]):
         trial = [v for v in kept if v != u]
-        if not trial or not search.valid(trial):
+        if not search.valid(trial):
             continue
         values, _ = search.refit_values([trial])
         if search.crosses(values[0]):
@@ -509,15 +528,18 @@ def robustness(problem, target, *, goal="sign", threshold=None, method="greedy",
     search = _Search(problem, tgt, labels, unit_rows, inverse, threshold, direction, max_units)
     kind = "rows" if groups is None else "groups"
 
-    if method == "greedy":
-        units, predicted = _greedy(search, rank, int(per_step))
-    else:
-        units, predicted = _one_shot(search, method)
+    # small solves on one BLAS thread: idle BLAS threads only compete with rif's pass threads
+    with _factor_threads(problem.n_params):
+        if method == "greedy":
+            units, predicted = _greedy(search, rank, int(per_step))
+        else:
+            units, predicted = _one_shot(search, method)
+        if units is not None:
+            values, thetas = search.refit_values([units])     # the reported value: one fresh exact refit
     if units is None:
         return RobustnessResult(np.array([], np.intp), labels[:0], False, False, 0, len(unit_rows), 0.0,
                                 tgt.name, method, goal, value, threshold, predicted, np.nan,
                                 search.n_refits, kind)
-    values, thetas = search.refit_values([units])     # the reported value: one fresh exact refit
     units = sorted(units)
     return RobustnessResult(search.rows_of(units), labels[units], True, search.crosses(values[0]),
                             len(units), len(unit_rows), len(units) / len(unit_rows), tgt.name, method,
