@@ -207,13 +207,13 @@ def _plain(v):
 
 
 # -- formatting ----------------------------------------------------------------------------------
-def _flip_text(entry, unit):
+def _flip_text(entry, unit, what):
     if entry["status"] == "not significant":
         return "not significant at the full fit"
     if entry["status"] == "not found":
         return f"no set found within the allowed fraction ({entry['n_refits']} refits)"
     check = "verified by refit" if entry["verified"] else "NOT verified by refit"
-    return (f"{entry['n_removed']} {unit} ({entry['fraction']:.1%}): {entry['value']:+.4g} -> "
+    return (f"{entry['n_removed']} {unit} ({entry['fraction']:.1%}): {what} {entry['value']:+.4g} -> "
             f"{entry['refit_value']:+.4g}, {check}")
 
 
@@ -233,16 +233,17 @@ def format_report(report, frame, show=10):
         if "sign" not in c:
             continue
         lines += ["", f"{c['name']}:",
-                  f"  to flip its sign:          {_flip_text(c['sign'], unit)}",
-                  f"  to lose significance:      {_flip_text(c['significance'], unit)}"]
-        found = c["sign"] if c["sign"]["status"] == "found" else c["significance"]
-        if found.get("status") == "found" and found["rows"]:
-            what = "sign" if found is c["sign"] else "significance"
+                  f"  to flip its sign:          {_flip_text(c['sign'], unit, 'estimate')}",
+                  f"  to lose significance:      {_flip_text(c['significance'], unit, 'z')}"]
+        for what in ("sign", "significance"):
+            found = c[what]
+            if found.get("status") != "found" or not found["rows"]:
+                continue
             if d["groups"]:
                 lines.append(f"  groups removed ({what}): {', '.join(map(str, found['groups'][:show]))}"
                              + (" ..." if len(found["groups"]) > show else ""))
             lines.append(f"  rows removed ({what}), by CSV line:")
-            lines += _rows_text(frame, found["rows"][:show])
+            lines += _rows_text(frame, found["rows"][:show], first=d["target"])
             if len(found["rows"]) > show:
                 lines.append(f"    ... and {len(found['rows']) - show} more")
     lines += ["", "Most suspicious labels (largest rescaled self-influence):",
@@ -251,14 +252,16 @@ def format_report(report, frame, show=10):
         lines.append(f"  {s['line']:>6} {str(s['label']):>10} {s['fitted']:>10.4g} {s['self_influence']:>10.4g}")
     lines += ["", "Most influential rows (Cook's distance of the exact leave-one-out Newton step):"]
     lines += _rows_text(frame, [r["row"] for r in report["influential_rows"][:show]],
-                        extra=[f"D={r['cooks_distance']:.3g}" for r in report["influential_rows"][:show]])
+                        extra=[f"D={r['cooks_distance']:.3g}" for r in report["influential_rows"][:show]],
+                        first=d["target"])
     return lines
 
 
-def _rows_text(frame, rows, extra=None):
+def _rows_text(frame, rows, extra=None, first=None):
     out = []
+    columns = ([first] if first is not None else []) + [c for c in frame.columns if c != first]
     for k, i in enumerate(rows):
-        values = ", ".join(f"{col}={_short(frame.iloc[i][col])}" for col in frame.columns[:8])
+        values = ", ".join(f"{col}={_short(frame.iloc[i][col])}" for col in columns[:8])
         more = " ..." if frame.shape[1] > 8 else ""
         tail = f"  [{extra[k]}]" if extra else ""
         out.append(f"    line {i + 2:>5}: {values}{more}{tail}")
