@@ -118,8 +118,8 @@ def _dispersion(problem):
     if problem.family.name != "gaussian":
         return 1.0
     resid = problem.y - problem.eta
-    n_pos = int(np.count_nonzero(problem.sample_weight > 0))
-    return float(problem.sample_weight @ resid**2) / max(n_pos - problem.n_params, 1)
+    n_eff = float(problem.sample_weight.sum())
+    return float(problem.sample_weight @ resid**2) / max(n_eff - problem.n_params, 1.0)
 
 
 def _flip(aud, name, goal, groups, method, se, alpha, max_fraction, per_step):

@@ -12,9 +12,12 @@ Targets f (theta with the intercept last, weights w, see :mod:`rif._problem`):
     decision value       f = x~^T theta for one test row x (x~ = (x, 1) with an intercept)
     z-statistic          f = theta_j / se_j(theta, w), with
         model-based      se_j^2 = phi [H_w(theta)^{-1}]_jj,
-                         phi = sum_i w_i (y_i - eta_i)^2 / (n_+ - p) for the Gaussian family
-                         (n_+ rows of positive weight), phi = 1 otherwise;
-        sandwich (HC0)   se_j^2 = e_j^T H^{-1} M H^{-1} e_j,  M = sum_i (w_i l'_i)^2 x~_i x~_i^T.
+                         phi = sum_i w_i (y_i - eta_i)^2 / (sum_i w_i - p) for the Gaussian
+                         family, phi = 1 otherwise;
+        sandwich (HC0)   se_j^2 = e_j^T H^{-1} M H^{-1} e_j,  M = sum_i w_i l'_i^2 x~_i x~_i^T
+
+(weights as frequencies: an integer weight is the same as repeating the row,
+as statsmodels' ``freq_weights``).
 
 With the direction d = sign(t - f(theta^)), a removal set S *flips* the
 conclusion when d (f(theta_{-S}, w_{-S}) - t) > 0, with theta_{-S} the exact
@@ -110,16 +113,16 @@ def standard_error(problem, theta, weights, j, se="model", hessian=None):
         var = v[j]
         if problem.family.name == "gaussian":
             eta = _design.linear_predictor(problem.X, theta, problem.fit_intercept)
-            n_pos = int(np.count_nonzero(weights > 0))
-            if n_pos <= problem.n_params:
-                raise ValueError(f"the model-based standard error needs more than {problem.n_params} "
-                                 f"samples of positive weight, got {n_pos}")
-            var = var * float(weights @ (problem.y - eta) ** 2) / (n_pos - problem.n_params)
+            n_eff = float(weights.sum())       # frequency weights: sum w rows
+            if n_eff <= problem.n_params:
+                raise ValueError(f"the model-based standard error needs a total sample weight above "
+                                 f"{problem.n_params} (the number of parameters), got {n_eff:g}")
+            var = var * float(weights @ (problem.y - eta) ** 2) / (n_eff - problem.n_params)
     else:
         eta = _design.linear_predictor(problem.X, theta, problem.fit_intercept)
         _, d1, _ = problem.family.derivatives(eta, problem.y)
         xv = _design.linear_predictor(problem.X, v, problem.fit_intercept)   # X~ H^{-1} e_j
-        var = float(np.sum((weights * d1 * xv) ** 2))
+        var = float(np.sum(weights * (d1 * xv) ** 2))
     return float(np.sqrt(var))
 
 
@@ -302,7 +305,14 @@ def unit_changes(fit, c, unit_rows, inverse, method):
         live = [k for k, r in enumerate(unit_rows) if fit.sample_weight[r].sum() > 0]
         if live:
             sets = [r[fit.sample_weight[r] > 0] for r in (unit_rows[k] for k in live)]
-            out[live] = est_.params_change_batch(fit, sets, "newton") @ c
+            try:
+                out[live] = est_.params_change_batch(fit, sets, "newton") @ c
+            except ValueError:        # some group's leave-out Hessian is singular: rank it last (NaN)
+                for k, index in zip(live, sets):
+                    try:
+                        out[k] = est_.params_change_one(fit, index, "newton") @ c
+                    except ValueError:
+                        pass
         return out
     m = "rif" if method == "newton" else method
     coef = est_.scalar_loo_coefficient(fit, m)
@@ -343,11 +353,21 @@ class _Search:
     def refit_values(self, unit_sets):
         """Exact refits (lockstep, warm-started at theta^) and the target at each."""
         sets = [self.rows_of(u) for u in unit_sets]
-        dthetas = est_.params_change_batch(self.problem, sets, "retrain", self.problem.tol,
-                                           self.problem.max_iter)
         self.n_refits += len(sets)
+        try:
+            dthetas = est_.params_change_batch(self.problem, sets, "retrain", self.problem.tol,
+                                               self.problem.max_iter)
+        except ValueError:     # a set leaves a singular objective: NaN (never a flip) for it alone
+            dthetas = np.full((len(sets), self.problem.n_params), np.nan)
+            for k, rows in enumerate(sets):
+                try:
+                    dthetas[k] = est_.params_change_one(self.problem, rows, "retrain", self.problem.tol,
+                                                        self.problem.max_iter)
+                except ValueError:
+                    pass
         thetas = self.problem.theta + dthetas
-        values = [self.target.value(self.problem, th, _weights_without(self.problem, rows))
+        values = [np.nan if np.isnan(th).any() else
+                  self.target.value(self.problem, th, _weights_without(self.problem, rows))
                   for th, rows in zip(thetas, sets)]
         return np.array(values), thetas
 
@@ -382,6 +402,7 @@ def _greedy(search, rank, per_step):
     value = search.target.value(problem, problem.theta, problem.sample_weight, problem.hessian)
     scores_at_pick = {}
     predicted = np.nan
+    step = per_step
     while True:
         changes = unit_changes(fit, search.target.direction(fit), search.unit_rows, search.inverse, rank)
         score = search.direction * np.nan_to_num(changes, nan=-np.inf)
@@ -390,19 +411,29 @@ def _greedy(search, rank, per_step):
         order = np.argsort(-score, kind="stable")
         picked = []
         for u in order:
-            if len(picked) == per_step or score[u] <= 0 or len(removed) + len(picked) >= search.max_units:
+            if len(picked) == step or score[u] <= 0 or len(removed) + len(picked) >= search.max_units:
                 break
             if search.valid(removed + picked + [u]):
                 picked.append(int(u))
         if not picked:
             return None, np.nan
+        weights = _weights_without(problem, search.rows_of(removed + picked))
+        search.n_refits += 1
+        try:
+            new_fit = _fit_at(problem, weights, fit.theta)
+        except ValueError:
+            # removing these units leaves a singular objective (e.g. a group holding every row
+            # with a nonzero feature): never pick that unit; retry one unit per step
+            if len(picked) == 1:
+                search.usable[picked[0]] = False
+            step = 1
+            continue
+        step = per_step
         predicted = value + float(np.sum(changes[picked]))
         for u in picked:
             scores_at_pick[u] = score[u]
         removed += picked
-        weights = _weights_without(problem, search.rows_of(removed))
-        fit = _fit_at(problem, weights, fit.theta)
-        search.n_refits += 1
+        fit = new_fit
         value = search.target.value(problem, fit.theta, weights, fit.hessian)
         if search.crosses(value):
             break

@@ -52,6 +52,21 @@ def test_standard_errors_match_statsmodels(family, sm_family, se, cov_type):
     assert z == pytest.approx(fit.tvalues[1], rel=1e-6)
 
 
+@pytest.mark.parametrize("family", ["binomial", "poisson", "gaussian"])
+def test_weighted_standard_errors_are_those_of_repeated_rows(family):
+    from conftest import synthetic
+
+    X, y, _ = synthetic(family, n=50, d=2, seed=4)
+    w = np.random.default_rng(0).integers(1, 4, size=50).astype(float)
+    prob = rif.GLMProblem(X, y, family, sample_weight=w)
+    reps = w.astype(int)
+    twin = rif.GLMProblem(np.repeat(X, reps, axis=0), np.repeat(y, reps), family)
+    for se in ("model", "hc0"):
+        for j in range(prob.n_params):
+            assert R.standard_error(prob, prob.theta, prob.sample_weight, j, se) == pytest.approx(
+                R.standard_error(twin, twin.theta, twin.sample_weight, j, se), rel=1e-7)
+
+
 def test_model_se_matches_ols_after_removal():
     """The z-statistic at a removal set is OLS's t on the remaining rows (a refit by statsmodels)."""
     rng = np.random.default_rng(0)
@@ -256,3 +271,16 @@ def test_inputs_are_validated_and_not_modified():
     with pytest.raises(ValueError, match="not significant"):
         prob.robustness(("coef", 0), goal="significance", alpha=1e-9)
     np.testing.assert_array_equal(prob.theta, theta)
+
+
+@pytest.mark.parametrize("rank", ["newton", "rif"])       # NaN score / a refit that fails
+def test_group_whose_removal_leaves_a_singular_hessian_is_never_chosen(rank):
+    """Unpenalised OLS where one group holds the only rows with x1 != 0: its leave-out Hessian is singular."""
+    rng = np.random.default_rng(3)
+    X = np.column_stack([rng.normal(size=30), np.r_[rng.normal(size=3), np.zeros(27)]])
+    y = 0.1 * X[:, 0] + X[:, 1] + rng.normal(size=30)
+    groups = np.r_[np.zeros(3), np.repeat(np.arange(1, 10), 3)]
+    prob = rif.GLMProblem(X, y, "gaussian")
+    res = prob.robustness(("coef", 0), groups=groups, max_fraction=0.9, rank=rank)
+    assert res.verified and 0 not in res.units
+    assert np.sign(res.refit_value) != np.sign(res.value)
