@@ -107,6 +107,23 @@ def make_estimator(model, penalty, y):
     return PoissonRegressor(alpha=penalty / len(y), max_iter=10_000)
 
 
+def _check_options(method, se, alpha, max_fraction, per_step, top):
+    from ._robustness import ROBUSTNESS_METHODS, STANDARD_ERRORS
+
+    if method not in ROBUSTNESS_METHODS:
+        raise AuditInputError(f"--method must be one of {', '.join(ROBUSTNESS_METHODS)}, got {method!r}")
+    if se not in STANDARD_ERRORS:
+        raise AuditInputError(f"--se must be one of {', '.join(STANDARD_ERRORS)}, got {se!r}")
+    if not 0 < alpha < 1:
+        raise AuditInputError(f"--alpha must lie in (0, 1), got {alpha}")
+    if not 0 < max_fraction <= 1:
+        raise AuditInputError(f"--max-fraction must lie in (0, 1], got {max_fraction}")
+    if per_step is not None and per_step < 1:
+        raise AuditInputError(f"--per-step must be at least 1, got {per_step}")
+    if top < 1:
+        raise AuditInputError(f"--top must be at least 1, got {top}")
+
+
 # -- the audit --------------------------------------------------------------------------------
 def cooks_distance(problem, se_model_scale):
     """D_i = dtheta_i^T H dtheta_i / (p phi), dtheta_i the RIF leave-one-out change."""
@@ -144,30 +161,43 @@ def _flip(aud, name, goal, groups, method, se, alpha, max_fraction, per_step):
 
 def audit_table(frame, target, model="logistic", *, features=None, categorical=(), groups=None,
                 coef=None, penalty=0.0, method="greedy", se="model", alpha=0.05, max_fraction=0.1,
-                per_step=1, top=10):
+                per_step=None, top=10):
     """Fit ``model`` to the table and audit it; returns (report dict, auditor, X).
 
-    See the module docstring for what the report holds.
+    See the module docstring for what the report holds. ``per_step=None``
+    removes max(1, n_units // 2000) rows (groups) per greedy step.
     """
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
 
+    from ._errors import RetrainConvergenceWarning
     from ._robustness import standard_error
     from .auditor import InfluenceAuditor
 
     if model not in MODELS:
         raise AuditInputError(f"unsupported model {model!r}; choose one of {', '.join(MODELS)}")
+    _check_options(method, se, alpha, max_fraction, per_step, top)
     X, y, group_labels = design(frame, target, features, categorical, groups)
     estimator = make_estimator(model, penalty, y)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore", ConvergenceWarning)   # rif polishes theta to the optimum by Newton
+        warnings.simplefilter("always", RetrainConvergenceWarning)
         aud = InfluenceAuditor(estimator).fit(X, y)
+    if any(issubclass(w.category, RetrainConvergenceWarning) for w in caught):
+        hint = " (the classes may be separable)" if model == "logistic" else ""
+        raise AuditInputError(f"the {model} fit has no finite optimum{hint}: Newton's method does not "
+                              "converge; add an L2 penalty with --penalty, or drop the separating features")
+    for w in caught:                                            # anything else is the user's to see
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     prob = aud.problem_
     names = list(X.columns) + (["intercept"] if prob.fit_intercept else [])
     if coef is not None and coef not in names:
         raise AuditInputError(f"--coef {coef!r} is not a coefficient; coefficients: {', '.join(names)}")
     audited = [coef] if coef is not None else list(X.columns)
+    n_units = prob.n_samples if group_labels is None else len(np.unique(group_labels))
+    if per_step is None:
+        per_step = max(1, n_units // 2000)
     coefficients = []
     for name in names:
         j = names.index(name)
@@ -189,7 +219,8 @@ def audit_table(frame, target, model="logistic", *, features=None, categorical=(
         "data": {"n_rows": int(prob.n_samples), "target": target, "features": list(X.columns),
                  "groups": groups, "n_groups": None if groups is None else int(len(np.unique(group_labels)))},
         "model": {"kind": model, "estimator": type(estimator).__name__, "penalty": float(penalty),
-                  "se": se, "alpha": alpha, "method": method, "max_fraction": max_fraction},
+                  "se": se, "alpha": alpha, "method": method, "max_fraction": max_fraction,
+                  "per_step": per_step},
         "coefficients": coefficients,
         "suspicious_labels": [{"row": int(i), "line": int(i) + 2, "label": _plain(labels[i]),
                                "fitted": float(fitted[i]), "self_influence": float(self_infl[i])}

@@ -285,13 +285,25 @@ def _weights_without(problem, rows):
 
 
 def _fit_at(problem, weights, theta):
-    """The exact refit with sample weights ``weights``, Newton warm-started at ``theta``."""
+    """The exact refit with sample weights ``weights``, Newton warm-started at ``theta``.
+
+    Raises SingularHessianError when the objective has no finite optimum
+    (Newton does not converge, e.g. separable classes) or a singular Hessian.
+    """
+    import warnings
+
+    from ._errors import RetrainConvergenceWarning, SingularHessianError
     from ._problem import GLMProblem
 
-    return GLMProblem(problem.X, problem.y, problem.family, theta, sample_weight=weights,
-                      penalty=problem.penalty, penalty_scaling=problem.penalty_scaling,
-                      fit_intercept=problem.fit_intercept, refine=True, tol=problem.tol,
-                      max_iter=problem.max_iter)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RetrainConvergenceWarning)
+        try:
+            return GLMProblem(problem.X, problem.y, problem.family, theta, sample_weight=weights,
+                              penalty=problem.penalty, penalty_scaling=problem.penalty_scaling,
+                              fit_intercept=problem.fit_intercept, refine=True, tol=problem.tol,
+                              max_iter=problem.max_iter)
+        except RetrainConvergenceWarning as exc:
+            raise SingularHessianError(str(exc)) from None
 
 
 def unit_changes(fit, c, unit_rows, inverse, method):
@@ -354,17 +366,20 @@ class _Search:
         """Exact refits (lockstep, warm-started at theta^) and the target at each."""
         sets = [self.rows_of(u) for u in unit_sets]
         self.n_refits += len(sets)
+        dthetas = np.full((len(sets), self.problem.n_params), np.nan)
         try:
-            dthetas = est_.params_change_batch(self.problem, sets, "retrain", self.problem.tol,
-                                               self.problem.max_iter)
-        except ValueError:     # a set leaves a singular objective: NaN (never a flip) for it alone
-            dthetas = np.full((len(sets), self.problem.n_params), np.nan)
-            for k, rows in enumerate(sets):
+            refits = list(est_._run_refits(self.problem, sets, self.problem.tol, self.problem.max_iter,
+                                           None, False))
+        except ValueError:     # a set leaves a singular objective: refit one by one
+            refits = []
+            for rows in sets:
                 try:
-                    dthetas[k] = est_.params_change_one(self.problem, rows, "retrain", self.problem.tol,
-                                                        self.problem.max_iter)
+                    refits.append(est_._retrain(self.problem, rows, self.problem.tol, self.problem.max_iter))
                 except ValueError:
-                    pass
+                    refits.append((None, None))
+        for k, (dtheta, result) in enumerate(refits):
+            if result is not None and result.converged:   # NaN (never a flip) without a finite optimum
+                dthetas[k] = dtheta
         thetas = self.problem.theta + dthetas
         values = [np.nan if np.isnan(th).any() else
                   self.target.value(self.problem, th, _weights_without(self.problem, rows))
@@ -422,8 +437,8 @@ def _greedy(search, rank, per_step):
         try:
             new_fit = _fit_at(problem, weights, fit.theta)
         except ValueError:
-            # removing these units leaves a singular objective (e.g. a group holding every row
-            # with a nonzero feature): never pick that unit; retry one unit per step
+            # removing these units leaves a singular objective or no finite optimum (e.g. a group
+            # holding every row with a nonzero feature): never pick that unit; one unit per step
             if len(picked) == 1:
                 search.usable[picked[0]] = False
             step = 1

@@ -36,7 +36,8 @@ def _parser():
     audit.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     audit.add_argument("--max-fraction", type=float, default=0.1,
                        help="largest fraction of rows (groups) to remove (default 0.1)")
-    audit.add_argument("--per-step", type=int, default=1, help="rows (groups) removed per greedy step")
+    audit.add_argument("--per-step", type=int, default=None,
+                       help="rows (groups) removed per greedy step (default: 1 per 2000 rows, at least 1)")
     audit.add_argument("--top", type=int, default=10, help="rows to list per section (default 10)")
     audit.add_argument("--json", metavar="PATH", help="also write the report as JSON ('-' for stdout only)")
     audit.add_argument("--out", metavar="DIR", help="write report.json, influence.csv and influence.png here")

@@ -107,6 +107,10 @@ def test_cooks_distance_is_statsmodels_for_ols(tmp_path, capsys):
     (["audit", "{csv}", "--target", "a", "--model", "logistic", "--features", "b"], "exactly two values"),
     (["audit", "{csv}", "--target", "y", "--features", "a", "--coef", "zz"], "is not a coefficient"),
     (["audit", "{csv}", "--target", "y", "--features", "a", "--penalty", "-1"], "--penalty"),
+    (["audit", "{separable}", "--target", "y"], "no finite optimum (the classes may be separable)"),
+    (["audit", "{csv}", "--target", "y", "--alpha", "2"], "--alpha"),
+    (["audit", "{csv}", "--target", "y", "--max-fraction", "0"], "--max-fraction"),
+    (["audit", "{csv}", "--target", "y", "--top", "0"], "--top"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, argv, message):
     rng = np.random.default_rng(1)
@@ -116,9 +120,10 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, argv, message):
     holes = frame.drop(columns="color").copy()
     holes.loc[3, "a"] = np.nan
     holes.to_csv(tmp_path / "holes.csv", index=False)
+    pd.DataFrame({"a": frame["a"], "y": (frame["a"] > 0).astype(int)}).to_csv(tmp_path / "sep.csv", index=False)
     (tmp_path / "bad.csv").write_bytes(b'a,b,y\n1,2,3\n"4,5\n6,7,8,9,10\n')
     paths = {"csv": tmp_path / "data.csv", "holes": tmp_path / "holes.csv", "bad": tmp_path / "bad.csv",
-             "missing": tmp_path / "none.csv"}
+             "missing": tmp_path / "none.csv", "separable": tmp_path / "sep.csv"}
     code, out, err = run(capsys, *[a.format(**paths) for a in argv])
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -284,3 +284,18 @@ def test_group_whose_removal_leaves_a_singular_hessian_is_never_chosen(rank):
     res = prob.robustness(("coef", 0), groups=groups, max_fraction=0.9, rank=rank)
     assert res.verified and 0 not in res.units
     assert np.sign(res.refit_value) != np.sign(res.value)
+
+
+def test_a_set_that_makes_the_classes_separable_is_never_a_verified_flip():
+    """Unpenalised logistic: dropping the two overlapping rows leaves no finite optimum."""
+    x = np.r_[np.linspace(-3, -0.5, 10), np.linspace(0.5, 3, 10), [0.2, -0.2]]
+    y = np.r_[np.zeros(10), np.ones(10), [0.0, 1.0]]
+    prob = rif.GLMProblem(x[:, None], y, "binomial")
+    target = 3 * prob.theta[0]
+    for method in ("greedy", "rif", "if"):
+        res = prob.robustness(("coef", 0), threshold=target, method=method, max_fraction=0.5)
+        if res.verified:
+            assert not set(res.indices) >= {20, 21}
+            assert np.isfinite(res.refit_value) and res.refit_value > target
+        else:
+            assert not (res.found and np.isfinite(res.refit_value) and res.refit_value > target)
