@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression, PoissonRegressor, Ridge
 
 import rif
@@ -100,3 +102,36 @@ def test_repair_validation():
         prob.suspect_labels(0)
     with pytest.raises(ValueError, match="method"):
         prob.suspect_labels(3, method="retrain")
+
+
+@given(seed=st.integers(0, 10_000), family=st.sampled_from(["gaussian", "binomial", "poisson"]),
+       k=st.integers(1, 6))
+@settings(max_examples=15)
+def test_property_relabelling_moves_the_gradient_not_the_hessian(seed, family, k):
+    """Canonical links: new labels change the gradient by w_i (y_i - y'_i) x~_i and leave H alone,
+    so "newton" solves H dtheta = -grad L'(theta^) and is exact for squared loss."""
+    prob = make_problem(family, n=40, d=3, seed=seed % 50, weights=True)
+    rng = np.random.default_rng(seed)
+    index = rng.choice(prob.n_samples, size=k, replace=False)
+    if family == "binomial":
+        new = 1.0 - prob.y[index]
+    elif family == "poisson":
+        new = rng.poisson(2.0, size=k).astype(float)
+    else:
+        new = prob.y[index] + rng.normal(size=k)
+    y = prob.y.copy()
+    y[index] = new
+    if family == "binomial" and y.min() == y.max():
+        return
+    twin = rif.GLMProblem(prob.X, y, family, prob.theta, sample_weight=prob.sample_weight,
+                          penalty=prob.penalty, refine=False)
+    np.testing.assert_allclose(twin.hessian_at(prob.theta, prob.sample_weight),
+                               prob.hessian_at(prob.theta, prob.sample_weight), rtol=1e-12, atol=1e-12)
+    _, grad = twin.value_gradient(prob.theta, prob.sample_weight)
+    step = prob.relabel_params_change(index, new, "newton")
+    np.testing.assert_allclose(prob.hessian @ step, -grad, rtol=1e-8, atol=1e-9)
+    exact = prob.relabel_params_change(index, new, "retrain")
+    _, grad_after = twin.value_gradient(prob.theta + exact, prob.sample_weight)
+    assert np.max(np.abs(grad_after)) < 1e-6 * max(1.0, np.max(np.abs(grad)))
+    if family == "gaussian":
+        np.testing.assert_allclose(step, exact, rtol=1e-8, atol=1e-10)

@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 import rif
@@ -299,3 +301,19 @@ def test_a_set_that_makes_the_classes_separable_is_never_a_verified_flip():
             assert np.isfinite(res.refit_value) and res.refit_value > target
         else:
             assert not (res.found and np.isfinite(res.refit_value) and res.refit_value > target)
+
+
+@given(seed=st.integers(0, 10_000), family=st.sampled_from(["gaussian", "binomial", "poisson"]))
+@settings(max_examples=10)
+def test_property_greedy_sets_verify_and_respect_the_enumerated_minimum(seed, family):
+    """Greedy stops only on an exact refit that flips, so every set it proposes verifies, and
+    no verified set can be smaller than the smallest one found by enumeration."""
+    prob = small_problem(family, seed, n=12)
+    size, _ = R.brute_force(prob, ("coef", 0), max_size=2)
+    for method in R.ROBUSTNESS_METHODS:
+        res = prob.robustness(("coef", 0), method=method, max_fraction=0.5)
+        if method == "greedy":
+            assert res.found == res.verified
+        if res.verified:
+            assert res.n_units >= (size if size is not None else 3)
+            assert np.sign(res.refit_value) != np.sign(res.value)
