@@ -604,7 +604,7 @@ def brute_force(problem, target, *, goal="sign", threshold=None, groups=None, se
     (size, units) : (int or None, list)
         The smallest flipping size and the first set of that size (None, [] if none up to max_size).
     """
-    tgt, goal, threshold, direction, value, (labels, unit_rows, inverse) = _prepare(
+    tgt, goal, threshold, direction, _, (labels, unit_rows, inverse) = _prepare(
         problem, target, goal, threshold, groups, se, alpha, feature_names)
     search = _Search(problem, tgt, labels, unit_rows, inverse, threshold, direction, len(unit_rows))
     for k in range(1, max_size + 1):
