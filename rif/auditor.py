@@ -121,7 +121,7 @@ class InfluenceAuditor(AttributionMixin, AuditMixin, MetaEstimatorMixin, BaseEst
         -------
         self
         """
-        self.row_labels_ = _row_index(X)
+        row_labels = _row_index(X)
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, y_numeric=False)
         estimator = clone(self.estimator)
         check_supported(estimator)
@@ -148,6 +148,7 @@ class InfluenceAuditor(AttributionMixin, AuditMixin, MetaEstimatorMixin, BaseEst
         self.n_iter_ = self.problem_.refine_n_iter
         self.leverage_ = self.problem_.leverage
         self.rescale_factor_ = self.problem_.rescale_factor
+        self.row_labels_ = row_labels
         return self
 
     @property
