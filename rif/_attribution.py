@@ -6,11 +6,16 @@ encoding) and the attributes ``tol``, ``max_iter``, ``n_jobs`` and ``progress``;
 it may override ``_features(X)`` (evaluation features in the problem's space, e.g.
 after a pipeline's preprocessing) and ``_removal_sets(problem, remove)`` (e.g. to
 accept row labels).
+
+``params_change``, ``loo_params_change``, ``scores`` and ``self_influence``
+also take ``as_frame=False``: True returns pandas objects labelled by row and
+parameter names (see :mod:`rif._frames`).
 """
 
 import numpy as np
 
 from . import _estimators as est_
+from ._frames import labelled_output
 from ._targets import eta_target, make_target
 from ._validation import check_bool
 
@@ -24,6 +29,7 @@ class AttributionMixin:
     def _removal_sets(self, problem, remove):
         return est_.removal_sets(problem, remove)
 
+    @labelled_output("params")
     def params_change(self, remove, method="rif"):
         """Change of the parameters when the samples ``remove`` are dropped.
 
@@ -48,6 +54,7 @@ class AttributionMixin:
     def _batch(self, problem, sets, method):
         return est_.params_change_batch(problem, sets, method, self.tol, self.max_iter, self.n_jobs, self.progress)
 
+    @labelled_output("loo_params")
     def loo_params_change(self, method="rif"):
         """Parameter change for removing each training sample alone.
 
@@ -117,6 +124,7 @@ class AttributionMixin:
             out = tgt.changes(problem.theta, dthetas, linear)
         return out if batch else float(out[0])
 
+    @labelled_output("scores")
     def scores(self, X, y=None, target="loss", method="rif", linear=False):
         """Effect of removing each training sample alone on each evaluation sample.
 
@@ -151,6 +159,7 @@ class AttributionMixin:
         with np.errstate(invalid="ignore"):     # NaN rows (leverage one) stay NaN
             return tgt.row_changes(eta, d_eta.T).T
 
+    @labelled_output("per_row")
     def self_influence(self, method="rif", linear=False):
         """Change of each training sample's own loss when it alone is removed.
 

@@ -32,6 +32,7 @@ from . import _design
 from ._errors import LeverageWarning, RetrainConvergenceWarning, SingularHessianError
 from ._separation import raise_if_separated
 from ._attribution import AttributionMixin
+from ._audit import AuditMixin
 from ._families import get_family
 from ._config import LEVERAGE_TOL, MAX_DENSE_PARAMS
 from ._linalg import WhitenedHessian
@@ -42,7 +43,7 @@ from ._validation import check_vector as _check_vector
 PENALTY_SCALINGS = ("fixed", "per_sample")
 
 
-class GLMProblem(AttributionMixin):
+class GLMProblem(AttributionMixin, AuditMixin):
     """A GLM fitted in sum form, with lazily cached Hessian and leverages.
 
     Parameters

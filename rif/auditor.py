@@ -17,8 +17,9 @@ from sklearn.utils.validation import (
 
 from . import _estimators as est_
 from ._attribution import AttributionMixin
+from ._audit import AuditMixin
 from ._adapters import check_supported, check_target_before_fit, effective_weights, encode_target, read_glm, write_theta
-from ._errors import SingularHessianError, UnsupportedEstimatorError
+from ._errors import SeparationError, SingularHessianError, UnsupportedEstimatorError
 from ._problem import GLMProblem
 from ._validation import check_weight_range
 
@@ -29,7 +30,7 @@ def _estimator_has(attr):
     return check
 
 
-class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
+class InfluenceAuditor(AttributionMixin, AuditMixin, MetaEstimatorMixin, BaseEstimator):
     """Fit a GLM and say exactly how removing training samples would change it.
 
     The wrapped estimator is cloned and fitted; its objective is read as the
@@ -94,6 +95,9 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
         have the same columns in the same order.
     n_iter_ : int
         Newton iterations of the refinement (0 when ``refine=False``).
+    row_labels_ : ndarray or None
+        The row index of a pandas DataFrame ``X`` (None for arrays); audit
+        results name rows by it.
 
     Notes
     -----
@@ -205,6 +209,7 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
         else:
             final.fit(Z, y, sample_weight=sample_weight)
         self.estimator_ = estimator
+        self.row_labels_ = None if self._train_index is None else np.asarray(self._train_index)
         if preprocess is not None:
             self.n_features_in_ = getattr(estimator, "n_features_in_", getattr(self, "n_features_in_", None))
         spec = read_glm(final)
@@ -217,7 +222,7 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
                 max_iter=self.max_iter, copy_X=False,
             )
         except SingularHessianError as error:
-            if spec.penalty > 0:
+            if spec.penalty > 0 or isinstance(error, SeparationError):
                 raise
             # as the estimator fits it; attribution is undefined and says so when asked
             warnings.warn(f"{type(final).__name__} was fitted, but its Hessian is singular ({error}); "
@@ -367,6 +372,33 @@ class InfluenceAuditor(AttributionMixin, MetaEstimatorMixin, BaseEstimator):
         dtheta = self.params_change(sets[0], method)
         out = copy.deepcopy(self.estimator_)
         write_theta(out[-1] if isinstance(out, Pipeline) else out, problem.theta + dtheta)
+        return out
+
+    def _row_labels(self):
+        return getattr(self, "row_labels_", None)
+
+    def repair(self, index, new_labels, method="newton"):
+        """A copy of the fitted estimator as if trained with corrected labels.
+
+        Parameters
+        ----------
+        index : array-like of int or boolean mask
+            Training rows whose labels change.
+        new_labels : array-like of shape (len(index),)
+            Their corrected labels, as given to ``fit``.
+        method : {"newton", "retrain"}, default "newton"
+            "newton": one Newton step of the corrected objective from theta^
+            (exact for squared loss); "retrain": the exact refit on the
+            corrected labels, warm-started at theta^.
+
+        Returns
+        -------
+        estimator or Pipeline
+            A deep copy of ``estimator_`` whose (final) coefficients are theta^ + dtheta.
+        """
+        dtheta = self.relabel_params_change(index, new_labels, method)
+        out = copy.deepcopy(self.estimator_)
+        write_theta(out[-1] if isinstance(out, Pipeline) else out, self._problem().theta + dtheta)
         return out
 
     @classmethod
