@@ -23,7 +23,6 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 import rif
-from rif import _design
 from rif._estimators import params_change_batch, params_change_one
 from rif._solvers import chord_refit
 

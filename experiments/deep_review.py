@@ -104,7 +104,7 @@ def mislabels(args, out):
             rows.append(dict(ranking=name, fraction_inspected=float(f), fraction_found=float(c)))
         print(f"[mislabel] {name:28s} found at 10%: {curve[10]:.3f}  at 20%: {curve[20]:.3f}  "
               f"area: {np.trapezoid(curve, fractions):.3f}")
-    print(f"[mislabel] self-influence times: " + ", ".join(f"{k} {v:.1f}s" for k, v in timing.items()))
+    print("[mislabel] self-influence times: " + ", ".join(f"{k} {v:.1f}s" for k, v in timing.items()))
     dc.write_csv(out / "deep_review_mislabel.csv", rows)
 
     import matplotlib

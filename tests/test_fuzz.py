@@ -4,7 +4,6 @@ argument, or a finite result that matches a dense reference, and never mutates i
 import warnings
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.linear_model import LinearRegression, LogisticRegression, PoissonRegressor, Ridge

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from sklearn.linear_model import (
-    LinearRegression, LogisticRegression, LogisticRegressionCV, PoissonRegressor, Ridge, RidgeCV,
+    LogisticRegression, LogisticRegressionCV, PoissonRegressor, Ridge, RidgeCV,
 )
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler

@@ -6,7 +6,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import rif.deep  # noqa: E402
 from rif.deep import embed  # noqa: E402
 
 from deep_helpers import tiny_mlp  # noqa: E402
