@@ -206,6 +206,15 @@ def bench_batches(n, d, n_sets, n_refits, repeat):
         loop = measure(lambda: np.array([params_change_one(problem, s, method) for s in sets]), repeat)
         err = np.max(np.abs(o[2] - loop[2])) / np.max(np.abs(loop[2]))
         report(f"{method.upper()}, {n_sets} sets of 1%", (n, d), o, loop, "loop over sets", f"rel {err:.0e}")
+    # sets of at least p samples: the whitened leave-out Hessians batched as p x p systems
+    big_n, big_d, big_k = (800, 10, 20) if n_sets <= 100 else (4000, 20, 40)
+    Xb, yb = logistic_data(big_n, big_d)
+    big, _ = fitted_problem(Xb, yb)
+    big_sets = [np.sort(rng.choice(big_n, size=big_k, replace=False)) for _ in range(n_sets)]
+    o = measure(lambda: params_change_batch(big, big_sets, "newton"), repeat)
+    loop = measure(lambda: np.array([params_change_one(big, s, "newton") for s in big_sets]), repeat)
+    err = np.max(np.abs(o[2] - loop[2])) / np.max(np.abs(loop[2]))
+    report(f"NEWTON, {n_sets} sets of {big_k} >= p", (big_n, big_d), o, loop, "loop over sets", f"rel {err:.0e}")
     refit_sets = sets[:n_refits]
     lockstep = measure(lambda: params_change_batch(problem, refit_sets, "retrain", n_jobs=1, progress=False), 1)
     loop = measure(lambda: np.array([params_change_one(problem, s, "retrain") for s in refit_sets]), 1)

@@ -24,8 +24,11 @@ def test_benchmarks_run_at_toy_sizes(bench):
     bench.bench_batches(600, 8, n_sets=6, n_refits=3, repeat=1)
     bench.bench_sparse(300, 200, 0.05)
     names = [row[0] for row in bench.ROWS]
-    assert len(names) == 9
+    assert len(names) == 10
     assert "3 exact retrains in lockstep" in names
+    # batched Newton steps for sets of at least p samples agree with one set at a time
+    big = next(row for row in bench.ROWS if row[0].startswith("NEWTON, 6 sets of 20"))
+    assert float(big[8].split()[1]) < 1e-10
     # the cross-check column: leverages agree with the floor and with statsmodels
     for row in bench.ROWS[:2]:
         assert float(row[8].split()[1].rstrip(",")) < 1e-10
