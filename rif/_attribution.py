@@ -188,8 +188,8 @@ class AttributionMixin:
         """
         from ._diagnostics import influence_table
 
-        return influence_table(self._problem(), exact, getattr(self, "feature_names_in_", None),
-                               None, self.tol, self.max_iter, self.n_jobs, self.progress)
+        return influence_table(self._problem(), exact, self._feature_names(), self._row_labels(),
+                               self.tol, self.max_iter, self.n_jobs, self.progress)
 
     def cov_params(self, cov_type="nonrobust"):
         """Covariance of the coefficients: dispersion x H^{-1} ("nonrobust") or the sandwich ("HC0")."""
@@ -209,7 +209,7 @@ class AttributionMixin:
         from ._diagnostics import jackknife
 
         return jackknife(self._problem(), method, self.tol, self.max_iter, self.n_jobs, self.progress,
-                         getattr(self, "feature_names_in_", None))
+                         self._feature_names())
 
     def loo_predict(self, method="newton", groups=None):
         """Each training sample's predicted mean from the fit without it (or without its group)."""
@@ -242,4 +242,4 @@ class AttributionMixin:
         """R's ``influence.measures()`` (dfbetas, dffit, cov.r, cook.d, hat) and ``dfbeta``, reproduced."""
         from ._diagnostics import r_influence_measures
 
-        return r_influence_measures(self._problem(), getattr(self, "feature_names_in_", None))
+        return r_influence_measures(self._problem(), self._feature_names(), self._row_labels())

@@ -377,6 +377,15 @@ class InfluenceAuditor(AttributionMixin, AuditMixin, MetaEstimatorMixin, BaseEst
     def _row_labels(self):
         return getattr(self, "row_labels_", None)
 
+    def _feature_names(self):
+        """Names of the final estimator's input features (a pipeline's output names), or None."""
+        if isinstance(getattr(self, "estimator_", None), Pipeline):
+            try:
+                return [str(name) for name in self.estimator_[:-1].get_feature_names_out()]
+            except (AttributeError, ValueError, TypeError):
+                return None           # steps without output names: coefficients are numbered
+        return super()._feature_names()
+
     def repair(self, index, new_labels, method="newton"):
         """A copy of the fitted estimator as if trained with corrected labels.
 

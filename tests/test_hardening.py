@@ -309,3 +309,22 @@ def test_demo_header_shows_the_c_it_ran_with_and_refuses_bad_c(capsys):
         with pytest.raises(SystemExit):
             main(["demo", "--C", bad])
         assert "--C" in capsys.readouterr().err
+
+
+def test_a_wrapped_pipeline_names_coefficients_by_the_transformed_features():
+    """Names of raw columns must never label coefficients of transformed ones."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(22)
+    frame = pd.DataFrame({"x": rng.normal(size=120), "city": rng.choice(["a", "b", "c"], size=120)},
+                         index=[f"r{i}" for i in range(120)])
+    y = (frame["x"] + (frame["city"] == "b") + rng.normal(size=120) > 0.5).astype(int)
+    pre = make_column_transformer((OneHotEncoder(drop="first"), ["city"]), (StandardScaler(), ["x"]))
+    aud = rif.InfluenceAuditor(make_pipeline(pre, LogisticRegression())).fit(frame, y)
+    names = list(aud.estimator_[:-1].get_feature_names_out())
+    table = aud.influence_table()
+    assert [f"dfb_{n}" for n in names] == [c for c in table.columns if c.startswith("dfb_")][:len(names)]
+    assert list(table.index[:3]) == ["r0", "r1", "r2"]
+    res = aud.robustness(("coef", names[-1]), method="rif")
+    assert res.value == pytest.approx(aud.problem_.theta[len(names) - 1])
