@@ -9,6 +9,9 @@ The public API:
     the same machinery on raw arrays, with either penalty convention.
 ``limit_threads``
     context manager capping the threads of rif's passes over the data.
+``datasets``
+    synthetic data shaped like the RIF paper's data sets, bundled binary
+    problems and a loader of a user's own embeddings (nothing downloads).
 Errors and warnings are typed; every error subclasses ``ValueError``.
 """
 
@@ -23,6 +26,7 @@ from ._families import Binomial, Gaussian, Poisson
 from ._parallel import limit_threads
 from ._problem import GLMProblem
 from .auditor import InfluenceAuditor
+from . import datasets
 
 __version__ = "0.1.0"
 
@@ -38,4 +42,5 @@ __all__ = [
     "UnsupportedEstimatorError",
     "LeverageWarning",
     "RetrainConvergenceWarning",
+    "datasets",
 ]
