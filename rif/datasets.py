@@ -252,15 +252,18 @@ def load_npz(path):
                    Xte.astype(np.float64), (yte == classes[1]).astype(np.float64), path.stem)
 
 
-def load_digits_cnn(a=3, b=8, *, seed=0, test_size=0.25, channels=8, steps=300):
+def load_digits_cnn(a=3, b=8, *, seed=0, test_size=0.25, channels=8, steps=200):
     """Penultimate-layer features of a small CNN trained on all ten digits, for the pair (a, b).
 
     The network (3 x 3 convolution with ``channels`` maps, ReLU, 2 x 2 average
     pooling, a 32-unit ReLU layer, a 10-way linear head) is trained with
-    full-batch Adam (``steps`` steps, learning rate 0.01, float64, CPU, seed
-    ``seed``) on the training split of all ten classes; the 32 features
-    before the head are returned for the two chosen digits, standardised.
-    Needs torch (``pip install "rif[torch]"``); raises ImportError without it.
+    full-batch Adam (``steps`` steps, learning rate 0.01, float32, seed
+    ``seed``) on the training split of all ten classes, on one CPU thread (the
+    network is so small that more threads only add overhead; torch's thread
+    setting is restored afterwards). The 32 features before the head are
+    returned for the two chosen digits as float64, standardised with the
+    training split's mean and scale. Needs torch (``pip install "rif[torch]"``);
+    raises ImportError without it.
 
     Returns
     -------
@@ -275,22 +278,29 @@ def load_digits_cnn(a=3, b=8, *, seed=0, test_size=0.25, channels=8, steps=300):
     from .deep import embed
 
     a, b = _digit_pair(a, b)
+    steps = _check_positive_int(steps, "steps")
+    channels = _check_positive_int(channels, "channels")
     X, y = load_digits(return_X_y=True)
-    X = (X / 16.0).reshape(-1, 1, 8, 8)
+    X = (X / 16.0).reshape(-1, 1, 8, 8).astype(np.float32)
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=test_size, random_state=seed, stratify=y)
-    torch.manual_seed(seed)
-    hidden = torch.nn.Sequential(
-        torch.nn.Conv2d(1, channels, 3, padding=1), torch.nn.ReLU(), torch.nn.AvgPool2d(2),
-        torch.nn.Flatten(), torch.nn.Linear(channels * 16, 32), torch.nn.ReLU())
-    model = torch.nn.Sequential(hidden, torch.nn.Linear(32, 10)).double()
-    Xt, yt = torch.tensor(Xtr, dtype=torch.float64), torch.tensor(ytr)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(steps):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(Xt), yt).backward()
-        opt.step()
-    Ftr = embed(model, Xtr, layer=model[0])
-    Fte = embed(model, Xte, layer=model[0])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        hidden = torch.nn.Sequential(
+            torch.nn.Conv2d(1, channels, 3, padding=1), torch.nn.ReLU(), torch.nn.AvgPool2d(2),
+            torch.nn.Flatten(), torch.nn.Linear(channels * 16, 32), torch.nn.ReLU())
+        model = torch.nn.Sequential(hidden, torch.nn.Linear(32, 10))
+        Xt, yt = torch.from_numpy(Xtr), torch.from_numpy(ytr)
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        for _ in range(steps):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(Xt), yt).backward()
+            opt.step()
+        Ftr = embed(model, Xtr, layer=model[0])
+        Fte = embed(model, Xte, layer=model[0])
+    finally:
+        torch.set_num_threads(threads)
     ktr, kte = np.isin(ytr, (a, b)), np.isin(yte, (a, b))
     Ftr, Fte = Ftr[ktr], Fte[kte]
     mean, scale = Ftr.mean(axis=0), Ftr.std(axis=0)
