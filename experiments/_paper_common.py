@@ -57,14 +57,32 @@ def parser(description):
                         "replaces the built-in data sets")
     p.add_argument("--datasets", nargs="+", metavar="NAME",
                    help=f"built-in data sets to run (default: all; names {datasets.NAMES})")
-    p.add_argument("--max-n", type=int, default=None, metavar="N",
-                   help="subsample each training set to at most N samples (a documented smaller run)")
+    p.add_argument("--max-n", action="append", default=None, metavar="[NAME=]N",
+                   help="subsample the training set to at most N samples: every data set's (N) or one "
+                        "data set's (NAME=N, repeatable); for a documented smaller run")
+    p.add_argument("--cached-only", action="store_true",
+                   help="use only batches already in the cache and skip the rest (assemble a partial run)")
     p.add_argument("--lam", type=float, default=1e-3, help="L2 strength lambda (default 1e-3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default experiments/output)")
     p.add_argument("--no-cache", action="store_true", help="recompute everything")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+def max_n(args, name):
+    """The --max-n that applies to data set ``name`` (None: full size)."""
+    value = None
+    for item in args.max_n or []:
+        key, _, number = item.rpartition("=")
+        if key in ("", name):
+            try:
+                value = int(number)
+            except ValueError:
+                raise SystemExit(f"--max-n takes N or NAME=N with an integer N, got {item!r}") from None
+            if value < 2:
+                raise SystemExit(f"--max-n must be at least 2, got {item!r}")
+    return value
 
 
 def torch_available():
@@ -177,11 +195,17 @@ def cache_path(args, kind, **key):
     return folder / f"{kind}_{digest}.npz"
 
 
-def cached(path, compute, use_cache=True):
+class NotCached(Exception):
+    """Raised by :func:`cached` under ``cached_only`` for a batch not in the cache."""
+
+
+def cached(path, compute, use_cache=True, cached_only=False):
     """np.load(path) if it exists, else compute() -> dict of arrays, saved atomically."""
     if use_cache and path.exists():
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data}
+    if cached_only:
+        raise NotCached(path.name)
     result = compute()
     tmp = path.with_name(path.stem + f".tmp{os.getpid()}.npz")
     np.savez(tmp, **result)

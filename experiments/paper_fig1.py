@@ -29,15 +29,20 @@ import _paper_common as pc
 
 def run_dataset(name, args):
     """The rows of one data set (all strategies, sizes and metrics)."""
-    D = pc.load(name, args.seed, args.max_n)
+    D = pc.load(name, args.seed, pc.max_n(args, name))
     n, d = D.X_train.shape
+    ks = pc.sizes(n, 10 if args.quick else 40)
+    paths = {s: pc.cache_path(args, "fig1", data=pc.file_key(name), n=n, d=d, lam=args.lam, seed=args.seed,
+                              strategy=s, ks=ks.tolist(), max_n=pc.max_n(args, name)) for s in pc.STRATEGIES}
+    if args.cached_only and not any(p.exists() for p in paths.values()):
+        print(f"{D.name}: nothing cached, skipped (--cached-only)")
+        return [], None
     with pc.Timer() as t_fit:
         problem = pc.fit(D.X_train, D.y_train, args.lam)
         leverage = problem.leverage
     rng = np.random.default_rng([args.seed, zlib.crc32(D.name.encode())])
     sub = pc.test_subset(problem, D.X_test, D.y_test, rng)
     Xs, ys = D.X_test[sub], D.y_test[sub]
-    ks = pc.sizes(n, 10 if args.quick else 40)
     sets = pc.removal_sets(problem, D.X_train, Xs, ys, ks, pc.STRATEGIES, rng)
     acc = float(np.mean((D.X_test @ problem.theta > 0) == (D.y_test > 0.5)))
     theta_norm = float(np.linalg.norm(problem.theta))
@@ -46,10 +51,12 @@ def run_dataset(name, args):
     rows = []
     for strategy in pc.progress_bar(pc.STRATEGIES, args, desc=f"{D.name} strategies", leave=False):
         S = sets[strategy]
-        path = pc.cache_path(args, "fig1", data=pc.file_key(name), n=n, d=d, lam=args.lam, seed=args.seed,
-                             strategy=strategy, ks=ks.tolist(), max_n=args.max_n)
-        changes = pc.cached(path, lambda: pc.all_changes(problem, S, not args.no_progress),
-                            not args.no_cache)
+        try:
+            changes = pc.cached(paths[strategy], lambda: pc.all_changes(problem, S, not args.no_progress),
+                                not args.no_cache, args.cached_only)
+        except pc.NotCached:
+            print(f"{D.name}: strategy {strategy} not cached, skipped (--cached-only)")
+            continue
         eff = pc.effects(problem, S, changes, Xs, ys)
         norm_after = {m: np.linalg.norm(problem.theta + changes[m], axis=1) for m in changes}
         for j, index in enumerate(S):
@@ -120,8 +127,9 @@ def main(argv=None):
     rows, infos = [], []
     for name in pc.dataset_names(args):
         r, info = run_dataset(name, args)
-        rows += r
-        infos.append(info)
+        if info is not None:
+            rows += r
+            infos.append(info)
     out = pc.output_dir(args)
     pc.write_csv(out / "paper_fig1.csv", rows)
     summary = summarise(rows, infos)

@@ -131,7 +131,7 @@ def main(argv=None):
             f"{m} {np.median([r['err_' + m] for r in rows if r['sweep'] == 'n_over_d' and r['value'] == ratio and r['metric'] == 'params']):.3f}"
             for m in pc.METHODS), flush=True)
     # lambda sweep on one data set
-    D = pc.load(lam_data, args.seed, args.max_n)
+    D = pc.load(lam_data, args.seed, pc.max_n(args, str(lam_data)))
     for lam in pc.progress_bar(lams, args, desc="lambda sweep"):
         rows += sweep_point(D, float(lam), "lam", float(lam), args, count)
         print(f"lambda = {lam:.1e}: median relative dtheta error " + "  ".join(

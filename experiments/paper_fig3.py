@@ -48,7 +48,7 @@ def trials(D, problem, picks, lam):
 
 
 def run_dataset(name, args):
-    D = pc.load(name, args.seed, args.max_n)
+    D = pc.load(name, args.seed, pc.max_n(args, name))
     n, d = D.X_train.shape
     problem = pc.fit(D.X_train, D.y_train, args.lam)
     count = 20 if args.quick else 100
@@ -58,7 +58,7 @@ def run_dataset(name, args):
     chunks = [picks[i:i + CHUNK] for i in range(0, len(picks), CHUNK)]
     for c, chunk in enumerate(pc.progress_bar(chunks, args, desc=f"{D.name} trials ({CHUNK} each)")):
         path = pc.cache_path(args, "fig3", data=pc.file_key(name), n=n, d=d, lam=args.lam, seed=args.seed,
-                             picks=chunk.tolist(), max_n=args.max_n)
+                             picks=chunk.tolist(), max_n=pc.max_n(args, name))
         parts.append(pc.cached(path, lambda: trials(D, problem, chunk, args.lam), not args.no_cache))
     res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     rows = [dict(dataset=D.name, n=n, d=d, lam=args.lam, trial=t, test_index=int(res["test_index"][t]),
