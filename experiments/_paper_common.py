@@ -65,6 +65,7 @@ def parser(description):
     p.add_argument("--lam", type=float, default=1e-3, help="L2 strength lambda (default 1e-3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default experiments/output)")
+    p.add_argument("--cache", default=None, metavar="DIR", help="cache folder (default OUT/cache)")
     p.add_argument("--no-cache", action="store_true", help="recompute everything")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -190,8 +191,8 @@ def removal_sets(problem, X, X_sub, y_sub, ks, strategies, rng):
 def cache_path(args, kind, **key):
     blob = json.dumps(key, sort_keys=True, default=str).encode()
     digest = hashlib.sha1(blob).hexdigest()[:16]
-    folder = output_dir(args) / "cache"
-    folder.mkdir(exist_ok=True)
+    folder = Path(args.cache) if args.cache else output_dir(args) / "cache"
+    folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{kind}_{digest}.npz"
 
 
@@ -256,6 +257,8 @@ def summary_stats(actual, predicted):
 
 
 def write_csv(path, rows):
+    if not rows:
+        raise SystemExit(f"nothing to write to {path} (with --cached-only: nothing cached yet)")
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -19,6 +19,7 @@ paper_fig1_summary.csv / .md (Pearson r, OLS slope of predicted on actual,
 median relative error per data set x metric x estimator) and paper_fig1.png.
 """
 
+import json
 import sys
 import zlib
 
@@ -34,6 +35,12 @@ def run_dataset(name, args):
     ks = pc.sizes(n, 10 if args.quick else 40)
     paths = {s: pc.cache_path(args, "fig1", data=pc.file_key(name), n=n, d=d, lam=args.lam, seed=args.seed,
                               strategy=s, ks=ks.tolist(), max_n=pc.max_n(args, name)) for s in pc.STRATEGIES}
+    done = pc.cache_path(args, "fig1rows", data=pc.file_key(name), n=n, d=d, lam=args.lam, seed=args.seed,
+                         ks=ks.tolist(), max_n=pc.max_n(args, name)).with_suffix(".json")
+    if done.exists() and not args.no_cache:
+        saved = json.loads(done.read_text())
+        print(f"{D.name}: rows read from the cache")
+        return saved["rows"], saved["info"]
     if args.cached_only and not any(p.exists() for p in paths.values()):
         print(f"{D.name}: nothing cached, skipped (--cached-only)")
         return [], None
@@ -70,6 +77,9 @@ def run_dataset(name, args):
                 rows.append(row)
     info = dict(dataset=D.name, n=n, d=d, accuracy=acc, theta_norm=theta_norm,
                 d_eff_over_n=float(leverage.sum() / n))
+    if len(rows) == len(pc.STRATEGIES) * len(ks) * len(pc.METRICS):       # complete: keep the rows
+        rows = [{k: (float(v) if isinstance(v, np.floating) else v) for k, v in r.items()} for r in rows]
+        done.write_text(json.dumps(dict(rows=rows, info=info)))
     return rows, info
 
 
