@@ -95,10 +95,12 @@ def summarise(rows, infos):
                 pred = np.array([r[m] for r in sel])
                 st = pc.summary_stats(actual, pred)
                 caught = np.array([r[f"norm_change_{m}"] for r in sel])
+                grows = growth > 0
+                # over the sets whose refit grows ||theta||: the median share of that growth the estimate has
                 out.append(dict(dataset=info["dataset"], n=info["n"], d=info["d"], metric=metric, estimator=m,
                                 n_sets=len(sel), **st,
-                                frac_norm_grows=float(np.mean(growth > 0)),
-                                norm_growth_caught=float(np.median(caught / growth)) if np.all(growth != 0)
+                                frac_norm_grows=float(np.mean(grows)),
+                                norm_growth_caught=float(np.median(caught[grows] / growth[grows])) if grows.any()
                                 else np.nan))
     return out
 
