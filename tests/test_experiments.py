@@ -191,3 +191,20 @@ def test_top_is_the_true_top(modules):
         assert set(idx) == set(np.argsort(-score)[:count])
     tied = np.array([1.0, 3.0, 3.0, 2.0, 3.0])
     np.testing.assert_array_equal(pc.top(tied, 2), [1, 2])
+
+
+def test_max_n_and_cached_only(modules, fig1, tmp_path):
+    pc = modules["_paper_common"]
+    args = pc.parser("x").parse_args(["--max-n", "autotruck=4800", "--max-n", "imdb=100"])
+    assert pc.max_n(args, "autotruck") == 4800 and pc.max_n(args, "imdb") == 100 and pc.max_n(args, "esc50") is None
+    assert pc.max_n(pc.parser("x").parse_args(["--max-n", "300"]), "esc50") == 300
+    with pytest.raises(SystemExit):
+        pc.max_n(pc.parser("x").parse_args(["--max-n", "esc50=many"]), "esc50")
+    # nothing cached: nothing to assemble
+    with pytest.raises(SystemExit, match="nothing to write"):
+        modules["paper_fig1"].main(["--quick", "--no-progress", "--cached-only", "--out", str(tmp_path)])
+    # a subsampled data set is a different cache entry, named after its size
+    modules["paper_fig1"].main(["--quick", "--no-progress", "--out", str(tmp_path), "--datasets", "breast_cancer",
+                                "--max-n", "breast_cancer=200"])
+    rows = read(tmp_path / "paper_fig1.csv")
+    assert {r["dataset"] for r in rows} == {"breast_cancer_n200"} and rows[0]["n"] == "200"
