@@ -98,11 +98,18 @@ def test_mean_rescale_factor_and_if_underestimate(family, d, ratio, lam, seed):
     logistic n >= 4d: mean factor [1.0001, 1.035] (1.085 at the edge above), slope [1.0065, 1.126].
     For least squares the tolerance is the Beta-law prediction of the spread of h
     (hypothesis found 1.0102 at d = 10, n = 44, where the prediction is 1.0128).
+    The slope weights the factors by ||dtheta_IF,i||^2, which grows with h_i, so it
+    sits above the mean (hypothesis found 1.075 at d = 14, n = 56): the test checks
+    that it is exactly that weighted mean and lies between the smallest and largest factor.
     """
     if family == "binomial":
         ratio = 2 * ratio
-    mean_ratio, slope_ratio = region.claim3(family, d, ratio, lam, seed)
+    mean_ratio, slope_ratio, weighted, low, high = region.claim3(family, d, ratio, lam, seed, details=True)
     assert mean_ratio >= 1.0 - 1e-12
+    # fixed penalty: NS_i = IF_i / (1 - h_i) exactly, so the slope is the ||IF_i||^2-weighted
+    # mean of the rescale factors and lies between their extremes
+    assert slope_ratio == pytest.approx(weighted, rel=1e-9)
+    assert low * (1 - 1e-12) <= slope_ratio <= high * (1 + 1e-12)
     if family == "gaussian":
         # Gaussian design, least squares: h_i ~ Beta(d/2, (n-d)/2), Var h = 2 q (1 - q) / (n + 2),
         # q = d/n, so mean_ratio - 1 ~ Var h / (1 - q)^2 (second order in the spread)
@@ -110,9 +117,8 @@ def test_mean_rescale_factor_and_if_underestimate(family, d, ratio, lam, seed):
         q = d / n
         predicted = 2 * q * (1 - q) / (n + 2) / (1 - q) ** 2
         assert mean_ratio - 1 < 2 * predicted
-        assert abs(slope_ratio - 1) < 0.03 + 3 * predicted
     else:
-        assert mean_ratio < 1.06 and 0.98 < slope_ratio < 1.2
+        assert mean_ratio < 1.06
 
 
 @settings(max_examples=10)
@@ -136,11 +142,14 @@ def test_logistic_newton_error_is_bounded_by_the_hessian_change(d, ratio, lam, k
 
     H0 is the leave-S-out Hessian at theta^, Hbar its average along the segment
     from theta^ to theta^_{-S} (16-point Gauss-Legendre): the error vanishes
-    with the Hessian's change. Measured: error / bound <= 0.82, identity residual <= 2.3e-6.
+    with the Hessian's change. Measured: error / bound <= 0.82. The identity's
+    residual, relative to ||dtheta||, is the quadrature's and the refit's own
+    error (relative step 1e-10); relative to the NS error itself it reached 2.3e-6
+    in the measurement and 1.4e-4 where the NS error is tiny (d = 5, n/d = 25, lam = 1).
     """
     rel, bound, residual = region.claim4(d, ratio, lam, kfrac, seed)
     assert rel <= bound * (1 + 1e-9)
-    assert residual < 1e-4
+    assert residual < 1e-7
 
 
 def test_region_helpers_are_what_the_docs_say():
