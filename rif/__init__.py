@@ -12,6 +12,9 @@ The public API:
 ``LeaveOneOutSearchCV``
     parameter search scored by leave-one-out at the cost of one fit per candidate
     (``rif.model_selection``).
+``datasets``
+    synthetic data shaped like the RIF paper's data sets, bundled binary
+    problems and a loader of a user's own embeddings (nothing downloads).
 Errors and warnings are typed; every error subclasses ``ValueError``.
 """
 
@@ -28,6 +31,7 @@ from ._parallel import limit_threads
 from ._problem import GLMProblem
 from .auditor import InfluenceAuditor
 from .model_selection import LeaveOneOutSearchCV
+from . import datasets
 
 __version__ = "0.1.0"
 
@@ -45,4 +49,5 @@ __all__ = [
     "UnsupportedEstimatorError",
     "LeverageWarning",
     "RetrainConvergenceWarning",
+    "datasets",
 ]

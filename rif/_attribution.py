@@ -20,6 +20,21 @@ from ._targets import eta_target, make_target
 from ._validation import check_bool
 
 
+def _given_dtheta(dtheta, n_sets, batch, n_params):
+    """Validate a caller's parameter changes against the removal sets: (n_sets, p) float64."""
+    arr = np.asarray(dtheta)
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"dtheta must be a real numeric array, got dtype {arr.dtype}")
+    want = (n_sets, n_params) if batch else (n_params,)
+    if arr.shape != want:
+        raise ValueError(f"dtheta must have shape {want} to match remove "
+                         f"({'a batch of ' + str(n_sets) + ' sets' if batch else 'one set'}), got {arr.shape}")
+    arr = arr.astype(np.float64).reshape(n_sets, n_params)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("dtheta must be finite")
+    return arr
+
+
 class AttributionMixin:
     """params_change, loo_params_change, effect, scores and self_influence."""
 
@@ -74,7 +89,7 @@ class AttributionMixin:
                                       self.n_jobs, self.progress)
 
     def effect(self, remove, target="loss", X=None, y=None, method="rif", linear=False,
-               target_gradient=None):
+               target_gradient=None, dtheta=None):
         """Change of a target f(theta) when the samples ``remove`` are dropped.
 
         Parameters
@@ -95,18 +110,30 @@ class AttributionMixin:
             Return grad f(theta^)^T dtheta instead of f(theta^ + dtheta) - f(theta^).
         target_gradient : callable, optional
             Gradient of a callable target, needed when ``linear=True``.
+        dtheta : array-like of shape (n_params,) or (n_sets, n_params), optional
+            Parameter changes the caller already has for these removal sets
+            (e.g. ``params_change(remove, method)``): the target is evaluated
+            at theta^ + dtheta and no estimate or refit is run, so that one
+            batch of refits can feed several targets. ``method`` is then
+            ignored. The shape must match ``remove``: (n_params,) for one set,
+            (n_sets, n_params) for a batch.
 
         Returns
         -------
         float or ndarray of shape (n_sets,)
         """
+        if dtheta is None:
+            method = est_.check_method(method)
+        problem = self._problem()
+        sets, batch = self._removal_sets(problem, remove)
+        if dtheta is not None:
+            dthetas = _given_dtheta(dtheta, len(sets), batch, problem.n_params)
         if isinstance(target, str) and target == "params":
+            if dtheta is not None:
+                return dthetas.copy() if batch else dthetas[0].copy()
             return self.params_change(remove, method)
         if isinstance(target, str) and target == "test_loss":
             target = "loss"
-        problem = self._problem()
-        method = est_.check_method(method)
-        sets, batch = self._removal_sets(problem, remove)
         linear = check_bool(linear, "linear")
         # every argument is checked before any refit runs
         if isinstance(target, str) and target == "self_loss":
@@ -116,7 +143,8 @@ class AttributionMixin:
             if linear and callable(target) and target_gradient is None:
                 raise ValueError("linear=True with a callable target needs target_gradient")
             targets = None
-        dthetas = self._batch(problem, sets, method)
+        if dtheta is None:
+            dthetas = self._batch(problem, sets, method)
         if targets is not None:
             out = np.array([t.changes(problem.theta, dtheta[None], linear)[0]
                             for t, dtheta in zip(targets, dthetas)])
