@@ -137,7 +137,7 @@ def cov_params(problem, cov_type="nonrobust"):
     HC0 is H^{-1} (sum_i g~_i g~_i^T) H^{-1} with g~_i the per-sample gradients
     (statsmodels' ``cov_type="HC0"``; no dispersion factor, it cancels).
     """
-    inverse = problem.factor.inverse
+    inverse = problem.base_factor.inverse
     if cov_type == "nonrobust":
         return dispersion(problem) * inverse
     if cov_type == "HC0":
@@ -214,7 +214,7 @@ def influence_table(problem, exact=False, feature_names=None, index=None, tol=1e
     phi_i = deleted_dispersion(problem)
     r = pearson_residuals(problem)
     d = deviance_residuals(problem)
-    inverse = problem.factor.inverse
+    inverse = problem.base_factor.inverse
     hessian = problem.hessian
     diag_inv = np.diag(inverse)
 

@@ -207,7 +207,7 @@ def _additive_batch(problem, sets, method):
         # g~_i = r_i x~_i + penalty_i P^T P theta^: add the penalty shares of each set
         shares = np.bincount(cols, weights=problem.sample_penalty[rows], minlength=len(sets))
         grads = grads + np.outer(problem.penalty_diag * problem.theta, shares)
-    return problem.factor.solve(grads).T
+    return problem.base_factor.solve(grads).T
 
 
 def _newton_group(problem, sets):

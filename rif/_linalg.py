@@ -80,6 +80,11 @@ class WhitenedHessian:
             self.mu = np.zeros(p)
         self.n_params = p
 
+    @property
+    def cholesky(self):
+        """The lower Cholesky factor L of H, H = L L^T (upper triangle undefined)."""
+        return self._chol
+
     def to_white(self, b):
         """V^T b for b of shape (p,) or (p, m)."""
         if self.shiftable:

@@ -286,10 +286,20 @@ class GLMProblem(AttributionMixin, AuditMixin):
         return self.hessian_at(self.theta, self.sample_weight)
 
     @cached_property
+    def base_factor(self):
+        """:class:`WhitenedHessian` of H by Cholesky alone: what every basis-free use needs
+        (H^{-1} b, H^{-1}, the leverages), with no eigendecomposition under either convention."""
+        return WhitenedHessian(self.hessian, None, self._cholesky)
+
+    @cached_property
     def factor(self):
-        """:class:`WhitenedHessian` of H (shiftable under the per-sample convention)."""
+        """:class:`WhitenedHessian` of H in the basis the estimators work in: ``base_factor``
+        under the fixed penalty; under the per-sample penalty the generalised eigenbasis that
+        diagonalises the penalty shifts (O(10 p^3), built only when RIF, NS or a refit needs it)."""
         shiftable = self.penalty_scaling == "per_sample" and self.penalty > 0
-        return WhitenedHessian(self.hessian, self.penalty_diag if shiftable else None, self._cholesky)
+        if not shiftable:
+            return self.base_factor
+        return WhitenedHessian(self.hessian, self.penalty_diag, self.base_factor.cholesky)
 
     @cached_property
     def penalty_gradient_white(self):
@@ -303,7 +313,7 @@ class GLMProblem(AttributionMixin, AuditMixin):
     @cached_property
     def raw_leverage(self):
         """q_i = x~_i^T H^{-1} x~_i = ||V^T x~_i||^2, shape (n,): one pass of triangular solves."""
-        factor = self.factor
+        factor = self.base_factor          # ||V^T x~||^2 = x~^T H^{-1} x~ in any whitening basis
 
         def squared_norms(block):
             u = factor.to_white(block.T)

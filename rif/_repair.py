@@ -63,7 +63,7 @@ def relabel_params_change(problem, index, new_labels, method="newton"):
     if method == "newton":
         coef = problem.sample_weight[index] * (new - problem.y[index])
         grad = _design.rows(problem.X, index, problem.fit_intercept).T @ coef
-        return problem.factor.solve(np.asarray(grad, dtype=float).ravel())
+        return problem.base_factor.solve(np.asarray(grad, dtype=float).ravel())
     from ._problem import GLMProblem
 
     refit = GLMProblem(problem.X, y, problem.family, problem.theta, sample_weight=problem.sample_weight,

@@ -329,7 +329,7 @@ def unit_changes(fit, c, unit_rows, inverse, method):
     m = "rif" if method == "newton" else method
     coef = est_.scalar_loo_coefficient(fit, m)
     if coef is not None:
-        rows = coef * _design.linear_predictor(fit.X, fit.factor.solve(c), fit.fit_intercept)
+        rows = coef * _design.linear_predictor(fit.X, fit.base_factor.solve(c), fit.fit_intercept)
     else:
         rows = est_.loo_params_change(fit, m) @ c
     if len(unit_rows) == fit.n_samples:
