@@ -302,6 +302,23 @@ class GLMProblem(AttributionMixin, AuditMixin):
         return WhitenedHessian(self.hessian, self.penalty_diag, self.base_factor.cholesky)
 
     @cached_property
+    def uniform_penalty_share(self):
+        """The one value pi of every positive penalty share penalty_i, or None (fixed penalty,
+        no positive share, or shares that differ because the weights do)."""
+        shares = self.sample_penalty[self.sample_penalty > 0]
+        if shares.size == 0 or np.any(shares != shares[0]):
+            return None
+        return float(shares[0])
+
+    @cached_property
+    def shifted_factor(self):
+        """Cholesky :class:`WhitenedHessian` of H - pi P^T P, pi = ``uniform_penalty_share``: the
+        Hessian from which every sample's leave-one-out Hessian is a rank-one downdate."""
+        shifted = self.hessian.copy()
+        shifted[np.diag_indices_from(shifted)] -= self.uniform_penalty_share * self.penalty_diag
+        return WhitenedHessian(shifted)
+
+    @cached_property
     def penalty_gradient_white(self):
         """V^T P^T P theta^: the whitened penalty part of g~_i per unit penalty_i."""
         return self.factor.to_white(self.penalty_diag * self.theta)

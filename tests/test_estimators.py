@@ -226,3 +226,24 @@ def test_batched_newton_steps_for_sets_of_at_least_p_samples(family, scaling, in
     for got, index in zip(batch, sets):
         np.testing.assert_allclose(got, naive.newton_step(prob, index), rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(got, params_change_one(prob, index, "newton"), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("intercept", [True, False])
+def test_uniform_per_sample_shares_need_no_eigendecomposition(family, intercept):
+    """Equal weights under the per-sample penalty: leverages, IF and RIF come from Cholesky factors
+    alone (H and H - pi P^T P) and equal the generalised-eigenbasis route."""
+    prob = make_problem(family, n=70, d=5, scaling="per_sample", intercept=intercept, seed=11)
+    sets = [np.arange(k, k + 4) for k in range(0, 40, 4)]
+    rif_batch = params_change_batch(prob, sets, "rif")
+    loo = loo_params_change(prob, "rif")
+    eta = self_eta_change(prob, "rif")
+    prob.leverage, params_change_batch(prob, sets, "if")
+    assert "factor" not in prob.__dict__ and prob.uniform_penalty_share is not None
+    eigen = make_problem(family, n=70, d=5, scaling="per_sample", intercept=intercept, seed=11)
+    eigen.__dict__["uniform_penalty_share"] = None           # force the shifted eigenbasis
+    np.testing.assert_allclose(rif_batch, params_change_batch(eigen, sets, "rif"), rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(loo, loo_params_change(eigen, "rif"), rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(eta, self_eta_change(eigen, "rif"), rtol=1e-9, atol=1e-13)
+    for got, index in zip(rif_batch, sets):
+        np.testing.assert_allclose(got, naive.rescaled_influence(prob, index), rtol=1e-9, atol=1e-12)
