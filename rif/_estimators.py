@@ -66,14 +66,18 @@ def removal_sets(problem, remove):
 def loo_basis(problem, method):
     """The whitening of the per-sample leave-one-out steps: (factor, V^T P^T P theta^, shifts).
 
-    IF, the fixed penalty, and per-sample shares that differ: the problem's factor, whose
-    diagonal shifts D_i = D(penalty_i) turn H into H - penalty_i P^T P. RIF when every positive
+    IF: the Cholesky factor of H (no shift enters). The fixed penalty, and per-sample shares
+    that differ: the problem's factor, whose diagonal shifts D_i = D(penalty_i) turn H into
+    H - penalty_i P^T P. RIF when every positive
     share is the same pi (the per-sample convention with equal weights): the Cholesky factor of
     A = H - pi P^T P, in which sample i's leave-one-out Hessian A - c_i x~_i x~_i^T is a rank-one
     downdate with no shift left, so Sherman-Morrison needs no generalised eigendecomposition
     (one p^3/3 factorisation instead of about 10 p^3).
     """
-    if method == "if" or problem.uniform_penalty_share is None:
+    if method == "if":                  # no shift at all: any whitening of H
+        factor = problem.base_factor
+        return factor, factor.to_white(problem.penalty_diag * problem.theta), False
+    if problem.uniform_penalty_share is None:
         return problem.factor, problem.penalty_gradient_white, True
     factor = problem.shifted_factor
     return factor, factor.to_white(problem.penalty_diag * problem.theta), False
@@ -152,10 +156,28 @@ def _map_loo_white(problem, method, reduce, n_cols=None):
 
 # -- one removal set ---------------------------------------------------------------
 def leave_out_hessian(problem, index, u=None):
-    """:class:`LeaveOutHessian` of the removal set ``index`` at theta^."""
+    """:class:`LeaveOutHessian` of the removal set ``index`` at theta^.
+
+    Its ``solve`` is basis-free (H_{-S}^{-1} b); ``u``, whitened rows in the problem's
+    factor, is used only when the leave-out Hessian is built on that factor. Under the
+    per-sample penalty with equal weights it is built on the Cholesky factor of
+    H - delta_S P^T P instead (see :meth:`GLMProblem.use_shift_factors`).
+    """
+    delta = problem.sample_penalty[index].sum()
+    if delta > 0 and problem.use_shift_factors(delta):
+        factor = problem.shift_factor(delta)
+        u = factor.to_white(_design.rows(problem.X, index, problem.fit_intercept).T).T
+        return LeaveOutHessian(factor, u, problem.curvature[index], 0.0)
     if u is None:
         u = problem.white_rows(index)
-    return LeaveOutHessian(problem.factor, u, problem.curvature[index], problem.sample_penalty[index].sum())
+    return LeaveOutHessian(problem.factor, u, problem.curvature[index], delta)
+
+
+def removed_gradient(problem, index):
+    """sum_{i in S} g~_i = X~_S^T r_S + delta_S P^T P theta^: minus the leave-S-out gradient at theta^."""
+    rows = _design.rows(problem.X, index, problem.fit_intercept)
+    return (rows.T @ problem.residual[index]
+            + problem.sample_penalty[index].sum() * problem.penalty_diag * problem.theta)
 
 
 def _retrain(problem, index, tol, max_iter):
@@ -182,9 +204,7 @@ def params_change_one(problem, index, method, tol=1e-10, max_iter=100):
         return dtheta
     if method == "newton":
         _check_leverage(problem, [index])       # names a sample whose own leverage is numerically 1
-        u = problem.white_rows(index)
-        a_sum = loo_white(problem, index, "if", u=u).sum(axis=0)
-        return problem.factor.from_white(leave_out_hessian(problem, index, u).solve_white(a_sum))
+        return leave_out_hessian(problem, index).solve(removed_gradient(problem, index))
     factor = loo_basis(problem, method)[0]
     return factor.from_white(loo_white(problem, index, method).sum(axis=0))
 
@@ -242,11 +262,19 @@ def _newton_group(problem, sets):
     """
     index = np.stack(sets)                                        # (g, k)
     g, k = index.shape
-    u = problem.white_rows(index.ravel()).reshape(g, k, -1)        # (g, k, p)
+    deltas = problem.sample_penalty[index].sum(axis=1)              # equal for equal weights
+    if deltas[0] > 0 and np.all(deltas == deltas[0]) and problem.use_shift_factors(deltas[0]):
+        factor = problem.shift_factor(deltas[0])                    # H - delta P^T P by Cholesky
+        penalty_white = factor.to_white(problem.penalty_diag * problem.theta)
+        d = np.ones((g, problem.n_params))
+    else:
+        factor, penalty_white = problem.factor, problem.penalty_gradient_white
+        d = factor.shift_diag(deltas)                               # (g, p)
+    rows = _design.rows(problem.X, index.ravel(), problem.fit_intercept)
+    u = factor.to_white(rows.T).T.reshape(g, k, -1)                 # (g, k, p)
     a = (problem.residual[index][..., None] * u
-         + problem.sample_penalty[index][..., None] * problem.penalty_gradient_white)
+         + problem.sample_penalty[index][..., None] * penalty_white)
     a_sum = a.sum(axis=1)                                           # (g, p)
-    d = problem.factor.shift_diag(problem.sample_penalty[index].sum(axis=1))   # (g, p)
     w = np.sqrt(problem.curvature[index])[..., None] * u
     woodbury = k < problem.n_params
     if woodbury:
@@ -267,7 +295,7 @@ def _newton_group(problem, sets):
         x = d * a_sum + (np.swapaxes(wd, 1, 2) @ sol)[..., 0]
     else:
         x = np.linalg.solve(inner, a_sum[..., None])[..., 0]        # (g, p)
-    return problem.factor.from_white(x.T).T
+    return factor.from_white(x.T).T
 
 
 def _small_solves(problem):
@@ -300,6 +328,9 @@ def _params_change_batch(problem, sets, method, tol=1e-10, max_iter=100, n_jobs=
         out = _additive_batch(problem, sets, method)
         if out is not None:
             return out
+    if method in ("newton", "retrain") and problem.uniform_penalty_share is not None:
+        if not problem.use_shift_factors([problem.sample_penalty[s].sum() for s in sets]):
+            problem.factor      # many distinct penalty shifts: one eigenbasis serves them all
     out = np.empty((len(sets), problem.n_params))
     if method == "retrain":
         results = []

@@ -310,13 +310,34 @@ class GLMProblem(AttributionMixin, AuditMixin):
             return None
         return float(shares[0])
 
-    @cached_property
+    @property
     def shifted_factor(self):
         """Cholesky :class:`WhitenedHessian` of H - pi P^T P, pi = ``uniform_penalty_share``: the
         Hessian from which every sample's leave-one-out Hessian is a rank-one downdate."""
-        shifted = self.hessian.copy()
-        shifted[np.diag_indices_from(shifted)] -= self.uniform_penalty_share * self.penalty_diag
-        return WhitenedHessian(shifted)
+        return self.shift_factor(self.uniform_penalty_share)
+
+    #: penalty-shifted Cholesky factors kept at once (each holds two p x p arrays)
+    _SHIFT_CACHE = 4
+
+    def shift_factor(self, delta):
+        """Cholesky :class:`WhitenedHessian` of H - delta P^T P, the Hessian after removing samples
+        whose penalty shares sum to delta (per-sample convention); the last few are cached."""
+        cache = self.__dict__.setdefault("_shift_factors", {})
+        if delta not in cache:
+            if len(cache) >= self._SHIFT_CACHE:
+                cache.pop(next(iter(cache)))
+            shifted = self.hessian.copy()
+            shifted[np.diag_indices_from(shifted)] -= delta * self.penalty_diag
+            cache[delta] = WhitenedHessian(shifted)
+        return cache[delta]
+
+    def use_shift_factors(self, deltas):
+        """Whether penalty shifts ``deltas`` should each get a Cholesky factor of their own rather
+        than the generalised eigenbasis: only with equal weights (so that a few distinct shifts
+        cover many sets), at most ``_SHIFT_CACHE`` distinct shifts, and while the eigenbasis
+        (about 10 p^3) has not been built anyway."""
+        return (self.uniform_penalty_share is not None and "factor" not in self.__dict__
+                and len(set(np.atleast_1d(deltas).tolist()) - {0.0}) <= self._SHIFT_CACHE)
 
     @cached_property
     def penalty_gradient_white(self):

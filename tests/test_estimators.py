@@ -247,3 +247,26 @@ def test_uniform_per_sample_shares_need_no_eigendecomposition(family, intercept)
     np.testing.assert_allclose(eta, self_eta_change(eigen, "rif"), rtol=1e-9, atol=1e-13)
     for got, index in zip(rif_batch, sets):
         np.testing.assert_allclose(got, naive.rescaled_influence(prob, index), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_newton_steps_and_refits_with_few_penalty_shifts_use_shifted_choleskys(family):
+    """Equal weights, few set sizes: NS and refits factorise H - delta_S P^T P per size instead of
+    building the generalised eigenbasis, and agree with it and with the dense solve."""
+    prob = make_problem(family, n=70, d=5, scaling="per_sample", seed=12)
+    rng = np.random.default_rng(13)
+    sets = [rng.choice(70, size=k, replace=False) for k in (3, 3, 3, 7, 7, 9)]   # 9 >= p: direct route
+    ns, refit = params_change_batch(prob, sets, "newton"), params_change_batch(prob, sets, "retrain")
+    one = params_change_one(prob, sets[0], "newton")
+    assert "factor" not in prob.__dict__
+    eigen = make_problem(family, n=70, d=5, scaling="per_sample", seed=12)
+    eigen.factor                                                  # built first: the eigenbasis route
+    np.testing.assert_allclose(ns, params_change_batch(eigen, sets, "newton"), rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(refit, params_change_batch(eigen, sets, "retrain"), rtol=1e-8, atol=1e-11)
+    np.testing.assert_allclose(one, ns[0], rtol=1e-10, atol=1e-14)
+    for got, index in zip(ns, sets):
+        np.testing.assert_allclose(got, naive.newton_step(prob, index), rtol=1e-9, atol=1e-12)
+    # many distinct sizes: one eigenbasis instead of a factorisation per size
+    many = [rng.choice(70, size=k, replace=False) for k in range(1, 8)]
+    params_change_batch(prob, many, "newton")
+    assert "factor" in prob.__dict__
