@@ -35,3 +35,15 @@ def test_benchmarks_run_at_toy_sizes(bench):
     # lockstep refits agree with one-by-one refits
     lockstep = next(row for row in bench.ROWS if row[0] == "3 exact retrains in lockstep")
     assert float(lockstep[8].split()[1]) < 1e-9
+
+
+def test_paper_shape_rows_run_and_agree(bench):
+    """The RIF paper's shapes at toy sizes, both conventions: leverages agree with the floor
+    (up to scikit-learn's own tolerance, since the floor uses its unrefined theta)."""
+    bench.ROWS.clear()
+    bench.bench_paper_shapes([("dogfish", 120, 160), ("esc50", 200, 40)], 1)
+    assert len(bench.ROWS) == 8
+    for row in bench.ROWS[::2]:
+        assert float(row[8].split()[1]) < 1e-3
+    for row in bench.ROWS[1::2]:
+        assert float(row[8].split()[2]) < 1e-3
