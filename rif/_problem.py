@@ -334,10 +334,17 @@ class GLMProblem(AttributionMixin, AuditMixin):
     def use_shift_factors(self, deltas):
         """Whether penalty shifts ``deltas`` should each get a Cholesky factor of their own rather
         than the generalised eigenbasis: only with equal weights (so that a few distinct shifts
-        cover many sets), at most ``_SHIFT_CACHE`` distinct shifts, and while the eigenbasis
-        (about 10 p^3) has not been built anyway."""
-        return (self.uniform_penalty_share is not None and "factor" not in self.__dict__
-                and len(set(np.atleast_1d(deltas).tolist()) - {0.0}) <= self._SHIFT_CACHE)
+        cover many sets), at most ``_SHIFT_CACHE`` distinct shifts over the problem's life, and
+        while the eigenbasis (about 10 p^3) has not been built anyway."""
+        if self.uniform_penalty_share is None or "factor" in self.__dict__:
+            return False
+        # counted over the problem's life, so that a loop over sets of many sizes switches too
+        seen = self.__dict__.setdefault("_shifts_seen", set())
+        wanted = seen | (set(np.atleast_1d(deltas).tolist()) - {0.0})
+        if len(wanted) > self._SHIFT_CACHE:
+            return False
+        seen |= wanted
+        return True
 
     @cached_property
     def penalty_gradient_white(self):

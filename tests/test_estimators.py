@@ -270,3 +270,8 @@ def test_newton_steps_and_refits_with_few_penalty_shifts_use_shifted_choleskys(f
     many = [rng.choice(70, size=k, replace=False) for k in range(1, 8)]
     params_change_batch(prob, many, "newton")
     assert "factor" in prob.__dict__
+    # ... also when the sets come one at a time
+    loop = make_problem(family, n=70, d=5, scaling="per_sample", seed=12)
+    for index in many:
+        params_change_one(loop, index, "newton")
+    assert "factor" in loop.__dict__
