@@ -88,17 +88,25 @@ def check_bool(value, name):
     raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
-def check_settings(tol, max_iter, n_jobs, progress, owner):
-    """The refit settings shared by GLMProblem and InfluenceAuditor, with scikit-learn's messages."""
+def setting_constraints():
+    """scikit-learn parameter constraints of the refit settings that GLMProblem and
+    InfluenceAuditor share (one definition for both)."""
     from numbers import Integral, Real
 
-    from sklearn.utils._param_validation import Interval, validate_parameter_constraints
+    from sklearn.utils._param_validation import Interval
+
+    return {"tol": [Interval(Real, 0, None, closed="neither")],
+            "max_iter": [Interval(Integral, 1, None, closed="left")],
+            "n_jobs": [Integral, None],
+            "progress": ["boolean", None]}
+
+
+def check_settings(tol, max_iter, n_jobs, progress, owner):
+    """The refit settings shared by GLMProblem and InfluenceAuditor, with scikit-learn's messages."""
+    from sklearn.utils._param_validation import validate_parameter_constraints
 
     validate_parameter_constraints(
-        {"tol": [Interval(Real, 0, None, closed="neither")],
-         "max_iter": [Interval(Integral, 1, None, closed="left")],
-         "n_jobs": [Integral, None],
-         "progress": ["boolean", None]},
+        setting_constraints(),
         {"tol": tol, "max_iter": max_iter, "n_jobs": n_jobs, "progress": progress},
         caller_name=owner,
     )

@@ -2,13 +2,12 @@
 
 import copy
 import warnings
-from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
 from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
-from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import (
@@ -21,7 +20,7 @@ from ._audit import AuditMixin
 from ._adapters import check_supported, check_target_before_fit, effective_weights, encode_target, read_glm, write_theta
 from ._errors import SeparationError, SingularHessianError, UnsupportedEstimatorError
 from ._problem import GLMProblem
-from ._validation import check_weight_range
+from ._validation import check_weight_range, setting_constraints
 
 
 def _estimator_has(attr):
@@ -125,10 +124,7 @@ class InfluenceAuditor(AttributionMixin, AuditMixin, MetaEstimatorMixin, BaseEst
     _parameter_constraints = {
         "estimator": [HasMethods(["fit"])],
         "refine": ["boolean"],
-        "tol": [Interval(Real, 0, None, closed="neither")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "n_jobs": [Integral, None],
-        "progress": ["boolean", None],
+        **setting_constraints(),         # tol, max_iter, n_jobs, progress: as GLMProblem's
         "copy_X": ["boolean"],
     }
 
