@@ -77,3 +77,29 @@ def test_badly_scaled_but_well_posed_removals_still_work():
     sets = [np.arange(k, k + 6) for k in range(0, 60, 6)]
     np.testing.assert_allclose(prob.params_change(sets, "newton"), prob.params_change(sets, "retrain"),
                                rtol=1e-7, atol=1e-9 * np.abs(prob.theta).max())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_definiteness_estimates_match_dense_eigenvalues(seed):
+    """The two estimates behind the absolute tests, against dense eigenvalues: dpocon's
+    1 / ||A^-1||_1 within [lambda_min / sqrt(k), sqrt(k) lambda_min] (plus estimator slack), and the
+    power-iteration gamma = lambda_min(H^-1/2 H_-S H^-1/2) from scipy's generalised eigh."""
+    import scipy.linalg as sla
+
+    from rif._linalg import relative_curvature_floor, smallest_eigenvalue_estimate
+
+    rng = np.random.default_rng(seed)
+    p = 8
+    A = rng.normal(size=(p, p))
+    A = A @ A.T + np.diag(10.0 ** rng.uniform(-9, 0, size=p))
+    lam = np.linalg.eigvalsh(A)[0]
+    est = smallest_eigenvalue_estimate(sla.cholesky(A, lower=True), np.abs(A).sum(axis=0).max())
+    assert lam / np.sqrt(p) / 3 <= est <= 3 * np.sqrt(p) * lam
+    X = rng.normal(size=(40, p))
+    H = X.T @ X + 1e-3 * np.eye(p)
+    S = rng.choice(40, size=30, replace=False)
+    H_S = H - X[S].T @ X[S]
+    gamma = sla.eigh(H_S, H, eigvals_only=True)[0]
+    chol = sla.cho_factor(H_S, lower=True)
+    got = relative_curvature_floor(H, lambda b: sla.cho_solve(chol, b))
+    np.testing.assert_allclose(got, gamma, rtol=1e-6)
