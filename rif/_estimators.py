@@ -128,14 +128,66 @@ def _loo_white_rows(factor, penalty_gradient_white, u, residual, curvature, pena
     singular = one_minus_h < LEVERAGE_TOL
     if singular.any():
         if on_singular == "raise":
-            raise NearSingularLeverageError(
-                f"sample(s) {np.asarray(index)[singular][:10].tolist()} have leverage numerically 1 "
-                f"(1 - h_i < {LEVERAGE_TOL:.1e}): removing them leaves the Hessian singular "
-                "along their direction, so their Newton step is undefined and the refit is not "
-                "unique; use method='if', or add an L2 penalty"
-            )
+            raise _singular_leverage_error(np.asarray(index)[singular])
         one_minus_h = np.where(singular, np.nan, one_minus_h)
     return a + (curvature * t / one_minus_h)[:, None] * du
+
+
+def _singular_leverage_error(samples):
+    return NearSingularLeverageError(
+        f"sample(s) {np.asarray(samples)[:10].tolist()} have leverage numerically 1 "
+        f"(1 - h_i < {LEVERAGE_TOL:.1e}): removing them leaves the Hessian singular "
+        "along their direction, so their Newton step is undefined and the refit is not "
+        "unique; use method='if', or add an L2 penalty"
+    )
+
+
+# -- the dual route: every leave-one-out step as one solve -----------------------------------
+def dual_loo_terms(problem, method):
+    """(F, coef, share) with dtheta_i = F^{-1} (coef_i x~_i + share_i P^T P theta^) for every
+    training sample removed alone (dual route; see :mod:`rif._dual`).
+
+    IF: F = H, coef = r, share = penalty_i. RIF (= NS for one sample) under the fixed penalty:
+    F = H, coef = r / (1 - h), share = 0. RIF under the per-sample penalty (equal weights, each
+    positive share pi): F = H - pi P^T P, whose rank-one downdate by c_i x~_i x~_i^T is sample i's
+    leave-one-out Hessian, so by Sherman-Morrison coef = r + c_i t_i / (1 - c_i s_i) and share = pi,
+    s_i = x~_i^T F^{-1} x~_i, t_i = x~_i^T F^{-1} g~_i = r_i s_i + pi (X~ F^{-1} P^T P theta^)_i.
+    coef is NaN where 1 - c_i s_i (the leverage's complement) is numerically zero.
+    """
+    if method == "if":
+        return problem.base_factor, problem.residual, problem.sample_penalty
+    if not problem.sample_penalty.any():
+        return problem.base_factor, scalar_loo_coefficient(problem, method), problem.sample_penalty
+    factor = problem.shifted_factor
+    _, s, one_minus = factor.leverages
+    t = problem.residual * s + problem.sample_penalty * factor.training_products(problem.penalty_diag * problem.theta)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        coef = problem.residual + np.where(one_minus < LEVERAGE_TOL, np.nan, problem.curvature * t / one_minus)
+    return factor, coef, problem.sample_penalty
+
+
+def _check_dual_leverage(coef, sets):
+    for index in sets:
+        bad = index[np.isnan(coef[index])]
+        if bad.size:
+            raise _singular_leverage_error(bad)
+
+
+def _dual_additive(problem, sets, method):
+    """IF or RIF for many sets on the dual route: F^{-1} (X~^T A + P^T P theta^ shares^T), A the
+    (n, n_sets) matrix of each set's coefficients; two passes over X for the whole batch."""
+    factor, coef, share = dual_loo_terms(problem, method)
+    if method != "if":
+        _check_dual_leverage(coef, sets)
+    lengths = [len(s) for s in sets]
+    rows = np.concatenate(sets)
+    cols = np.repeat(np.arange(len(sets)), lengths)
+    indicator = sp.csc_matrix((coef[rows], (rows, cols)), shape=(problem.n_samples, len(sets)))
+    grads = _design.rmatmat(problem.X, indicator, problem.fit_intercept)
+    shares = np.bincount(cols, weights=share[rows], minlength=len(sets))
+    if shares.any():
+        grads = grads + np.outer(problem.penalty_diag * problem.theta, shares)
+    return factor.solve(grads).T
 
 
 def _map_loo_white(problem, method, reduce, n_cols=None):
@@ -164,6 +216,11 @@ def leave_out_hessian(problem, index, u=None):
     H - delta_S P^T P instead (see :meth:`GLMProblem.use_shift_factors`).
     """
     delta = problem.sample_penalty[index].sum()
+    if problem.route == "dual":
+        from ._dual import KernelLeaveOut
+
+        factor = problem.shift_factor(delta) if delta > 0 else problem.base_factor
+        return KernelLeaveOut(factor, index, problem.curvature[index])
     if delta > 0 and problem.use_shift_factors(delta):
         factor = problem.shift_factor(delta)
         u = factor.to_white(_design.rows(problem.X, index, problem.fit_intercept).T).T
@@ -205,6 +262,8 @@ def params_change_one(problem, index, method, tol=1e-10, max_iter=100):
     if method == "newton":
         _check_leverage(problem, [index])       # names a sample whose own leverage is numerically 1
         return leave_out_hessian(problem, index).solve(removed_gradient(problem, index))
+    if problem.route == "dual":
+        return _dual_additive(problem, [index], method)[0]
     factor = loo_basis(problem, method)[0]
     return factor.from_white(loo_white(problem, index, method).sum(axis=0))
 
@@ -221,12 +280,14 @@ def scalar_loo_coefficient(problem, method):
     if method == "if":
         return problem.residual
     with np.errstate(divide="ignore", invalid="ignore"):       # h_i = 1 exactly: NaN below
-        return np.where(problem.singular_leverage, np.nan, problem.residual / (1.0 - problem.leverage))
+        return np.where(problem.singular_leverage, np.nan, problem.residual / problem.one_minus_leverage)
 
 
 def _check_leverage(problem, sets):
     singular = problem.singular_leverage
-    if singular.any():
+    if singular.any() and problem.route == "dual":
+        _check_dual_leverage(np.where(singular, np.nan, 0.0), sets)
+    elif singular.any():
         for index in sets:
             loo_white(problem, index[singular[index]], "rif")  # raises, naming the samples
 
@@ -325,10 +386,10 @@ def _params_change_batch(problem, sets, method, tol=1e-10, max_iter=100, n_jobs=
     ray can spread them over a cluster.
     """
     if method in ("if", "rif"):
-        out = _additive_batch(problem, sets, method)
+        out = _dual_additive(problem, sets, method) if problem.route == "dual" else _additive_batch(problem, sets, method)
         if out is not None:
             return out
-    if method in ("newton", "retrain") and problem.uniform_penalty_share is not None:
+    if method in ("newton", "retrain") and problem.uniform_penalty_share is not None and problem.route == "primal":
         if not problem.use_shift_factors([problem.sample_penalty[s].sum() for s in sets]):
             problem.factor      # many distinct penalty shifts: one eigenbasis serves them all
     out = np.empty((len(sets), problem.n_params))
@@ -340,7 +401,7 @@ def _params_change_batch(problem, sets, method, tol=1e-10, max_iter=100, n_jobs=
         _warn_unconverged(results)
         return out
     done = np.zeros(len(sets), bool)
-    if method == "newton":
+    if method == "newton" and problem.route == "primal":
         sizes = np.array([len(s) for s in sets])
         for k in np.unique(sizes):
             same_size = np.flatnonzero(sizes == k)
@@ -418,6 +479,13 @@ def loo_params_change(problem, method, tol=1e-10, max_iter=100, n_jobs=None, pro
     if method == "retrain":
         return params_change_batch(problem, _singletons(problem), method, tol, max_iter, n_jobs, progress)
     method = "rif" if method == "newton" else method
+    if problem.route == "dual":
+        factor, coef, share = dual_loo_terms(problem, method)
+        out = factor.solve_rows(np.arange(problem.n_samples)).T
+        out *= coef[:, None]
+        if share.any():
+            out += np.outer(share, factor.solve(problem.penalty_diag * problem.theta))
+        return out
     coef = scalar_loo_coefficient(problem, method)
     if coef is not None:  # s_i H^{-1} x~_i: rows of X~ H^{-1}, one matrix product per row block
         inverse = problem.factor.inverse
@@ -442,6 +510,12 @@ def per_sample_eta_change(problem, target_x, method, tol=1e-10, max_iter=100, n_
         dtheta = params_change_batch(problem, _singletons(problem), method, tol, max_iter, n_jobs, progress)
         return dtheta @ target_rows.T
     method = "rif" if method == "newton" else method
+    if problem.route == "dual":
+        factor, coef, share = dual_loo_terms(problem, method)
+        out = coef[:, None] * factor.training_products(target_rows.T)        # x~_i^T F^{-1} x~_j
+        if share.any():
+            out += np.outer(share, target_rows @ factor.solve(problem.penalty_diag * problem.theta))
+        return out
     coef = scalar_loo_coefficient(problem, method)
     if coef is not None:
         solved = problem.factor.solve(target_rows.T)                # H^{-1} X~_target^T, (p, m)
@@ -456,6 +530,12 @@ def self_eta_change(problem, method, tol=1e-10, max_iter=100, n_jobs=None, progr
         dtheta = params_change_batch(problem, _singletons(problem), method, tol, max_iter, n_jobs, progress)
         return _rowwise_eta(problem, dtheta)
     method = "rif" if method == "newton" else method
+    if problem.route == "dual":
+        factor, coef, share = dual_loo_terms(problem, method)
+        out = coef * (problem.raw_leverage if factor is problem.base_factor else factor.leverages[1])
+        if share.any():
+            out += share * factor.training_products(problem.penalty_diag * problem.theta)
+        return out
     coef = scalar_loo_coefficient(problem, method)
     if coef is not None:   # x~_i^T s_i H^{-1} x~_i = s_i q_i
         return coef * problem.raw_leverage

@@ -36,11 +36,13 @@ from ._audit import AuditMixin
 from ._families import get_family
 from ._config import LEVERAGE_TOL, MAX_DENSE_PARAMS
 from ._linalg import WhitenedHessian
+from ._dual import KernelHessian, gram_matrix
 from ._validation import check_array as _check_array
 from ._validation import check_bool, check_non_negative, check_settings, check_weight_range
 from ._validation import check_vector as _check_vector
 
 PENALTY_SCALINGS = ("fixed", "per_sample")
+ROUTES = ("auto", "primal", "dual")
 
 
 class GLMProblem(AttributionMixin, AuditMixin):
@@ -79,6 +81,14 @@ class GLMProblem(AttributionMixin, AuditMixin):
         ``log(exposure)``). Evaluation data passed to the attribution methods
         get no offset.
 
+    route : {"auto", "primal", "dual"}, default "auto"
+        How H^{-1} is applied. ``"primal"`` factorises the p x p Hessian
+        (O(n p^2 + p^3)); ``"dual"`` factorises the n x n kernel
+        lambda I + C^{1/2} X X^T C^{1/2} instead (O(n^2 p + n^3), see :mod:`rif._dual`),
+        which needs an L2 penalty on every feature and, under ``"per_sample"``,
+        equal positive weights. ``"auto"`` takes the dual when it applies and
+        n < p, and for dask arrays always the primal. Both give the same
+        answers; the chosen one is in :attr:`route`.
     copy_X : bool, default True
         Keep a private copy of ``X`` (float64, or CSR), so that editing the
         caller's array after construction cannot change later answers. False
@@ -96,7 +106,8 @@ class GLMProblem(AttributionMixin, AuditMixin):
 
     def __init__(self, X, y, family, theta=None, *, sample_weight=None, penalty=0.0,
                  penalty_scaling="fixed", fit_intercept=True, refine=True,
-                 tol=1e-10, max_iter=100, n_jobs=None, progress=None, offset=None, copy_X=True):
+                 tol=1e-10, max_iter=100, n_jobs=None, progress=None, offset=None, copy_X=True,
+                 route="auto"):
         from ._solvers import newton_refit
 
         # settings first: nothing below may run with an invalid one
@@ -104,6 +115,8 @@ class GLMProblem(AttributionMixin, AuditMixin):
         check_settings(tol, max_iter, n_jobs, progress, "GLMProblem")
         refine, fit_intercept = check_bool(refine, "refine"), check_bool(fit_intercept, "fit_intercept")
         copy_X = check_bool(copy_X, "copy_X")
+        if not isinstance(route, str) or route not in ROUTES:
+            raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
         if penalty_scaling not in PENALTY_SCALINGS:
             raise ValueError(f"penalty_scaling must be one of {PENALTY_SCALINGS}, got {penalty_scaling!r}")
         self.penalty = check_non_negative(penalty, "penalty")
@@ -134,7 +147,12 @@ class GLMProblem(AttributionMixin, AuditMixin):
         self.fit_intercept = fit_intercept
         self.n_samples, self.n_features = n, d
         self.n_params = _design.n_params(self.X, self.fit_intercept)
-        if self.n_params > MAX_DENSE_PARAMS:
+        self.route = self._choose_route(route)
+        if self.route == "dual" and n > MAX_DENSE_PARAMS:
+            raise ValueError(
+                f"{n} samples: the dual route keeps the n x n kernel dense; at most {MAX_DENSE_PARAMS} "
+                "samples are supported")
+        if self.route == "primal" and self.n_params > MAX_DENSE_PARAMS:
             raise ValueError(
                 f"{self.n_params} parameters: rif keeps the p x p Hessian dense, which needs about "
                 f"{3 * 8 * self.n_params**2 / 1e9:.0f} GB here; at most {MAX_DENSE_PARAMS} parameters are "
@@ -171,8 +189,53 @@ class GLMProblem(AttributionMixin, AuditMixin):
                 # reusing it saves the O(n p^2) pass at a relative error O(tol).
                 self.__dict__["hessian"] = result.hessian
                 self._cholesky = result.cholesky
+            if result.kernel is not None:        # the same for the dual route's kernel factor
+                self.__dict__["base_factor"] = result.kernel
         self.theta = theta0
         self.theta.setflags(write=False)
+
+    def _choose_route(self, route):
+        """'primal' or 'dual' (see the ``route`` parameter), with a ValueError naming why the
+        dual cannot serve when it was asked for."""
+        if route == "primal":
+            return "primal"
+        w = self.sample_weight
+        why = None
+        if _design.is_dask(self.X):
+            why = "X is a dask array (the kernel would gather it)"
+        elif not self.penalty > 0:
+            why = "it needs an L2 penalty (penalty > 0) on every feature"
+        elif self.penalty_scaling == "per_sample" and np.ptp(w[w > 0]) > 0:
+            why = ('under penalty_scaling="per_sample" it needs equal positive weights (each '
+                   "sample's penalty share would shift H differently)")
+        if route == "dual":
+            if why is not None:
+                raise ValueError(f"route='dual' does not apply: {why}; use route='primal'")
+            return "dual"
+        return "dual" if why is None and self.n_samples < self.n_params else "primal"
+
+    @cached_property
+    def gram(self):
+        """The kernel G = X X^T, shape (n, n) (dual route only)."""
+        return gram_matrix(self.X)
+
+    def kernel_hessian(self, curvature, lam, what="the Hessian"):
+        """:class:`rif._dual.KernelHessian` of X~^T diag(curvature) X~ + lam P^T P."""
+        return KernelHessian(self.X, self.gram, curvature, lam, self.fit_intercept, what)
+
+    def newton_factor(self, theta, weights, what):
+        """A factorisation of the Hessian of L_w at ``theta`` with ``solve(b)`` = H^{-1} b, as the
+        refits need it: the p x p Cholesky factor (with ``hessian`` and ``cholesky``), or on the
+        dual route the kernel factor. Raises SingularHessianError(what) when not definite."""
+        if self.route == "dual":
+            _, _, d2 = self.family.derivatives(self._eta_at(theta), self.y)
+            try:
+                return self.kernel_hessian(weights * d2, self.penalty_total(weights), what)
+            except SingularHessianError:
+                raise SingularHessianError(what) from None
+        from ._solvers import cholesky_factor
+
+        return cholesky_factor(self.hessian_at(theta, weights, threads=True), what)
 
     def _saturated(self, theta):
         """Whether some fitted probability is numerically 0 or 1 (|eta| > 30, p < 1e-13)."""
@@ -288,7 +351,10 @@ class GLMProblem(AttributionMixin, AuditMixin):
     @cached_property
     def base_factor(self):
         """:class:`WhitenedHessian` of H by Cholesky alone: what every basis-free use needs
-        (H^{-1} b, H^{-1}, the leverages), with no eigendecomposition under either convention."""
+        (H^{-1} b, H^{-1}, the leverages), with no eigendecomposition under either convention.
+        On the dual route, the kernel factor of H (:class:`rif._dual.KernelHessian`)."""
+        if self.route == "dual":
+            return self.kernel_hessian(self.curvature, self.penalty_total(self.sample_weight))
         return WhitenedHessian(self.hessian, None, self._cholesky)
 
     @cached_property
@@ -297,7 +363,7 @@ class GLMProblem(AttributionMixin, AuditMixin):
         under the fixed penalty; under the per-sample penalty the generalised eigenbasis that
         diagonalises the penalty shifts (O(10 p^3), built only when RIF, NS or a refit needs it)."""
         shiftable = self.penalty_scaling == "per_sample" and self.penalty > 0
-        if not shiftable:
+        if not shiftable or self.route == "dual":   # the dual shifts by a kernel factor per shift
             return self.base_factor
         return WhitenedHessian(self.hessian, self.penalty_diag, self.base_factor.cholesky)
 
@@ -326,6 +392,10 @@ class GLMProblem(AttributionMixin, AuditMixin):
         if delta not in cache:
             if len(cache) >= self._SHIFT_CACHE:
                 cache.pop(next(iter(cache)))
+            if self.route == "dual":
+                cache[delta] = self.kernel_hessian(self.curvature, self.penalty_total(self.sample_weight) - delta,
+                                                   "the Hessian without the removed penalty share")
+                return cache[delta]
             shifted = self.hessian.copy()
             shifted[np.diag_indices_from(shifted)] -= delta * self.penalty_diag
             cache[delta] = WhitenedHessian(shifted)
@@ -336,6 +406,8 @@ class GLMProblem(AttributionMixin, AuditMixin):
         than the generalised eigenbasis: only with equal weights (so that a few distinct shifts
         cover many sets), at most ``_SHIFT_CACHE`` distinct shifts over the problem's life, and
         while the eigenbasis (about 10 p^3) has not been built anyway."""
+        if self.route == "dual":
+            return True             # every shift is one n x n factorisation; no eigenbasis exists
         if self.uniform_penalty_share is None or "factor" in self.__dict__:
             return False
         # counted over the problem's life, so that a loop over sets of many sizes switches too
@@ -358,6 +430,8 @@ class GLMProblem(AttributionMixin, AuditMixin):
     @cached_property
     def raw_leverage(self):
         """q_i = x~_i^T H^{-1} x~_i = ||V^T x~_i||^2, shape (n,): one pass of triangular solves."""
+        if self.route == "dual":
+            return self.base_factor.leverages[1]
         factor = self.base_factor          # ||V^T x~||^2 = x~^T H^{-1} x~ in any whitening basis
 
         def squared_norms(block):
@@ -369,13 +443,21 @@ class GLMProblem(AttributionMixin, AuditMixin):
     @cached_property
     def leverage(self):
         """Generalised leverage h_i = c_i x~_i^T H^{-1} x~_i in [0, 1), shape (n,)."""
-        h = self.curvature * self.raw_leverage
-        return h
+        if self.route == "dual":
+            return self.base_factor.leverages[0]
+        return self.curvature * self.raw_leverage
+
+    @cached_property
+    def one_minus_leverage(self):
+        """1 - h_i, shape (n,); on the dual route computed without cancellation near h_i = 1."""
+        if self.route == "dual":
+            return self.base_factor.leverages[2]
+        return 1.0 - self.leverage
 
     @cached_property
     def singular_leverage(self):
         """Boolean mask of samples with 1 - h_i < LEVERAGE_TOL."""
-        mask = 1.0 - self.leverage < LEVERAGE_TOL
+        mask = self.one_minus_leverage < LEVERAGE_TOL
         if mask.any():
             warnings.warn(
                 f"{mask.sum()} training sample(s) have leverage numerically 1 "
@@ -389,7 +471,7 @@ class GLMProblem(AttributionMixin, AuditMixin):
     def rescale_factor(self):
         """1 / (1 - h_i) >= 1, inf where the leverage is numerically one."""
         with np.errstate(divide="ignore"):
-            factor = 1.0 / (1.0 - self.leverage)
+            factor = 1.0 / self.one_minus_leverage
         factor[self.singular_leverage] = np.inf
         return factor
 

@@ -60,6 +60,8 @@ class RefitResult:
         Newton's last Hessian, within O(tol) of the one at ``theta``.
     cholesky : ndarray of shape (p, p) or None
         Its lower Cholesky factor (upper triangle undefined).
+    kernel : rif._dual.KernelHessian or None
+        On the dual route, the factor of that Hessian instead.
     """
 
     theta: np.ndarray
@@ -68,6 +70,22 @@ class RefitResult:
     gradient_norm: float
     hessian: np.ndarray = None
     cholesky: np.ndarray = None
+    kernel: object = None
+
+
+class CholeskyFactor:
+    """A p x p Hessian with its lower Cholesky factor; ``solve(b)`` = H^{-1} b."""
+
+    def __init__(self, hessian, chol):
+        self.hessian, self.cholesky = hessian, chol
+
+    def solve(self, b):
+        return sla.cho_solve((self.cholesky, True), b, check_finite=False)
+
+
+def cholesky_factor(hessian, what):
+    """:class:`CholeskyFactor` of ``hessian``, or SingularHessianError(what)."""
+    return CholeskyFactor(hessian, _cho_factor(hessian, what)[0])
 
 
 def newton_refit(problem, weights, theta0, *, tol=1e-10, max_iter=100):
@@ -95,11 +113,11 @@ def _newton_refit(problem, weights, theta0, tol, max_iter):
     value, grad = problem.value_gradient(theta, weights)
     for it in range(1, max_iter + 1):
         grad_norm = float(np.max(np.abs(grad)))
-        hess = chol = None                      # the last iterate's p x p arrays go before new ones come
-        hess = problem.hessian_at(theta, weights, threads=True)
-        chol = _cho_factor(hess, "the Hessian of the objective is not positive definite at a Newton "
-                                 "iterate (unpenalised with too few remaining samples, or separable data)")
-        step = -sla.cho_solve(chol, grad, check_finite=False)
+        factor = None                           # the last iterate's p x p arrays go before new ones come
+        factor = problem.newton_factor(
+            theta, weights, "the Hessian of the objective is not positive definite at a Newton "
+                            "iterate (unpenalised with too few remaining samples, or separable data)")
+        step = -factor.solve(grad)
         if not np.all(np.isfinite(step)):
             raise SingularHessianError("the Newton step is not finite")
         small = np.max(np.abs(step)) <= tol * max(1.0, np.max(np.abs(theta)))
@@ -116,7 +134,9 @@ def _newton_refit(problem, weights, theta0, tol, max_iter):
         else:
             return RefitResult(theta, it, bool(small), grad_norm)
         if small:
-            return RefitResult(candidate, it, True, grad_norm, hess, chol[0])
+            if isinstance(factor, CholeskyFactor):
+                return RefitResult(candidate, it, True, grad_norm, factor.hessian, factor.cholesky)
+            return RefitResult(candidate, it, True, grad_norm, kernel=factor)
         theta, value, grad = candidate, new_value, new_grad
     return RefitResult(theta, max_iter, False, float(np.max(np.abs(grad))))
 
@@ -244,7 +264,7 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter):
     penalty_norm = problem.penalty_diag @ theta**2
     value = (weights @ problem.loss + 0.5 * problem.penalty_total(weights) * penalty_norm)
     state = (theta, value, grad)
-    if len(index) < problem.n_params:
+    if len(index) < problem.n_params or problem.route == "dual":
         solve = leave_out_hessian(problem, index).solve       # Woodbury on the factorised H
     else:
         solve = _direct_leave_out_solver(problem, index)
@@ -257,9 +277,9 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter):
         if not progressed and refresh > 0:
             break       # even a fresh Newton step failed to descend: damped Newton from here
         # Shamanskii: refresh the Hessian at the current iterate and iterate again
-        chol = _cho_factor(problem.hessian_at(state[0], weights, threads=True),
-                           "the Hessian of the objective without the removed samples is not positive definite")
-        solve = _cho_solver(chol)
+        solve = problem.newton_factor(
+            state[0], weights, "the Hessian of the objective without the removed samples is not positive "
+                               "definite").solve
     result = newton_refit(problem, weights, state[0], tol=tol, max_iter=max_iter)
     return RefitResult(result.theta, total + result.n_iter, result.converged, result.gradient_norm)
 
@@ -323,7 +343,8 @@ def _chord_iterations(problem, state, solve, tol):
     63: within a factor of 2).
     """
     theta, value, grad = state
-    refresh_cost = max(8.0, problem.n_params / 16)     # a fresh Hessian, in passes
+    # a fresh Hessian, in passes: p / 16 for the p x p one, about n / 16 for the dual's kernel
+    refresh_cost = max(8.0, (problem.n_samples if problem.route == "dual" else problem.n_params) / 16)
     d_theta, d_step = [], []
     previous = None                                    # (theta, step) of the last iterate
     rho_previous = rho_max = 0.0

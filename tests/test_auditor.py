@@ -190,7 +190,16 @@ def test_float32_input_is_computed_in_float64():
 def test_too_many_parameters_fail_clearly():
     X = sp.csr_matrix((3, 40000))
     with pytest.raises(ValueError, match="at most 32768 parameters"):
-        rif.GLMProblem(X, np.array([0.0, 1.0, 1.0]), "binomial", penalty=1.0)
+        rif.GLMProblem(X, np.array([0.0, 1.0, 1.0]), "binomial", penalty=1.0, route="primal")
+    with pytest.raises(ValueError, match="at most 32768 parameters"):   # no penalty: no dual route
+        rif.GLMProblem(X, np.array([0.0, 1.0, 1.0]), "binomial", route="auto")
+
+
+def test_many_parameters_and_few_samples_take_the_dual_route():
+    X = sp.random(5, 40000, density=0.01, format="csr", random_state=0)
+    problem = rif.GLMProblem(X, np.array([0.0, 1.0, 1.0, 0.0, 1.0]), "binomial", penalty=1.0)
+    assert problem.route == "dual"
+    assert problem.params_change([1], "retrain").shape == (40001,)
 
 
 def test_a_scalar_index_is_a_one_sample_set(logistic):
