@@ -104,7 +104,16 @@ class KernelHessian:
         if not np.all(np.isfinite(kernel)):
             raise SingularHessianError(f"{what} has non-finite entries")
         with kernel_threads(n):
-            self._chol = spd_cholesky(kernel, what)
+            # M >= lambda I, so cond_2(M) <= (lambda + trace C^{1/2} G C^{1/2}) / lambda: when that bound
+            # already clears n eps, the equilibrated condition estimate (an O(n^2) read) is not needed
+            spread = self.lam / (self.lam + float(self.curvature @ np.diag(gram)))
+            if spread > n * np.finfo(float).eps:
+                try:
+                    self._chol = sla.cholesky(kernel, lower=True, overwrite_a=True, check_finite=False)
+                except np.linalg.LinAlgError:
+                    raise SingularHessianError(f"{what} is not positive definite") from None
+            else:
+                self._chol = spd_cholesky(kernel, what)
         del kernel
         if fit_intercept:
             c = self.curvature
@@ -197,7 +206,7 @@ class KernelHessian:
             inv_chol, info = lapack.dtrtri(self._chol, lower=1)
         if info != 0:
             raise SingularHessianError("the kernel's Cholesky factor is singular")
-        inv_chol = np.tril(inv_chol)
+        # scipy's factor is zero above the diagonal and dtrtri writes only the lower triangle
         one_minus = self.lam * np.einsum("ij,ij->j", inv_chol, inv_chol)     # lambda (M^{-1})_ii
         del inv_chol
         c = self.curvature

@@ -311,8 +311,18 @@ def _cho_solver(chol):
     return lambda b: sla.cho_solve(chol, b, check_finite=False)
 
 
-def _chord_iterations(problem, state, solve, tol):
+def _inf_norm(v):
+    return float(np.max(np.abs(v)))
+
+
+def _chord_iterations(problem, state, solve, tol, norm=_inf_norm, dot=np.dot, theta_norm=_inf_norm):
     """Anderson-accelerated chord steps with a fixed ``solve`` = M^{-1}.
+
+    ``norm``, ``dot`` and ``theta_norm`` give the geometry of the vectors iterated (by default
+    parameter vectors, with the inf-norm and the Euclidean product; the dual route iterates
+    kernel coefficients, see :func:`dual_chord_refit`): ``norm(step)`` must bound the step's
+    inf-norm in parameter space from above, ``dot(g, v)`` is the parameter-space product of a
+    gradient and a move, ``theta_norm(theta)`` the scale of the tolerance.
 
     The chord map is G(theta) = theta + f(theta), f = -M^{-1} grad(theta); its
     fixed point is the minimiser. Plain chord iteration converges linearly at
@@ -352,12 +362,12 @@ def _chord_iterations(problem, state, solve, tol):
         step = -solve(grad)
         if not np.all(np.isfinite(step)):
             raise SingularHessianError("the refit's chord step is not finite")
-        size = np.max(np.abs(step))
-        scale = tol * max(1.0, np.max(np.abs(theta + step)))
+        size = norm(step)
+        scale = tol * max(1.0, theta_norm(theta + step))
         if size <= scale:       # below the tolerance: objective changes are lost in rounding
             return (theta + step, value, grad), it, True, True
         if previous is not None:
-            ratio = size / np.max(np.abs(previous[1]))
+            ratio = size / norm(previous[1])
             rho, rho_previous = max(ratio, rho_previous), ratio    # the slower of the last two rates
             rho_max = max(rho_max, ratio)
             if rho_max < 1.0 and size * rho_max / (1.0 - rho_max) <= scale:
@@ -376,12 +386,12 @@ def _chord_iterations(problem, state, solve, tol):
         if d_theta:
             dT, dF = np.column_stack(d_theta), np.column_stack(d_step)
             gamma = np.linalg.lstsq(dF, step, rcond=None)[0]
-            accepted = yield from _descent(theta, value, grad, theta + step - (dT + dF) @ gamma)
+            accepted = yield from _descent(theta, value, grad, theta + step - (dT + dF) @ gamma, dot, norm)
             if accepted is None:                       # the extrapolation overshot: restart plainly
                 d_theta.clear()
                 d_step.clear()
         if accepted is None:
-            accepted = yield from _descent(theta, value, grad, theta + step)
+            accepted = yield from _descent(theta, value, grad, theta + step, dot, norm)
             if accepted is None:
                 return (theta, value, grad), it - 1, False, it > 1
         theta, value, grad = accepted
@@ -392,12 +402,12 @@ def _chord_iterations(problem, state, solve, tol):
 _ANDERSON_MEMORY = 5
 
 
-def _descent(theta, value, grad, candidate):
+def _descent(theta, value, grad, candidate, dot=np.dot, norm=_inf_norm):
     """(candidate, value, gradient) if the move decreases L_w (Armijo) or halves the gradient.
 
     A generator step: yields ``candidate`` and is sent back its value and gradient."""
     new_value, new_grad = yield candidate
-    if (new_value <= value + _ARMIJO * (grad @ (candidate - theta))
-            or np.max(np.abs(new_grad)) <= 0.5 * np.max(np.abs(grad))):
+    if (new_value <= value + _ARMIJO * dot(grad, candidate - theta)
+            or norm(new_grad) <= 0.5 * norm(grad)):
         return candidate, new_value, new_grad
     return None
