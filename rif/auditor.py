@@ -7,7 +7,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
 from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
-from sklearn.utils._param_validation import HasMethods
+from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import (
@@ -77,6 +77,10 @@ class InfluenceAuditor(AttributionMixin, AuditMixin, MetaEstimatorMixin, BaseEst
         caller's ``X`` in place after ``fit`` cannot change later answers. With
         False the auditor reads the caller's float64 array directly (no extra
         memory); it must then not be modified.
+    route : {"auto", "primal", "dual"}, default "auto"
+        How H^{-1} is applied: the p x p Hessian's factor, or the n x n
+        kernel's (L2-penalised fits; see :class:`rif.GLMProblem`). "auto"
+        takes the kernel when there are fewer samples than parameters.
 
     Attributes
     ----------
@@ -126,11 +130,13 @@ class InfluenceAuditor(AttributionMixin, AuditMixin, MetaEstimatorMixin, BaseEst
         "refine": ["boolean"],
         **setting_constraints(),         # tol, max_iter, n_jobs, progress: as GLMProblem's
         "copy_X": ["boolean"],
+        "route": [StrOptions({"auto", "primal", "dual"})],
     }
 
     def __init__(self, estimator, *, refine=True, tol=1e-10, max_iter=100, n_jobs=None, progress=None,
-                 copy_X=True):
+                 copy_X=True, route="auto"):
         self.estimator = estimator
+        self.route = route
         self.refine = refine
         self.tol = tol
         self.max_iter = max_iter
@@ -215,7 +221,7 @@ class InfluenceAuditor(AttributionMixin, AuditMixin, MetaEstimatorMixin, BaseEst
                 sample_weight=effective_weights(final, y, sample_weight),
                 penalty=spec.penalty, penalty_scaling=spec.penalty_scaling,
                 fit_intercept=spec.fit_intercept, refine=self.refine, tol=self.tol,
-                max_iter=self.max_iter, copy_X=False,
+                max_iter=self.max_iter, copy_X=False, route=self.route,
             )
         except SingularHessianError as error:
             if spec.penalty > 0 or isinstance(error, SeparationError):

@@ -167,3 +167,13 @@ def test_auditor_on_wide_data_refits_like_scikit_learn():
     refit = LogisticRegression(C=2.0, tol=1e-12, max_iter=10000).fit(X[keep], y[keep])
     want = np.append(refit.coef_.ravel(), refit.intercept_) - aud.problem_.theta
     np.testing.assert_allclose(aud.params_change(removed, "retrain"), want, rtol=1e-5, atol=1e-7)
+
+
+def test_the_auditor_passes_the_route_through():
+    X, y = _data("binomial", 30, 60, False, 4)
+    primal = rif.InfluenceAuditor(LogisticRegression(C=1.0, max_iter=5000), route="primal").fit(X, y)
+    dual = rif.InfluenceAuditor(LogisticRegression(C=1.0, max_iter=5000)).fit(X, y)
+    assert (primal.problem_.route, dual.problem_.route) == ("primal", "dual")
+    assert _rel(primal.params_change([[1, 2], [5]], "newton"), dual.params_change([[1, 2], [5]], "newton")) < 1e-9
+    with pytest.raises(ValueError, match="route"):
+        rif.InfluenceAuditor(LogisticRegression(), route="kernel").fit(X, y)
