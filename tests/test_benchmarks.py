@@ -22,9 +22,11 @@ def test_benchmarks_run_at_toy_sizes(bench):
     bench.bench_statsmodels(600, 8, 1)
     bench.bench_retrain(600, 8, 1, fractions=(0.05,))
     bench.bench_batches(600, 8, n_sets=6, n_refits=3, repeat=1)
-    bench.bench_sparse(300, 200, 0.05)
+    bench.bench_sparse(200, 300, 0.05)
     names = [row[0] for row in bench.ROWS]
-    assert len(names) == 10
+    assert len(names) == 11
+    sparse_row = next(row for row in bench.ROWS if row[0].startswith("sparse: leverages"))
+    assert "route dual" in sparse_row[9]
     assert "3 exact retrains in lockstep" in names
     # batched Newton steps for sets of at least p samples agree with one set at a time
     big = next(row for row in bench.ROWS if row[0].startswith("NEWTON, 6 sets of 20"))
