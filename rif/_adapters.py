@@ -33,7 +33,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._errors import UnsupportedEstimatorError
 
-SUPPORTED = ("LogisticRegression (binary, L2 or no penalty), LinearRegression, Ridge, PoissonRegressor, "
+SUPPORTED = ("LogisticRegression (binary or multinomial, L2 or no penalty), LinearRegression, Ridge, PoissonRegressor, "
              "LogisticRegressionCV and RidgeCV (at the penalty they choose)")
 
 
@@ -145,11 +145,17 @@ def read_glm(est):
     check_supported(est)
     check_is_fitted(est)
     if isinstance(est, LogisticRegression):
-        if len(est.classes_) != 2:
-            raise UnsupportedEstimatorError(
-                f"{type(est).__name__} with {len(est.classes_)} classes: multinomial models are not "
-                "supported yet; only binary targets are"
-            )
+        if len(est.classes_) > 2:
+            # softmax over K classes: theta = coef_.ravel() (K x d, class by class), then intercept_ (K)
+            coef = np.asarray(est.coef_, dtype=float)
+            if coef.shape[0] != len(est.classes_):
+                raise UnsupportedEstimatorError(
+                    f"{type(est).__name__} with {len(est.classes_)} classes but {coef.shape[0]} coefficient "
+                    "rows is not the multinomial model; only the multinomial (softmax) fit is supported")
+            theta = coef.ravel()
+            if est.fit_intercept:
+                theta = np.append(theta, np.asarray(est.intercept_, dtype=float).ravel())
+            return GLMSpec("multinomial", _logistic_lambda(est), "fixed", bool(est.fit_intercept), theta)
         return GLMSpec("binomial", _logistic_lambda(est), "fixed", bool(est.fit_intercept), _theta(est))
     if isinstance(est, (LinearRegression, Ridge, RidgeCV)):
         name = type(est).__name__
@@ -169,6 +175,8 @@ def encode_target(est, y):
         unknown = ~np.isin(y, est.classes_)
         if unknown.any():
             raise ValueError(f"y has labels not seen in fit: {np.unique(y[unknown])[:5].tolist()}")
+        if len(est.classes_) > 2:
+            return np.searchsorted(est.classes_, y).astype(float)     # class indices 0, ..., K - 1
         return (y == est.classes_[1]).astype(float)
     return np.asarray(y, dtype=float)
 
@@ -193,6 +201,9 @@ def write_theta(est, theta):
     if est.fit_intercept:
         if np.ndim(est.intercept_) == 0:
             est.intercept_ = float(theta[-1])
+        elif np.size(est.intercept_) > 1:             # one intercept per class (multinomial)
+            est.intercept_ = np.asarray(theta[d:d + np.size(est.intercept_)], dtype=float).reshape(
+                np.shape(est.intercept_))
         else:
             est.intercept_ = np.full(np.shape(est.intercept_), float(theta[-1]))
     return est

@@ -12,12 +12,51 @@ also take ``as_frame=False``: True returns pandas objects labelled by row and
 parameter names (see :mod:`rif._frames`).
 """
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from . import _estimators as est_
 from ._frames import labelled_output
 from ._targets import eta_target, make_target
 from ._validation import check_bool
+
+
+def _glm_score_changes(problem, tgt, method, linear, tol, max_iter, n_jobs, progress):
+    """(n_train, n_eval) target changes of each evaluation row for each training sample removed alone."""
+    eta = tgt.eta(problem.theta)
+    d_eta = est_.per_sample_eta_change(problem, tgt.X, method, tol, max_iter, n_jobs, progress)
+    if linear:
+        return d_eta * tgt.per_sample(eta)[1]
+    with np.errstate(invalid="ignore"):     # NaN rows (leverage one) stay NaN
+        return tgt.row_changes(eta, d_eta.T).T
+
+
+def _glm_self_loss_changes(problem, method, linear, tol, max_iter, n_jobs, progress):
+    d_eta = est_.self_eta_change(problem, method, tol, max_iter, n_jobs, progress)
+    if linear:
+        return problem.d1 * d_eta
+    return problem.family.loss(problem.eta + d_eta, problem.y) - problem.loss
+
+
+#: what the attribution methods call for a scalar GLM (rif.GLMProblem)
+GLM_OPERATIONS = SimpleNamespace(
+    removal_sets=est_.removal_sets, params_change_batch=est_.params_change_batch,
+    loo_params_change=est_.loo_params_change, make_target=make_target, eta_target=eta_target,
+    score_changes=_glm_score_changes, self_loss_changes=_glm_self_loss_changes, diagnostics=True,
+)
+
+
+def operations(problem):
+    """The estimator operations for ``problem``: its own ``operations`` (multinomial problems),
+    else those of the scalar GLMs."""
+    return getattr(problem, "operations", GLM_OPERATIONS)
+
+
+def _check_diagnostics(problem, what):
+    if not operations(problem).diagnostics:
+        raise NotImplementedError(f"{what} is available for the binomial, gaussian and poisson families; "
+                                  f"not for a {problem.family_name} model")
 
 
 def _given_dtheta(dtheta, n_sets, batch, n_params):
@@ -42,7 +81,7 @@ class AttributionMixin:
         return X
 
     def _removal_sets(self, problem, remove):
-        return est_.removal_sets(problem, remove)
+        return operations(problem).removal_sets(problem, remove)
 
     @labelled_output("params")
     def params_change(self, remove, method="rif"):
@@ -67,7 +106,8 @@ class AttributionMixin:
         return out if batch else out[0]
 
     def _batch(self, problem, sets, method):
-        return est_.params_change_batch(problem, sets, method, self.tol, self.max_iter, self.n_jobs, self.progress)
+        return operations(problem).params_change_batch(problem, sets, method, self.tol, self.max_iter, self.n_jobs,
+                                                       self.progress)
 
     @labelled_output("loo_params")
     def loo_params_change(self, method="rif"):
@@ -85,8 +125,8 @@ class AttributionMixin:
         ndarray of shape (n_train, n_params)
         """
         problem = self._problem()
-        return est_.loo_params_change(problem, est_.check_method(method), self.tol, self.max_iter,
-                                      self.n_jobs, self.progress)
+        return operations(problem).loo_params_change(problem, est_.check_method(method), self.tol, self.max_iter,
+                                                     self.n_jobs, self.progress)
 
     def effect(self, remove, target="loss", X=None, y=None, method="rif", linear=False,
                target_gradient=None, dtheta=None):
@@ -136,10 +176,11 @@ class AttributionMixin:
             target = "loss"
         linear = check_bool(linear, "linear")
         # every argument is checked before any refit runs
+        ops = operations(problem)
         if isinstance(target, str) and target == "self_loss":
-            targets = [make_target(problem, target, removed=index) for index in sets]
+            targets = [ops.make_target(problem, target, removed=index) for index in sets]
         else:
-            tgt = make_target(problem, target, self._features(X), self._labels(y), gradient=target_gradient)
+            tgt = ops.make_target(problem, target, self._features(X), self._labels(y), gradient=target_gradient)
             if linear and callable(target) and target_gradient is None:
                 raise ValueError("linear=True with a callable target needs target_gradient")
             targets = None
@@ -178,14 +219,10 @@ class AttributionMixin:
         problem = self._problem()
         method = est_.check_method(method)
         linear = check_bool(linear, "linear")
-        tgt = eta_target(problem, "loss" if target == "test_loss" else target, self._features(X), self._labels(y))
-        eta = tgt.eta(problem.theta)
-        d_eta = est_.per_sample_eta_change(problem, tgt.X, method, self.tol, self.max_iter,
-                                           self.n_jobs, self.progress)
-        if linear:
-            return d_eta * tgt.per_sample(eta)[1]
-        with np.errstate(invalid="ignore"):     # NaN rows (leverage one) stay NaN
-            return tgt.row_changes(eta, d_eta.T).T
+        ops = operations(problem)
+        tgt = ops.eta_target(problem, "loss" if target == "test_loss" else target, self._features(X),
+                             self._labels(y))
+        return ops.score_changes(problem, tgt, method, linear, self.tol, self.max_iter, self.n_jobs, self.progress)
 
     @labelled_output("per_row")
     def self_influence(self, method="rif", linear=False):
@@ -202,10 +239,9 @@ class AttributionMixin:
         """
         problem = self._problem()
         method = est_.check_method(method)
-        d_eta = est_.self_eta_change(problem, method, self.tol, self.max_iter, self.n_jobs, self.progress)
-        if linear:
-            return problem.d1 * d_eta
-        return problem.family.loss(problem.eta + d_eta, problem.y) - problem.loss
+        linear = check_bool(linear, "linear")
+        return operations(problem).self_loss_changes(problem, method, linear, self.tol, self.max_iter,
+                                                     self.n_jobs, self.progress)
 
     # -- classical diagnostics (rif._diagnostics, rif.model_selection) -------------
     def influence_table(self, exact=False):
@@ -214,6 +250,7 @@ class AttributionMixin:
         A pandas DataFrame, one row per training sample, closed form (no
         refits unless ``exact=True``); the definitions are in :mod:`rif._diagnostics`.
         """
+        _check_diagnostics(self._problem(), "influence_table")
         from ._diagnostics import influence_table
 
         return influence_table(self._problem(), exact, self._feature_names(), self._row_labels(),
@@ -221,6 +258,7 @@ class AttributionMixin:
 
     def cov_params(self, cov_type="nonrobust"):
         """Covariance of the coefficients: dispersion x H^{-1} ("nonrobust") or the sandwich ("HC0")."""
+        _check_diagnostics(self._problem(), "cov_params")
         from ._diagnostics import cov_params
 
         return cov_params(self._problem(), cov_type)
@@ -228,12 +266,14 @@ class AttributionMixin:
     @property
     def bse_(self):
         """Model-based standard errors sqrt(diag(cov_params())), intercept last."""
+        _check_diagnostics(self._problem(), "bse_")
         from ._diagnostics import standard_errors
 
         return standard_errors(self._problem())
 
     def jackknife(self, method="retrain"):
         """Jackknife bias and standard errors beside the model-based and sandwich ones (a DataFrame)."""
+        _check_diagnostics(self._problem(), "jackknife")
         from ._diagnostics import jackknife
 
         return jackknife(self._problem(), method, self.tol, self.max_iter, self.n_jobs, self.progress,
@@ -268,6 +308,7 @@ class AttributionMixin:
 
     def r_influence_measures(self):
         """R's ``influence.measures()`` (dfbetas, dffit, cov.r, cook.d, hat) and ``dfbeta``, reproduced."""
+        _check_diagnostics(self._problem(), "r_influence_measures")
         from ._diagnostics import r_influence_measures
 
         return r_influence_measures(self._problem(), self._feature_names(), self._row_labels())

@@ -64,6 +64,9 @@ class AuditMixin:
             ``predicted_value``, ``fraction``, ``summary()``; ``row_labels``
             holds the removed rows' labels when the training data had them.
         """
+        from ._attribution import _check_diagnostics
+
+        _check_diagnostics(self._problem(), "robustness")
         from ._robustness import robustness
 
         result = robustness(self._problem(), target, goal=goal, threshold=threshold, method=method,
@@ -93,6 +96,9 @@ class AuditMixin:
         -------
         ndarray of shape (n_params,)
         """
+        from ._attribution import _check_diagnostics
+
+        _check_diagnostics(self._problem(), "relabel_params_change")
         from ._repair import relabel_params_change
 
         index = np.asarray(index)
@@ -149,6 +155,8 @@ class AuditMixin:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")
         if target is None:
-            target = "proba" if (y is not None and self._problem().family.name == "binomial") else "decision"
+            problem = self._problem()
+            classifier = getattr(problem, "family_name", None) == "multinomial" or problem.family.name == "binomial"
+            target = "proba" if (y is not None and classifier) else "decision"
         effects = self.scores(X, y, target=target, method=method)
         return top_table(self, effects, X, int(k))

@@ -160,20 +160,23 @@ class KernelHessian:
         xb = self.gram[:, index]
         return self._inner(xb, np.ones(len(index)) if self.fit_intercept else None)
 
-    def solve_rows(self, index):
-        """H^{-1} X~_S^T for the training rows ``index``, shape (p, k): one pass (X^T z)."""
+    def solve_rows(self, index, inner=None):
+        """H^{-1} X~_S^T for the training rows ``index``, shape (p, k): one pass (X^T z).
+        ``inner``: their (z, gamma) from :meth:`_row_inner`, if already computed."""
         index = np.asarray(index)
-        z, gamma = self._row_inner(index)
+        z, gamma = self._row_inner(index) if inner is None else inner
         rows = self.X[index]
         rows_t = rows.T.toarray() if sp.issparse(rows) else np.asarray(rows).T
         out_f = (rows_t - np.asarray(self.X.T @ z)) / self.lam
         return out_f if gamma is None else np.vstack([out_f, gamma[None]])
 
-    def row_products(self, index):
-        """X~ H^{-1} X~_S^T for all training rows against rows ``index``, shape (n, k): no pass."""
+    def row_products(self, index, rows=None, inner=None):
+        """X~_R H^{-1} X~_S^T for training rows R (default all) against rows S = ``index``,
+        shape (|R|, k), from the kernel: no pass over X."""
         index = np.asarray(index)
-        z, gamma = self._row_inner(index)
-        out = (self.gram[:, index] - self.gram @ z) / self.lam
+        z, gamma = self._row_inner(index) if inner is None else inner
+        gram = self.gram if rows is None else self.gram[rows]
+        out = (gram[:, index] - gram @ z) / self.lam
         return out if gamma is None else out + gamma[None, :]
 
     def training_products(self, b):
@@ -244,8 +247,9 @@ class KernelLeaveOut:
         k = index.size
         self.factor = factor
         sc = np.sqrt(curvature)
-        self._y = factor.solve_rows(index) * sc                     # (p, k)
-        block = factor.row_products(index)[index]                   # X~_S F^{-1} X~_S^T
+        inner = factor._row_inner(index)                            # one kernel solve, k right-hand sides
+        self._y = factor.solve_rows(index, inner) * sc              # (p, k)
+        block = factor.row_products(index, index, inner)            # X~_S F^{-1} X~_S^T
         inner = np.eye(k) - sc[:, None] * (0.5 * (block + block.T)) * sc[None, :]
         self._chol = equilibrated_cholesky(inner, f"the Hessian without the {k} removed sample(s)")
 

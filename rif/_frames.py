@@ -18,6 +18,11 @@ def param_names(owner):
     names = owner._feature_names() if hasattr(owner, "_feature_names") else None
     if names is None:
         names = [f"x{j}" for j in range(problem.n_features)]
+    if hasattr(problem, "n_classes"):        # multinomial: coef_.ravel() (class by class), then intercept_
+        classes = getattr(owner, "classes_", None) if hasattr(owner, "estimator_") else None
+        classes = list(range(problem.n_classes)) if classes is None else list(classes)
+        coef = [f"{c}:{name}" for c in classes for name in names]
+        return coef + ([f"{c}:intercept" for c in classes] if problem.fit_intercept else [])
     return list(names) + (["intercept"] if problem.fit_intercept else [])
 
 

@@ -104,6 +104,19 @@ class GLMProblem(AttributionMixin, AuditMixin):
     :class:`rif.InfluenceAuditor`, with labels in the problem's own encoding.
     """
 
+    def __new__(cls, X=None, y=None, family=None, *args, **kwargs):
+        if isinstance(family, str) and family == "multinomial":
+            # softmax regression is its own problem class (K x K curvature per sample)
+            from ._multinomial import MultinomialProblem
+
+            for name in ("penalty_scaling", "route", "offset"):
+                value = kwargs.pop(name, None)
+                if value not in (None, "fixed", "auto", "primal"):
+                    raise ValueError(f"{name}={value!r} is not supported for the multinomial family")
+            labels = np.asarray(y)
+            return MultinomialProblem(X, y, int(labels.max()) + 1 if labels.size else 0, *args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(self, X, y, family, theta=None, *, sample_weight=None, penalty=0.0,
                  penalty_scaling="fixed", fit_intercept=True, refine=True,
                  tol=1e-10, max_iter=100, n_jobs=None, progress=None, offset=None, copy_X=True,

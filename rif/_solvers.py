@@ -257,17 +257,22 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter):
     from ._design import rows
     from ._estimators import leave_out_hessian
 
-    theta = np.array(problem.theta)
-    # -sum_{i in S} g~_i = -(X~_S^T r_S + sum_{i in S} penalty_i P^T P theta^)
-    grad = -(rows(problem.X, index, problem.fit_intercept).T @ problem.residual[index]
-             + problem.sample_penalty[index].sum() * problem.penalty_diag * theta)
-    penalty_norm = problem.penalty_diag @ theta**2
-    value = (weights @ problem.loss + 0.5 * problem.penalty_total(weights) * penalty_norm)
-    state = (theta, value, grad)
-    if len(index) < problem.n_params or problem.route == "dual":
-        solve = leave_out_hessian(problem, index).solve       # Woodbury on the factorised H
+    if hasattr(problem, "leave_out_start"):         # a problem that states its own start (multinomial)
+        theta = np.array(problem.theta_block)
+        value, grad = problem.leave_out_start(index, weights)
+        solve = problem.leave_out(index).solve
     else:
-        solve = _direct_leave_out_solver(problem, index)
+        theta = np.array(problem.theta)
+        # -sum_{i in S} g~_i = -(X~_S^T r_S + sum_{i in S} penalty_i P^T P theta^)
+        grad = -(rows(problem.X, index, problem.fit_intercept).T @ problem.residual[index]
+                 + problem.sample_penalty[index].sum() * problem.penalty_diag * theta)
+        penalty_norm = problem.penalty_diag @ theta**2
+        value = (weights @ problem.loss + 0.5 * problem.penalty_total(weights) * penalty_norm)
+        if len(index) < problem.n_params or problem.route == "dual":
+            solve = leave_out_hessian(problem, index).solve       # Woodbury on the factorised H
+        else:
+            solve = _direct_leave_out_solver(problem, index)
+    state = (theta, value, grad)
     total = 0
     for refresh in range(max_iter + 1):
         state, n_iter, converged, progressed = yield from _chord_iterations(problem, state, solve, tol)

@@ -15,7 +15,7 @@ from sklearn.utils.validation import (
 )
 
 from . import _estimators as est_
-from ._attribution import AttributionMixin
+from ._attribution import AttributionMixin, operations
 from ._audit import AuditMixin
 from ._adapters import check_supported, check_target_before_fit, effective_weights, encode_target, read_glm, write_theta
 from ._errors import SeparationError, SingularHessianError, UnsupportedEstimatorError
@@ -198,10 +198,10 @@ class InfluenceAuditor(AttributionMixin, AuditMixin, MetaEstimatorMixin, BaseEst
             check_weight_range(sample_weight, "sample_weight")
         if is_classifier(final):
             target_type = type_of_target(y, input_name="y", raise_unknown=True)
-            if target_type != "binary":
+            if target_type not in ("binary", "multiclass"):
                 raise UnsupportedEstimatorError(
-                    "Only binary classification is supported. The type of the target is "
-                    f"{target_type}; multinomial models are not supported yet."
+                    "Only binary and multiclass classification are supported. The type of the target "
+                    f"is {target_type}."
                 )
         if preprocess is not None:
             Z = preprocess.fit(X, y).transform(X)
@@ -304,7 +304,7 @@ class InfluenceAuditor(AttributionMixin, AuditMixin, MetaEstimatorMixin, BaseEst
             tags.input_tags.categorical = inner.input_tags.categorical
         tags.target_tags.multi_output = False
         if tags.classifier_tags is not None:
-            tags.classifier_tags.multi_class = False
+            tags.classifier_tags.multi_class = True       # softmax for K >= 3 classes
         return tags
 
     # -- attribution ---------------------------------------------------------------
@@ -348,7 +348,7 @@ class InfluenceAuditor(AttributionMixin, AuditMixin, MetaEstimatorMixin, BaseEst
         return Z
 
     def _removal_sets(self, problem, remove):
-        return est_.removal_sets(problem, _positions(remove, getattr(self, "_train_index", None)))
+        return operations(problem).removal_sets(problem, _positions(remove, getattr(self, "_train_index", None)))
 
     def unlearn(self, remove, method="newton"):
         """A copy of the fitted estimator with ``remove`` taken out of its training data.

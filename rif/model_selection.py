@@ -130,6 +130,9 @@ def loo_predict(source, method="newton", groups=None):
         The predicted mean g^{-1}(eta_(i)): the probability of the positive
         class for a classifier, the predicted response otherwise.
     """
+    from ._attribution import _check_diagnostics
+
+    _check_diagnostics(_problem_of(source), "loo_predict")
     problem = _problem_of(source)
     eta = loo_linear_predictor(problem, method, groups, source.tol, source.max_iter, source.n_jobs,
                                source.progress)
@@ -167,6 +170,9 @@ def loo_score(source, y=None, scoring=None, method="newton", groups=None):
     float
         The scorer applied to the pooled out-of-sample predictions (greater is better).
     """
+    from ._attribution import _check_diagnostics
+
+    _check_diagnostics(_problem_of(source), "loo_score")
     problem = _problem_of(source)
     eta = loo_linear_predictor(problem, method, groups, source.tol, source.max_iter, source.n_jobs,
                                source.progress)

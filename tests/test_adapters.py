@@ -83,11 +83,15 @@ def test_unsupported_settings_are_named(est, match):
         rif.InfluenceAuditor(est).fit(X, y)
 
 
-def test_multinomial_is_refused_for_now():
+def test_three_classes_fit_the_multinomial_model_and_one_vs_rest_is_refused():
+    from sklearn.multiclass import OneVsRestClassifier
+
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(60, 3)), np.repeat([0, 1, 2], 20)
-    with pytest.raises(rif.UnsupportedEstimatorError, match="multinomial"):
-        rif.InfluenceAuditor(LogisticRegression()).fit(X, y)
+    aud = rif.InfluenceAuditor(LogisticRegression()).fit(X, y)
+    assert aud.problem_.family_name == "multinomial" and aud.problem_.n_params == 12
+    with pytest.raises(rif.UnsupportedEstimatorError, match="not supported"):
+        rif.InfluenceAuditor(OneVsRestClassifier(LogisticRegression())).fit(X, y)
 
 
 def test_unfitted_auditor_raises_not_fitted():

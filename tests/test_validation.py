@@ -59,8 +59,10 @@ def test_family_targets_are_checked():
         rif.GLMProblem(X, np.ones(30), "gaussian", sample_weight=-np.ones(30))
     with pytest.raises(ValueError, match="unknown family"):
         rif.GLMProblem(X, np.ones(30), "gamma")
-    with pytest.raises(ValueError, match="Only binary classification"):
-        rif.InfluenceAuditor(LogisticRegression()).fit(X, np.arange(30) % 3)
+    with pytest.raises(ValueError, match="Only binary and multiclass classification"):
+        rif.InfluenceAuditor(LogisticRegression()).fit(X, np.linspace(0.1, 3.0, 30))   # continuous
+    with pytest.raises(ValueError, match="class indices"):
+        rif.GLMProblem(X, (np.arange(30) % 3) + 0.5, "multinomial", penalty=1.0)
     with pytest.raises(ValueError):
         rif.InfluenceAuditor(PoissonRegressor()).fit(X, np.arange(30) - 3.0)
 

@@ -1,0 +1,664 @@
+"""Multinomial (softmax) logistic regression in sum form, with its four estimators.
+
+The objective is scikit-learn's ``LogisticRegression`` for K >= 3 classes:
+
+    L_w(Theta) = sum_i w_i l_i + (lambda / 2) ||B||_F^2,
+    l_i = logsumexp(eta_i) - eta_{i, y_i},   eta_i = Theta x~_i  (K values),
+
+with Theta = [B | b] the K x (d + 1) matrix of coefficients and unpenalised intercepts.
+Internally theta = Theta.ravel() ("block order": class by class); the public order is
+scikit-learn's, ``coef_.ravel()`` followed by ``intercept_``.
+
+Per sample, with p_i = softmax(eta_i) and e_y the indicator of its label,
+
+    g~_i = r_i (x) x~_i,   r_i = w_i (p_i - e_y)                       (gradient),
+    H    = sum_i A_i (x) x~_i x~_i^T + lambda P^T P,   A_i = w_i (diag p_i - p_i p_i^T).
+
+The over-parameterisation: A_i 1 = 0, so every direction 1 (x) e_j with coordinate j
+unpenalised (the intercepts; every coordinate without a penalty) is a null direction N of H,
+and the optimum is unique only up to it. Every g~_i is orthogonal to N (its class sum
+r_i^T 1 = 0), and so are all leave-k-out Hessians' null spaces. rif therefore works with
+
+    H^ = H + kappa Pi_N   (Pi_N the orthogonal projector on N, kappa the mean diagonal of H),
+
+which is definite, leaves every solve of a right-hand side orthogonal to N unchanged on the
+complement and returns no component along N: the minimum-norm solution, the one with
+sum_k b_k = 0 (and sum_k B_k = 0) that scikit-learn's solvers also reach from zero.
+
+With X~_i = I_K (x) x~_i^T, Q_i = X~_i H^^{-1} X~_i^T (K x K) and W_i = A_i^{1/2}:
+
+* the generalised leverage is the K x K matrix M_i = W_i Q_i W_i, eigenvalues in [0, 1);
+  ``leverage`` reports its largest eigenvalue (1 / (1 - h_i) bounds the rescaling);
+* IF:  dtheta = H^^{-1} sum_{i in S} r_i (x) x~_i;
+* RIF: dtheta = H^^{-1} sum_{i in S} s_i (x) x~_i, s_i = r_i + W_i (I - M_i)^{-1} W_i Q_i r_i,
+  the exact leave-one-out Newton step (push-through of Woodbury), a K x K solve per sample;
+* NS:  dtheta = Y r_S + Y W_S (I - W_S Q_SS W_S)^{-1} W_S Q_SS r_S, Y = H^^{-1} X~_S^T,
+  a kK x kK system (Woodbury);
+* retrain: chord iterations with that leave-out Hessian, as for the binary GLMs.
+"""
+
+from functools import cached_property
+from types import SimpleNamespace
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+
+from ._attribution import AttributionMixin
+from ._config import LEVERAGE_TOL
+from ._errors import NearSingularLeverageError, SingularHessianError
+from ._linalg import WhitenedHessian, equilibrated_cholesky
+from ._validation import check_array as _check_array
+from ._validation import check_bool, check_non_negative, check_settings, check_weight_range
+from ._validation import check_vector as _check_vector
+
+
+def _design(X, fit_intercept):
+    """X~ = [X, 1] as a dense array or CSR matrix."""
+    if not fit_intercept:
+        return X
+    ones = np.ones((X.shape[0], 1))
+    return sp.hstack([X, ones], format="csr") if sp.issparse(X) else np.hstack([X, ones])
+
+
+def _dense(a):
+    return np.asarray(a.toarray() if sp.issparse(a) else a)
+
+
+def softmax_loss(eta, labels):
+    """Per-row loss logsumexp(eta) - eta[y] and probabilities softmax(eta), stable."""
+    top = eta.max(axis=1, keepdims=True)
+    e = np.exp(eta - top)
+    total = e.sum(axis=1, keepdims=True)
+    lse = (np.log(total) + top)[:, 0]
+    return lse - eta[np.arange(len(eta)), labels], e / total
+
+
+def _sqrt_psd(A):
+    """Symmetric square roots of a stack of PSD matrices, shape (n, K, K)."""
+    vals, vecs = np.linalg.eigh(A)
+    root = np.sqrt(np.clip(vals, 0.0, None))
+    return (vecs * root[:, None, :]) @ np.swapaxes(vecs, 1, 2)
+
+
+class MultinomialProblem(AttributionMixin):
+    """Softmax regression with K >= 3 classes, fitted in sum form (see the module doc).
+
+    Parameters
+    ----------
+    X : array-like or CSR matrix of shape (n, d)
+    y : array-like of shape (n,)
+        Class indices 0, ..., K - 1.
+    n_classes : int
+    theta : array-like of shape (K d + K,) or (K d,), optional
+        scikit-learn's order: ``coef_.ravel()`` then ``intercept_``. Solved from zero if omitted.
+    sample_weight, penalty, fit_intercept, refine, tol, max_iter, n_jobs, progress, copy_X
+        As for :class:`rif.GLMProblem`; the penalty is scikit-learn's 1 / C (fixed convention).
+    """
+
+    family_name = "multinomial"
+    route = "primal"
+    penalty_scaling = "fixed"
+
+    @property
+    def operations(self):
+        """The estimator operations rif._attribution calls for this problem."""
+        return OPERATIONS
+
+    def _problem(self):
+        return self
+
+    def _labels(self, y):
+        return y
+
+    def __init__(self, X, y, n_classes, theta=None, *, sample_weight=None, penalty=0.0, fit_intercept=True,
+                 refine=True, tol=1e-10, max_iter=100, n_jobs=None, progress=None, copy_X=True):
+        from ._solvers import newton_refit
+
+        check_settings(tol, max_iter, n_jobs, progress, "MultinomialProblem")
+        self.fit_intercept = check_bool(fit_intercept, "fit_intercept")
+        refine = check_bool(refine, "refine")
+        self.penalty = check_non_negative(penalty, "penalty")
+        self.X = _check_array(X, "X", copy=check_bool(copy_X, "copy_X"))
+        if type(self.X).__module__.split(".")[0] == "dask":
+            raise ValueError("multinomial problems need X in memory (a NumPy array or CSR matrix), not dask")
+        n, d = self.X.shape
+        if n == 0 or d == 0:
+            raise ValueError(f"X must have at least one sample and one feature, got shape {self.X.shape}")
+        K = int(n_classes)
+        if K < 3:
+            raise ValueError(f"a multinomial problem needs at least 3 classes, got {K}")
+        labels = _check_vector(y, n, "y")
+        if not np.all((labels == np.round(labels)) & (labels >= 0) & (labels < K)):
+            raise ValueError(f"y must hold class indices 0, ..., {K - 1}")
+        self.y = labels.astype(np.intp)
+        w = np.ones(n) if sample_weight is None else _check_vector(sample_weight, n, "sample_weight")
+        if np.any(w < 0):
+            raise ValueError("sample_weight must be non-negative")
+        check_weight_range(w, "sample_weight")
+        present = np.bincount(self.y[w > 0], minlength=K)
+        if np.any(present == 0):
+            raise ValueError(f"class(es) {np.flatnonzero(present == 0).tolist()} have no positively weighted "
+                             "sample: every class needs one")
+        self.sample_weight = w
+        self.n_samples, self.n_features, self.n_classes = n, d, K
+        self.p1 = d + int(self.fit_intercept)                 # parameters per class
+        self.n_params = K * self.p1
+        self.design = _design(self.X, self.fit_intercept)
+        self.penalty_diag = np.ones(self.n_params)
+        free = np.zeros(self.p1, bool)                         # coordinates along which N lies
+        if self.fit_intercept:
+            free[-1] = True
+        if self.penalty == 0:
+            free[:] = True
+        self.free = free
+        if self.fit_intercept:
+            self.penalty_diag[self.p1 - 1::self.p1] = 0.0
+        self.tol, self.max_iter, self.n_jobs, self.progress = tol, max_iter, n_jobs, progress
+        self.offset = None
+        theta0 = np.zeros(self.n_params) if theta is None else self.from_public(theta)
+        self.refine_shift, self.refine_n_iter = 0.0, 0
+        if theta is None or refine:
+            result = newton_refit(self, w, theta0, tol=tol, max_iter=max_iter)
+            self.refine_shift = float(np.max(np.abs(result.theta - theta0)))
+            self.refine_n_iter = result.n_iter
+            theta0 = result.theta
+        self.theta_block = theta0
+        self.theta_block.setflags(write=False)
+
+    # -- parameter orders --------------------------------------------------------------
+    def from_public(self, theta):
+        """Block order from scikit-learn's (coef_.ravel(), intercept_)."""
+        K, d = self.n_classes, self.n_features
+        theta = _check_vector(theta, self.n_params, "theta")
+        block = np.empty((K, self.p1))
+        block[:, :d] = theta[:K * d].reshape(K, d)
+        if self.fit_intercept:
+            block[:, d] = theta[K * d:]
+        return block.ravel()
+
+    def to_public(self, theta_block):
+        """scikit-learn's order from block order; works on (..., n_params) arrays."""
+        K, d = self.n_classes, self.n_features
+        block = np.asarray(theta_block).reshape(theta_block.shape[:-1] + (K, self.p1))
+        coef = block[..., :d].reshape(theta_block.shape[:-1] + (K * d,))
+        if not self.fit_intercept:
+            return coef
+        return np.concatenate([coef, block[..., d]], axis=-1)
+
+    @property
+    def theta(self):
+        """theta^ in scikit-learn's order (coef_.ravel(), then intercept_)."""
+        return self.to_public(self.theta_block)
+
+    # -- the objective ------------------------------------------------------------------
+    def eta_at(self, theta_block, design=None):
+        """Linear predictors Theta x~_i, shape (m, K)."""
+        design = self.design if design is None else design
+        return _dense(design @ theta_block.reshape(self.n_classes, self.p1).T)
+
+    def penalty_total(self, weights):
+        return self.penalty
+
+    def value_gradient(self, theta, weights):
+        """L_w and its gradient (block order) at ``theta`` (block order): two products with X~."""
+        Theta = theta.reshape(self.n_classes, self.p1)
+        loss, prob = softmax_loss(self.eta_at(theta), self.y)
+        resid = prob
+        resid[np.arange(self.n_samples), self.y] -= 1.0
+        resid *= weights[:, None]
+        grad = _dense(self.design.T @ resid).T + self.penalty * (Theta * self.penalty_diag[:self.p1])
+        penalty = 0.5 * self.penalty * float(np.sum((Theta * self.penalty_diag[:self.p1]) ** 2))
+        return float(weights @ loss) + penalty, grad.ravel()
+
+    def _null_basis_scale(self, hessian):
+        return float(np.trace(hessian)) / hessian.shape[0]
+
+    def hessian_at(self, theta, weights):
+        """H^ = H + kappa Pi_N at ``theta`` for weights ``weights`` (block order), (Kp1, Kp1)."""
+        K, p1 = self.n_classes, self.p1
+        _, prob = softmax_loss(self.eta_at(theta), self.y)
+        hess = np.empty((self.n_params, self.n_params))
+        Xt = self.design
+        for k in range(K):
+            for l in range(k, K):
+                a = weights * (prob[:, k] * ((k == l) - prob[:, l]))
+                scaled = Xt.multiply(a[:, None]).tocsr() if sp.issparse(Xt) else Xt * a[:, None]
+                block = _dense(Xt.T @ scaled)
+                hess[k * p1:(k + 1) * p1, l * p1:(l + 1) * p1] = block
+                if l != k:
+                    hess[l * p1:(l + 1) * p1, k * p1:(k + 1) * p1] = block.T
+        hess[np.diag_indices(self.n_params)] += self.penalty * self.penalty_diag
+        self._add_null(hess, self._null_basis_scale(hess))
+        return hess
+
+    def _add_null(self, hess, kappa):
+        """hess += kappa Pi_N, Pi_N = (1/K) 1 1^T (x) E_free."""
+        K, p1 = self.n_classes, self.p1
+        for j in np.flatnonzero(self.free):
+            idx = j + p1 * np.arange(K)
+            hess[np.ix_(idx, idx)] += kappa / K
+
+    def newton_factor(self, theta, weights, what):
+        from ._solvers import cholesky_factor
+
+        return cholesky_factor(self.hessian_at(theta, weights), what)
+
+    # -- cached quantities at theta^ --------------------------------------------------------
+    @cached_property
+    def _fit(self):
+        loss, prob = softmax_loss(self.eta_at(self.theta_block), self.y)
+        return loss, prob
+
+    @property
+    def loss(self):
+        return self._fit[0]
+
+    @property
+    def proba(self):
+        return self._fit[1]
+
+    @cached_property
+    def residual(self):
+        """r_i = w_i (p_i - e_{y_i}), shape (n, K)."""
+        r = self.proba.copy()
+        r[np.arange(self.n_samples), self.y] -= 1.0
+        return r * self.sample_weight[:, None]
+
+    @cached_property
+    def curvature(self):
+        """A_i = w_i (diag p_i - p_i p_i^T), shape (n, K, K)."""
+        p = self.proba
+        A = -p[:, :, None] * p[:, None, :]
+        A[:, np.arange(self.n_classes), np.arange(self.n_classes)] += p
+        return A * self.sample_weight[:, None, None]
+
+    @cached_property
+    def curvature_root(self):
+        """W_i = A_i^{1/2}, shape (n, K, K)."""
+        return _sqrt_psd(self.curvature)
+
+    @cached_property
+    def hessian(self):
+        """H^ at theta^ (block order)."""
+        return self.hessian_at(self.theta_block, self.sample_weight)
+
+    @cached_property
+    def factor(self):
+        return WhitenedHessian(self.hessian)
+
+    @cached_property
+    def inverse(self):
+        return self.factor.inverse
+
+    def row_inverse_products(self, rows):
+        """Q_j = X~_j H^^{-1} X~_j^T for design rows ``rows`` (m, p1) against themselves, (m, K, K)."""
+        K, p1 = self.n_classes, self.p1
+        inv = self.inverse
+        out = np.empty((rows.shape[0], K, K))
+        for k in range(K):
+            z = rows @ inv[k * p1:(k + 1) * p1]                 # (m, K p1): x~^T [H^-1]_{k, :}
+            out[:, k, :] = np.einsum("mlj,mj->ml", z.reshape(-1, K, p1), rows)
+        return 0.5 * (out + np.swapaxes(out, 1, 2))
+
+    @cached_property
+    def leverage_blocks(self):
+        """Q_i for every training sample, shape (n, K, K)."""
+        return self.row_inverse_products(_dense(self.design))
+
+    @cached_property
+    def leverage_matrices(self):
+        """M_i = W_i Q_i W_i, the K x K generalised leverages (eigenvalues in [0, 1)), (n, K, K)."""
+        W = self.curvature_root
+        return W @ self.leverage_blocks @ W
+
+    @cached_property
+    def leverage(self):
+        """h_i = the largest eigenvalue of M_i, shape (n,)."""
+        return np.linalg.eigvalsh(self.leverage_matrices)[:, -1]
+
+    @cached_property
+    def singular_leverage(self):
+        return 1.0 - self.leverage < LEVERAGE_TOL
+
+    @cached_property
+    def rescale_factor(self):
+        with np.errstate(divide="ignore"):
+            out = 1.0 / (1.0 - self.leverage)
+        out[self.singular_leverage] = np.inf
+        return out
+
+    # -- per-sample coefficients of the leave-one-out estimates ------------------------------------
+    @cached_property
+    def rif_coefficients(self):
+        """s_i = r_i + W_i (I - M_i)^{-1} W_i Q_i r_i (NaN rows where M_i is numerically singular)."""
+        K = self.n_classes
+        W, Q, r = self.curvature_root, self.leverage_blocks, self.residual
+        inner = np.eye(K) - self.leverage_matrices
+        rhs = W @ (Q @ r[..., None])
+        bad = self.singular_leverage
+        inner[bad] = np.eye(K)
+        s = r + (W @ np.linalg.solve(inner, rhs))[..., 0]
+        s[bad] = np.nan
+        return s
+
+    def coefficients(self, method):
+        if method == "if":
+            return self.residual
+        return self.rif_coefficients
+
+    def check_leverage(self, index):
+        bad = np.asarray(index)[self.singular_leverage[index]]
+        if bad.size:
+            raise NearSingularLeverageError(
+                f"sample(s) {bad[:10].tolist()} have leverage numerically 1 (1 - h_i < {LEVERAGE_TOL:.1e}): "
+                "removing them leaves the Hessian singular; use method='if', or add an L2 penalty")
+
+    def solve_sums(self, coef, sets):
+        """H^^{-1} sum_{i in S} coef_i (x) x~_i for each set, (n_sets, n_params) block order."""
+        K, p1 = self.n_classes, self.p1
+        lengths = [len(s) for s in sets]
+        rows = np.concatenate(sets)
+        cols = np.repeat(np.arange(len(sets)), lengths)
+        grads = np.empty((len(sets), K, p1))
+        for k in range(K):
+            indicator = sp.csc_matrix((coef[rows, k], (rows, cols)), shape=(self.n_samples, len(sets)))
+            grads[:, k, :] = _dense(self.design.T @ indicator).T
+        return self.factor.solve(grads.reshape(len(sets), -1).T).T
+
+    # -- the leave-out Hessian of a set -------------------------------------------------------
+    def leave_out(self, index):
+        return MultinomialLeaveOut(self, index)
+
+    def removed_gradient(self, index):
+        """sum_{i in S} g~_i in block order."""
+        rows = _dense(self.design[index])
+        return (self.residual[index].T @ rows).ravel()
+
+    def leave_out_start(self, index, weights):
+        """(L_{-S}(theta^), grad L_{-S}(theta^)) from cached quantities, no pass over X."""
+        Theta = self.theta_block.reshape(self.n_classes, self.p1) * self.penalty_diag[:self.p1]
+        value = float(weights @ self.loss) + 0.5 * self.penalty * float(np.sum(Theta ** 2))
+        return value, -self.removed_gradient(index)
+
+
+class MultinomialLeaveOut:
+    """H^_{-S} = H^ - sum_{i in S} A_i (x) x~_i x~_i^T by Woodbury, with Y = H^^{-1} X~_S^T:
+
+        H^_{-S}^{-1} = H^^{-1} + Y W_S (I - W_S Q_SS W_S)^{-1} W_S Y^T.
+    """
+
+    def __init__(self, problem, index):
+        index = np.asarray(index)
+        K, p1 = problem.n_classes, problem.p1
+        k = index.size
+        rows = _dense(problem.design[index])                             # (k, p1)
+        inv = problem.inverse
+        # Y[:, (i, c)] = H^-1 (e_c (x) x~_i): columns c*p1 .. of H^-1 times x~_i
+        Y = np.einsum("pcj,ij->pic", inv.reshape(problem.n_params, K, p1), rows).reshape(problem.n_params, k * K)
+        Xs_Y = np.einsum("ij,cjq->icq", rows, Y.reshape(K, p1, k * K))      # (k, K, kK): X~_S H^-1 X~_S^T
+        Q = Xs_Y.reshape(k * K, k * K)
+        Q = 0.5 * (Q + Q.T)
+        W = sla.block_diag(*problem.curvature_root[index]) if k else np.zeros((0, 0))
+        inner = np.eye(k * K) - W @ Q @ W
+        # I - W Q W has K - 1 eigenvalues per sample in (0, 1] and one equal to 1 along W's null vector
+        self.chol = equilibrated_cholesky(0.5 * (inner + inner.T), f"the Hessian without the {k} removed sample(s)")
+        self.problem, self.Y, self.W, self.Q = problem, Y, W, Q
+
+    def solve(self, b):
+        """H^_{-S}^{-1} b (block order)."""
+        base = self.problem.factor.solve(b)
+        t = self.W @ (self.Y.T @ b)
+        return base + self.Y @ (self.W @ sla.cho_solve((self.chol, True), t, check_finite=False))
+
+    def newton_step(self, r_S):
+        """H^_{-S}^{-1} X~_S^T r_S for residuals r_S of shape (k, K)."""
+        r = r_S.ravel()
+        return self.Y @ r + self.Y @ (self.W @ sla.cho_solve((self.chol, True), self.W @ (self.Q @ r),
+                                                              check_finite=False))
+
+
+def check_leave_out_classes(problem, index, position=None):
+    """ValueError when a removal set takes every (positively weighted) sample of a class."""
+    keep = problem.sample_weight.copy()
+    keep[index] = 0.0
+    where = "" if position is None else f" (set {position})"
+    if not keep.sum() > 0:
+        raise ValueError(f"the removal set removes every (positively weighted) sample{where}")
+    present = np.bincount(problem.y[keep > 0], minlength=problem.n_classes)
+    if np.any(present == 0):
+        raise ValueError(f"the removal set removes every sample of class(es) {np.flatnonzero(present == 0).tolist()}; "
+                         f"the refitted classifier would be undefined{where}")
+
+
+
+
+# -- the attribution operations (what rif._attribution calls for a multinomial problem) -------------
+def _one_set(problem, index, position=None):
+    from ._removal import index_set
+
+    arr = index_set(index, problem.n_samples, position)
+    check_leave_out_classes(problem, arr, position)
+    return arr
+
+
+def removal_sets(problem, remove):
+    from ._removal import split_sets
+
+    return split_sets(remove, lambda index, position: _one_set(problem, index, position))
+
+
+def refit(problem, index, tol, max_iter):
+    """(dtheta in block order, RefitResult) of the exact leave-``index``-out refit."""
+    from ._solvers import chord_refit
+
+    result = chord_refit(problem, index, tol=tol, max_iter=max_iter)
+    return result.theta - problem.theta_block, result
+
+
+def _refits(problem, sets, tol, max_iter, progress):
+    from tqdm.auto import tqdm
+
+    from ._estimators import _progress_disabled, _warn_unconverged
+
+    out, results = np.empty((len(sets), problem.n_params)), []
+    for k, index in enumerate(tqdm(sets, desc="exact refits", disable=_progress_disabled(progress, len(sets)))):
+        out[k], result = refit(problem, index, tol, max_iter)
+        results.append(result)
+    _warn_unconverged(results)
+    return out
+
+
+def params_change_batch(problem, sets, method, tol=1e-10, max_iter=100, n_jobs=None, progress=None):
+    """dtheta for each removal set, (n_sets, n_params) in scikit-learn's order."""
+    if method == "retrain":
+        return problem.to_public(_refits(problem, sets, tol, max_iter, progress))
+    if method in ("rif", "newton"):
+        for index in sets:
+            problem.check_leverage(index)
+    if method == "newton":
+        out = np.stack([problem.leave_out(index).newton_step(problem.residual[index]) for index in sets])
+    else:
+        out = problem.solve_sums(problem.coefficients(method), sets)
+    return problem.to_public(out)
+
+
+def loo_params_change(problem, method, tol=1e-10, max_iter=100, n_jobs=None, progress=None):
+    """dtheta_i for each training sample removed alone, (n, n_params) in scikit-learn's order;
+    NaN rows (RIF, Newton) where the leverage is numerically one."""
+    if method == "retrain":
+        sets = [np.array([i]) for i in range(problem.n_samples)]
+        return params_change_batch(problem, sets, method, tol, max_iter, n_jobs, progress)
+    coef = problem.coefficients("rif" if method == "newton" else method)
+    design = _dense(problem.design)
+    K, p1 = problem.n_classes, problem.p1
+    out = np.zeros((problem.n_samples, problem.n_params))
+    for k in range(K):                    # H^-1 (coef_i (x) x~_i) = sum_k coef_ik [H^-1]_{:, k} x~_i
+        out += (coef[:, k:k + 1] * design) @ problem.inverse[k * p1:(k + 1) * p1]
+    return problem.to_public(out)
+
+
+def _eta_change_per_sample(problem, rows, method, tol, max_iter, progress):
+    """Change of eta_j (K values) of design rows ``rows`` (m, p1) for each training sample removed
+    alone, shape (n, m, K)."""
+    K, p1 = problem.n_classes, problem.p1
+    if method == "retrain":
+        sets = [np.array([i]) for i in range(problem.n_samples)]
+        blocks = _refits(problem, sets, tol, max_iter, progress).reshape(-1, K, p1)
+        return np.einsum("jq,ilq->ijl", rows, blocks)
+    coef = problem.coefficients("rif" if method == "newton" else method)
+    design = _dense(problem.design)
+    out = np.zeros((problem.n_samples, rows.shape[0], K))
+    for l in range(K):
+        z = (rows @ problem.inverse[l * p1:(l + 1) * p1]).reshape(-1, K, p1)       # x~_j^T [H^-1]_{l, k}
+        for k in range(K):
+            out[:, :, l] += coef[:, k:k + 1] * (design @ z[:, k, :].T)
+    return out
+
+
+class SoftmaxTarget:
+    """f(theta) = sum_j phi(y_j, eta_j) over evaluation rows, eta_j in R^K.
+
+    ``kind``: "loss" (logsumexp(eta) - eta_y), "proba" (softmax(eta)_y) or "decision" (eta_y, the
+    decision value of the class y_j chosen for row j).
+    """
+
+    def __init__(self, problem, rows, labels, kind):
+        self.problem, self.rows, self.y, self.kind = problem, rows, labels, kind
+
+    def eta(self, theta_block):
+        return self.rows @ theta_block.reshape(self.problem.n_classes, self.problem.p1).T
+
+    def phi(self, eta, labels):
+        """phi and its gradient in eta, (m,) and (m, K)."""
+        m = np.arange(len(eta))
+        loss, prob = softmax_loss(eta, labels)
+        onehot = np.zeros_like(eta)
+        onehot[m, labels] = 1.0
+        if self.kind == "loss":
+            return loss, prob - onehot
+        if self.kind == "proba":
+            py = prob[m, labels]
+            return py, py[:, None] * (onehot - prob)
+        return eta[m, labels], onehot
+
+    def phi_change(self, eta, d_eta, labels):
+        """phi(eta + d_eta) - phi(eta) row by row, computed stably for the loss:
+        log sum_k p_k exp(d_k) - d_y = log1p(sum_k p_k expm1(d_k)) - d_y."""
+        m = np.arange(len(eta))
+        if self.kind == "loss":
+            _, prob = softmax_loss(eta, labels)
+            shift = d_eta.max(axis=1, keepdims=True)
+            # sum_k p_k e^{d_k} = e^{shift} sum_k p_k e^{d_k - shift}; log1p form when shift is small
+            small = np.abs(d_eta).max(axis=1) < 1.0
+            out = np.empty(len(eta))
+            out[small] = np.log1p(np.sum(prob[small] * np.expm1(d_eta[small]), axis=1))
+            big = ~small
+            out[big] = (shift[big, 0] + np.log(np.sum(prob[big] * np.exp(d_eta[big] - shift[big]), axis=1)))
+            return out - d_eta[m, labels]
+        return self.phi(eta + d_eta, labels)[0] - self.phi(eta, labels)[0]
+
+    def value(self, theta):
+        block = self.problem.from_public(theta)
+        return float(np.sum(self.phi(self.eta(block), self.y)[0]))
+
+    def gradient(self, theta):
+        block = self.problem.from_public(theta)
+        grad_eta = self.phi(self.eta(block), self.y)[1]                 # (m, K)
+        return self.problem.to_public((grad_eta.T @ self.rows).ravel()[None])[0]
+
+    def changes(self, theta, dthetas, linear=False):
+        """f(theta + dtheta_s) - f(theta) (or its linearisation) for each row of ``dthetas`` (public order)."""
+        block = self.problem.from_public(theta)
+        eta = self.eta(block)
+        steps = np.stack([self.problem.from_public(d) for d in dthetas]).reshape(
+            len(dthetas), self.problem.n_classes, self.problem.p1)
+        d_eta = np.einsum("jq,slq->sjl", self.rows, steps)                # (n_sets, m, K)
+        if linear:
+            grad = self.phi(eta, self.y)[1]
+            return np.einsum("jl,sjl->s", grad, d_eta)
+        return np.array([np.sum(self.phi_change(eta, d, self.y)) for d in d_eta])
+
+    def score_changes(self, d_eta, linear):
+        """(n_train, m) changes from per-sample eta changes (n_train, m, K)."""
+        eta = self.eta(self.problem.theta_block)
+        if linear:
+            return np.einsum("jl,ijl->ij", self.phi(eta, self.y)[1], d_eta)
+        n, m, K = d_eta.shape
+        flat = self.phi_change(np.repeat(eta[None], n, axis=0).reshape(-1, K), d_eta.reshape(-1, K),
+                               np.tile(self.y, n))
+        with np.errstate(invalid="ignore"):
+            return flat.reshape(n, m)
+
+
+def _eval_rows(problem, X):
+    X = _check_array(X, "X")
+    if X.shape[1] != problem.n_features:
+        raise ValueError(f"X has {X.shape[1]} features but the model was fitted with {problem.n_features}")
+    return _dense(_design(X, problem.fit_intercept))
+
+
+def _eval_labels(problem, y, m, kind):
+    if y is None:
+        what = "the class whose decision value is the target" if kind == "decision" else "labels"
+        raise ValueError(f"this target needs {what}: pass y")
+    labels = _check_vector(y, m, "y")
+    if not np.all((labels == np.round(labels)) & (labels >= 0) & (labels < problem.n_classes)):
+        raise ValueError(f"y must hold class indices 0, ..., {problem.n_classes - 1}")
+    return labels.astype(np.intp)
+
+
+TARGETS = ("params", "decision", "proba", "loss", "self_loss", "train_loss")
+
+
+def eta_target(problem, name, X=None, y=None):
+    if name not in ("decision", "proba", "loss"):
+        raise ValueError(f"per-sample scores support target 'decision', 'proba' or 'loss', got {name!r}")
+    if X is None:
+        raise ValueError("this target needs evaluation data: pass X (and y)")
+    rows = _eval_rows(problem, X)
+    return SoftmaxTarget(problem, rows, _eval_labels(problem, y, rows.shape[0], name), name)
+
+
+def make_target(problem, target, X=None, y=None, removed=None, gradient=None):
+    from ._targets import CallableTarget
+
+    if callable(target):
+        return CallableTarget(target, gradient)
+    if target == "self_loss":
+        return SoftmaxTarget(problem, _dense(problem.design[removed]), problem.y[removed], "loss")
+    if target == "train_loss":
+        return SoftmaxTarget(problem, _dense(problem.design), problem.y, "loss")
+    if target in ("decision", "proba", "loss"):
+        return eta_target(problem, target, X, y)
+    raise ValueError(f"target must be one of {TARGETS} or a callable f(theta), got {target!r}")
+
+
+def score_changes(problem, tgt, method, linear, tol, max_iter, n_jobs, progress):
+    d_eta = _eta_change_per_sample(problem, tgt.rows, method, tol, max_iter, progress)
+    return tgt.score_changes(d_eta, linear)
+
+
+def self_loss_changes(problem, method, linear, tol, max_iter, n_jobs, progress):
+    """Each training sample's change of its own loss when removed alone, (n,)."""
+    K, p1 = problem.n_classes, problem.p1
+    if method == "retrain":
+        sets = [np.array([i]) for i in range(problem.n_samples)]
+        blocks = _refits(problem, sets, tol, max_iter, progress).reshape(-1, K, p1)
+        d_eta = np.einsum("iq,ilq->il", _dense(problem.design), blocks)
+    else:
+        coef = problem.coefficients("rif" if method == "newton" else method)
+        d_eta = (problem.leverage_blocks @ coef[..., None])[..., 0]            # Q_i s_i
+    tgt = SoftmaxTarget(problem, None, problem.y, "loss")
+    eta = problem.eta_at(problem.theta_block)
+    if linear:
+        return np.einsum("il,il->i", tgt.phi(eta, problem.y)[1], d_eta)
+    with np.errstate(invalid="ignore"):
+        return tgt.phi_change(eta, d_eta, problem.y)
+
+
+OPERATIONS = SimpleNamespace(
+    removal_sets=removal_sets, params_change_batch=params_change_batch, loo_params_change=loo_params_change,
+    make_target=make_target, eta_target=eta_target, score_changes=score_changes,
+    self_loss_changes=self_loss_changes, diagnostics=False,
+)
