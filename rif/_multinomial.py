@@ -46,7 +46,7 @@ import scipy.sparse as sp
 
 from ._attribution import AttributionMixin
 from ._config import LEVERAGE_TOL
-from ._errors import NearSingularLeverageError, SingularHessianError
+from ._errors import NearSingularLeverageError
 from ._linalg import WhitenedHessian, equilibrated_cholesky
 from ._validation import check_array as _check_array
 from ._validation import check_bool, check_non_negative, check_settings, check_weight_range
@@ -90,6 +90,8 @@ class MultinomialProblem(AttributionMixin):
     y : array-like of shape (n,)
         Class indices 0, ..., K - 1.
     n_classes : int
+        K >= 2 (K = 2 is the over-parameterised form of binary logistic regression, with
+        theta_binary = B_1 - B_0 at half the penalty; scikit-learn fits binary targets that way).
     theta : array-like of shape (K d + K,) or (K d,), optional
         scikit-learn's order: ``coef_.ravel()`` then ``intercept_``. Solved from zero if omitted.
     sample_weight, penalty, fit_intercept, refine, tol, max_iter, n_jobs, progress, copy_X
@@ -126,8 +128,8 @@ class MultinomialProblem(AttributionMixin):
         if n == 0 or d == 0:
             raise ValueError(f"X must have at least one sample and one feature, got shape {self.X.shape}")
         K = int(n_classes)
-        if K < 3:
-            raise ValueError(f"a multinomial problem needs at least 3 classes, got {K}")
+        if K < 2:
+            raise ValueError(f"a multinomial problem needs at least 2 classes, got {K}")
         labels = _check_vector(y, n, "y")
         if not np.all((labels == np.round(labels)) & (labels >= 0) & (labels < K)):
             raise ValueError(f"y must hold class indices 0, ..., {K - 1}")
@@ -216,10 +218,24 @@ class MultinomialProblem(AttributionMixin):
 
     def hessian_at(self, theta, weights):
         """H^ = H + kappa Pi_N at ``theta`` for weights ``weights`` (block order), (Kp1, Kp1)."""
-        K, p1 = self.n_classes, self.p1
+        hess = self.curvature_hessian(theta, weights)
+        self._add_null(hess, self._null_basis_scale(hess))
+        return hess
+
+    def curvature_hessian(self, theta, weights):
+        """The Hessian H of L_w itself (singular along N), block order, (Kp1, Kp1): K (K + 1) / 2
+        weighted Gram products X~^T diag(w (p_k delta_kl - p_k p_l)) X~ on BLAS's threads."""
+        from ._dual import kernel_threads
+
         _, prob = softmax_loss(self.eta_at(theta), self.y)
         hess = np.empty((self.n_params, self.n_params))
-        Xt = self.design
+        with kernel_threads(self.n_samples * self.p1 // 64):
+            self._gram_blocks(hess, prob, weights)
+        hess[np.diag_indices(self.n_params)] += self.penalty * self.penalty_diag
+        return hess
+
+    def _gram_blocks(self, hess, prob, weights):
+        K, p1, Xt = self.n_classes, self.p1, self.design
         for k in range(K):
             for l in range(k, K):
                 a = weights * (prob[:, k] * ((k == l) - prob[:, l]))
@@ -228,9 +244,6 @@ class MultinomialProblem(AttributionMixin):
                 hess[k * p1:(k + 1) * p1, l * p1:(l + 1) * p1] = block
                 if l != k:
                     hess[l * p1:(l + 1) * p1, k * p1:(k + 1) * p1] = block.T
-        hess[np.diag_indices(self.n_params)] += self.penalty * self.penalty_diag
-        self._add_null(hess, self._null_basis_scale(hess))
-        return hess
 
     def _add_null(self, hess, kappa):
         """hess += kappa Pi_N, Pi_N = (1/K) 1 1^T (x) E_free."""

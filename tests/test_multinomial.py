@@ -1,0 +1,244 @@
+"""Multinomial logistic regression against independent routes: dense pseudo-inverses, finite
+differences, scikit-learn's refits, and the binary route at K = 2."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.linear_model import LogisticRegression
+
+import rif
+from rif import GLMProblem
+from rif._multinomial import MultinomialProblem, softmax_loss
+
+
+def _data(n, d, K, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    B = rng.standard_normal((K, d))
+    logits = X @ B.T
+    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    y = np.array([rng.choice(K, p=row) for row in prob])
+    y[:K] = np.arange(K)                                 # every class present
+    return X, y
+
+
+def _problem(n=50, d=4, K=3, seed=0, penalty=0.5, intercept=True, weights=None, sparse=False):
+    X, y = _data(n, d, K, seed)
+    if sparse:
+        X = sp.csr_matrix(np.where(np.abs(X) > 0.6, X, 0.0))
+    return MultinomialProblem(X, y, K, penalty=penalty, fit_intercept=intercept, sample_weight=weights,
+                              tol=1e-13), X, y
+
+
+# -- a dense reference, written independently of rif -------------------------------------
+def _dense_parts(problem, weights):
+    """Per-sample gradients (n, P) and curvature blocks (n, P, P) in block order, and the penalty."""
+    Xt = problem.design.toarray() if sp.issparse(problem.design) else problem.design
+    K = problem.n_classes
+    eta = Xt @ problem.theta_block.reshape(K, -1).T
+    prob = np.exp(eta - eta.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    onehot = np.eye(K)[problem.y]
+    grads = np.stack([np.kron(weights[i] * (prob[i] - onehot[i]), Xt[i]) for i in range(len(Xt))])
+    blocks = np.stack([weights[i] * np.kron(np.diag(prob[i]) - np.outer(prob[i], prob[i]), np.outer(Xt[i], Xt[i]))
+                       for i in range(len(Xt))])
+    penalty = problem.penalty * np.diag(problem.penalty_diag)
+    return grads, blocks, penalty
+
+
+def _pinv_solve(matrix, b):
+    return np.linalg.pinv(matrix, rcond=1e-10, hermitian=True) @ b
+
+
+def _reference(problem, index):
+    w = problem.sample_weight
+    grads, blocks, penalty = _dense_parts(problem, w)
+    H = blocks.sum(axis=0) + penalty
+    g = grads[index].sum(axis=0)
+    H_out = H - blocks[index].sum(axis=0)
+    return {
+        "if": _pinv_solve(H, g),
+        "newton": _pinv_solve(H_out, g),
+        "rif": sum(_pinv_solve(H - blocks[i], grads[i]) for i in index),
+    }
+
+
+@pytest.mark.parametrize("intercept", [True, False])
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("K", [3, 5])
+def test_estimators_match_the_dense_pseudo_inverse(intercept, sparse, K):
+    weights = np.random.default_rng(3).uniform(0.5, 2.0, 60)
+    problem, _, _ = _problem(n=60, d=4, K=K, seed=K, intercept=intercept, weights=weights, sparse=sparse)
+    index = np.array([4, 9, 17, 30])
+    want = _reference(problem, index)
+    for method in ("if", "newton", "rif"):
+        got = problem.params_change(index, method)
+        ref = problem.to_public(want[method][None])[0]
+        np.testing.assert_allclose(got, ref, rtol=1e-8, atol=1e-11 * np.abs(ref).max(), err_msg=method)
+
+
+def test_unpenalised_fit_is_the_minimum_norm_solution():
+    problem, _, _ = _problem(n=80, d=3, K=3, seed=8, penalty=0.0)
+    index = np.array([1, 2, 40])
+    want = _reference(problem, index)
+    for method in ("if", "newton", "rif"):
+        ref = problem.to_public(want[method][None])[0]
+        np.testing.assert_allclose(problem.params_change(index, method), ref, rtol=1e-7,
+                                   atol=1e-10 * np.abs(ref).max())
+    # the class sums of the coefficients and intercepts stay zero
+    block = problem.theta_block.reshape(3, -1)
+    np.testing.assert_allclose(block.sum(axis=0), 0.0, atol=1e-10)
+
+
+def test_hessian_is_the_derivative_of_the_gradient():
+    problem, _, _ = _problem(n=40, d=3, K=4, seed=1)
+    theta, w = problem.theta_block, problem.sample_weight
+    step = 1e-6
+    fd = np.column_stack([(problem.value_gradient(theta + step * e, w)[1]
+                           - problem.value_gradient(theta - step * e, w)[1]) / (2 * step)
+                          for e in np.eye(problem.n_params)])
+    hess = problem.curvature_hessian(theta, w)
+    np.testing.assert_allclose(hess, fd, rtol=1e-6, atol=1e-7)
+    # the definite H^ adds kappa times the projector on the intercepts' common direction only
+    extra = problem.hessian - hess
+    null = np.zeros(problem.n_params)
+    null[problem.p1 - 1::problem.p1] = 1.0 / np.sqrt(problem.n_classes)
+    kappa = null @ extra @ null
+    np.testing.assert_allclose(extra, kappa * np.outer(null, null), atol=1e-12 * kappa)
+    assert kappa > 0
+
+
+@pytest.mark.parametrize("intercept", [True, False])
+def test_retrain_is_scikit_learns_refit(intercept):
+    X, y = _data(120, 5, 4, 11)
+    est = LogisticRegression(C=0.7, fit_intercept=intercept, tol=1e-12, solver="newton-cholesky",
+                             max_iter=1000)
+    aud = rif.InfluenceAuditor(est).fit(X, y)
+    removed = np.array([3, 8, 50, 77, 101])
+    keep = np.setdiff1d(np.arange(120), removed)
+    refit = LogisticRegression(C=0.7, fit_intercept=intercept, tol=1e-12, solver="newton-cholesky",
+                               max_iter=1000).fit(X[keep], y[keep])
+    want = refit.coef_.ravel()
+    if intercept:
+        want = np.append(want, refit.intercept_)
+    got = aud.problem_.theta + aud.params_change(removed, "retrain")
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8)
+    unlearned = aud.unlearn(removed, "retrain")
+    assert unlearned.coef_.shape == (4, 5)
+    np.testing.assert_allclose(unlearned.predict_proba(X), refit.predict_proba(X), atol=1e-8)
+
+
+def test_two_classes_match_the_binary_route():
+    X, y = _data(70, 3, 2, 5)
+    lam = 0.8
+    multi = MultinomialProblem(X, y, 2, penalty=lam, tol=1e-13)
+    # softmax with B_0 = -B_1 is the binary model theta = B_1 - B_0 with penalty lam / 2
+    binary = GLMProblem(X, y.astype(float), "binomial", penalty=lam / 2, tol=1e-13)
+    def as_binary(public):
+        block = multi.from_public(public).reshape(2, -1)
+        return block[1] - block[0]
+    np.testing.assert_allclose(as_binary(multi.theta), binary.theta, rtol=1e-9)
+    index = np.array([2, 11, 40])
+    for method in ("if", "rif", "newton", "retrain"):
+        np.testing.assert_allclose(as_binary(multi.params_change(index, method)), binary.params_change(index, method),
+                                   rtol=1e-7, atol=1e-10, err_msg=method)
+    # the 2 x 2 leverage matrix has the binary leverage as its one nonzero eigenvalue
+    np.testing.assert_allclose(multi.leverage, binary.leverage, rtol=1e-8)
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(12, 40), d=st.integers(1, 4), K=st.integers(3, 4), seed=st.integers(0, 2**16),
+       penalty=st.sampled_from([0.1, 1.0]), intercept=st.booleans())
+def test_theory_holds(n, d, K, seed, penalty, intercept):
+    problem, _, _ = _problem(n=n, d=d, K=K, seed=seed, penalty=penalty, intercept=intercept)
+    i, j = K, K + 1                       # outside the first K rows, which keep every class present
+    # RIF is the exact leave-one-out Newton step, and both IF and RIF are additive over samples
+    np.testing.assert_allclose(problem.params_change([i], "rif"), problem.params_change([i], "newton"),
+                               rtol=1e-9, atol=1e-12)
+    for method in ("if", "rif"):
+        both = problem.params_change([i, j], method)
+        np.testing.assert_allclose(both, problem.params_change([i], method) + problem.params_change([j], method),
+                                   rtol=1e-9, atol=1e-12)
+    eig = np.linalg.eigvalsh(problem.leverage_matrices)
+    assert eig.min() > -1e-12 and eig.max() < 1.0
+    np.testing.assert_allclose(problem.leverage, eig[:, -1])
+
+
+def test_scores_effects_and_self_influence_agree_with_refits():
+    problem, X, y = _problem(n=30, d=3, K=3, seed=21, penalty=1.0)
+    X_eval, y_eval = _data(6, 3, 3, 22)
+    exact = problem.scores(X_eval, y_eval, method="retrain")
+    for i in (4, 13):
+        dtheta = problem.params_change([i], "retrain")
+        np.testing.assert_allclose(exact[i], [problem.effect([i], "loss", X_eval[j:j + 1], y_eval[j:j + 1],
+                                                             dtheta=dtheta) for j in range(6)], atol=1e-10)
+    # the loss change by refit equals the change computed from refitted probabilities
+    Xt = np.hstack([X_eval, np.ones((6, 1))])
+    before = softmax_loss(Xt @ problem.theta_block.reshape(3, -1).T, y_eval)[0]
+    after_theta = problem.from_public(problem.theta + problem.params_change([4], "retrain"))
+    after = softmax_loss(Xt @ after_theta.reshape(3, -1).T, y_eval)[0]
+    np.testing.assert_allclose(exact[4], after - before, atol=1e-12)
+    # RIF scores are close to the refit's here (n/p = 2.5), IF's further
+    rif_err = np.abs(problem.scores(X_eval, y_eval, method="rif") - exact).max()
+    assert rif_err < np.abs(exact).max()
+    # linearised scores are the gradient times the parameter change
+    lin = problem.scores(X_eval, y_eval, method="if", linear=True)
+    dtheta = problem.params_change([7], "if")
+    grad = problem.operations.eta_target(problem, "loss", X_eval, y_eval).gradient(problem.theta)
+    np.testing.assert_allclose(lin[7].sum(), grad @ dtheta, rtol=1e-10)
+    # self-influence by refit is each sample's own loss change
+    self_exact = problem.self_influence("retrain")
+    dtheta = problem.params_change([9], "retrain")
+    np.testing.assert_allclose(self_exact[9], problem.effect([9], "self_loss", dtheta=dtheta), rtol=1e-10)
+    assert np.all(problem.self_influence("rif") >= -1e-12)
+    # batches of effects on each target type
+    for target in ("loss", "proba", "decision"):
+        batch = problem.effect([[1, 5], [6]], target, X_eval, y_eval, method="newton")
+        assert batch.shape == (2,) and np.all(np.isfinite(batch))
+    assert problem.loo_params_change("rif").shape == (30, problem.n_params)
+    np.testing.assert_allclose(problem.loo_params_change("rif")[5], problem.params_change([5], "rif"), rtol=1e-10)
+
+
+def test_bad_input_is_named():
+    problem, X, y = _problem(n=30, d=2, K=3, seed=2)
+    lone = np.flatnonzero(y == 2)
+    with pytest.raises(ValueError, match="every sample of class"):
+        problem.params_change(lone, "rif")
+    with pytest.raises(ValueError, match="class indices"):
+        MultinomialProblem(X, y + 0.5, 3)
+    with pytest.raises(ValueError, match="no positively weighted"):
+        MultinomialProblem(X, np.where(y == 2, 1, y), 3)
+    with pytest.raises(ValueError, match="not supported for the multinomial"):
+        GLMProblem(X, y, "multinomial", penalty=1.0, penalty_scaling="per_sample")
+    with pytest.raises(ValueError, match="needs labels"):
+        problem.scores(X[:2])
+    with pytest.raises(NotImplementedError, match="multinomial"):
+        problem.influence_table()
+    aud = rif.InfluenceAuditor(LogisticRegression()).fit(X, y)
+    with pytest.raises(NotImplementedError, match="multinomial"):
+        aud.robustness(0)
+
+
+def test_auditor_labels_weights_and_sparse_input():
+    X, y = _data(90, 3, 3, 31)
+    labels = np.array(["a", "b", "c"])[y]
+    weights = np.random.default_rng(1).uniform(0.5, 1.5, 90)
+    est = LogisticRegression(C=2.0, class_weight={"a": 2.0, "b": 1.0, "c": 0.5}, tol=1e-12,
+                             solver="newton-cholesky")
+    aud = rif.InfluenceAuditor(est).fit(sp.csr_matrix(X), labels, sample_weight=weights)
+    frame = aud.params_change([0, 1], "rif", as_frame=True)
+    assert list(frame.index[:2]) == ["a:x0", "a:x1"] and frame.index[-1] == "c:intercept"
+    removed = np.array([0, 1, 2, 10])
+    keep = np.setdiff1d(np.arange(90), removed)
+    refit = LogisticRegression(C=2.0, class_weight={"a": 2.0, "b": 1.0, "c": 0.5}, tol=1e-12,
+                               solver="newton-cholesky").fit(X[keep], labels[keep], sample_weight=weights[keep])
+    want = np.append(refit.coef_.ravel(), refit.intercept_)
+    np.testing.assert_allclose(aud.problem_.theta + aud.params_change(removed, "retrain"), want, rtol=1e-6, atol=1e-8)
+    effect = aud.effect(removed, "proba", X[:4], labels[:4], method="retrain")
+    columns = np.searchsorted(["a", "b", "c"], labels[:4])
+    proba = refit.predict_proba(X[:4])[np.arange(4), columns]
+    before = aud.predict_proba(X[:4])[np.arange(4), columns]
+    np.testing.assert_allclose(effect, np.sum(proba - before), atol=1e-8)
