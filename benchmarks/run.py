@@ -30,6 +30,8 @@ FULL_SIZES = [(20000, 200), (1600, 512), (100000, 1000)]
 QUICK_SIZES = [(4000, 50), (800, 128)]
 FULL_SPARSE = (10000, 20000, 0.01)     # bag-of-words-like: n, d, density
 QUICK_SPARSE = (2000, 2000, 0.01)
+FULL_MULTINOMIAL = (20000, 200, 10)    # n, d, K
+QUICK_MULTINOMIAL = (2000, 20, 5)
 
 
 # -- measuring ---------------------------------------------------------------------------
@@ -278,6 +280,77 @@ def bench_sparse(n, d, density):
            "rel diff relative to the change; scikit-learn's tol limits it")
 
 
+# -- 5b. multinomial -----------------------------------------------------------------------------------
+def _softmax_leverage_floor(X, coef, intercept, lam):
+    """The NumPy floor of all K x K leverage blocks Q_i = X~_i H^-1 X~_i^T: the K (K + 1) / 2 Gram
+    blocks of H, one Cholesky inverse, and K products X~ [H^-1]_{k,:} (no refinement of theta)."""
+    n, d = X.shape
+    K, p1 = coef.shape[0], d + 1
+    Xt = np.hstack([X, np.ones((n, 1))])
+    eta = Xt @ np.column_stack([coef, intercept]).T
+    prob = np.exp(eta - eta.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    hess = np.empty((K * p1, K * p1))
+    for k in range(K):
+        for l in range(k, K):
+            block = Xt.T @ (Xt * (prob[:, k] * ((k == l) - prob[:, l]))[:, None])
+            hess[k * p1:(k + 1) * p1, l * p1:(l + 1) * p1] = block
+            hess[l * p1:(l + 1) * p1, k * p1:(k + 1) * p1] = block.T
+    hess[np.diag_indices(K * p1)] += lam
+    hess[np.diag_indices(K * p1)[0][d::p1], np.diag_indices(K * p1)[0][d::p1]] -= lam
+    intercepts = np.arange(K) * p1 + d
+    hess[np.ix_(intercepts, intercepts)] += 1.0 / K            # the intercepts' common direction
+    inv = sla.cho_solve(sla.cho_factor(hess, lower=True), np.eye(K * p1))
+    blocks = np.empty((n, K, K))
+    for k in range(K):
+        blocks[:, k, :] = np.einsum("nlj,nj->nl", (Xt @ inv[k * p1:(k + 1) * p1]).reshape(n, K, p1), Xt)
+    return blocks
+
+
+def bench_multinomial(n, d, K, repeat):
+    """Softmax regression with K classes: fit + all K x K leverages + RIF coefficients against the fit
+    plus the NumPy floor, and one exact refit removing 1 % against scikit-learn's fastest refit."""
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((n, d))
+    logits = X @ (0.15 * rng.standard_normal((K, d))).T
+    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    y = (prob.cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)
+
+    def sk_fit(Xf=X, yf=y, threads=None):
+        with warnings.catch_warnings(), threadpool_limits(threads, user_api="blas"):
+            warnings.simplefilter("ignore")
+            return LogisticRegression(C=1.0, tol=1e-10, max_iter=10000).fit(Xf, yf)
+
+    def ours():
+        est = sk_fit()
+        prob = rif.MultinomialProblem(X, y, K, np.append(est.coef_.ravel(), est.intercept_), penalty=1.0,
+                                      copy_X=False)
+        return prob.leverage_blocks, prob.rif_coefficients, prob
+
+    def floor():
+        est = sk_fit()
+        return _softmax_leverage_floor(X, est.coef_, est.intercept_, 1.0)
+
+    o = measure(ours, repeat)
+    f = measure(floor, repeat)
+    center = np.eye(K) - 1.0 / K                 # Q_i along the classes' common direction is a convention
+    err = np.max(np.abs(center @ (o[2][0] - f[2]) @ center))
+    report(f"multinomial K={K}: fit + K x K leverages + RIF coefficients", (n, d), o, f, "fit + NumPy floor",
+           f"max|dQ| {err:.0e}", "scikit-learn lbfgs fit in both; rif refines theta (two Newton steps)")
+    prob = o[2][2]
+    index = np.sort(np.random.default_rng(7).choice(n, size=max(1, n // 100), replace=False))
+    keep = np.setdiff1d(np.arange(n), index)
+    again = measure(lambda: prob.theta + prob.params_change(index, "retrain"), repeat)
+    baselines = {label: measure(lambda t=t: (lambda e: np.append(e.coef_.ravel(), e.intercept_))(
+        sk_fit(X[keep], y[keep], t)), repeat) for label, t in (("lbfgs", None), ("lbfgs 1-thread", 1))}
+    best = min(baselines, key=lambda k: baselines[k][0])
+    rel = np.max(np.abs(baselines[best][2] - again[2])) / np.max(np.abs(again[2] - prob.theta))
+    report(f"multinomial K={K}: exact retrain, 1% removed", (n, d), again, baselines[best], f"sklearn {best}",
+           f"rel diff {rel:.0e}", "rel diff relative to the change; "
+           + ", ".join(f"{k} {v[0]:.3f}s" for k, v in baselines.items() if k != best))
+
+
 # -- 6. the RIF paper's shapes (p close to n or above) ------------------------------------------------
 FULL_PAPER = [("dogfish", 1800, 2048), ("enron", 4137, 3294), ("esc50", 1600, 512), ("catdog", 9600, 2048)]
 QUICK_PAPER = [("dogfish", 300, 400), ("esc50", 400, 128)]
@@ -385,6 +458,7 @@ def main(argv=None):
         n, d = sizes[0]
         bench_batches(n, d, n_sets=100 if args.quick else 1000, n_refits=20 if args.quick else 100, repeat=1)
         bench_sparse(*(QUICK_SPARSE if args.quick else FULL_SPARSE))
+        bench_multinomial(*(QUICK_MULTINOMIAL if args.quick else FULL_MULTINOMIAL), repeat=1)
     bench_paper_shapes(QUICK_PAPER if args.quick else FULL_PAPER, repeat)
 
     out = pathlib.Path(__file__).parent / "output"

@@ -7,6 +7,8 @@ The public API:
     retrain estimates of removing any set of training samples.
 ``GLMProblem``
     the same machinery on raw arrays, with either penalty convention.
+``MultinomialProblem``
+    softmax regression over K classes (``GLMProblem(X, y, "multinomial", ...)``).
 ``limit_threads``
     context manager capping the threads of rif's passes over the data.
 ``LeaveOneOutSearchCV``
@@ -29,6 +31,7 @@ from ._errors import (
 from ._families import Binomial, Gaussian, Poisson
 from ._parallel import limit_threads
 from ._problem import GLMProblem
+from ._multinomial import MultinomialProblem
 from .auditor import InfluenceAuditor
 from .model_selection import LeaveOneOutSearchCV
 from . import datasets
@@ -38,6 +41,7 @@ __version__ = "0.1.0"
 __all__ = [
     "InfluenceAuditor",
     "GLMProblem",
+    "MultinomialProblem",
     "limit_threads",
     "LeaveOneOutSearchCV",
     "Binomial",

@@ -54,8 +54,10 @@ def operations(problem):
 
 
 def _check_diagnostics(problem, what):
+    from ._errors import UnsupportedEstimatorError
+
     if not operations(problem).diagnostics:
-        raise NotImplementedError(f"{what} is available for the binomial, gaussian and poisson families; "
+        raise UnsupportedEstimatorError(f"{what} is available for the binomial, gaussian and poisson families; "
                                   f"not for a {problem.family_name} model")
 
 

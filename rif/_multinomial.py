@@ -159,12 +159,24 @@ class MultinomialProblem(AttributionMixin):
         self.tol, self.max_iter, self.n_jobs, self.progress = tol, max_iter, n_jobs, progress
         self.offset = None
         theta0 = np.zeros(self.n_params) if theta is None else self.from_public(theta)
-        self.refine_shift, self.refine_n_iter = 0.0, 0
+        self.refine_shift, self.refine_n_iter, self._cholesky = 0.0, 0, None
         if theta is None or refine:
             result = newton_refit(self, w, theta0, tol=tol, max_iter=max_iter)
+            if not result.converged:
+                import warnings
+
+                from ._errors import RetrainConvergenceWarning
+
+                warnings.warn(f"Newton refinement of theta did not converge in {result.n_iter} iterations "
+                              f"(gradient norm {result.gradient_norm:.2e}); estimates assume stationarity",
+                              RetrainConvergenceWarning, stacklevel=2)
             self.refine_shift = float(np.max(np.abs(result.theta - theta0)))
             self.refine_n_iter = result.n_iter
             theta0 = result.theta
+            if result.hessian is not None:
+                # Newton's last Hessian, one step (< tol relative) before theta^: no third Gram pass
+                self.__dict__["hessian"] = result.hessian
+                self._cholesky = result.cholesky
         self.theta_block = theta0
         self.theta_block.setflags(write=False)
 
@@ -298,11 +310,23 @@ class MultinomialProblem(AttributionMixin):
 
     @cached_property
     def factor(self):
-        return WhitenedHessian(self.hessian)
+        """Cholesky :class:`rif._linalg.WhitenedHessian` of H^ (definite by construction, checked)."""
+        return WhitenedHessian(self.hessian, None, self._cholesky)
 
     @cached_property
     def inverse(self):
-        return self.factor.inverse
+        """H^^{-1} (block order) from the Cholesky factor by LAPACK's dpotri (2 P^3 / 3 flops)."""
+        from scipy.linalg import lapack
+
+        from ._dual import kernel_threads
+
+        with kernel_threads(self.n_params):
+            inv, info = lapack.dpotri(self.factor.cholesky, lower=1)
+        if info != 0:
+            return self.factor.inverse
+        lower = np.tril_indices(self.n_params, -1)
+        inv[lower[1], lower[0]] = inv[lower]          # dpotri fills the lower triangle
+        return inv
 
     def row_inverse_products(self, rows):
         """Q_j = X~_j H^^{-1} X~_j^T for design rows ``rows`` (m, p1) against themselves, (m, K, K)."""
@@ -403,32 +427,38 @@ class MultinomialLeaveOut:
 
     def __init__(self, problem, index):
         index = np.asarray(index)
-        K, p1 = problem.n_classes, problem.p1
+        K, p1, P = problem.n_classes, problem.p1, problem.n_params
         k = index.size
         rows = _dense(problem.design[index])                             # (k, p1)
-        inv = problem.inverse
-        # Y[:, (i, c)] = H^-1 (e_c (x) x~_i): columns c*p1 .. of H^-1 times x~_i
-        Y = np.einsum("pcj,ij->pic", inv.reshape(problem.n_params, K, p1), rows).reshape(problem.n_params, k * K)
-        Xs_Y = np.einsum("ij,cjq->icq", rows, Y.reshape(K, p1, k * K))      # (k, K, kK): X~_S H^-1 X~_S^T
-        Q = Xs_Y.reshape(k * K, k * K)
+        # Y[:, (i, c)] = H^-1 (e_c (x) x~_i): the class-c columns of H^-1 times x~_i (matrix products)
+        Y = np.swapaxes(problem.inverse.reshape(P, K, p1) @ rows.T, 1, 2).reshape(P, k * K)
+        # X~_S H^-1 X~_S^T: row (i, c) is x~_i^T times the class-c rows of Y
+        Q = np.swapaxes(rows @ Y.reshape(K, p1, k * K), 0, 1).reshape(k * K, k * K)
         Q = 0.5 * (Q + Q.T)
-        W = sla.block_diag(*problem.curvature_root[index]) if k else np.zeros((0, 0))
-        inner = np.eye(k * K) - W @ Q @ W
-        # I - W Q W has K - 1 eigenvalues per sample in (0, 1] and one equal to 1 along W's null vector
+        roots = problem.curvature_root[index]                             # (k, K, K)
+        blocks = np.swapaxes(Q.reshape(k, K, k, K), 1, 2)                 # (k, k, K, K): Q_ij
+        wqw = roots[:, None] @ blocks @ roots[None, :]                    # W_i Q_ij W_j
+        inner = np.eye(k * K) - np.swapaxes(wqw, 1, 2).reshape(k * K, k * K)
+        # I - W Q W keeps, per sample, K - 1 curvature fractions in (0, 1] and 1 along W's null vector
         self.chol = equilibrated_cholesky(0.5 * (inner + inner.T), f"the Hessian without the {k} removed sample(s)")
-        self.problem, self.Y, self.W, self.Q = problem, Y, W, Q
+        self.problem, self.Y, self.Q, self.roots, self.k = problem, Y, Q, roots, k
+
+    def _w(self, v):
+        """W_S v for v of shape (kK,): the samples' K x K roots applied block by block."""
+        K = self.problem.n_classes
+        return (self.roots @ v.reshape(self.k, K, 1)).ravel()
 
     def solve(self, b):
         """H^_{-S}^{-1} b (block order)."""
         base = self.problem.factor.solve(b)
-        t = self.W @ (self.Y.T @ b)
-        return base + self.Y @ (self.W @ sla.cho_solve((self.chol, True), t, check_finite=False))
+        t = self._w(self.Y.T @ b)
+        return base + self.Y @ self._w(sla.cho_solve((self.chol, True), t, check_finite=False))
 
     def newton_step(self, r_S):
         """H^_{-S}^{-1} X~_S^T r_S for residuals r_S of shape (k, K)."""
         r = r_S.ravel()
-        return self.Y @ r + self.Y @ (self.W @ sla.cho_solve((self.chol, True), self.W @ (self.Q @ r),
-                                                              check_finite=False))
+        correction = self._w(sla.cho_solve((self.chol, True), self._w(self.Q @ r), check_finite=False))
+        return self.Y @ (r + correction)
 
 
 def check_leave_out_classes(problem, index, position=None):

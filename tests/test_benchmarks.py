@@ -49,3 +49,11 @@ def test_paper_shape_rows_run_and_agree(bench):
         assert float(row[8].split()[1]) < 1e-3
     for row in bench.ROWS[1::2]:
         assert float(row[8].split()[2]) < 1e-3
+
+
+def test_multinomial_rows_run_and_agree(bench):
+    bench.ROWS.clear()
+    bench.bench_multinomial(400, 5, 3, 1)
+    lev, refit = bench.ROWS
+    assert float(lev[8].split()[1]) < 1e-6            # leverage blocks agree with the floor
+    assert float(refit[8].split()[2]) < 1e-3          # the refit agrees with scikit-learn's

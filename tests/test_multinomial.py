@@ -215,10 +215,10 @@ def test_bad_input_is_named():
         GLMProblem(X, y, "multinomial", penalty=1.0, penalty_scaling="per_sample")
     with pytest.raises(ValueError, match="needs labels"):
         problem.scores(X[:2])
-    with pytest.raises(NotImplementedError, match="multinomial"):
+    with pytest.raises(rif.UnsupportedEstimatorError, match="multinomial"):
         problem.influence_table()
     aud = rif.InfluenceAuditor(LogisticRegression()).fit(X, y)
-    with pytest.raises(NotImplementedError, match="multinomial"):
+    with pytest.raises(rif.UnsupportedEstimatorError, match="multinomial"):
         aud.robustness(0)
 
 
