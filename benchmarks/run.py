@@ -32,6 +32,8 @@ FULL_SPARSE = (10000, 20000, 0.01)     # bag-of-words-like: n, d, density
 QUICK_SPARSE = (2000, 2000, 0.01)
 FULL_MULTINOMIAL = (20000, 200, 10)    # n, d, K
 QUICK_MULTINOMIAL = (2000, 20, 5)
+FULL_CERTIFY = (4000, (2, 4, 8, 32, 128), 20)     # n, n/d ratios, sets per ratio
+QUICK_CERTIFY = (400, (4, 32), 6)
 
 
 # -- measuring ---------------------------------------------------------------------------
@@ -351,6 +353,76 @@ def bench_multinomial(n, d, K, repeat):
            + ", ".join(f"{k} {v[0]:.3f}s" for k, v in baselines.items() if k != best))
 
 
+# -- 5c. certified bounds -----------------------------------------------------------------------------
+def _family_data(family, n, d, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) * 2.0 / np.sqrt(d)
+    eta = X @ rng.standard_normal(d)
+    if family == "binomial":
+        y = (rng.random(n) < 1.0 / (1.0 + np.exp(-eta))).astype(float)
+    elif family == "poisson":
+        y = rng.poisson(np.exp(0.5 * eta)).astype(float)
+    else:
+        y = eta + rng.standard_normal(n)
+    return X, y
+
+
+def bench_certify(n, ratios, n_sets, repeat):
+    """Certificates of RIF and Newton-step estimates: tightness (median bound / true error, in the
+    H_{-S} norm and in test loss), coverage (fraction certified), cost against the refit, and
+    method="auto" at rtol 5 % against refitting every set."""
+    for family in ("binomial", "poisson", "gaussian"):
+        for ratio in ratios:
+            d = max(2, n // ratio)
+            X, y = _family_data(family, n, d, ratio)
+            X_test, y_test = _family_data(family, 200, d, ratio + 1)
+            prob = rif.GLMProblem(X, y, family, penalty=1.0, tol=1e-12, copy_X=False)
+            rng = np.random.default_rng(ratio)
+            sets = [np.sort(rng.choice(n, size=max(1, int(f * n)), replace=False))
+                    for f in (0.01, 0.05) for _ in range(n_sets // 2)]
+            truth = prob.params_change(sets, "retrain")
+            loss_truth = prob.effect(sets, "loss", X_test, y_test, dtheta=truth)
+            for method in ("rif", "newton"):
+                cert = prob.params_change(sets, method, certify=True)
+                eff = prob.effect(sets, "loss", X_test, y_test, method=method, certify=True)
+                H_err = np.array([np.sqrt(max((v - t) @ _leave_out_matvec(prob, s, v - t), 0.0))
+                                  for v, t, s in zip(cert.value, truth, sets)])      # ||error||_{H_-S}
+                ok = cert.certified
+                eff_err = np.abs(eff.value - loss_truth)
+                # tightness where the error is above rounding (the Newton step on squared loss is exact)
+                real = ok & (H_err > 1e-9 * np.linalg.norm(truth, axis=1))
+                real_e = ok & (eff_err > 1e-9 * (1 + np.abs(loss_truth)))
+                tight_h = np.median(cert.bound_h[real] / H_err[real]) if real.any() else np.nan
+                tight_e = np.median(eff.bound[real_e] / eff_err[real_e]) if real_e.any() else np.nan
+                violations = int(np.sum(cert.bound < np.linalg.norm(cert.value - truth, axis=1) * (1 - 1e-9) - 1e-12)
+                                 + np.sum(eff.bound < eff_err * (1 - 1e-9) - 1e-12))
+                ROWS.append((f"certify {method}, {family}: bound/true (H-norm, test loss), coverage", f"{n}x{d}",
+                             "", "", "", "", "", "", f"violations {violations}",
+                             f"n/d {ratio}: median bound/true {tight_h:.2f} (params), {tight_e:.2f} (loss); "
+                             f"certified {ok.mean():.0%} of {len(sets)} sets of 1-5 %"))
+                print(" | ".join(ROWS[-1]), flush=True)
+            if family == "binomial" and ratio == max(ratios):
+                cost = measure(lambda: prob.params_change(sets, "newton", certify=True), repeat)
+                refit = measure(lambda: prob.params_change(sets, "retrain"), repeat)
+                report(f"certificates of {len(sets)} Newton steps", (n, d), cost, refit, "refitting every set",
+                       "", "one pass over X at each estimate plus the leave-out solves")
+                auto = measure(lambda: prob.params_change(sets, "auto", certify=True, rtol=0.05), repeat)
+                chosen = auto[2].method
+                worst = np.max(np.linalg.norm(auto[2].value - truth, axis=1) / np.linalg.norm(truth, axis=1))
+                report("method='auto', rtol 5 %", (n, d), auto, refit, "refitting every set",
+                       f"max rel err {worst:.1e}",
+                       ", ".join(f"{m} {np.mean(chosen == m):.0%}" for m in ("rif", "newton", "retrain")))
+
+
+def _leave_out_matvec(problem, index, v):
+    """H_{-S}(theta^) v, formed from H: H v - X~_S^T (c_S * X~_S v) - delta_S P^T P v."""
+    from rif import _design
+
+    rows = _design.rows(problem.X, index, problem.fit_intercept)
+    out = problem.hessian @ v - rows.T @ (problem.curvature[index] * (rows @ v))
+    return out - problem.sample_penalty[index].sum() * problem.penalty_diag * v
+
+
 # -- 6. the RIF paper's shapes (p close to n or above) ------------------------------------------------
 FULL_PAPER = [("dogfish", 1800, 2048), ("enron", 4137, 3294), ("esc50", 1600, 512), ("catdog", 9600, 2048)]
 QUICK_PAPER = [("dogfish", 300, 400), ("esc50", 400, 128)]
@@ -459,6 +531,7 @@ def main(argv=None):
         bench_batches(n, d, n_sets=100 if args.quick else 1000, n_refits=20 if args.quick else 100, repeat=1)
         bench_sparse(*(QUICK_SPARSE if args.quick else FULL_SPARSE))
         bench_multinomial(*(QUICK_MULTINOMIAL if args.quick else FULL_MULTINOMIAL), repeat=1)
+        bench_certify(*(QUICK_CERTIFY if args.quick else FULL_CERTIFY), repeat=1)
     bench_paper_shapes(QUICK_PAPER if args.quick else FULL_PAPER, repeat)
 
     out = pathlib.Path(__file__).parent / "output"

@@ -32,6 +32,7 @@ from ._families import Binomial, Gaussian, Poisson
 from ._parallel import limit_threads
 from ._problem import GLMProblem
 from ._multinomial import MultinomialProblem
+from ._certify import Certified
 from .auditor import InfluenceAuditor
 from .model_selection import LeaveOneOutSearchCV
 from . import datasets
@@ -42,6 +43,7 @@ __all__ = [
     "InfluenceAuditor",
     "GLMProblem",
     "MultinomialProblem",
+    "Certified",
     "limit_threads",
     "LeaveOneOutSearchCV",
     "Binomial",

@@ -53,6 +53,17 @@ def operations(problem):
     return getattr(problem, "operations", GLM_OPERATIONS)
 
 
+def _check_certify_args(method, certify, rtol):
+    """method (the four, or "auto"), certify and rtol, validated before any work."""
+    from ._certify import check_rtol
+
+    certify = check_bool(certify, "certify")
+    if method != "auto":
+        method = est_.check_method(method)
+    rtol = check_rtol(rtol)
+    return method, certify, rtol
+
+
 def _check_diagnostics(problem, what):
     from ._errors import UnsupportedEstimatorError
 
@@ -86,7 +97,7 @@ class AttributionMixin:
         return operations(problem).removal_sets(problem, remove)
 
     @labelled_output("params")
-    def params_change(self, remove, method="rif"):
+    def params_change(self, remove, method="rif", certify=False, rtol=0.05):
         """Change of the parameters when the samples ``remove`` are dropped.
 
         Parameters
@@ -94,18 +105,64 @@ class AttributionMixin:
         remove : array-like of int, boolean mask, or list of these
             One removal set (indices into the training data, or a mask), or
             a batch of sets.
-        method : {"if", "rif", "newton", "retrain"}, default "rif"
+        method : {"if", "rif", "newton", "retrain", "auto"}, default "rif"
+            ``"auto"``: per set, the cheapest of RIF, the Newton step and the
+            exact refit whose certified relative error is at most ``rtol``
+            (see ``certify``).
+        certify : bool, default False
+            Return a :class:`rif.Certified` whose ``bound`` is a rigorous upper
+            bound on ||dtheta_est - dtheta*||_2 (``bound_h`` in the norm of
+            H_{-S}(theta^)), from one pass over the data at the estimate
+            (see :mod:`rif._certify`).
+        rtol : float in (0, 1), default 0.05
+            The relative accuracy ``method="auto"`` must prove.
 
         Returns
         -------
-        ndarray of shape (n_params,) or (n_sets, n_params)
+        ndarray of shape (n_params,) or (n_sets, n_params), or Certified
             theta_{-S} - theta^, coefficients first and the intercept last.
         """
         problem = self._problem()
-        method = est_.check_method(method)
+        method, certify, rtol = _check_certify_args(method, certify, rtol)
         sets, batch = self._removal_sets(problem, remove)
-        out = self._batch(problem, sets, method)
-        return out if batch else out[0]
+        if method == "auto":
+            result = self._auto_params(problem, sets, rtol)
+        elif certify:
+            from ._certify import certify_params
+
+            result = certify_params(problem, sets, self._batch(problem, sets, method), [method] * len(sets))[1]
+        else:
+            out = self._batch(problem, sets, method)
+            return out if batch else out[0]
+        if not certify:
+            return result.value if batch else result.value[0]
+        from ._certify import unbatch
+
+        return result if batch else unbatch(result)
+
+    def _auto_params(self, problem, sets, rtol):
+        """RIF, else the Newton step, else the exact refit: the first whose certificate proves rtol."""
+        from ._certify import Certified, certify_params, relative_ok
+
+        values = np.empty((len(sets), problem.n_params))
+        certs, methods = [None] * len(sets), [None] * len(sets)
+        pending = list(range(len(sets)))
+        for method in ("rif", "newton", "retrain"):
+            if not pending:
+                break
+            chosen = [sets[j] for j in pending]
+            estimates = self._batch(problem, chosen, method)
+            found = certify_params(problem, chosen, estimates, [method] * len(chosen))[0]
+            left = []
+            for j, est, cert in zip(pending, estimates, found):
+                if method == "retrain" or (cert.certified and relative_ok(np.linalg.norm(est), cert.bound, rtol)):
+                    values[j], certs[j], methods[j] = est, cert, method
+                else:
+                    left.append(j)
+            pending = left
+        return Certified(values, np.array([c.bound for c in certs]), np.array([c.bound_h for c in certs]),
+                         np.array([c.certified for c in certs]), np.array([c.reason for c in certs], dtype=object),
+                         np.array(methods, dtype=object))
 
     def _batch(self, problem, sets, method):
         return operations(problem).params_change_batch(problem, sets, method, self.tol, self.max_iter, self.n_jobs,
@@ -131,7 +188,7 @@ class AttributionMixin:
                                                      self.n_jobs, self.progress)
 
     def effect(self, remove, target="loss", X=None, y=None, method="rif", linear=False,
-               target_gradient=None, dtheta=None):
+               target_gradient=None, dtheta=None, certify=False, rtol=0.05):
         """Change of a target f(theta) when the samples ``remove`` are dropped.
 
         Parameters
@@ -159,11 +216,24 @@ class AttributionMixin:
             batch of refits can feed several targets. ``method`` is then
             ignored. The shape must match ``remove``: (n_params,) for one set,
             (n_sets, n_params) for a batch.
+        certify : bool, default False
+            Return a :class:`rif.Certified` whose ``bound`` is a rigorous upper bound on
+            |effect_est - effect*| (a dual-weighted residual, see :mod:`rif._certify`).
+            Certified targets: "decision", "proba", "loss", "self_loss", "train_loss"
+            (exact, not ``linear``); callable targets get ``inf``.
+        rtol : float in (0, 1), default 0.05
+            The relative accuracy of the effect that ``method="auto"`` must prove.
 
         Returns
         -------
-        float or ndarray of shape (n_sets,)
+        float or ndarray of shape (n_sets,), or Certified
         """
+        if dtheta is None:
+            method, certify, rtol = _check_certify_args(method, certify, rtol)
+        elif certify or method == "auto":
+            raise ValueError("certify and method='auto' compute their own estimates; do not pass dtheta")
+        if certify or method == "auto":
+            return self._certified_effect(remove, target, X, y, method, rtol, certify, linear, target_gradient)
         if dtheta is None:
             method = est_.check_method(method)
         problem = self._problem()
@@ -194,6 +264,59 @@ class AttributionMixin:
         else:
             out = tgt.changes(problem.theta, dthetas, linear)
         return out if batch else float(out[0])
+
+    def _certified_effect(self, remove, target, X, y, method, rtol, certify, linear, target_gradient):
+        """effect with certificates (and method="auto"): see :meth:`effect`."""
+        from ._certify import Certified, certifier, certify_params, eval_leverage, relative_ok
+
+        if linear:
+            raise ValueError("certify and method='auto' bound the exact effect; use linear=False")
+        problem = self._problem()
+        cert = certifier(problem)
+        sets, batch = self._removal_sets(problem, remove)
+        ops = operations(problem)
+        if isinstance(target, str) and target == "test_loss":
+            target = "loss"
+        if isinstance(target, str) and target == "params":
+            raise ValueError("target='params' is certified by params_change(..., certify=True)")
+        if isinstance(target, str) and target == "self_loss":
+            targets = [ops.make_target(problem, target, removed=index) for index in sets]
+        else:
+            shared = ops.make_target(problem, target, self._features(X), self._labels(y), gradient=target_gradient)
+            targets = [shared] * len(sets)
+        leverage_cache = {}
+
+        def leverage_of(tgt):
+            if id(tgt) not in leverage_cache and hasattr(tgt, "X"):
+                leverage_cache[id(tgt)] = eval_leverage(problem, tgt)
+            return leverage_cache.get(id(tgt))
+
+        values = np.full(len(sets), np.nan)
+        bounds, flags, reasons, methods = (np.full(len(sets), np.inf), np.zeros(len(sets), bool),
+                                           np.empty(len(sets), dtype=object), np.empty(len(sets), dtype=object))
+        pending = list(range(len(sets)))
+        for m in (("rif", "newton", "retrain") if method == "auto" else (method,)):
+            if not pending:
+                break
+            chosen = [sets[j] for j in pending]
+            estimates = self._batch(problem, chosen, m)
+            set_certs = certify_params(problem, chosen, estimates, [m] * len(chosen))[0]
+            left = []
+            for j, est, sc in zip(pending, estimates, set_certs):
+                tgt = targets[j]
+                value = float(tgt.changes(problem.theta, est[None], False)[0])
+                bound, ok, reason = cert.effect_bound(sc, tgt, leverage_of(tgt))
+                if method != "auto" or m == "retrain" or (ok and relative_ok(abs(value), bound, rtol)):
+                    values[j], bounds[j], flags[j], reasons[j], methods[j] = value, bound, ok, reason, m
+                else:
+                    left.append(j)
+            pending = left
+        result = Certified(values, bounds, np.full(len(sets), np.nan), flags, reasons, methods)
+        if not certify:
+            return values if batch else float(values[0])
+        if batch:
+            return result
+        return Certified(float(values[0]), float(bounds[0]), np.nan, bool(flags[0]), str(reasons[0]), str(methods[0]))
 
     @labelled_output("scores")
     def scores(self, X, y=None, target="loss", method="rif", linear=False):

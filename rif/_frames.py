@@ -57,7 +57,7 @@ def labelled_output(kind):
         @functools.wraps(method)
         def wrapper(self, *args, as_frame=False, **kwargs):
             out = method(self, *args, **kwargs)
-            if not as_frame:
+            if not as_frame or hasattr(out, "certified"):      # certificates are not relabelled
                 return out
             if kind == "params" and np.ndim(out) == 0:      # a scalar effect has no labels
                 return out

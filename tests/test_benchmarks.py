@@ -57,3 +57,11 @@ def test_multinomial_rows_run_and_agree(bench):
     lev, refit = bench.ROWS
     assert float(lev[8].split()[1]) < 1e-6            # leverage blocks agree with the floor
     assert float(refit[8].split()[2]) < 1e-3          # the refit agrees with scikit-learn's
+
+
+def test_certificate_rows_run_without_violations(bench):
+    bench.ROWS.clear()
+    bench.bench_certify(300, (4, 32), 4, 1)
+    rows = [row for row in bench.ROWS if row[0].startswith("certify")]
+    assert len(rows) == 12
+    assert all(row[8] == "violations 0" for row in rows)
