@@ -142,10 +142,11 @@ class Certifier:
         root = np.sqrt(problem.curvature[index])
         if problem.route == "dual":
             block = problem.base_factor.row_products(index, index)
+            block = root[:, None] * block * root[None, :]
         else:
-            u = problem.base_factor.to_white(_design.rows(problem.X, index, problem.fit_intercept).T)
-            block = u.T @ u
-        block = root[:, None] * block * root[None, :]
+            # W = C_S^{1/2} U^T with U = V^T X~_S^T; W W^T (k x k) and W^T W (p x p) share their eigenvalues
+            u = problem.base_factor.to_white(_design.rows(problem.X, index, problem.fit_intercept).T) * root
+            block = u.T @ u if len(index) <= problem.n_params else u @ u.T
         gamma = float(np.linalg.eigvalsh(0.5 * (block + block.T))[-1])
         delta = float(problem.sample_penalty[index].sum())
         if delta > 0:
