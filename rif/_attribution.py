@@ -140,29 +140,41 @@ class AttributionMixin:
 
         return result if batch else unbatch(result)
 
-    def _auto_params(self, problem, sets, rtol):
-        """RIF, else the Newton step, else the exact refit: the first whose certificate proves rtol."""
-        from ._certify import Certified, certify_params, relative_ok
+    def _escalating(self, problem, sets, methods, judge):
+        """For each set, the record ``judge(j, method, estimate, certificate, last)`` returns for the
+        first of ``methods`` it accepts (None: try the next method); estimates and certificates are
+        computed in batches of the sets still pending."""
+        from ._certify import certify_params
 
-        values = np.empty((len(sets), problem.n_params))
-        certs, methods = [None] * len(sets), [None] * len(sets)
-        pending = list(range(len(sets)))
-        for method in ("rif", "newton", "retrain"):
+        records, pending = [None] * len(sets), list(range(len(sets)))
+        for position, method in enumerate(methods):
             if not pending:
                 break
             chosen = [sets[j] for j in pending]
             estimates = self._batch(problem, chosen, method)
-            found = certify_params(problem, chosen, estimates, [method] * len(chosen))[0]
-            left = []
-            for j, est, cert in zip(pending, estimates, found):
-                if method == "retrain" or (cert.certified and relative_ok(np.linalg.norm(est), cert.bound, rtol)):
-                    values[j], certs[j], methods[j] = est, cert, method
-                else:
+            certificates = certify_params(problem, chosen, estimates, [method] * len(chosen))[0]
+            last, left = position == len(methods) - 1, []
+            for j, estimate, certificate in zip(pending, estimates, certificates):
+                records[j] = judge(j, method, estimate, certificate, last)
+                if records[j] is None:
                     left.append(j)
             pending = left
-        return Certified(values, np.array([c.bound for c in certs]), np.array([c.bound_h for c in certs]),
-                         np.array([c.certified for c in certs]), np.array([c.reason for c in certs], dtype=object),
-                         np.array(methods, dtype=object))
+        return records
+
+    def _auto_params(self, problem, sets, rtol):
+        """RIF, else the Newton step, else the exact refit: the first whose certificate proves rtol."""
+        from ._certify import Certified, relative_ok
+
+        def judge(j, method, estimate, cert, last):
+            if last or (cert.certified and relative_ok(np.linalg.norm(estimate), cert.bound, rtol)):
+                return estimate, cert, method
+            return None
+
+        records = self._escalating(problem, sets, ("rif", "newton", "retrain"), judge)
+        certs = [r[1] for r in records]
+        return Certified(np.array([r[0] for r in records]), np.array([c.bound for c in certs]),
+                         np.array([c.bound_h for c in certs]), np.array([c.certified for c in certs]),
+                         np.array([c.reason for c in certs], dtype=object), np.array([r[2] for r in records], dtype=object))
 
     def _batch(self, problem, sets, method):
         return operations(problem).params_change_batch(problem, sets, method, self.tol, self.max_iter, self.n_jobs,
@@ -267,7 +279,7 @@ class AttributionMixin:
 
     def _certified_effect(self, remove, target, X, y, method, rtol, certify, linear, target_gradient):
         """effect with certificates (and method="auto"): see :meth:`effect`."""
-        from ._certify import Certified, certifier, certify_params, eval_leverage, relative_ok
+        from ._certify import Certified, certifier, eval_leverage, relative_ok
 
         if linear:
             raise ValueError("certify and method='auto' bound the exact effect; use linear=False")
@@ -291,26 +303,18 @@ class AttributionMixin:
                 leverage_cache[id(tgt)] = eval_leverage(problem, tgt)
             return leverage_cache.get(id(tgt))
 
-        values = np.full(len(sets), np.nan)
-        bounds, flags, reasons, methods = (np.full(len(sets), np.inf), np.zeros(len(sets), bool),
-                                           np.empty(len(sets), dtype=object), np.empty(len(sets), dtype=object))
-        pending = list(range(len(sets)))
-        for m in (("rif", "newton", "retrain") if method == "auto" else (method,)):
-            if not pending:
-                break
-            chosen = [sets[j] for j in pending]
-            estimates = self._batch(problem, chosen, m)
-            set_certs = certify_params(problem, chosen, estimates, [m] * len(chosen))[0]
-            left = []
-            for j, est, sc in zip(pending, estimates, set_certs):
-                tgt = targets[j]
-                value = float(tgt.changes(problem.theta, est[None], False)[0])
-                bound, ok, reason = cert.effect_bound(sc, tgt, leverage_of(tgt))
-                if method != "auto" or m == "retrain" or (ok and relative_ok(abs(value), bound, rtol)):
-                    values[j], bounds[j], flags[j], reasons[j], methods[j] = value, bound, ok, reason, m
-                else:
-                    left.append(j)
-            pending = left
+        def judge(j, m, estimate, set_cert, last):
+            tgt = targets[j]
+            value = float(tgt.changes(problem.theta, estimate[None], False)[0])
+            bound, ok, reason = cert.effect_bound(set_cert, tgt, leverage_of(tgt))
+            if method != "auto" or last or (ok and relative_ok(abs(value), bound, rtol)):
+                return value, bound, ok, reason, m
+            return None
+
+        records = self._escalating(problem, sets, ("rif", "newton", "retrain") if method == "auto" else (method,),
+                                   judge)
+        values, bounds, flags, reasons, methods = (np.array(column, dtype=dtype) for column, dtype in
+                                                   zip(zip(*records), (float, float, bool, object, object)))
         result = Certified(values, bounds, np.full(len(sets), np.nan), flags, reasons, methods)
         if not certify:
             return values if batch else float(values[0])
