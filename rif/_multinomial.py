@@ -407,6 +407,15 @@ class MultinomialProblem(AttributionMixin):
     def leave_out(self, index):
         return MultinomialLeaveOut(self, index)
 
+    def refit_solver(self, index):
+        """The chord matrix of an exact refit without ``index``: H^_{-S} by Woodbury while kK is small
+        against the P parameters, else H^ itself (already factorised). Its chord rate is then the
+        largest fraction of curvature the set carries, small for small sets, and each step costs
+        one gradient and two triangular solves instead of a kK x kK factorisation up front."""
+        if len(index) * self.n_classes * 4 < self.n_params:
+            return self.leave_out(index).solve
+        return self.factor.solve
+
     def removed_gradient(self, index):
         """sum_{i in S} g~_i in block order."""
         rows = _dense(self.design[index])

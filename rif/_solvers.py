@@ -260,7 +260,7 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter):
     if hasattr(problem, "leave_out_start"):         # a problem that states its own start (multinomial)
         theta = np.array(problem.theta_block)
         value, grad = problem.leave_out_start(index, weights)
-        solve = problem.leave_out(index).solve
+        solve = problem.refit_solver(index)
     else:
         theta = np.array(problem.theta)
         # -sum_{i in S} g~_i = -(X~_S^T r_S + sum_{i in S} penalty_i P^T P theta^)
