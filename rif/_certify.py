@@ -170,6 +170,8 @@ class Certifier:
         _, d1, _ = problem.family.derivatives(eta_e, problem.y)
         lam_s = problem.penalty_total(weights)
         g = _design.rmatvec(problem.X, weights * d1, problem.fit_intercept) + lam_s * problem.penalty_diag * theta_e
+        if not (np.all(np.isfinite(g)) and np.isfinite(m)):
+            return _SetCertificate(np.inf, np.inf, False, "the gradient at the estimate is not finite")
         gamma = self._gamma(index)
         if not gamma < 1.0 - 1e-12:
             return self._loose(g, lam_s, "the leave-out Hessian is (numerically) singular")
@@ -193,6 +195,8 @@ class Certifier:
         lam_min_h0 = (1.0 - gamma) * self.lambda_min
         spread = eps * rho / np.sqrt(lam_min_h0) if lam_min_h0 > 0 else np.inf
         bound = float(np.linalg.norm(step) + spread)
+        if not np.isfinite(bound):
+            return _SetCertificate(np.inf, float(rho), False, "the 2-norm bound overflows")
         return _SetCertificate(bound, float(rho), True, "", float(rho), eps, solve, step, theta_e, gamma)
 
     def _loose(self, g, lam_s, reason):
@@ -218,7 +222,10 @@ class Certifier:
         t = cert.rho * np.sqrt(eval_leverage / (1.0 - cert.gamma))
         kappa = self._phi_curvature(target, eta, t)
         remainder = 0.5 * float(np.sum(kappa * t**2))
-        return main + cert.eps * cert.rho * grad_norm + remainder, True, ""
+        bound = main + cert.eps * cert.rho * grad_norm + remainder
+        if not np.isfinite(bound):
+            return np.inf, False, "the target's bound is not finite"
+        return bound, True, ""
 
     def _phi_curvature(self, target, eta, t):
         """Bounds of |phi_j''| within t_j of eta_j."""
