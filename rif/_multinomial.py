@@ -508,15 +508,35 @@ def refit(problem, index, tol, max_iter):
     return result.theta - problem.theta_block, result
 
 
-def _refits(problem, sets, tol, max_iter, progress):
+def _refit_chunk(problem, sets, tol, max_iter):
+    from ._parallel import limit_threads
+
+    with limit_threads(1):                  # the joblib workers already share out the cores
+        return [refit(problem, index, tol, max_iter) for index in sets]
+
+
+def _refits(problem, sets, tol, max_iter, progress, n_jobs=None):
+    """Exact refits of ``sets`` (block order), one after the other or, with ``n_jobs``, in chunks
+    through joblib (whose backend, e.g. dask, may spread them over a cluster)."""
+    from joblib import Parallel, delayed, effective_n_jobs
     from tqdm.auto import tqdm
 
     from ._estimators import _progress_disabled, _warn_unconverged
 
+    bar = tqdm(total=len(sets), desc="exact refits", disable=_progress_disabled(progress, len(sets)))
+    if n_jobs in (None, 1):
+        chunks = ([refit(problem, index, tol, max_iter)] for index in sets)
+    else:
+        size = max(1, -(-len(sets) // (4 * effective_n_jobs(n_jobs))))
+        chunks = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_refit_chunk)(problem, sets[k:k + size], tol, max_iter) for k in range(0, len(sets), size))
     out, results = np.empty((len(sets), problem.n_params)), []
-    for k, index in enumerate(tqdm(sets, desc="exact refits", disable=_progress_disabled(progress, len(sets)))):
-        out[k], result = refit(problem, index, tol, max_iter)
-        results.append(result)
+    with bar:
+        for chunk in chunks:
+            for dtheta, result in chunk:
+                out[len(results)] = dtheta
+                results.append(result)
+            bar.update(len(chunk))
     _warn_unconverged(results)
     return out
 
@@ -524,7 +544,7 @@ def _refits(problem, sets, tol, max_iter, progress):
 def params_change_batch(problem, sets, method, tol=1e-10, max_iter=100, n_jobs=None, progress=None):
     """dtheta for each removal set, (n_sets, n_params) in scikit-learn's order."""
     if method == "retrain":
-        return problem.to_public(_refits(problem, sets, tol, max_iter, progress))
+        return problem.to_public(_refits(problem, sets, tol, max_iter, progress, n_jobs))
     if method in ("rif", "newton"):
         for index in sets:
             problem.check_leverage(index)
@@ -550,13 +570,13 @@ def loo_params_change(problem, method, tol=1e-10, max_iter=100, n_jobs=None, pro
     return problem.to_public(out)
 
 
-def _eta_change_per_sample(problem, rows, method, tol, max_iter, progress):
+def _eta_change_per_sample(problem, rows, method, tol, max_iter, progress, n_jobs=None):
     """Change of eta_j (K values) of design rows ``rows`` (m, p1) for each training sample removed
     alone, shape (n, m, K)."""
     K, p1 = problem.n_classes, problem.p1
     if method == "retrain":
         sets = [np.array([i]) for i in range(problem.n_samples)]
-        blocks = _refits(problem, sets, tol, max_iter, progress).reshape(-1, K, p1)
+        blocks = _refits(problem, sets, tol, max_iter, progress, n_jobs).reshape(-1, K, p1)
         return np.einsum("jq,ilq->ijl", rows, blocks)
     coef = problem.coefficients("rif" if method == "newton" else method)
     design = _dense(problem.design)
@@ -687,7 +707,7 @@ def make_target(problem, target, X=None, y=None, removed=None, gradient=None):
 
 
 def score_changes(problem, tgt, method, linear, tol, max_iter, n_jobs, progress):
-    d_eta = _eta_change_per_sample(problem, tgt.rows, method, tol, max_iter, progress)
+    d_eta = _eta_change_per_sample(problem, tgt.rows, method, tol, max_iter, progress, n_jobs)
     return tgt.score_changes(d_eta, linear)
 
 
@@ -696,7 +716,7 @@ def self_loss_changes(problem, method, linear, tol, max_iter, n_jobs, progress):
     K, p1 = problem.n_classes, problem.p1
     if method == "retrain":
         sets = [np.array([i]) for i in range(problem.n_samples)]
-        blocks = _refits(problem, sets, tol, max_iter, progress).reshape(-1, K, p1)
+        blocks = _refits(problem, sets, tol, max_iter, progress, n_jobs).reshape(-1, K, p1)
         d_eta = np.einsum("iq,ilq->il", _dense(problem.design), blocks)
     else:
         coef = problem.coefficients("rif" if method == "newton" else method)

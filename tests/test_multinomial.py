@@ -242,3 +242,11 @@ def test_auditor_labels_weights_and_sparse_input():
     proba = refit.predict_proba(X[:4])[np.arange(4), columns]
     before = aud.predict_proba(X[:4])[np.arange(4), columns]
     np.testing.assert_allclose(effect, np.sum(proba - before), atol=1e-8)
+
+
+def test_refits_through_joblib_workers_match_the_serial_ones():
+    problem, _, _ = _problem(n=40, d=3, K=3, seed=9)
+    sets = [np.array([5, 6]), np.array([7]), np.array([8, 20, 30]), np.array([11])]
+    serial = problem.params_change(sets, "retrain")
+    problem.n_jobs = 2
+    np.testing.assert_allclose(problem.params_change(sets, "retrain"), serial, rtol=1e-12, atol=1e-14)
