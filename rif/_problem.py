@@ -109,10 +109,12 @@ class GLMProblem(AttributionMixin, AuditMixin):
             # softmax regression is its own problem class (K x K curvature per sample)
             from ._multinomial import MultinomialProblem
 
-            for name in ("penalty_scaling", "route", "offset"):
+            allowed = {"penalty_scaling": ("fixed",), "route": ("auto", "primal"), "offset": ()}
+            for name, values in allowed.items():
                 value = kwargs.pop(name, None)
-                if value not in (None, "fixed", "auto", "primal"):
-                    raise ValueError(f"{name}={value!r} is not supported for the multinomial family")
+                if value is not None and not (isinstance(value, str) and value in values):
+                    raise ValueError(f"{name}={value if isinstance(value, str) else type(value).__name__!r} "
+                                     "is not supported for the multinomial family")
             labels = np.asarray(y)
             return MultinomialProblem(X, y, int(labels.max()) + 1 if labels.size else 0, *args, **kwargs)
         return super().__new__(cls)
