@@ -29,7 +29,7 @@ from rif._solvers import chord_refit
 FULL_SIZES = [(20000, 200), (1600, 512), (100000, 1000)]
 QUICK_SIZES = [(4000, 50), (800, 128)]
 FULL_SPARSE = (10000, 20000, 0.01)     # bag-of-words-like: n, d, density
-QUICK_SPARSE = (2000, 2000, 0.01)
+QUICK_SPARSE = (1000, 3000, 0.01)
 FULL_MULTINOMIAL = (20000, 200, 10)    # n, d, K
 QUICK_MULTINOMIAL = (2000, 20, 5)
 FULL_CERTIFY = (4000, (2, 4, 8, 32, 128), 20)     # n, n/d ratios, sets per ratio

@@ -80,7 +80,7 @@ class InfluenceAuditor(AttributionMixin, AuditMixin, MetaEstimatorMixin, BaseEst
     route : {"auto", "primal", "dual"}, default "auto"
         How H^{-1} is applied: the p x p Hessian's factor, or the n x n
         kernel's (L2-penalised fits; see :class:`rif.GLMProblem`). "auto"
-        takes the kernel when there are fewer samples than parameters.
+        takes the kernel from 1.5 times as many parameters as samples on.
 
     Attributes
     ----------

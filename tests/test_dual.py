@@ -136,6 +136,9 @@ def test_the_route_is_validated_and_chosen_by_shape():
     X, y = _data("binomial", 10, 30, False, 0)
     assert GLMProblem(X, y, "binomial", penalty=1.0).route == "dual"
     assert GLMProblem(X[:, :5], y, "binomial", penalty=1.0).route == "primal"
+    # near n = p the primal route stays (its refits are cheaper); the dual from p >= 1.5 n on
+    assert GLMProblem(X[:, :13], y, "binomial", penalty=1.0).route == "primal"      # p = 14
+    assert GLMProblem(X[:, :14], y, "binomial", penalty=1.0).route == "dual"        # p = 15
     with pytest.raises(ValueError, match="route must be one of"):
         GLMProblem(X, y, "binomial", penalty=1.0, route="kernel")
     with pytest.raises(ValueError, match="needs an L2 penalty"):
