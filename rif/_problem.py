@@ -42,7 +42,8 @@ from ._validation import check_bool, check_non_negative, check_settings, check_w
 from ._validation import check_vector as _check_vector
 
 PENALTY_SCALINGS = ("fixed", "per_sample")
-#: route="auto" takes the dual (n x n kernel) route from p >= DUAL_RATIO * n on
+#: route="auto" takes the dual (n x n kernel) route from p >= DUAL_RATIO * n on under the fixed
+#: penalty, and from p > n on under the per-sample penalty
 DUAL_RATIO = 1.5
 ROUTES = ("auto", "primal", "dual")
 
@@ -89,8 +90,10 @@ class GLMProblem(AttributionMixin, AuditMixin):
         lambda I + C^{1/2} X X^T C^{1/2} instead (O(n^2 p + n^3), see :mod:`rif._dual`),
         which needs an L2 penalty on every feature and, under ``"per_sample"``,
         equal positive weights. ``"auto"`` takes the dual when it applies and
-        p >= 1.5 n (near n = p the primal's refits are about twice as fast), and
-        for dask arrays always the primal. Both give the same
+        p >= 1.5 n under the fixed penalty (near n = p the primal's refits are
+        about twice as fast), p > n under the per-sample penalty (where the
+        kernel also replaces RIF's second p x p factorisation), and for dask
+        arrays always the primal. Both give the same
         answers; the chosen one is in :attr:`route`.
     copy_X : bool, default True
         Keep a private copy of ``X`` (float64, or CSR), so that editing the
@@ -231,9 +234,13 @@ class GLMProblem(AttributionMixin, AuditMixin):
                 raise ValueError(f"route='dual' does not apply: {why}; use route='primal'")
             return "dual"
         # near n = p the primal's refits run about twice as fast (one pass and two p x p triangular
-        # solves per chord step, against three passes and the kernel's solves) while its
-        # factorisation costs at most 1.4x the dual's (measured at 1800 x 2048): the dual pays from p >= 1.5 n
-        return "dual" if why is None and self.n_params >= DUAL_RATIO * self.n_samples else "primal"
+        # solves per chord step, against three passes and the kernel's solves). Under the fixed penalty
+        # its one factorisation then costs about as much as the kernel's, so the dual pays from
+        # p >= 1.5 n; under the per-sample penalty RIF needs a second one (of H - pi P^T P) and the
+        # kernel route saves both (measured at 1800 x 2048: 3.5x the floor primal, 0.95x dual)
+        ratio = 1.0 if self.penalty_scaling == "per_sample" else DUAL_RATIO
+        bigger = self.n_params > self.n_samples if ratio == 1.0 else self.n_params >= ratio * self.n_samples
+        return "dual" if why is None and bigger else "primal"
 
     @cached_property
     def gram(self):

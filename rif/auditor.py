@@ -80,7 +80,8 @@ class InfluenceAuditor(AttributionMixin, AuditMixin, MetaEstimatorMixin, BaseEst
     route : {"auto", "primal", "dual"}, default "auto"
         How H^{-1} is applied: the p x p Hessian's factor, or the n x n
         kernel's (L2-penalised fits; see :class:`rif.GLMProblem`). "auto"
-        takes the kernel from 1.5 times as many parameters as samples on.
+        takes the kernel from 1.5 times as many parameters as samples on (the
+        scikit-learn estimators all use the fixed penalty convention).
 
     Attributes
     ----------

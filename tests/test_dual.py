@@ -139,6 +139,9 @@ def test_the_route_is_validated_and_chosen_by_shape():
     # near n = p the primal route stays (its refits are cheaper); the dual from p >= 1.5 n on
     assert GLMProblem(X[:, :13], y, "binomial", penalty=1.0).route == "primal"      # p = 14
     assert GLMProblem(X[:, :14], y, "binomial", penalty=1.0).route == "dual"        # p = 15
+    # under the per-sample penalty the kernel also replaces RIF's second factorisation: from p > n on
+    assert GLMProblem(X[:, :10], y, "binomial", penalty=0.1, penalty_scaling="per_sample").route == "dual"
+    assert GLMProblem(X[:, :9], y, "binomial", penalty=0.1, penalty_scaling="per_sample").route == "primal"
     with pytest.raises(ValueError, match="route must be one of"):
         GLMProblem(X, y, "binomial", penalty=1.0, route="kernel")
     with pytest.raises(ValueError, match="needs an L2 penalty"):
