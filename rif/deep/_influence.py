@@ -33,7 +33,7 @@ from ._cost import choose_solver
 from ._curvature import Curvature
 from ._data import batch_slices, check_pair, removal_sets, split_data
 from ._functional import FunctionalModel
-from ._gradients import losses, per_sample_gradients
+from ._gradients import gradient_blocks, gradient_sums, losses, per_sample_gradients
 from ._kfac import KFACSolver
 from ._losses import get_loss
 from ._params import (DAMPING_MODES, EFFECT_TARGETS, METHODS, SCORE_TARGETS, check_bool,  # noqa: F401
@@ -45,6 +45,9 @@ from ._stationarity import check_stationarity
 from ._steps import LEVERAGE_TOL, leverages, loo_steps, newton_step  # noqa: F401
 from ._targets import callable_target, per_sample_fn, summed_target, target_gradients, target_values
 from ._threads import thread_count, torch_threads, with_threads
+
+#: Largest size in bytes of the per-sample Jacobians (or Hessians) held for one block of a RIF pass.
+BLOCK_BYTES = 2 ** 28
 
 #: The constructor's settings, validated by :func:`rif.deep._params.validate_settings`.
 SETTINGS = ("params", "curvature", "solver", "damping", "damping_mode", "weight_decay", "device",
@@ -240,14 +243,14 @@ class TorchInfluence:
         X, y = check_pair(X, y, "train_data", self.device_, self.dtype)
         out = fm.forward(fm.theta, X[:1])
         y = self._loss.check_target(y, out.shape[1])
-        for name in ("solver_", "_leverage", "_train_grads", "_retrainer", "n_params_"):
+        for name in ("solver_", "_leverage", "_grad_sums", "_retrainer", "n_params_"):
             self.__dict__.pop(name, None)
         self._fm, self._X, self._y = fm, X, y
         self.n_samples_, self.n_params_, self.n_outputs_ = X.shape[0], fm.n_params, out.shape[1]
         self.theta_ = fm.theta
         damping, weight_decay = float(self.damping), float(self.weight_decay)
-        self._train_grads = per_sample_gradients(fm, self._loss, X, y, batch_size=self.batch_size)
-        stats = check_stationarity(self._train_grads, fm.theta, weight_decay, damping,
+        self._grad_sums = gradient_sums(fm, self._loss, X, y, batch_size=self.batch_size)
+        stats = check_stationarity(self._grad_sums, fm.theta, weight_decay, damping,
                                    self.stationarity_tol, stacklevel=4)
         self.gradient_norm_, self.stationarity_ = stats["gradient_norm"], stats["relative"]
         curv = Curvature(self.curvature, fm, self._loss, X, y, self.batch_size)
@@ -319,9 +322,33 @@ class TorchInfluence:
 
     @with_threads
     def train_gradients(self):
-        """Per-sample training-loss gradients g_i at theta^, tensor of shape (n, p)."""
+        """Per-sample training-loss gradients g_i at theta^, tensor of shape (n, p).
+
+        Computed on each call and not kept: every other method streams the
+        gradients a block of ``batch_size`` samples at a time and never holds
+        this n x p matrix.
+        """
         self._check_fitted()
-        return self._train_grads
+        return self._grads(np.arange(self.n_samples_))
+
+    def _grads(self, index):
+        """g_i for the training samples ``index`` (an int array), shape (k, p)."""
+        blocks = [G for _, G in gradient_blocks(self._fm, self._loss, self._X, self._y, self.batch_size,
+                                                 np.asarray(index))]
+        return torch.cat(blocks) if blocks else self._fm.theta.new_zeros((0, self.n_params_))
+
+    def _block_size(self, method):
+        """Training samples per block of a pass over every sample.
+
+        For "rif"/"newton" a block holds K per-sample Jacobian rows of length p
+        (or, for the true Hessian, one p x p Hessian per sample), so it is
+        capped at :data:`BLOCK_BYTES` of them.
+        """
+        if method not in ("rif", "newton"):
+            return self.batch_size
+        item = torch.finfo(self.dtype).bits // 8
+        per_sample = (self.n_params_ if self.curvature == "hessian" else self.n_outputs_ + 1) * self.n_params_
+        return int(max(1, min(self.batch_size, BLOCK_BYTES // (per_sample * item))))
 
     @with_threads
     def gradients(self, X, y, target="loss"):
@@ -338,21 +365,21 @@ class TorchInfluence:
     # -- parameter changes ----------------------------------------------------------------
     def _loo_steps(self, index, method, on_singular="raise"):
         """Per-sample leave-one-out parameter changes for the training samples ``index`` (see ``_steps``)."""
-        return loo_steps(self.solver_, self._curv, self._train_grads[index], index, method, self.dtype,
+        return loo_steps(self.solver_, self._curv, self._grads(index), index, method, self.dtype,
                          on_singular)
 
     def _leverages(self, index):
         return leverages(self.solver_, self._curv, index)
 
     def _newton_step(self, index):
-        return newton_step(self.solver_, self._curv, self._train_grads[index].sum(0), index)
+        return newton_step(self.solver_, self._curv, self._grads(index).sum(0), index)
 
     def _retrain(self, index):
         """theta_{-S} - theta_0 by proximal L-BFGS refits, always in float64."""
         if self._retrainer is None:
             self._retrainer = ProximalRetrainer(
                 self._fm, self._loss, self._X, self._y, self.damping_, self.weight_decay,
-                float(self._train_grads.abs().sum(0).max()), max_iter=self.retrain_max_iter,
+                float(self._grad_sums.abs_total.max()), max_iter=self.retrain_max_iter,
                 tol=self.retrain_tol, batch_size=self.batch_size)
         return self._retrainer.change(index)
 
@@ -366,11 +393,15 @@ class TorchInfluence:
         return self._loo_steps(index, "rif")[0].sum(0)
 
     def _all_loo_steps(self, method):
-        """Yield (slice, dtheta block) for every training sample removed alone."""
+        """Yield (slice, dtheta block) for every training sample removed alone, a block at a time.
+
+        The blocks' gradients are computed and dropped block by block (memory
+        O(p x block), never n x p).
+        """
         n = self.n_samples_
         lev = np.full(n, np.nan)
         with progress_bar(n, f"leave-one-out steps ({method})", self.progress) as bar:
-            for sl in batch_slices(n, self.batch_size):
+            for sl in batch_slices(n, self._block_size(method)):
                 index = np.arange(sl.start, sl.stop)
                 if method == "retrain":
                     steps = []
@@ -386,7 +417,7 @@ class TorchInfluence:
                     lev[sl] = lv.cpu().numpy()
                 bar.update(len(index))
                 yield sl, step
-        if method in ("rif", "newton"):
+        if method in ("rif", "newton") and self.curvature != "hessian":
             self._leverage = lev
 
     @with_threads
@@ -466,7 +497,11 @@ class TorchInfluence:
         X, y = self._eval_data(X, y)
         if linear and method == "if":
             grads = self._target_gradients(fn, X, y)                # (m, p)
-            return (self.train_gradients() @ self.solver_.solve(grads.T)).detach().cpu().double().numpy()
+            V = self.solver_.solve(grads.T)                          # (p, m), one solve per column
+            out = np.empty((self.n_samples_, X.shape[0]))
+            for sl, G in gradient_blocks(self._fm, self._loss, self._X, self._y, self.batch_size):
+                out[sl] = (G @ V).detach().cpu().double().numpy()
+            return out
         out = np.empty((self.n_samples_, X.shape[0]))
         grads = self._target_gradients(fn, X, y) if linear else None
         before = None if linear else self._target_values(fn, X, y, self._fm.theta[None])[0]
@@ -496,7 +531,6 @@ class TorchInfluence:
         method = check_method(method)
         linear = check_bool(linear, "linear")
         fm, loss = self._fm, self._loss
-        G = self.train_gradients()
         out = np.empty(self.n_samples_)
 
         def own(theta, x, yy):
@@ -505,7 +539,7 @@ class TorchInfluence:
         for sl, step in self._all_loo_steps(method):
             step = step.detach()
             if linear:
-                block = (G[sl] * step).sum(1)
+                block = (self._grads(np.arange(sl.start, sl.stop)) * step).sum(1)
             else:
                 with torch.no_grad():
                     after = vmap(own)(fm.theta[None] + step, self._X[sl], self._y[sl])
