@@ -36,6 +36,7 @@ from ._functional import FunctionalModel
 from ._gradients import gradient_blocks, gradient_sums, losses, per_sample_gradients
 from ._kfac import KFACSolver
 from ._losses import get_loss
+from ._lowrank import LowRankSolver
 from ._params import (DAMPING_MODES, EFFECT_TARGETS, METHODS, SCORE_TARGETS, check_bool,  # noqa: F401
                       check_effect_target, check_method, check_score_target, validate_settings)
 from ._progress import progress_bar
@@ -53,7 +54,7 @@ BLOCK_BYTES = 2 ** 28
 SETTINGS = ("params", "curvature", "solver", "damping", "damping_mode", "weight_decay", "device",
             "dtype", "batch_size", "cg_tol", "cg_max_iter", "lissa_scale", "lissa_depth",
             "lissa_repeats", "lissa_batch_size", "report_residuals", "retrain_max_iter",
-            "retrain_tol", "max_dense_params", "seed", "progress", "stationarity_tol")
+            "retrain_tol", "max_dense_params", "rank", "seed", "progress", "stationarity_tol")
 
 
 class TorchInfluence:
@@ -77,13 +78,18 @@ class TorchInfluence:
     curvature : {"gnh", "hessian", "fisher"}, default "gnh"
         The curvature C, always a *sum* over training samples:
         ``"gnh"`` the generalised Gauss-Newton sum_i J_i^T A_i J_i (PSD),
-        ``"hessian"`` the true Hessian of the summed loss (small models; may be
-        indefinite: only the exact and CG solvers, which then raise),
+        ``"hessian"`` the true Hessian of the summed loss (may be indefinite:
+        the exact and CG solvers then raise, "lowrank" keeps its positive
+        part; "rif" and "newton" need "exact" or "lowrank", which subtract
+        the samples' own Hessians, see :mod:`rif.deep._hessian_loo`),
         ``"fisher"`` the empirical Fisher sum_i g_i g_i^T (not the GGN).
-    solver : {"auto", "exact", "cg", "lissa", "kfac", "ekfac"}, default "auto"
+    solver : {"auto", "exact", "cg", "lissa", "kfac", "ekfac", "lowrank"}, default "auto"
         How (C + lambda I)^{-1} is applied: dense float64 Cholesky, conjugate
-        gradient, LiSSA, or layer-wise (E)K-FAC for Linear/Conv2d layers
-        (see :mod:`rif.deep._solvers` and :mod:`rif.deep._kfac`). ``"auto"``
+        gradient, LiSSA, layer-wise (E)K-FAC for Linear/Conv2d layers, or the
+        top ``rank`` eigenpairs of C (randomised subspace iteration; the
+        positive part for the Hessian) plus the shift
+        (see :mod:`rif.deep._solvers`, :mod:`rif.deep._kfac` and
+        :mod:`rif.deep._lowrank`). ``"auto"``
         takes the cheaper of "exact" and "cg" by a cost model
         (:mod:`rif.deep._cost`): "exact" unless p > ``max_dense_params`` or the
         dense curvature would cost more than CG; the approximate solvers
@@ -121,6 +127,9 @@ class TorchInfluence:
     retrain_max_iter, retrain_tol : L-BFGS settings of ``method="retrain"``.
     max_dense_params : int, default 20000
         Largest p the exact solver (and the dense curvature) accepts.
+    rank : int, default 100
+        Eigenpairs kept by ``solver="lowrank"`` (capped at p; with rank = p
+        the solver is exact for a positive semi-definite curvature).
     seed : int, default 0
         Seed of LiSSA's mini-batches and of the Hutchinson trace (true Hessian).
     progress : bool or None, default None
@@ -190,7 +199,7 @@ class TorchInfluence:
                  damping=0.01, damping_mode="relative", weight_decay=0.0, device=None, dtype=torch.float32,
                  batch_size=256, cg_tol=1e-6, cg_max_iter=None, lissa_scale="auto",
                  lissa_depth=1000, lissa_repeats=1, lissa_batch_size=None, report_residuals=None,
-                 retrain_max_iter=500, retrain_tol=1e-7, max_dense_params=20000, seed=0,
+                 retrain_max_iter=500, retrain_tol=1e-7, max_dense_params=20000, rank=100, seed=0,
                  progress=None, stationarity_tol=1e-2):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -203,7 +212,7 @@ class TorchInfluence:
         self.lissa_repeats, self.lissa_batch_size = lissa_repeats, lissa_batch_size
         self.report_residuals = report_residuals
         self.retrain_max_iter, self.retrain_tol = retrain_max_iter, retrain_tol
-        self.max_dense_params, self.seed = max_dense_params, seed
+        self.max_dense_params, self.rank, self.seed = max_dense_params, rank, seed
         self.progress, self.stationarity_tol = progress, stationarity_tol
         self._validate()
 
@@ -273,7 +282,7 @@ class TorchInfluence:
         else:
             self.damping_ = damping
         self.shift_ = shift = self.damping_ + weight_decay
-        if not shift > 0 and name in ("lissa", "kfac", "ekfac"):
+        if not shift > 0 and name in ("lissa", "kfac", "ekfac", "lowrank"):
             raise ValueError(f"solver={name!r} needs a positive damping, got {self.damping_}")
         rr, progress = self.report_residuals, self.progress
         if name == "exact":
@@ -285,6 +294,9 @@ class TorchInfluence:
             solver = LiSSASolver(curv, shift, scale=self.lissa_scale, depth=self.lissa_depth,
                                  repeats=self.lissa_repeats, batch_size=self.lissa_batch_size,
                                  seed=self.seed, report_residuals=rr, progress=progress)
+        elif name == "lowrank":
+            solver = LowRankSolver(curv, shift, rank=self.rank, seed=self.seed, report_residuals=rr,
+                                   progress=progress)
         else:
             solver = KFACSolver(curv, shift, eigen_correction=name == "ekfac",
                                 report_residuals=rr, progress=progress)
