@@ -19,10 +19,11 @@ Low rank (``solver="lowrank"``)
     subspace Hessian is M_i = U^T H_i U (sum_i M_i = diag(e)), from k
     per-sample Hessian-vector products H_i U, and
 
-        dtheta_i = U (D - M_i)^{-1} U^T g_i + (g_i - U U^T g_i) / s,   D = diag(e_+ + s),
+        dtheta_i = U (D - M_i)^{-1} U^T g_i + (g_i - U U^T g_i) / s,   D = diag(e' + s),
 
     a k x k Cholesky per sample. With k = p it equals the exact route whenever
-    H is positive definite.
+    H is positive definite; where it is not, the Ritz directions with
+    e_j + s <= 0 keep only the shift (the damped positive part).
 
 Either way the leave-one-out matrix must be positive definite: where it is not
 (the Hessian without sample i is indefinite along some direction), the step is

@@ -7,24 +7,26 @@ orthonormal basis Q (p x r) of the dominant range of C,
     Y = C Omega,   then POWER_ITER times:  Q = orth(Y),  Y = C Q,   finally Q = orth(Y),
 
 and the Rayleigh-Ritz step T = Q^T C Q = W diag(e) W^T gives Ritz vectors
-U = Q W and Ritz values e, of which the k largest are kept. Every step is one
-product of C with a block of r columns (one pass over the training data), so
-the fit costs POWER_ITER + 2 passes. The kept values are clipped at zero
-(e_+ = max(e, 0): the positive part, which matters only for an indefinite true
-Hessian) and the damped approximation, with s = mu + lambda, is
+U = Q W and Ritz values e, of which the k largest in magnitude are kept (for
+a positive semi-definite C, the k largest). Every step is one product of C
+with a block of r columns (one pass over the training data), so the fit costs
+POWER_ITER + 2 passes. With s = mu + lambda the damped approximation is
 
-    H~ = U diag(e_+) U^T + s I,
-    H~^{-1} b = U [(U^T b) / (e_+ + s)] + (b - U U^T b) / s.
+    H~ = U diag(e') U^T + s I,
+    H~^{-1} b = U [(U^T b) / (e' + s)] + (b - U U^T b) / s,
 
-With k = p, Q spans R^p and H~ = C_+ + s I exactly (up to rounding); for a
-positive semi-definite C that is the exact damped curvature.
+with e'_j = e_j wherever e_j + s > 0, and e'_j = 0 (the positive part) along
+the Ritz directions where the damped curvature is not positive, which only an
+indefinite true Hessian has (their number is ``n_clipped``). With k = p, Q
+spans R^p and H~ = C + s I exactly (up to rounding) whenever C + s I is
+positive definite.
 
 Leave one out, consistently with the approximation. Rayleigh-Ritz makes
 U^T C U = diag(e) exactly, so sum_i U^T C_i U = diag(e): sample i's share of
 the subspace curvature is M_i = U^T C_i U, and
 
     H~_{-i} = H~ - U M_i U^T,
-    H~_{-i}^{-1} g = U (D - M_i)^{-1} U^T g + (g - U U^T g) / s,   D = diag(e_+ + s).
+    H~_{-i}^{-1} g = U (D - M_i)^{-1} U^T g + (g - U U^T g) / s,   D = diag(e' + s).
 
 For the GNH and the empirical Fisher, U M_i U^T = B'_i^T A_i B'_i with the
 projected factor B'_i = B_i U U^T, so the K x K Woodbury identity of
@@ -54,7 +56,7 @@ def _orth(Y):
 
 
 class LowRankSolver(Solver):
-    """(H~)^{-1} for H~ = U diag(e_+) U^T + s I, the top-``rank`` eigenpairs of C plus the shift s.
+    """(H~)^{-1} for H~ = U diag(e') U^T + s I, the top-``rank`` eigenpairs of C plus the shift s.
 
     Parameters
     ----------
@@ -71,7 +73,9 @@ class LowRankSolver(Solver):
     U : tensor (p, k), working dtype
         Orthonormal Ritz vectors.
     eigenvalues : tensor (k,), float64
-        Ritz values e, in decreasing order (unclipped).
+        Ritz values e, in decreasing order (as found, before any clipping).
+    n_clipped : int
+        Ritz values with e_j + s <= 0, replaced by 0.
     n_passes : int
         Products of C with a block (passes over the data) the fit took.
     """
@@ -102,17 +106,21 @@ class LowRankSolver(Solver):
         passes += 1
         T = Q.T @ CQ
         e, W = torch.linalg.eigh(0.5 * (T + T.T))
-        order = torch.argsort(e, descending=True)[:self.rank]
+        keep = torch.argsort(e.abs(), descending=True)[:self.rank]
+        order = keep[torch.argsort(e[keep], descending=True)]
         self.eigenvalues = e[order]
         self.U = (Q @ W[:, order]).to(dt)
-        self._d = (self.eigenvalues.clamp(min=0) + self.damping).to(dt)
+        d = self.eigenvalues + self.damping
+        clipped = d <= 0
+        self.n_clipped = int(clipped.sum())
+        self._d = torch.where(clipped, torch.full_like(d, self.damping), d).to(dt)
         self.n_passes = passes
         self._log_fit(start, iterations=passes, rank=self.rank)
         return self
 
     @property
     def diagonal(self):
-        """D = e_+ + s, shape (k,), in the working dtype."""
+        """D = e' + s, shape (k,), in the working dtype."""
         return self._d
 
     def _solve(self, B):

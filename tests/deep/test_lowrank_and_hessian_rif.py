@@ -25,11 +25,6 @@ def _sample_hessian(ti, i):
     return torch.func.hessian(loss)(ti.theta_)
 
 
-def _positive_part(C):
-    e, Q = torch.linalg.eigh(C)
-    return (Q * e.clamp(min=0)) @ Q.T
-
-
 def test_full_rank_lowrank_equals_exact_gnh(mlp):
     """rank = p: the low-rank solver, its projected Woodbury RIF and its leverages are the exact ones."""
     model, X, y = mlp
@@ -88,22 +83,39 @@ def test_hessian_rif_and_newton_exact_route(mlp):
         ti.leverage_
 
 
-def test_hessian_rif_lowrank_full_rank_is_the_positive_part(mlp):
-    """solver='lowrank' with the Hessian: C_+ + s I - H_i, exactly at rank = p (the Hessian is indefinite here)."""
+def test_hessian_rif_lowrank_full_rank_equals_exact(mlp):
+    """solver='lowrank' with the (indefinite, damped positive definite) Hessian at rank = p: the exact route."""
+    model, X, y = mlp
+    kw = dict(curvature="hessian", damping=1.0, dtype=torch.float64)
+    ti = TorchInfluence(model, "cross_entropy", (X, y), solver="lowrank", rank=51, **kw).fit()
+    ex = TorchInfluence(model, "cross_entropy", (X, y), solver="exact", **kw).fit()
+    assert float(torch.linalg.eigvalsh(ex.solver_.curvature.dense())[0]) < 0 and ti.solver_.n_clipped == 0
+    np.testing.assert_allclose(ti.scores(X[:3], y[:3], method="rif", linear=True),
+                               ex.scores(X[:3], y[:3], method="rif", linear=True), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(ti.params_change([1, 2, 3], "newton"), ex.params_change([1, 2, 3], "newton"),
+                               rtol=1e-8, atol=1e-12)
+
+
+def test_hessian_lowrank_damped_positive_part(mlp):
+    """Small damping: Ritz directions with e_j + s <= 0 keep only s, against the dense construction."""
     model, X, y = mlp
     ti = TorchInfluence(model, "cross_entropy", (X, y), curvature="hessian", solver="lowrank", rank=51,
-                        damping=1.0, dtype=torch.float64).fit()
+                        damping=0.2, damping_mode="absolute", dtype=torch.float64).fit()
     C = ti.solver_.curvature.dense()
-    assert float(torch.linalg.eigvalsh(C)[0]) < 0
-    Hp = _positive_part(C) + ti.shift_ * torch.eye(ti.n_params_, dtype=torch.float64)
+    e, Q = torch.linalg.eigh(C)
+    s = ti.shift_
+    assert ti.solver_.n_clipped == int((e + s <= 0).sum()) > 0
+    Hp = (Q * torch.where(e + s > 0, e, torch.zeros_like(e))) @ Q.T + s * torch.eye(ti.n_params_, dtype=torch.float64)
+    B = torch.randn(ti.n_params_, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ti.solver_.solve(B), torch.linalg.solve(Hp, B), rtol=1e-8, atol=1e-10)
     G = ti.train_gradients()
-    for i in (0, 4):
-        expected = torch.linalg.solve(Hp - _sample_hessian(ti, i), G[i]).numpy()
-        np.testing.assert_allclose(ti.params_change([i], "rif"), expected, rtol=1e-8, atol=1e-12)
-    S = [1, 2, 3]
-    HS = sum(_sample_hessian(ti, i) for i in S)
-    np.testing.assert_allclose(ti.params_change(S, "newton"), torch.linalg.solve(Hp - HS, G[S].sum(0)).numpy(),
-                               rtol=1e-8, atol=1e-12)
+    step = ti._loo_steps(np.array([0, 4]), "rif", on_singular="nan")[0]
+    for row, i in enumerate((0, 4)):
+        Hi = Hp - _sample_hessian(ti, i)
+        if float(torch.linalg.eigvalsh(Hi)[0]) > 0:
+            torch.testing.assert_close(step[row], torch.linalg.solve(Hi, G[i]), rtol=1e-8, atol=1e-12)
+        else:
+            assert torch.isnan(step[row]).all()
 
 
 def test_hessian_rif_refuses_an_indefinite_leave_one_out_hessian(mlp):
