@@ -35,6 +35,7 @@ from ._data import batch_slices, check_pair, removal_sets, split_data
 from ._functional import FunctionalModel
 from ._gradients import gradient_blocks, gradient_sums, losses, per_sample_gradients
 from ._kfac import KFACSolver
+from ._kfac_scores import kfac_scores
 from ._losses import get_loss
 from ._lowrank import LowRankSolver
 from ._params import (DAMPING_MODES, EFFECT_TARGETS, METHODS, SCORE_TARGETS, check_bool,  # noqa: F401
@@ -493,7 +494,12 @@ class TorchInfluence:
             refits once per training sample (slow; the ground truth).
         linear : bool, default False
             grad f_j(theta^)^T dtheta_i instead of f_j(theta^ + dtheta_i) - f_j(theta^).
-            With ``method="if"`` this needs only one solve per evaluation sample.
+            With ``method="if"`` this needs only one solve per evaluation sample;
+            with the K-FAC / EK-FAC solvers, IF and RIF are both computed in
+            the Kronecker eigenbasis from captured layer inputs and output
+            gradients (see :mod:`rif.deep._kfac_scores`). Every route streams
+            the training gradients in blocks (memory O(p x (block + m)) on top
+            of the curvature), never an n x p matrix.
 
         Returns
         -------
@@ -507,6 +513,12 @@ class TorchInfluence:
         fn = self._per_sample_fn(check_score_target(target))
         linear = check_bool(linear, "linear")
         X, y = self._eval_data(X, y)
+        if linear and method in ("if", "rif", "newton") and isinstance(self.solver_, KFACSolver):
+            kind = "if" if method == "if" else "rif"
+            out, lev = kfac_scores(self.solver_, fn, X, y, kind, self.batch_size, self.progress)
+            if lev is not None:
+                self._leverage = lev
+            return out
         if linear and method == "if":
             grads = self._target_gradients(fn, X, y)                # (m, p)
             V = self.solver_.solve(grads.T)                          # (p, m), one solve per column
