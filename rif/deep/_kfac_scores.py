@@ -20,7 +20,13 @@ GNH) backward passes over a batch: G~_i = sum_l (Q_S^T delta_il)(Q_A^T a_il)^T,
 an outer product for Linear layers on vectors. No per-sample Jacobian and no
 n x p matrix is formed: memory is the factors, the m rotated evaluation
 gradients (m x p) and one block of rotated training gradients (b x p).
+
+The m evaluation gradients enter the solver's log as one solve of m
+right-hand sides (key ``"route": "eigenbasis"``); no residual is measured,
+since no parameter-space solution is formed.
 """
+
+import time
 
 import numpy as np
 import torch
@@ -56,7 +62,11 @@ def kfac_scores(solver, fn, X, y, method, batch_size, progress=None):
     leverage : ndarray (n_train,) or None
         max over coordinates of Lambda_i / (Lambda + lambda) (RIF only).
     """
+    start = time.perf_counter()
     F = rotated_gradients(solver, X, y, fn, batch_size)
+    solver.log.append({"solver": solver.name, "stage": "solve", "n_rhs": X.shape[0], "iterations": 0,
+                       "converged": True, "relative_residuals": None, "max_relative_residual": None,
+                       "route": "eigenbasis", "seconds": time.perf_counter() - start})
     n, lam = solver.curvature.n_samples, solver.damping
     out = np.empty((n, X.shape[0]))
     lev = np.empty(n) if method == "rif" else None
