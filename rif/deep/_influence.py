@@ -31,7 +31,7 @@ from torch.func import vmap
 
 from ._cost import choose_solver
 from ._curvature import Curvature
-from ._data import batch_slices, check_pair, removal_sets, split_data
+from ._data import batch_slices, check_pair, check_positive_int, removal_sets, split_data
 from ._functional import FunctionalModel
 from ._gradients import gradient_blocks, gradient_sums, losses, per_sample_gradients
 from ._kfac import KFACSolver
@@ -41,6 +41,7 @@ from ._lowrank import LowRankSolver
 from ._params import (DAMPING_MODES, EFFECT_TARGETS, METHODS, SCORE_TARGETS, check_bool,  # noqa: F401
                       check_effect_target, check_method, check_score_target, validate_settings)
 from ._progress import progress_bar
+from ._projection import CountSketch
 from ._retrain import ProximalRetrainer
 from ._solvers import CGSolver, DenseSolver, LiSSASolver
 from ._stationarity import check_stationarity
@@ -253,7 +254,7 @@ class TorchInfluence:
         X, y = check_pair(X, y, "train_data", self.device_, self.dtype)
         out = fm.forward(fm.theta, X[:1])
         y = self._loss.check_target(y, out.shape[1])
-        for name in ("solver_", "_leverage", "_grad_sums", "_retrainer", "n_params_"):
+        for name in ("solver_", "_leverage", "_grad_sums", "_retrainer", "_projected", "n_params_"):
             self.__dict__.pop(name, None)
         self._fm, self._X, self._y = fm, X, y
         self.n_samples_, self.n_params_, self.n_outputs_ = X.shape[0], fm.n_params, out.shape[1]
@@ -481,7 +482,7 @@ class TorchInfluence:
         return target_gradients(self._fm, fn, X, y, self.batch_size)
 
     @with_threads
-    def scores(self, X, y=None, target="loss", method="rif", linear=False):
+    def scores(self, X, y=None, target="loss", method="rif", linear=False, projection=None):
         """Effect of removing each training sample alone on each evaluation sample.
 
         Parameters
@@ -500,6 +501,12 @@ class TorchInfluence:
             gradients (see :mod:`rif.deep._kfac_scores`). Every route streams
             the training gradients in blocks (memory O(p x (block + m)) on top
             of the curvature), never an n x p matrix.
+        projection : int or None, default None
+            k: estimate the linearised scores as (P grad f_j)^T (P dtheta_i)
+            with a seeded CountSketch P (k x p, E[P^T P] = I; see
+            :mod:`rif.deep._projection`). The n projected steps (n x k) are
+            computed on the first call for a (method, k) and kept, so later
+            evaluation sets cost only their own gradients. Needs ``linear=True``.
 
         Returns
         -------
@@ -512,7 +519,13 @@ class TorchInfluence:
         method = check_method(method)
         fn = self._per_sample_fn(check_score_target(target))
         linear = check_bool(linear, "linear")
+        if projection is not None:
+            projection = check_positive_int(projection, "projection")
+            if not linear:
+                raise ValueError("projection= estimates linearised scores: pass linear=True")
         X, y = self._eval_data(X, y)
+        if projection is not None:
+            return self._projected_scores(fn, X, y, method, projection)
         if linear and method in ("if", "rif", "newton") and isinstance(self.solver_, KFACSolver):
             kind = "if" if method == "if" else "rif"
             out, lev = kfac_scores(self.solver_, fn, X, y, kind, self.batch_size, self.progress)
@@ -537,6 +550,20 @@ class TorchInfluence:
                 block = self._target_values(fn, X, y, self._fm.theta[None] + step) - before
             out[sl] = block.cpu().double().numpy()
         return out
+
+    def _projected_scores(self, fn, X, y, method, k):
+        """(P grad f_j)^T (P dtheta_i) with the kept projected steps of (method, k)."""
+        cache = self.__dict__.setdefault("_projected", {})
+        key = ("rif" if method == "newton" else method, k)
+        if key not in cache:
+            sketch = CountSketch(self.n_params_, k, seed=self.seed, device=self.device_, dtype=self.dtype)
+            Phi = self._fm.theta.new_empty((self.n_samples_, k))
+            for sl, step in self._all_loo_steps(key[0]):
+                Phi[sl] = sketch(step.detach())
+            cache[key] = (sketch, Phi)
+        sketch, Phi = cache[key]
+        F = sketch(self._target_gradients(fn, X, y))
+        return (Phi @ F.T).detach().cpu().double().numpy()
 
     @with_threads
     def self_influence(self, method="rif", linear=False):

@@ -47,3 +47,67 @@ def test_eigenbasis_scores_equal_the_parameter_space_route(problem, solver, curv
                                rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(ti.leverage_, lev, rtol=1e-9, atol=1e-12)
     assert not np.allclose(s_if, s_rif)
+
+
+def test_countsketch_is_an_unbiased_isometry_in_expectation():
+    from rif.deep._projection import CountSketch
+    P = [CountSketch(40, 8, seed=s, dtype=torch.float64).dense() for s in range(400)]
+    mean = sum(p.T @ p for p in P) / len(P)
+    assert float((mean - torch.eye(40, dtype=torch.float64)).abs().max()) < 0.15
+    one = CountSketch(40, 8, seed=3, dtype=torch.float64)
+    V = torch.randn(5, 40, dtype=torch.float64)
+    torch.testing.assert_close(one(V), V @ one.dense().T)
+    assert int((one.dense() != 0).sum()) == 40          # one nonzero per column
+
+
+@pytest.mark.parametrize("method", ["if", "rif"])
+def test_projected_scores_error_against_unprojected(method):
+    """The projected scores' error is measured against the unprojected ones and shrinks with k."""
+    model, X, y = trained_mlp()
+    ti = TorchInfluence(model, "cross_entropy", (X, y), damping=0.1, dtype=torch.float64).fit()
+    Xt, yt = X[:6], y[:6]
+    exact = ti.scores(Xt, yt, method=method, linear=True)
+    err = {}
+    for k in (16, 65536):
+        approx = ti.scores(Xt, yt, method=method, linear=True, projection=k)
+        err[k] = np.linalg.norm(approx - exact) / np.linalg.norm(exact)
+    assert err[65536] < 0.05 and err[65536] < err[16]
+    again = ti.scores(X[6:9], y[6:9], method=method, linear=True, projection=65536)    # reuses the kept steps
+    exact2 = ti.scores(X[6:9], y[6:9], method=method, linear=True)
+    assert np.linalg.norm(again - exact2) / np.linalg.norm(exact2) < 0.05
+    with pytest.raises(ValueError, match="linear=True"):
+        ti.scores(Xt, yt, method=method, projection=8)
+    with pytest.raises(ValueError, match="projection"):
+        ti.scores(Xt, yt, method=method, linear=True, projection=0)
+
+
+def _tensors(obj, seen=None, depth=0):
+    seen = set() if seen is None else seen
+    if id(obj) in seen or depth > 4:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v, seen, depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v, seen, depth + 1)
+    elif hasattr(obj, "__dict__") and type(obj).__module__.startswith("rif"):
+        yield from _tensors(vars(obj), seen, depth + 1)
+
+
+@pytest.mark.parametrize("solver", ["exact", "cg", "ekfac", "lowrank"])
+def test_no_n_by_p_gradient_matrix_is_kept(solver):
+    model, X, y = trained_mlp()
+    ti = TorchInfluence(model, "cross_entropy", (X, y), solver=solver, damping=0.3, dtype=torch.float64,
+                        batch_size=7, rank=20).fit()
+    ti.scores(X[:3], y[:3], method="rif", linear=True)
+    ti.scores(X[:3], y[:3], method="if", linear=True)
+    ti.self_influence("rif")
+    n, p = ti.n_samples_, ti.n_params_
+    shapes = [tuple(t.shape) for t in _tensors(ti)]
+    assert shapes and (n, p) not in shapes and (p, n) not in shapes
+    assert ti.train_gradients().shape == (n, p)          # computed on request, not kept
+    assert (n, p) not in [tuple(t.shape) for t in _tensors(ti)]
