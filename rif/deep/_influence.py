@@ -35,7 +35,7 @@ from ._data import batch_slices, check_pair, check_positive_int, removal_sets, s
 from ._functional import FunctionalModel
 from ._gradients import gradient_blocks, gradient_sums, losses, per_sample_gradients
 from ._kfac import KFACSolver
-from ._kfac_scores import kfac_scores
+from ._kfac_scores import kfac_scores, kfac_self_influence
 from ._losses import get_loss
 from ._lowrank import LowRankSolver
 from ._params import (DAMPING_MODES, EFFECT_TARGETS, METHODS, SCORE_TARGETS, check_bool,  # noqa: F401
@@ -581,6 +581,12 @@ class TorchInfluence:
         self._check_fitted()
         method = check_method(method)
         linear = check_bool(linear, "linear")
+        if linear and method in ("if", "rif", "newton") and isinstance(self.solver_, KFACSolver):
+            out, lev = kfac_self_influence(self.solver_, "if" if method == "if" else "rif", self.batch_size,
+                                           self.progress)
+            if lev is not None:
+                self._leverage = lev
+            return out
         fm, loss = self._fm, self._loss
         out = np.empty(self.n_samples_)
 

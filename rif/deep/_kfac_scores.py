@@ -44,6 +44,39 @@ def rotated_gradients(solver, X, y, fn, batch_size):
     return {name: torch.cat(b) for name, b in blocks.items()}
 
 
+def _weights(solver, layer, a, deltas, G, method):
+    """(Lambda + lambda) for IF, (Lambda - Lambda_i)_+ + lambda for RIF, and the RIF leverages."""
+    Lam, lam = solver.eigenvalues[layer.name], solver.damping
+    if method == "if":
+        return (Lam + lam).expand_as(G), None
+    terms = solver.rotated_squares(layer, a, deltas[1:])
+    ratio = (terms / (Lam + lam)).reshape(terms.shape[0], -1).max(1).values
+    return (Lam - terms).clamp(min=0) + lam, ratio
+
+
+def kfac_self_influence(solver, method, batch_size, progress=None):
+    """Linearised self-influence g_i^T dtheta_i (n_train,) and, for RIF, the leverages."""
+    n = solver.curvature.n_samples
+    out = np.empty(n)
+    lev = np.empty(n) if method == "rif" else None
+    grads = "both" if method == "rif" else "target"
+    with progress_bar(n, f"K-FAC self-influence ({method})", progress) as bar:
+        for sl, cap in solver.captures(grads=grads, batch_size=batch_size):
+            block, blev = 0.0, None
+            for layer in solver.layers:
+                a, deltas = cap[layer.name]
+                G = solver.rotated(layer, a, deltas[0])
+                W, ratio = _weights(solver, layer, a, deltas, G, method)
+                block = block + (G * G / W).reshape(G.shape[0], -1).sum(1)
+                if ratio is not None:
+                    blev = ratio if blev is None else torch.maximum(blev, ratio)
+            out[sl] = block.detach().cpu().double().numpy()
+            if lev is not None:
+                lev[sl] = blev.detach().cpu().double().numpy()
+            bar.update(sl.stop - sl.start)
+    return out, lev
+
+
 def kfac_scores(solver, fn, X, y, method, batch_size, progress=None):
     """Linearised IF or RIF scores (n_train, m) and, for RIF, the leverages (n_train,).
 
@@ -67,7 +100,7 @@ def kfac_scores(solver, fn, X, y, method, batch_size, progress=None):
     solver.log.append({"solver": solver.name, "stage": "solve", "n_rhs": X.shape[0], "iterations": 0,
                        "converged": True, "relative_residuals": None, "max_relative_residual": None,
                        "route": "eigenbasis", "seconds": time.perf_counter() - start})
-    n, lam = solver.curvature.n_samples, solver.damping
+    n = solver.curvature.n_samples
     out = np.empty((n, X.shape[0]))
     lev = np.empty(n) if method == "rif" else None
     grads = "both" if method == "rif" else "target"
@@ -77,13 +110,8 @@ def kfac_scores(solver, fn, X, y, method, batch_size, progress=None):
             for layer in solver.layers:
                 a, deltas = cap[layer.name]
                 G = solver.rotated(layer, a, deltas[0])                          # (b, n_out, n_in_h)
-                Lam = solver.eigenvalues[layer.name]
-                if method == "if":
-                    W = (Lam + lam).expand_as(G)
-                else:
-                    terms = solver.rotated_squares(layer, a, deltas[1:])
-                    W = (Lam - terms).clamp(min=0) + lam
-                    ratio = (terms / (Lam + lam)).reshape(terms.shape[0], -1).max(1).values
+                W, ratio = _weights(solver, layer, a, deltas, G, method)
+                if ratio is not None:
                     blev = ratio if blev is None else torch.maximum(blev, ratio)
                 Z = (G / W).reshape(G.shape[0], -1)
                 block = block + Z @ F[layer.name].reshape(F[layer.name].shape[0], -1).T

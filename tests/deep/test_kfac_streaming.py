@@ -47,6 +47,13 @@ def test_eigenbasis_scores_equal_the_parameter_space_route(problem, solver, curv
                                rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(ti.leverage_, lev, rtol=1e-9, atol=1e-12)
     assert not np.allclose(s_if, s_rif)
+    if target == "loss":          # self-influence g_i^T dtheta_i in the eigenbasis
+        G = ti.train_gradients()
+        steps = ti._loo_steps(np.arange(ti.n_samples_), "rif")[0]
+        np.testing.assert_allclose(ti.self_influence("rif", linear=True), (G * steps).sum(1).numpy(),
+                                   rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(ti.self_influence("if", linear=True),
+                                   (G * ti.solver_.solve(G.T).T).sum(1).numpy(), rtol=1e-9, atol=1e-12)
 
 
 def test_countsketch_is_an_unbiased_isometry_in_expectation():
