@@ -260,15 +260,26 @@ class TorchInfluence:
         self.n_samples_, self.n_params_, self.n_outputs_ = X.shape[0], fm.n_params, out.shape[1]
         self.theta_ = fm.theta
         damping, weight_decay = float(self.damping), float(self.weight_decay)
-        self._grad_sums = gradient_sums(fm, self._loss, X, y, batch_size=self.batch_size)
-        stats = check_stationarity(self._grad_sums, fm.theta, weight_decay, damping,
-                                   self.stationarity_tol, stacklevel=4)
-        self.gradient_norm_, self.stationarity_ = stats["gradient_norm"], stats["relative"]
         curv = Curvature(self.curvature, fm, self._loss, X, y, self.batch_size)
         name = self.solver
         if name == "auto":
             name = choose_solver(X.shape[0], fm.n_params, out.shape[1], self.curvature,
                                  self.cg_max_iter, self.max_dense_params)
+        rr, progress = self.report_residuals, self.progress
+        kfac = None
+        if name in ("kfac", "ekfac"):
+            # the layers' captured inputs and output gradients give the gradient sums and the
+            # exact trace without per-sample gradient vectors (see KFACSolver.gradient_sums)
+            if not (damping > 0 or weight_decay > 0):
+                raise ValueError(f"solver={name!r} needs a positive damping, got {damping}")
+            kfac = KFACSolver(curv, 0.0, eigen_correction=name == "ekfac", report_residuals=rr,
+                              progress=progress)
+            self._grad_sums = kfac.gradient_sums()
+        else:
+            self._grad_sums = gradient_sums(fm, self._loss, X, y, batch_size=self.batch_size)
+        stats = check_stationarity(self._grad_sums, fm.theta, weight_decay, damping,
+                                   self.stationarity_tol, stacklevel=4)
+        self.gradient_norm_, self.stationarity_ = stats["gradient_norm"], stats["relative"]
         dense = None
         if name == "exact":
             if fm.n_params > self.max_dense_params:
@@ -277,7 +288,10 @@ class TorchInfluence:
                     f"max_dense_params={self.max_dense_params}; use solver='cg', 'lissa', 'kfac' or "
                     "'ekfac', or restrict params=")
             dense = curv.dense()
-        self.curvature_trace_ = curv.trace(dense=dense, seed=self.seed)
+        if kfac is not None:
+            self.curvature_trace_ = kfac.fit().trace_
+        else:
+            self.curvature_trace_ = curv.trace(dense=dense, seed=self.seed)
         self.mean_eigenvalue_ = self.curvature_trace_ / fm.n_params
         if self.damping_mode == "relative":
             self.damping_ = damping * self.mean_eigenvalue_
@@ -286,7 +300,6 @@ class TorchInfluence:
         self.shift_ = shift = self.damping_ + weight_decay
         if not shift > 0 and name in ("lissa", "kfac", "ekfac", "lowrank"):
             raise ValueError(f"solver={name!r} needs a positive damping, got {self.damping_}")
-        rr, progress = self.report_residuals, self.progress
         if name == "exact":
             solver = DenseSolver(curv, shift, dense=dense, report_residuals=rr, progress=progress)
         elif name == "cg":
@@ -300,11 +313,11 @@ class TorchInfluence:
             solver = LowRankSolver(curv, shift, rank=self.rank, seed=self.seed, report_residuals=rr,
                                    progress=progress)
         else:
-            solver = KFACSolver(curv, shift, eigen_correction=name == "ekfac",
-                                report_residuals=rr, progress=progress)
+            kfac.damping = shift
+            solver = kfac
         self._curv = curv
         self.solver_name_ = name
-        self.solver_ = solver.fit()
+        self.solver_ = solver if kfac is not None else solver.fit()
         self._leverage = None
         self._retrainer = None
 

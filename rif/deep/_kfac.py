@@ -47,6 +47,7 @@ from torch import nn
 
 from ._data import batch_slices
 from ._errors import UnsupportedLayerError
+from ._gradients import GradientSums
 from ._solvers import Solver
 
 
@@ -210,18 +211,60 @@ class KFACSolver(Solver):
         sq = sum(torch.einsum("blo,bli->boi", d @ QS, ar) ** 2 for d in deltas)
         return sq.sum(0) if summed else sq
 
+    @staticmethod
+    def squared_norms(a, deltas):
+        """sum_k ||G_ik||_F^2 per sample for G_ik = sum_l delta_ikl a_il^T, shape (B,)."""
+        if a.shape[1] == 1:
+            return sum((d[:, 0] ** 2).sum(1) for d in deltas) * (a[:, 0] ** 2).sum(1)
+        return sum((torch.einsum("blo,bli->boi", d, a) ** 2).sum((1, 2)) for d in deltas)
+
+    def gradient_sums(self):
+        """:class:`GradientSums` of the training gradients from the captured layer quantities.
+
+        sum_i G_i, sum_i |G_i| (entrywise) and sum_i ||g_i|| per layer from a_i and the
+        observed-label delta_i, with the rank-one shortcut for Linear layers
+        (sum_i |delta_i| |a_i|^T is one product): no per-sample gradient vector is formed.
+        """
+        cur = self.curvature
+        p, dev = cur.n_params, cur.fm.device
+        total = torch.zeros(1, p, dtype=torch.float64, device=dev)
+        abs_total = torch.zeros_like(total)
+        norm_total = 0.0
+        for _, cap in self.captures(grads="target"):
+            sq = 0.0
+            for layer in self.layers:
+                a, (d,) = cap[layer.name]
+                a64, d64 = a.to(torch.float64), d.to(torch.float64)
+                if a.shape[1] == 1:
+                    g, g_abs = d64[:, 0].T @ a64[:, 0], d64[:, 0].abs().T @ a64[:, 0].abs()
+                else:
+                    Gi = torch.einsum("blo,bli->boi", d64, a64)
+                    g, g_abs = Gi.sum(0), Gi.abs().sum(0)
+                block, block_abs = torch.zeros_like(total), torch.zeros_like(total)
+                layer.from_matrix(g[None], block)
+                layer.from_matrix(g_abs[None], block_abs)
+                total += block
+                abs_total += block_abs
+                sq = sq + self.squared_norms(a64, [d64])
+            norm_total += float(torch.sqrt(sq).sum())
+        return GradientSums(total[0], abs_total[0], norm_total, cur.n_samples)
+
     def fit(self):
         start = time.perf_counter()
         cur = self.curvature
         dev, dt = cur.fm.device, cur.fm.dtype
         A = {l.name: torch.zeros(l.n_in_h, l.n_in_h, device=dev, dtype=dt) for l in self.layers}
         S = {l.name: torch.zeros(l.n_out, l.n_out, device=dev, dtype=dt) for l in self.layers}
+        trace = 0.0
         for _, cap in self.captures():
             for layer in self.layers:
                 a, deltas = cap[layer.name]
                 A[layer.name] += torch.einsum("bli,blj->ij", a, a)
                 for d in deltas:
                     S[layer.name] += torch.einsum("bli,blj->ij", d, d) / d.shape[1]
+                trace += float(self.squared_norms(a.to(torch.float64), [d.to(torch.float64) for d in deltas]).sum())
+        #: tr(C) of the exact curvature, sum_i sum_k ||G_ik||^2 (a by-product of the factor pass).
+        self.trace_ = trace
         self.QA, self.QS, self.eigenvalues = {}, {}, {}
         for layer in self.layers:
             eA, QA = torch.linalg.eigh(A[layer.name].double() / cur.n_samples)

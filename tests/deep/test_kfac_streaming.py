@@ -118,3 +118,20 @@ def test_no_n_by_p_gradient_matrix_is_kept(solver):
     assert shapes and (n, p) not in shapes and (p, n) not in shapes
     assert ti.train_gradients().shape == (n, p)          # computed on request, not kept
     assert (n, p) not in [tuple(t.shape) for t in _tensors(ti)]
+
+
+@pytest.mark.parametrize("problem", ["mlp", "conv"])
+@pytest.mark.parametrize("curvature", ["gnh", "fisher"])
+def test_kfac_fit_statistics_from_captured_layers_equal_the_per_sample_route(problem, curvature):
+    """The K-FAC fit's trace and gradient sums (from layer captures) = the vmapped per-sample route."""
+    from rif.deep._gradients import gradient_sums
+    model, X, y = trained_mlp() if problem == "mlp" else _conv_problem()
+    ti = TorchInfluence(model, "cross_entropy", (X, y), solver="ekfac", curvature=curvature, damping=0.3,
+                        weight_decay=0.2, dtype=torch.float64, batch_size=8).fit()
+    assert ti.curvature_trace_ == pytest.approx(ti._curv.trace(), rel=1e-10)
+    ref = gradient_sums(ti._fm, ti._loss, ti._X, ti._y, batch_size=5)
+    got = ti._grad_sums
+    torch.testing.assert_close(got.total, ref.total, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got.abs_total, ref.abs_total, rtol=1e-10, atol=1e-12)
+    assert got.norm_total == pytest.approx(ref.norm_total, rel=1e-10)
+    assert ti.shift_ == pytest.approx(0.2 + 0.3 * ti.curvature_trace_ / ti.n_params_)
