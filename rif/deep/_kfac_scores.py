@@ -45,13 +45,17 @@ def rotated_gradients(solver, X, y, fn, batch_size):
 
 
 def _weights(solver, layer, a, deltas, G, method):
-    """(Lambda + lambda) for IF, (Lambda - Lambda_i)_+ + lambda for RIF, and the RIF leverages."""
+    """(Lambda + lambda) for IF, (Lambda - Lambda_i)_+ + lambda for RIF, and the RIF leverages.
+
+    The per-sample tensors are b x p: they are updated in place to keep one pass each.
+    """
     Lam, lam = solver.eigenvalues[layer.name], solver.damping
     if method == "if":
-        return (Lam + lam).expand_as(G), None
+        return Lam + lam, None
     terms = solver.rotated_squares(layer, a, deltas[1:])
-    ratio = (terms / (Lam + lam)).reshape(terms.shape[0], -1).max(1).values
-    return (Lam - terms).clamp(min=0) + lam, ratio
+    W = torch.sub(Lam, terms).clamp_(min=0).add_(lam)
+    ratio = terms.div_(Lam + lam).reshape(terms.shape[0], -1).amax(1)
+    return W, ratio
 
 
 def kfac_self_influence(solver, method, batch_size, progress=None):
@@ -67,7 +71,7 @@ def kfac_self_influence(solver, method, batch_size, progress=None):
                 a, deltas = cap[layer.name]
                 G = solver.rotated(layer, a, deltas[0])
                 W, ratio = _weights(solver, layer, a, deltas, G, method)
-                block = block + (G * G / W).reshape(G.shape[0], -1).sum(1)
+                block = block + (G * G).div_(W).reshape(G.shape[0], -1).sum(1)
                 if ratio is not None:
                     blev = ratio if blev is None else torch.maximum(blev, ratio)
             out[sl] = block.detach().cpu().double().numpy()
@@ -113,7 +117,7 @@ def kfac_scores(solver, fn, X, y, method, batch_size, progress=None):
                 W, ratio = _weights(solver, layer, a, deltas, G, method)
                 if ratio is not None:
                     blev = ratio if blev is None else torch.maximum(blev, ratio)
-                Z = (G / W).reshape(G.shape[0], -1)
+                Z = G.div_(W).reshape(G.shape[0], -1)
                 block = block + Z @ F[layer.name].reshape(F[layer.name].shape[0], -1).T
             out[sl] = block.detach().cpu().double().numpy()
             if lev is not None:
