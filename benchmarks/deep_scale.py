@@ -143,8 +143,10 @@ def reference(args, device):
         ti, t_fit = timed(device, TorchInfluence(model, "cross_entropy", (X, y), curvature=curvature,
                                                  solver=solver, **kw).fit)
         for method in ("if", "rif"):
-            steps, t = timed(device, lambda: ti.params_change([[i] for i in removed], method)
-                             if method == "if" else _rif_steps(ti, removed))
+            if method == "if":
+                steps, t = timed(device, ti.params_change, [[i] for i in removed], "if")
+            else:
+                steps, t = timed(device, _rif_steps, ti, removed)
             undefined = int((~np.isfinite(steps).all(1)).sum())
             est = test_loss_changes(model, ce, np.nan_to_num(steps), Xt, yt)
             est[~np.isfinite(steps).all(1)] = np.nan
@@ -153,7 +155,7 @@ def reference(args, device):
                    "method": method, **agreement(est, truth), "undefined_samples": undefined,
                    "seconds": t_fit + t}
             rows.append(row)
-            print(f"[reference] {curvature:7s} {solver:7s} {str(extra.get('rank', '')):>5s} {method:3s} "
+            print(f"[reference] {curvature:7s} {solver:7s} {extra.get('rank', '')!s:>5s} {method:3s} "
                   f"pearson {row['pearson']:.3f}  slope {row['slope']:.3f}  median rel. error "
                   f"{row['median_rel_error']:.3f}  undefined {undefined}")
     return rows

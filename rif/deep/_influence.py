@@ -33,7 +33,7 @@ from ._cost import choose_solver
 from ._curvature import Curvature
 from ._data import batch_slices, check_pair, check_positive_int, removal_sets, split_data
 from ._functional import FunctionalModel
-from ._gradients import gradient_blocks, gradient_sums, losses, per_sample_gradients
+from ._gradients import gradient_blocks, gradient_sums, losses
 from ._kfac import KFACSolver
 from ._kfac_scores import kfac_scores, kfac_self_influence
 from ._losses import get_loss

@@ -80,7 +80,7 @@ def test_hessian_rif_and_newton_exact_route(mlp):
     np.testing.assert_allclose(si[4], float(G[4] @ torch.linalg.solve(H - _sample_hessian(ti, 4), G[4])),
                                rtol=1e-8)
     with pytest.raises(AttributeError, match="leverage_"):
-        ti.leverage_
+        _ = ti.leverage_
 
 
 def test_hessian_rif_lowrank_full_rank_equals_exact(mlp):
