@@ -158,6 +158,82 @@ def reference(args, device):
             print(f"[reference] {curvature:7s} {solver:7s} {extra.get('rank', '')!s:>5s} {method:3s} "
                   f"pearson {row['pearson']:.3f}  slope {row['slope']:.3f}  median rel. error "
                   f"{row['median_rel_error']:.3f}  undefined {undefined}")
+    rows += dattri_reference(model, X, y, Xt, yt, removed, truth, mu)
+    return rows
+
+
+def dattri_reference(model, X, y, Xt, yt, removed, truth, mu):
+    """dattri's attributors on the reference MLP against the same exact retrains (when importable).
+
+    dattri scores the removed samples against the test samples with the loss
+    sum_i CE_i (its ``regularization`` adds mu I to the Hessian), one batch
+    holding the whole training set (its inverse-Hessian products are summed over
+    batches, right only with one batch); a score is the predicted change of the
+    test loss after removal, rif's sign. TRAK and TracIn have their own scale,
+    so only their correlations are comparable.
+    """
+    if importlib.util.find_spec("dattri") is None:
+        print("[reference] dattri is not importable: its comparison is skipped "
+              "(pip install --no-deps dattri to include it)")
+        return []
+    import copy
+    import os
+
+    os.environ.setdefault("TQDM_DISABLE", "1")          # dattri's progress bars
+    from dattri.algorithm.influence_function import IFAttributorCG, IFAttributorEKFAC, IFAttributorExplicit
+    from dattri.algorithm.tracin import TracInAttributor
+    from dattri.algorithm.trak import TRAKAttributor
+    from dattri.task import AttributionTask
+    from torch.utils.data import DataLoader, TensorDataset
+
+    net = copy.deepcopy(model).cpu()
+    X, y, Xt, yt = X.cpu(), y.cpu(), Xt.cpu(), yt.cpu()
+
+    def loss_func(params, data):
+        x, t = data
+        return torch.nn.functional.cross_entropy(torch.func.functional_call(net, params, (x,)), t,
+                                                 reduction="sum")
+
+    def proba_func(params, data):
+        x, t = data
+        p = torch.softmax(torch.func.functional_call(net, params, (x,)), dim=-1)
+        return p.reshape(-1, p.shape[-1]).gather(1, t.reshape(-1, 1)).sum()
+
+    task = AttributionTask(loss_func=loss_func, model=net, checkpoints=net.state_dict())
+    full = DataLoader(TensorDataset(X, y), batch_size=len(y))
+    removed_loader = DataLoader(TensorDataset(X[removed], y[removed]), batch_size=len(removed))
+    test = DataLoader(TensorDataset(Xt, yt), batch_size=len(yt))
+    attributors = {
+        "explicit IF": lambda: IFAttributorExplicit(task, regularization=mu),
+        "CG IF, 300 iterations": lambda: IFAttributorCG(task, max_iter=300, regularization=mu),
+        "EK-FAC": lambda: IFAttributorEKFAC(task, damping=mu / len(y)),
+        "TRAK": lambda: TRAKAttributor(task, correct_probability_func=proba_func,
+                                       projector_kwargs={"proj_dim": 512, "device": "cpu"}),
+        "TracIn": lambda: TracInAttributor(task, weight_list=torch.ones(1), normalized_grad=False),
+    }
+    rows = []
+    for name, make in attributors.items():
+        try:
+            start = time.perf_counter()
+            att = make()
+            if isinstance(att, TracInAttributor):
+                att.cache()
+            else:
+                att.cache(full)
+            if isinstance(att, TRAKAttributor):        # scores the cached training set; rows selected
+                S = att.attribute(test)[torch.as_tensor(removed)]
+            else:
+                S = att.attribute(removed_loader, test)
+            est = np.asarray(S.detach().cpu().double().numpy())
+            seconds = time.perf_counter() - start
+        except Exception as exc:          # a third-party method that fails here is reported, not fatal
+            print(f"[reference] dattri {name}: failed ({type(exc).__name__}: {exc})")
+            continue
+        row = {"library": "dattri", "method": name, **agreement(est, truth),
+               "spearman": float(spearmanr(est.ravel(), truth.ravel())[0]), "seconds": seconds}
+        rows.append(row)
+        print(f"[reference] dattri {name:22s} pearson {row['pearson']:.3f}  slope {row['slope']:.3f}  "
+              f"median rel. error {row['median_rel_error']:.3f}  Spearman {row['spearman']:.3f}")
     return rows
 
 
