@@ -83,11 +83,12 @@ def per_column_spearman(a, b):
 
 
 def agreement(est, true):
-    """Pearson, OLS slope of est on true, median relative error, over finite pairs."""
+    """Pearson, Spearman, OLS slope of est on true, median relative error, over finite pairs."""
     est, true = np.ravel(est), np.ravel(true)
     ok = np.isfinite(est) & np.isfinite(true) & (true != 0)
     est, true = est[ok], true[ok]
-    return {"pearson": float(pearsonr(est, true)[0]), "slope": float(np.polyfit(true, est, 1)[0]),
+    return {"pearson": float(pearsonr(est, true)[0]), "spearman": float(spearmanr(est, true)[0]),
+            "slope": float(np.polyfit(true, est, 1)[0]),
             "median_rel_error": float(np.median(np.abs(est - true) / np.abs(true))), "pairs": int(ok.sum())}
 
 
@@ -156,8 +157,8 @@ def reference(args, device):
                    "seconds": t_fit + t}
             rows.append(row)
             print(f"[reference] {curvature:7s} {solver:7s} {extra.get('rank', '')!s:>5s} {method:3s} "
-                  f"pearson {row['pearson']:.3f}  slope {row['slope']:.3f}  median rel. error "
-                  f"{row['median_rel_error']:.3f}  undefined {undefined}")
+                  f"pearson {row['pearson']:.3f}  Spearman {row['spearman']:.3f}  slope {row['slope']:.3f}  "
+                  f"median rel. error {row['median_rel_error']:.3f}  undefined {undefined}")
     rows += dattri_reference(model, X, y, Xt, yt, removed, truth, mu)
     return rows
 
@@ -229,8 +230,7 @@ def dattri_reference(model, X, y, Xt, yt, removed, truth, mu):
         except Exception as exc:          # a third-party method that fails here is reported, not fatal
             print(f"[reference] dattri {name}: failed ({type(exc).__name__}: {exc})")
             continue
-        row = {"library": "dattri", "method": name, **agreement(est, truth),
-               "spearman": float(spearmanr(est.ravel(), truth.ravel())[0]), "seconds": seconds}
+        row = {"library": "dattri", "method": name, **agreement(est, truth), "seconds": seconds}
         rows.append(row)
         print(f"[reference] dattri {name:22s} pearson {row['pearson']:.3f}  slope {row['slope']:.3f}  "
               f"median rel. error {row['median_rel_error']:.3f}  Spearman {row['spearman']:.3f}")
