@@ -26,8 +26,9 @@ Three parts, all on offline data (sklearn's digits; nothing is downloaded):
    stage (a high-water mark, so it never decreases; on CUDA, the peak
    allocated device memory of each stage).
 
-Kronfluence and dattri are compared only when they can be imported; the
-script says so when they cannot.
+dattri (explicit and CG influence, EK-FAC, TRAK, TracIn) is compared on the
+reference MLP when it can be imported; the script says so when it cannot. The
+scale part has no Kronfluence or dattri adapter and says which is importable.
 
     python benchmarks/deep_scale.py --quick           # seconds: tiny sizes, every code path
     python benchmarks/deep_scale.py                    # the full run (minutes, 1 thread)
@@ -369,7 +370,7 @@ def scale(args, device):
             print(f"[scale] {lib} is not importable: its comparison is skipped "
                   f"(pip install --no-deps {lib} and its pure-Python dependencies to include it)")
         else:
-            print(f"[scale] {lib} is importable, but this script has no adapter for it yet: skipped")
+            print(f"[scale] {lib} is importable, but this part has no adapter for it: skipped")
     return out
 
 
