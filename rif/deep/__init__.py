@@ -9,7 +9,8 @@ loaded by an explicit ``import rif.deep``.
 ``TorchInfluence``
     IF / RIF / Newton-step / retrain attribution for a whole network (or a
     chosen subset of its parameters) with Gauss-Newton, true-Hessian or
-    empirical-Fisher curvature and exact, CG, LiSSA, K-FAC or EK-FAC solvers.
+    empirical-Fisher curvature and exact, CG, LiSSA, K-FAC, EK-FAC or low-rank
+    solvers, streaming the training set in blocks (no n x p matrix is kept).
 
 See ``docs/deep.md`` for the mathematics.
 """

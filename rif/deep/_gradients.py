@@ -28,6 +28,61 @@ def per_sample_gradients(fm, loss, X, y, theta=None, batch_size=256):
     return torch.cat([per_grad(theta, X[sl], y[sl]) for sl in batch_slices(X.shape[0], batch_size)])
 
 
+class GradientSums:
+    """Sums over the training set of the per-sample gradients, kept instead of the n x p matrix.
+
+    Attributes
+    ----------
+    total : tensor (p,), float64
+        sum_i g_i.
+    abs_total : tensor (p,), float64
+        sum_i |g_i| (entrywise): the size of rounding errors in ``total``.
+    norm_total : float
+        sum_i ||g_i||.
+    n : int
+        Number of samples summed.
+    """
+
+    def __init__(self, total, abs_total, norm_total, n):
+        self.total, self.abs_total, self.norm_total, self.n = total, abs_total, float(norm_total), int(n)
+
+    @classmethod
+    def of(cls, G):
+        """The sums of a stored gradient matrix G (n, p)."""
+        G64 = G.detach().to(torch.float64)
+        return cls(G64.sum(0), G64.abs().sum(0), float(torch.linalg.vector_norm(G64, dim=1).sum()), G.shape[0])
+
+
+def gradient_blocks(fm, loss, X, y, batch_size=256, index=None):
+    """Yield (slice into ``index`` or range(n), g block of shape (b, p)): g_i a block at a time.
+
+    Memory is one block of per-sample gradients, never n x p.
+    """
+    n = X.shape[0] if index is None else len(index)
+    per_grad = vmap(grad(_sample_loss(fm, loss)), in_dims=(None, 0, 0))
+    for sl in batch_slices(n, batch_size):
+        if index is None:
+            xb, yb = X[sl], y[sl]
+        else:
+            idx = torch.as_tensor(index[sl], device=X.device)
+            xb, yb = X[idx], y[idx]
+        yield sl, per_grad(fm.theta, xb, yb)
+
+
+def gradient_sums(fm, loss, X, y, batch_size=256):
+    """:class:`GradientSums` of the training gradients, streamed over blocks (memory O(p + block))."""
+    p = fm.n_params
+    total = torch.zeros(p, dtype=torch.float64, device=fm.device)
+    abs_total = torch.zeros_like(total)
+    norm_total = 0.0
+    for _, G in gradient_blocks(fm, loss, X, y, batch_size):
+        G64 = G.detach().to(torch.float64)
+        total += G64.sum(0)
+        abs_total += G64.abs().sum(0)
+        norm_total += float(torch.linalg.vector_norm(G64, dim=1).sum())
+    return GradientSums(total, abs_total, norm_total, X.shape[0])
+
+
 def per_sample_jacobians(fm, X, theta=None):
     """J_i for a batch of inputs, shape (B, K, p)."""
     theta = fm.theta if theta is None else theta

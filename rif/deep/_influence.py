@@ -19,7 +19,8 @@ and every effect is (value after removing S) - (value before):
 
 C_i is sample i's curvature term. The per-sample steps and the Woodbury
 identity that makes RIF cost K + 1 solves per sample are in
-:mod:`rif.deep._steps`, the targets in :mod:`rif.deep._targets`, the
+:mod:`rif.deep._steps`, the per-sample scores (``scores``,
+``self_influence``) in :mod:`rif.deep._scoring`, the targets in :mod:`rif.deep._targets`, the
 retraining in :mod:`rif.deep._retrain`, the stationarity check in
 :mod:`rif.deep._stationarity`; this module validates, caches and delegates.
 """
@@ -27,33 +28,37 @@ retraining in :mod:`rif.deep._retrain`, the stationarity check in
 import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
-from torch.func import vmap
 
 from ._cost import choose_solver
 from ._curvature import Curvature
 from ._data import batch_slices, check_pair, removal_sets, split_data
 from ._functional import FunctionalModel
-from ._gradients import losses, per_sample_gradients
+from ._gradients import gradient_blocks, gradient_sums
 from ._kfac import KFACSolver
 from ._losses import get_loss
+from ._lowrank import LowRankSolver
 from ._params import (DAMPING_MODES, EFFECT_TARGETS, METHODS, SCORE_TARGETS, check_bool,  # noqa: F401
                       check_effect_target, check_method, check_score_target, validate_settings)
 from ._progress import progress_bar
 from ._retrain import ProximalRetrainer
+from ._scoring import _PerSampleScores
 from ._solvers import CGSolver, DenseSolver, LiSSASolver
 from ._stationarity import check_stationarity
 from ._steps import LEVERAGE_TOL, leverages, loo_steps, newton_step  # noqa: F401
 from ._targets import callable_target, per_sample_fn, summed_target, target_gradients, target_values
 from ._threads import thread_count, torch_threads, with_threads
 
+#: Largest size in bytes of the per-sample Jacobians (or Hessians) held for one block of a RIF pass.
+BLOCK_BYTES = 2 ** 28
+
 #: The constructor's settings, validated by :func:`rif.deep._params.validate_settings`.
 SETTINGS = ("params", "curvature", "solver", "damping", "damping_mode", "weight_decay", "device",
             "dtype", "batch_size", "cg_tol", "cg_max_iter", "lissa_scale", "lissa_depth",
             "lissa_repeats", "lissa_batch_size", "report_residuals", "retrain_max_iter",
-            "retrain_tol", "max_dense_params", "seed", "progress", "stationarity_tol")
+            "retrain_tol", "max_dense_params", "rank", "seed", "progress", "stationarity_tol")
 
 
-class TorchInfluence:
+class TorchInfluence(_PerSampleScores):
     """Data attribution for a trained PyTorch model, with the interface of ``InfluenceAuditor``.
 
     Parameters
@@ -74,13 +79,18 @@ class TorchInfluence:
     curvature : {"gnh", "hessian", "fisher"}, default "gnh"
         The curvature C, always a *sum* over training samples:
         ``"gnh"`` the generalised Gauss-Newton sum_i J_i^T A_i J_i (PSD),
-        ``"hessian"`` the true Hessian of the summed loss (small models; may be
-        indefinite: only the exact and CG solvers, which then raise),
+        ``"hessian"`` the true Hessian of the summed loss (may be indefinite:
+        the exact and CG solvers then raise, "lowrank" keeps its positive
+        part; "rif" and "newton" need "exact" or "lowrank", which subtract
+        the samples' own Hessians, see :mod:`rif.deep._hessian_loo`),
         ``"fisher"`` the empirical Fisher sum_i g_i g_i^T (not the GGN).
-    solver : {"auto", "exact", "cg", "lissa", "kfac", "ekfac"}, default "auto"
+    solver : {"auto", "exact", "cg", "lissa", "kfac", "ekfac", "lowrank"}, default "auto"
         How (C + lambda I)^{-1} is applied: dense float64 Cholesky, conjugate
-        gradient, LiSSA, or layer-wise (E)K-FAC for Linear/Conv2d layers
-        (see :mod:`rif.deep._solvers` and :mod:`rif.deep._kfac`). ``"auto"``
+        gradient, LiSSA, layer-wise (E)K-FAC for Linear/Conv2d layers, or the
+        top ``rank`` eigenpairs of C (randomised subspace iteration; the
+        positive part for the Hessian) plus the shift
+        (see :mod:`rif.deep._solvers`, :mod:`rif.deep._kfac` and
+        :mod:`rif.deep._lowrank`). ``"auto"``
         takes the cheaper of "exact" and "cg" by a cost model
         (:mod:`rif.deep._cost`): "exact" unless p > ``max_dense_params`` or the
         dense curvature would cost more than CG; the approximate solvers
@@ -118,6 +128,9 @@ class TorchInfluence:
     retrain_max_iter, retrain_tol : L-BFGS settings of ``method="retrain"``.
     max_dense_params : int, default 20000
         Largest p the exact solver (and the dense curvature) accepts.
+    rank : int, default 100
+        Eigenpairs kept by ``solver="lowrank"`` (capped at p; with rank = p
+        the solver is exact for a positive semi-definite curvature).
     seed : int, default 0
         Seed of LiSSA's mini-batches and of the Hutchinson trace (true Hessian).
     progress : bool or None, default None
@@ -187,7 +200,7 @@ class TorchInfluence:
                  damping=0.01, damping_mode="relative", weight_decay=0.0, device=None, dtype=torch.float32,
                  batch_size=256, cg_tol=1e-6, cg_max_iter=None, lissa_scale="auto",
                  lissa_depth=1000, lissa_repeats=1, lissa_batch_size=None, report_residuals=None,
-                 retrain_max_iter=500, retrain_tol=1e-7, max_dense_params=20000, seed=0,
+                 retrain_max_iter=500, retrain_tol=1e-7, max_dense_params=20000, rank=100, seed=0,
                  progress=None, stationarity_tol=1e-2):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -200,7 +213,7 @@ class TorchInfluence:
         self.lissa_repeats, self.lissa_batch_size = lissa_repeats, lissa_batch_size
         self.report_residuals = report_residuals
         self.retrain_max_iter, self.retrain_tol = retrain_max_iter, retrain_tol
-        self.max_dense_params, self.seed = max_dense_params, seed
+        self.max_dense_params, self.rank, self.seed = max_dense_params, rank, seed
         self.progress, self.stationarity_tol = progress, stationarity_tol
         self._validate()
 
@@ -240,21 +253,32 @@ class TorchInfluence:
         X, y = check_pair(X, y, "train_data", self.device_, self.dtype)
         out = fm.forward(fm.theta, X[:1])
         y = self._loss.check_target(y, out.shape[1])
-        for name in ("solver_", "_leverage", "_train_grads", "_retrainer", "n_params_"):
+        for name in ("solver_", "_leverage", "_grad_sums", "_retrainer", "_projected", "n_params_"):
             self.__dict__.pop(name, None)
         self._fm, self._X, self._y = fm, X, y
         self.n_samples_, self.n_params_, self.n_outputs_ = X.shape[0], fm.n_params, out.shape[1]
         self.theta_ = fm.theta
         damping, weight_decay = float(self.damping), float(self.weight_decay)
-        self._train_grads = per_sample_gradients(fm, self._loss, X, y, batch_size=self.batch_size)
-        stats = check_stationarity(self._train_grads, fm.theta, weight_decay, damping,
-                                   self.stationarity_tol, stacklevel=4)
-        self.gradient_norm_, self.stationarity_ = stats["gradient_norm"], stats["relative"]
         curv = Curvature(self.curvature, fm, self._loss, X, y, self.batch_size)
         name = self.solver
         if name == "auto":
             name = choose_solver(X.shape[0], fm.n_params, out.shape[1], self.curvature,
                                  self.cg_max_iter, self.max_dense_params)
+        rr, progress = self.report_residuals, self.progress
+        kfac = None
+        if name in ("kfac", "ekfac"):
+            # the layers' captured inputs and output gradients give the gradient sums and the
+            # exact trace without per-sample gradient vectors (see KFACSolver.gradient_sums)
+            if not (damping > 0 or weight_decay > 0):
+                raise ValueError(f"solver={name!r} needs a positive damping, got {damping}")
+            kfac = KFACSolver(curv, 0.0, eigen_correction=name == "ekfac", report_residuals=rr,
+                              progress=progress)
+            self._grad_sums = kfac.gradient_sums()
+        else:
+            self._grad_sums = gradient_sums(fm, self._loss, X, y, batch_size=self.batch_size)
+        stats = check_stationarity(self._grad_sums, fm.theta, weight_decay, damping,
+                                   self.stationarity_tol, stacklevel=4)
+        self.gradient_norm_, self.stationarity_ = stats["gradient_norm"], stats["relative"]
         dense = None
         if name == "exact":
             if fm.n_params > self.max_dense_params:
@@ -263,16 +287,18 @@ class TorchInfluence:
                     f"max_dense_params={self.max_dense_params}; use solver='cg', 'lissa', 'kfac' or "
                     "'ekfac', or restrict params=")
             dense = curv.dense()
-        self.curvature_trace_ = curv.trace(dense=dense, seed=self.seed)
+        if kfac is not None:
+            self.curvature_trace_ = kfac.fit().trace_
+        else:
+            self.curvature_trace_ = curv.trace(dense=dense, seed=self.seed)
         self.mean_eigenvalue_ = self.curvature_trace_ / fm.n_params
         if self.damping_mode == "relative":
             self.damping_ = damping * self.mean_eigenvalue_
         else:
             self.damping_ = damping
         self.shift_ = shift = self.damping_ + weight_decay
-        if not shift > 0 and name in ("lissa", "kfac", "ekfac"):
+        if not shift > 0 and name in ("lissa", "kfac", "ekfac", "lowrank"):
             raise ValueError(f"solver={name!r} needs a positive damping, got {self.damping_}")
-        rr, progress = self.report_residuals, self.progress
         if name == "exact":
             solver = DenseSolver(curv, shift, dense=dense, report_residuals=rr, progress=progress)
         elif name == "cg":
@@ -282,12 +308,15 @@ class TorchInfluence:
             solver = LiSSASolver(curv, shift, scale=self.lissa_scale, depth=self.lissa_depth,
                                  repeats=self.lissa_repeats, batch_size=self.lissa_batch_size,
                                  seed=self.seed, report_residuals=rr, progress=progress)
+        elif name == "lowrank":
+            solver = LowRankSolver(curv, shift, rank=self.rank, seed=self.seed, report_residuals=rr,
+                                   progress=progress)
         else:
-            solver = KFACSolver(curv, shift, eigen_correction=name == "ekfac",
-                                report_residuals=rr, progress=progress)
+            kfac.damping = shift
+            solver = kfac
         self._curv = curv
         self.solver_name_ = name
-        self.solver_ = solver.fit()
+        self.solver_ = solver if kfac is not None else solver.fit()
         self._leverage = None
         self._retrainer = None
 
@@ -319,9 +348,33 @@ class TorchInfluence:
 
     @with_threads
     def train_gradients(self):
-        """Per-sample training-loss gradients g_i at theta^, tensor of shape (n, p)."""
+        """Per-sample training-loss gradients g_i at theta^, tensor of shape (n, p).
+
+        Computed on each call and not kept: every other method streams the
+        gradients a block of ``batch_size`` samples at a time and never holds
+        this n x p matrix.
+        """
         self._check_fitted()
-        return self._train_grads
+        return self._grads(np.arange(self.n_samples_))
+
+    def _grads(self, index):
+        """g_i for the training samples ``index`` (an int array), shape (k, p)."""
+        blocks = [G for _, G in gradient_blocks(self._fm, self._loss, self._X, self._y, self.batch_size,
+                                                 np.asarray(index))]
+        return torch.cat(blocks) if blocks else self._fm.theta.new_zeros((0, self.n_params_))
+
+    def _block_size(self, method):
+        """Training samples per block of a pass over every sample.
+
+        For "rif"/"newton" a block holds K per-sample Jacobian rows of length p
+        (or, for the true Hessian, one p x p Hessian per sample), so it is
+        capped at :data:`BLOCK_BYTES` of them.
+        """
+        if method not in ("rif", "newton"):
+            return self.batch_size
+        item = torch.finfo(self.dtype).bits // 8
+        per_sample = (self.n_params_ if self.curvature == "hessian" else self.n_outputs_ + 1) * self.n_params_
+        return int(max(1, min(self.batch_size, BLOCK_BYTES // (per_sample * item))))
 
     @with_threads
     def gradients(self, X, y, target="loss"):
@@ -338,21 +391,21 @@ class TorchInfluence:
     # -- parameter changes ----------------------------------------------------------------
     def _loo_steps(self, index, method, on_singular="raise"):
         """Per-sample leave-one-out parameter changes for the training samples ``index`` (see ``_steps``)."""
-        return loo_steps(self.solver_, self._curv, self._train_grads[index], index, method, self.dtype,
+        return loo_steps(self.solver_, self._curv, self._grads(index), index, method, self.dtype,
                          on_singular)
 
     def _leverages(self, index):
         return leverages(self.solver_, self._curv, index)
 
     def _newton_step(self, index):
-        return newton_step(self.solver_, self._curv, self._train_grads[index].sum(0), index)
+        return newton_step(self.solver_, self._curv, self._grads(index).sum(0), index)
 
     def _retrain(self, index):
         """theta_{-S} - theta_0 by proximal L-BFGS refits, always in float64."""
         if self._retrainer is None:
             self._retrainer = ProximalRetrainer(
                 self._fm, self._loss, self._X, self._y, self.damping_, self.weight_decay,
-                float(self._train_grads.abs().sum(0).max()), max_iter=self.retrain_max_iter,
+                float(self._grad_sums.abs_total.max()), max_iter=self.retrain_max_iter,
                 tol=self.retrain_tol, batch_size=self.batch_size)
         return self._retrainer.change(index)
 
@@ -364,30 +417,6 @@ class TorchInfluence:
         if method == "if":
             return self._loo_steps(index, "if").sum(0)
         return self._loo_steps(index, "rif")[0].sum(0)
-
-    def _all_loo_steps(self, method):
-        """Yield (slice, dtheta block) for every training sample removed alone."""
-        n = self.n_samples_
-        lev = np.full(n, np.nan)
-        with progress_bar(n, f"leave-one-out steps ({method})", self.progress) as bar:
-            for sl in batch_slices(n, self.batch_size):
-                index = np.arange(sl.start, sl.stop)
-                if method == "retrain":
-                    steps = []
-                    for i in index:
-                        steps.append(self._retrain(np.array([i])))
-                        bar.update(1)
-                    yield sl, torch.stack(steps)
-                    continue
-                if method == "if":
-                    step = self._loo_steps(index, "if")
-                else:
-                    step, lv = self._loo_steps(index, "rif", on_singular="nan")
-                    lev[sl] = lv.cpu().numpy()
-                bar.update(len(index))
-                yield sl, step
-        if method in ("rif", "newton"):
-            self._leverage = lev
 
     @with_threads
     def params_change(self, remove, method="rif"):
@@ -435,83 +464,6 @@ class TorchInfluence:
 
     def _target_gradients(self, fn, X, y):
         return target_gradients(self._fm, fn, X, y, self.batch_size)
-
-    @with_threads
-    def scores(self, X, y=None, target="loss", method="rif", linear=False):
-        """Effect of removing each training sample alone on each evaluation sample.
-
-        Parameters
-        ----------
-        X, y : evaluation inputs and targets (same format as ``train_data``)
-        target : {"loss", "test_loss", "proba"}, default "loss"
-            Per-sample loss, or probability of the label (classification losses).
-        method : {"if", "rif", "newton", "retrain"}, default "rif"
-            For one removed sample "newton" and "rif" coincide; "retrain"
-            refits once per training sample (slow; the ground truth).
-        linear : bool, default False
-            grad f_j(theta^)^T dtheta_i instead of f_j(theta^ + dtheta_i) - f_j(theta^).
-            With ``method="if"`` this needs only one solve per evaluation sample.
-
-        Returns
-        -------
-        ndarray of shape (n_train, n_eval)
-            Entry (i, j) is f_j(theta_{-i}) - f_j(theta^): positive for the loss
-            means training sample i helps evaluation sample j. Rows of
-            samples with leverage numerically one are NaN for "rif"/"newton".
-        """
-        self._check_fitted()
-        method = check_method(method)
-        fn = self._per_sample_fn(check_score_target(target))
-        linear = check_bool(linear, "linear")
-        X, y = self._eval_data(X, y)
-        if linear and method == "if":
-            grads = self._target_gradients(fn, X, y)                # (m, p)
-            return (self.train_gradients() @ self.solver_.solve(grads.T)).detach().cpu().double().numpy()
-        out = np.empty((self.n_samples_, X.shape[0]))
-        grads = self._target_gradients(fn, X, y) if linear else None
-        before = None if linear else self._target_values(fn, X, y, self._fm.theta[None])[0]
-        for sl, step in self._all_loo_steps(method):
-            step = step.detach()
-            if linear:
-                block = step @ grads.T
-            else:
-                block = self._target_values(fn, X, y, self._fm.theta[None] + step) - before
-            out[sl] = block.cpu().double().numpy()
-        return out
-
-    @with_threads
-    def self_influence(self, method="rif", linear=False):
-        """Change of each training sample's own loss when it alone is removed.
-
-        ``method="if", linear=True`` is Koh and Liang's g_i^T H^{-1} g_i;
-        "rif" uses the exact leave-one-out Newton step (H - C_i)^{-1} g_i.
-        Large values flag samples the model fits only by memorising them.
-
-        Returns
-        -------
-        ndarray of shape (n_train,)
-            l_i(theta^ + dtheta_i) - l_i(theta^) (or g_i^T dtheta_i if ``linear``).
-        """
-        self._check_fitted()
-        method = check_method(method)
-        linear = check_bool(linear, "linear")
-        fm, loss = self._fm, self._loss
-        G = self.train_gradients()
-        out = np.empty(self.n_samples_)
-
-        def own(theta, x, yy):
-            return loss.single(fm.forward_single(theta, x), yy)
-
-        for sl, step in self._all_loo_steps(method):
-            step = step.detach()
-            if linear:
-                block = (G[sl] * step).sum(1)
-            else:
-                with torch.no_grad():
-                    after = vmap(own)(fm.theta[None] + step, self._X[sl], self._y[sl])
-                    block = after - losses(fm, loss, self._X[sl], self._y[sl])
-            out[sl] = block.cpu().double().numpy()
-        return out
 
     @with_threads
     def effect(self, remove, target="loss", X=None, y=None, method="rif", linear=False):

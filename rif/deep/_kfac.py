@@ -47,6 +47,7 @@ from torch import nn
 
 from ._data import batch_slices
 from ._errors import UnsupportedLayerError
+from ._gradients import GradientSums
 from ._solvers import Solver
 
 
@@ -135,41 +136,118 @@ class KFACSolver(Solver):
         self.name = "ekfac" if eigen_correction else "kfac"
         self.layers = find_layers(curvature.fm)
 
-    # -- one pass over the data, calling ``visit(layer, a, delta_list)`` per batch -------
-    def _pass(self, visit):
+    # -- passes over data with the layers' inputs and output pseudo-gradients captured -------
+    def captures(self, X=None, y=None, grads="curvature", fn=None, batch_size=None):
+        """Yield (slice, {layer name: (a, deltas)}) per batch of (X, y) (default: the training data).
+
+        ``a`` is the layer's homogeneous input (B, L, n_in_h) and ``deltas`` a
+        list of output pseudo-gradients (B, L, n_out), one per backward pass:
+
+        ``"curvature"``  the curvature's: K of them for the GNH (J^T L_i e_k with
+                         A_i = L_i L_i^T), the observed-label gradient for the Fisher;
+        ``"target"``     one: the gradient of fn(out, y) summed over the batch, i.e.
+                         the per-sample gradient of the target fn;
+        ``"both"``       the target's first, then the curvature's.
+
+        The per-sample parameter gradient of a layer is sum_l delta_l a_l^T.
+        """
         cur = self.curvature
         fm, loss = cur.fm, cur.loss
+        X = cur.X if X is None else X
+        y = cur.y if y is None else y
+        fn = loss if fn is None else fn
+        batch_size = cur.batch_size if batch_size is None else batch_size
         captured = {}
 
         def fwd_hook(layer):
             def hook(module, args, output):
                 if layer.name in captured:
                     raise UnsupportedLayerError(f"layer {layer.name!r} is called more than once per forward pass")
-                captured[layer.name] = {"a": layer.inputs(args[0].detach()), "d": []}
-                output.register_hook(lambda g: captured[layer.name]["d"].append(layer.output_grads(g.detach())))
+                captured[layer.name] = (layer.inputs(args[0].detach()), [])
+                output.register_hook(lambda g: captured[layer.name][1].append(layer.output_grads(g.detach())))
             return hook
 
         handles = [layer.module.register_forward_hook(fwd_hook(layer)) for layer in self.layers]
         try:
-            for sl in batch_slices(cur.n_samples, cur.batch_size):
+            for sl in batch_slices(X.shape[0], batch_size):
                 captured.clear()
                 theta = fm.theta.detach().clone().requires_grad_(True)
-                xb, yb = cur.X[sl], cur.y[sl]
+                xb, yb = X[sl], y[sl]
                 with torch.enable_grad():
                     out = fm.forward(theta, xb)
-                    if cur.kind == "fisher":
-                        torch.autograd.grad(loss(out, yb).sum(), theta)
-                    else:
-                        A = loss.output_hessian(out.detach(), yb)
-                        w, Q = torch.linalg.eigh(A)
-                        L = Q * w.clamp(min=0).sqrt()[:, None, :]          # A = L L^T
-                        for k in range(L.shape[2]):
-                            torch.autograd.grad(out, theta, grad_outputs=L[:, :, k], retain_graph=True)
-                for layer in self.layers:
-                    visit(layer, captured[layer.name]["a"], captured[layer.name]["d"])
+                    if grads in ("target", "both"):
+                        torch.autograd.grad(fn(out, yb).sum(), theta, retain_graph=grads == "both")
+                    if grads in ("curvature", "both"):
+                        if cur.kind == "fisher":
+                            torch.autograd.grad(loss(out, yb).sum(), theta)
+                        else:
+                            A = loss.output_hessian(out.detach(), yb)
+                            w, Q = torch.linalg.eigh(A)
+                            L = Q * w.clamp(min=0).sqrt()[:, None, :]          # A = L L^T
+                            for k in range(L.shape[2]):
+                                torch.autograd.grad(out, theta, grad_outputs=L[:, :, k], retain_graph=True)
+                yield sl, {layer.name: captured[layer.name] for layer in self.layers}
         finally:
             for h in handles:
                 h.remove()
+
+    def rotated(self, layer, a, delta):
+        """Q_S^T G_i Q_A per sample for G_i = sum_l delta_il a_il^T: shape (B, n_out, n_in_h)."""
+        return torch.einsum("blo,bli->boi", delta @ self.QS[layer.name], a @ self.QA[layer.name])
+
+    def rotated_squares(self, layer, a, deltas, summed=False):
+        """sum_k (Q_S^T G_ik Q_A)^2 per sample (B, n_out, n_in_h), or summed over the batch.
+
+        For inputs at one position (a Linear layer on vectors) G_ik = delta_ik a_i^T
+        has rank one, and its rotation is the outer product (Q_S^T delta_ik)(Q_A^T a_i)^T,
+        so the squares are (sum_k u_ik^2) (v_i^2)^T: no per-sample matrix products.
+        """
+        QA, QS = self.QA[layer.name], self.QS[layer.name]
+        ar = a @ QA
+        if a.shape[1] == 1:
+            u2 = sum((d[:, 0] @ QS) ** 2 for d in deltas)                 # (B, n_out)
+            v2 = ar[:, 0] ** 2                                             # (B, n_in_h)
+            return u2.T @ v2 if summed else u2[:, :, None] * v2[:, None, :]
+        sq = sum(torch.einsum("blo,bli->boi", d @ QS, ar) ** 2 for d in deltas)
+        return sq.sum(0) if summed else sq
+
+    @staticmethod
+    def squared_norms(a, deltas):
+        """sum_k ||G_ik||_F^2 per sample for G_ik = sum_l delta_ikl a_il^T, shape (B,)."""
+        if a.shape[1] == 1:
+            return sum((d[:, 0] ** 2).sum(1) for d in deltas) * (a[:, 0] ** 2).sum(1)
+        return sum((torch.einsum("blo,bli->boi", d, a) ** 2).sum((1, 2)) for d in deltas)
+
+    def gradient_sums(self):
+        """:class:`GradientSums` of the training gradients from the captured layer quantities.
+
+        sum_i G_i, sum_i |G_i| (entrywise) and sum_i ||g_i|| per layer from a_i and the
+        observed-label delta_i, with the rank-one shortcut for Linear layers
+        (sum_i |delta_i| |a_i|^T is one product): no per-sample gradient vector is formed.
+        """
+        cur = self.curvature
+        p, dev = cur.n_params, cur.fm.device
+        total = torch.zeros(1, p, dtype=torch.float64, device=dev)
+        abs_total = torch.zeros_like(total)
+        norm_total = 0.0
+        for _, cap in self.captures(grads="target"):
+            sq = 0.0
+            for layer in self.layers:
+                a, (d,) = cap[layer.name]
+                a64, d64 = a.to(torch.float64), d.to(torch.float64)
+                if a.shape[1] == 1:
+                    g, g_abs = d64[:, 0].T @ a64[:, 0], d64[:, 0].abs().T @ a64[:, 0].abs()
+                else:
+                    Gi = torch.einsum("blo,bli->boi", d64, a64)
+                    g, g_abs = Gi.sum(0), Gi.abs().sum(0)
+                block, block_abs = torch.zeros_like(total), torch.zeros_like(total)
+                layer.from_matrix(g[None], block)
+                layer.from_matrix(g_abs[None], block_abs)
+                total += block
+                abs_total += block_abs
+                sq = sq + self.squared_norms(a64, [d64])
+            norm_total += float(torch.sqrt(sq).sum())
+        return GradientSums(total[0], abs_total[0], norm_total, cur.n_samples)
 
     def fit(self):
         start = time.perf_counter()
@@ -177,13 +255,16 @@ class KFACSolver(Solver):
         dev, dt = cur.fm.device, cur.fm.dtype
         A = {l.name: torch.zeros(l.n_in_h, l.n_in_h, device=dev, dtype=dt) for l in self.layers}
         S = {l.name: torch.zeros(l.n_out, l.n_out, device=dev, dtype=dt) for l in self.layers}
-
-        def factors(layer, a, deltas):
-            A[layer.name] += torch.einsum("bli,blj->ij", a, a)
-            for d in deltas:
-                S[layer.name] += torch.einsum("bli,blj->ij", d, d) / d.shape[1]
-
-        self._pass(factors)
+        trace = 0.0
+        for _, cap in self.captures():
+            for layer in self.layers:
+                a, deltas = cap[layer.name]
+                A[layer.name] += torch.einsum("bli,blj->ij", a, a)
+                for d in deltas:
+                    S[layer.name] += torch.einsum("bli,blj->ij", d, d) / d.shape[1]
+                trace += float(self.squared_norms(a.to(torch.float64), [d.to(torch.float64) for d in deltas]).sum())
+        #: tr(C) of the exact curvature, sum_i sum_k ||G_ik||^2 (a by-product of the factor pass).
+        self.trace_ = trace
         self.QA, self.QS, self.eigenvalues = {}, {}, {}
         for layer in self.layers:
             eA, QA = torch.linalg.eigh(A[layer.name].double() / cur.n_samples)
@@ -193,14 +274,10 @@ class KFACSolver(Solver):
         self.factors_ = {"A": {k: v / cur.n_samples for k, v in A.items()}, "S": S}
         if self.eigen_correction:
             lam = {l.name: torch.zeros(l.n_out, l.n_in_h, device=dev, dtype=dt) for l in self.layers}
-
-            def correction(layer, a, deltas):
-                QA, QS = self.QA[layer.name], self.QS[layer.name]
-                for d in deltas:
-                    G = torch.einsum("blo,bli->boi", d, a)
-                    lam[layer.name] += ((QS.T @ G @ QA) ** 2).sum(0)
-
-            self._pass(correction)
+            for _, cap in self.captures():
+                for layer in self.layers:
+                    a, deltas = cap[layer.name]
+                    lam[layer.name] += self.rotated_squares(layer, a, deltas, summed=True)
             self.eigenvalues = lam
         self._log_fit(start)
         return self

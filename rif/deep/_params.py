@@ -63,6 +63,7 @@ PARAMETER_CONSTRAINTS = {
     "retrain_max_iter": [Interval(Integral, 1, None, closed="left")],
     "retrain_tol": [Interval(Real, 0, None, closed="neither")],
     "max_dense_params": [Interval(Integral, 1, None, closed="left")],
+    "rank": [Interval(Integral, 1, None, closed="left")],
     "seed": [Interval(Integral, 0, None, closed="left")],
     "progress": [None, "boolean"],
     "stationarity_tol": [None, Interval(Real, 0, None, closed="left")],

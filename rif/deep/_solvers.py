@@ -57,7 +57,7 @@ from ._errors import LiSSADivergenceError, SingularHessianError, SolverConvergen
 from ._progress import progress_bar
 from ._threads import thread_count, with_threads
 
-SOLVERS = ("exact", "cg", "lissa", "kfac", "ekfac")
+SOLVERS = ("exact", "cg", "lissa", "kfac", "ekfac", "lowrank")
 
 
 class Solver:

@@ -34,6 +34,7 @@ import warnings
 import torch
 
 from ._errors import StationarityWarning
+from ._gradients import GradientSums
 
 #: mu* "equals" a candidate value when their ratio is within this factor of one.
 MATCH = 0.1
@@ -44,8 +45,9 @@ def stationarity(G, theta, weight_decay):
 
     Parameters
     ----------
-    G : tensor of shape (n, p)
-        Per-sample gradients g_i at theta^.
+    G : tensor of shape (n, p) or GradientSums
+        Per-sample gradients g_i at theta^, or their sums (streamed, see
+        :func:`rif.deep._gradients.gradient_sums`).
     theta : tensor of shape (p,)
     weight_decay : float
         mu >= 0.
@@ -56,9 +58,9 @@ def stationarity(G, theta, weight_decay):
         ``gradient_norm`` ||grad L(theta^)||, ``relative`` r,
         ``implied_weight_decay`` mu* and ``implied_relative`` r*.
     """
-    G64, th = G.detach().to(torch.float64), theta.detach().to(torch.float64)
-    data = G64.sum(0)
-    sample_norms = float(torch.linalg.vector_norm(G64, dim=1).sum())
+    sums = G if isinstance(G, GradientSums) else GradientSums.of(G)
+    th = theta.detach().to(torch.float64)
+    data, sample_norms = sums.total, sums.norm_total
     theta_norm = float(torch.linalg.vector_norm(th))
     grad_norm = float(torch.linalg.vector_norm(data + weight_decay * th))
     scale = sample_norms + weight_decay * theta_norm
@@ -107,7 +109,8 @@ def check_stationarity(G, theta, weight_decay, damping, tol, stacklevel=3):
     """
     stats = stationarity(G, theta, weight_decay)
     if tol is not None and stats["relative"] > tol and math.isfinite(stats["relative"]):
-        cause = diagnose(stats, weight_decay, damping, G.shape[0])
+        n = G.n if isinstance(G, GradientSums) else G.shape[0]
+        cause = diagnose(stats, weight_decay, damping, n)
         warnings.warn(
             f"the trained parameters are not a stationary point of sum_i l_i + (weight_decay/2)||theta||^2: "
             f"||grad|| = {stats['gradient_norm']:.3e}, {stats['relative']:.2e} of sum_i ||g_i|| + "

@@ -17,18 +17,23 @@ a K x K solve per sample on top of K + 1 inverse-curvature products; the
 eigenvalues of A_i J_i V_i (the network's generalised leverages) lie in
 [0, 1) whenever lambda > 0. The same identity with J_i^T = g_i, A_i = 1
 serves the empirical Fisher; the true Hessian has no low-rank per-sample
-form, so "rif" and "newton" need curvature "gnh" or "fisher". For a set S the
+form: its "rif" and "newton" steps subtract the samples' own Hessians H_i,
+densely or in a low-rank basis (see :mod:`rif.deep._hessian_loo`). For a set S the
 Newton step stacks the removed B_i into one kK x kK system. With the K-FAC /
 EK-FAC solvers the removed samples' share of the approximate curvature is
-subtracted inside the approximation instead (see :mod:`rif.deep._kfac`), which
-keeps every leave-one-out system positive definite.
+subtracted inside the approximation instead (see :mod:`rif.deep._kfac`), and
+with the low-rank solver the B_i are projected onto its basis, B_i U U^T (see
+:mod:`rif.deep._lowrank`); both keep every leave-one-out system positive definite.
 """
 
 import numpy as np
 import torch
 
+from . import _hessian_loo
 from ._errors import NearSingularLeverageError
 from ._kfac import KFACSolver
+from ._lowrank import LowRankSolver
+from ._solvers import DenseSolver
 
 #: 1 - (largest generalised leverage) below this makes a leave-one-out step numerically undefined.
 LEVERAGE_TOL = {torch.float64: 1.5e-8, torch.float32: 3e-4}
@@ -64,7 +69,12 @@ def loo_steps(solver, curvature, G, index, method, dtype, on_singular="raise"):
     """
     if method == "if":
         return solver.solve(G.T).T
+    if curvature.kind == "hessian":
+        lev = torch.full((G.shape[0],), float("nan"), dtype=G.dtype, device=G.device)
+        return _hessian_steps(solver, curvature, G, index, on_singular), lev
     B, A = curvature.sample_factors(index)                     # (k, K, p), (k, K, K)
+    if isinstance(solver, LowRankSolver):
+        B = solver.project(B)
     if isinstance(solver, KFACSolver):
         terms = solver.sample_terms(B, A)
         return solver.solve_without(G, terms), solver.leverage(terms)
@@ -91,9 +101,22 @@ def loo_steps(solver, curvature, G, index, method, dtype, on_singular="raise"):
     return step, lev
 
 
+def _hessian_steps(solver, curvature, G, index, on_singular):
+    if isinstance(solver, DenseSolver):
+        return _hessian_loo.dense_loo_steps(solver, curvature, G, index, on_singular)
+    if isinstance(solver, LowRankSolver):
+        return _hessian_loo.lowrank_loo_steps(solver, curvature, G, index, on_singular)
+    raise ValueError(
+        f"rescaled influence and Newton steps with curvature='hessian' need solver='exact' or "
+        f"'lowrank' (the samples' own Hessians are subtracted densely or in the low-rank basis), "
+        f"not {solver.name!r}")
+
+
 def leverages(solver, curvature, index):
     """Largest eigenvalue of A_i B_i H^{-1} B_i^T for the training samples ``index``, shape (k,)."""
     B, A = curvature.sample_factors(index)
+    if isinstance(solver, LowRankSolver):
+        B = solver.project(B)
     if isinstance(solver, KFACSolver):
         return solver.leverage(solver.sample_terms(B, A))
     k, K, p = B.shape
@@ -103,7 +126,15 @@ def leverages(solver, curvature, index):
 
 def newton_step(solver, curvature, g, index):
     """(H - sum_{i in S} C_i)^{-1} g for the set S = ``index`` and g = sum_{i in S} g_i, shape (p,)."""
+    if curvature.kind == "hessian":
+        if isinstance(solver, DenseSolver):
+            return _hessian_loo.dense_newton_step(solver, curvature, g, index)
+        if isinstance(solver, LowRankSolver):
+            return _hessian_loo.lowrank_newton_step(solver, curvature, g, index)
+        _hessian_steps(solver, curvature, g[None], index, "raise")      # raises the ValueError
     B, A = curvature.sample_factors(index)
+    if isinstance(solver, LowRankSolver):
+        B = solver.project(B)
     if isinstance(solver, KFACSolver):
         terms = {name: t.sum(0, keepdim=True) for name, t in solver.sample_terms(B, A).items()}
         return solver.solve_without(g[None], terms)[0]

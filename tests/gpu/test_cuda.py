@@ -26,17 +26,17 @@ def _problem(seed=0, n=64):
     return model, X, y
 
 
-@pytest.mark.parametrize("solver", ["exact", "cg", "lissa", "kfac", "ekfac"])
+@pytest.mark.parametrize("solver", ["exact", "cg", "lissa", "kfac", "ekfac", "lowrank"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda_matches_cpu(solver, dtype):
     from rif.deep import TorchInfluence
 
     model, X, y = _problem()
-    kw = dict(solver=solver, damping=1.0, dtype=dtype, lissa_depth=300)
+    kw = dict(solver=solver, damping=1.0, dtype=dtype, lissa_depth=300, rank=40)
     cpu = TorchInfluence(model, "cross_entropy", (X, y), device="cpu", **kw).fit()
     gpu = TorchInfluence(model, "cross_entropy", (X, y), device="cuda", **kw).fit()
     assert gpu.theta_.is_cuda and next(model.parameters()).device.type == "cpu"
-    rtol = 1e-8 if dtype == torch.float64 and solver in ("exact", "kfac", "ekfac") else 2e-3
+    rtol = 1e-8 if dtype == torch.float64 and solver in ("exact", "kfac", "ekfac", "lowrank") else 2e-3
     if solver in ("cg", "lissa") and dtype == torch.float64:
         rtol = 1e-5                  # both stop at their tolerance, by different rounding paths
     for method, linear in (("if", True), ("rif", False)):
@@ -58,3 +58,29 @@ def test_cuda_retrain_and_embeddings():
                                rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(embed(model, X, layer="1", device="cuda"), embed(model, X, layer="1"),
                                rtol=1e-10)
+
+
+@pytest.mark.parametrize("solver", ["exact", "lowrank"])
+def test_cuda_true_hessian_rif_matches_cpu(solver):
+    from rif.deep import TorchInfluence
+
+    model, X, y = _problem()
+    kw = dict(curvature="hessian", solver=solver, damping=1.0, dtype=torch.float64, rank=100)
+    cpu = TorchInfluence(model, "cross_entropy", (X, y), device="cpu", **kw).fit()
+    gpu = TorchInfluence(model, "cross_entropy", (X, y), device="cuda", **kw).fit()
+    a = cpu.scores(X[:4], y[:4], method="rif", linear=True)
+    b = gpu.scores(X[:4], y[:4], method="rif", linear=True)
+    np.testing.assert_allclose(b, a, rtol=1e-7, atol=1e-9 * np.nanmax(np.abs(a)))
+
+
+def test_cuda_projected_scores_match_cpu():
+    from rif.deep import TorchInfluence
+
+    model, X, y = _problem()
+    kw = dict(damping=1.0, dtype=torch.float64)
+    cpu = TorchInfluence(model, "cross_entropy", (X, y), device="cpu", **kw).fit()
+    gpu = TorchInfluence(model, "cross_entropy", (X, y), device="cuda", **kw).fit()
+    for method in ("if", "rif"):
+        a = cpu.scores(X[:4], y[:4], method=method, linear=True, projection=256)
+        b = gpu.scores(X[:4], y[:4], method=method, linear=True, projection=256)
+        np.testing.assert_allclose(b, a, rtol=1e-8, atol=1e-12)

@@ -1,0 +1,44 @@
+"""benchmarks/deep_scale.py --quick: every part runs and reports finite, well-formed numbers."""
+
+import importlib.util
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from deep_helpers import IGNORE_JIT  # noqa: E402
+from deep_helpers import one_torch_thread  # noqa: E402, F401 (autouse fixture)
+
+pytestmark = [IGNORE_JIT, pytest.mark.filterwarnings("ignore::rif.deep.StationarityWarning")]
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "deep_scale.py"
+
+
+def test_quick_run_reports_every_part(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("deep_scale_benchmark", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "deep_scale.json"
+    results = bench.main(["--quick", "--output", str(out)])
+    assert json.loads(out.read_text())["quick"] is True
+    ours = [r for r in results["reference"] if "library" not in r]      # dattri's rows, where importable
+    ref = {(r["curvature"], r["solver"], r.get("rank"), r["method"]): r for r in ours}
+    p = next(r["rank"] for r in ours if r["solver"] == "lowrank")
+    for key, row in ref.items():
+        assert np.isfinite(row["pearson"]) and row["pairs"] > 0, key
+    # the low-rank solver at full rank is the exact route, for both curvatures
+    for curvature in ("gnh", "hessian"):
+        for method in ("if", "rif"):
+            a, b = ref[(curvature, "exact", None, method)], ref[(curvature, "lowrank", p, method)]
+            assert a["median_rel_error"] == pytest.approx(b["median_rel_error"], rel=1e-6)
+    small = results["small"]
+    assert {r["solver"] for r in small} == {"ekfac", "kfac", "lowrank", "exact"}
+    assert all(0 <= r["relative_error_vs_unprojected"] < 1 for r in small if "projection" in r)
+    scale = results["scale"]
+    assert scale["finite"] and scale["if_seconds"] > 0 and scale["rif_over_if_time"] > 0
+    text = capsys.readouterr().out
+    for lib in ("kronfluence", "dattri"):
+        assert lib in text
