@@ -333,10 +333,11 @@ class MultinomialProblem(AttributionMixin):
         K, p1 = self.n_classes, self.p1
         inv = self.inverse
         out = np.empty((rows.shape[0], K, K))
-        for k in range(K):
-            z = rows @ inv[k * p1:(k + 1) * p1]                 # (m, K p1): x~^T [H^-1]_{k, :}
-            out[:, k, :] = np.einsum("mlj,mj->ml", z.reshape(-1, K, p1), rows)
-        return 0.5 * (out + np.swapaxes(out, 1, 2))
+        for k in range(K):                                       # Q is symmetric: blocks l >= k only
+            z = rows @ inv[k * p1:(k + 1) * p1, k * p1:]          # (m, (K - k) p1): x~^T [H^-1]_{k, l}
+            out[:, k, k:] = np.einsum("mlj,mj->ml", z.reshape(rows.shape[0], K - k, p1), rows)
+            out[:, k:, k] = out[:, k, k:]
+        return out
 
     @cached_property
     def leverage_blocks(self):
