@@ -121,9 +121,7 @@ class Certifier:
         if not problem.fit_intercept and lam > 0:
             return lam
         if problem.route == "dual":
-            inverse = problem.base_factor.inverse
-            top = float(np.linalg.eigvalsh(inverse)[-1])
-            return 1.0 / (top * (1.0 + 1e-8))
+            return 1.0 / (problem.base_factor.inverse_norm_bound * (1.0 + 1e-8))
         from scipy.linalg import eigh
 
         low = float(eigh(problem.hessian, eigvals_only=True, subset_by_index=[0, 0], check_finite=False)[0])

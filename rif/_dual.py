@@ -190,6 +190,15 @@ class KernelHessian:
         return out if gamma is None else out + gamma
 
     @cached_property
+    def inverse_norm_bound(self):
+        """An upper bound of ||H^{-1}||_2: 1 / lambda without an intercept; with one,
+        H^{-1} = blockdiag(A^{-1}, 0) + u u^T / s with u = (a, -1), so
+        ||H^{-1}||_2 <= 1 / lambda + (1 + ||a||^2) / s, ||a||^2 = alpha^T G alpha."""
+        if not self.fit_intercept:
+            return 1.0 / self.lam
+        return 1.0 / self.lam + (1.0 + float(self._alpha @ self._v)) / self._schur
+
+    @cached_property
     def inverse(self):
         """H^{-1} as a dense (p, p) array (p solves; for the classical diagnostics only)."""
         inv = self.solve(np.eye(self.n_params))

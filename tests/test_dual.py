@@ -45,6 +45,7 @@ def test_kernel_hessian_is_the_dense_inverse(intercept, sparse):
     np.testing.assert_allclose(factor.row_products(rows), Xt @ inv @ Xt[rows].T, atol=1e-12)
     np.testing.assert_allclose(factor.training_products(b), Xt @ inv @ b, atol=1e-12)
     np.testing.assert_allclose(factor.inverse, inv, atol=1e-12)
+    assert factor.inverse_norm_bound >= np.linalg.norm(inv, 2) * (1 - 1e-12)   # the certificates' bound
     q = np.einsum("ij,jk,ik->i", Xt, inv, Xt)
     h, q_kernel, one_minus = factor.leverages
     np.testing.assert_allclose(q_kernel, q, rtol=1e-11)
