@@ -53,8 +53,64 @@ from ._validation import check_bool, check_non_negative, check_settings, check_w
 from ._validation import check_vector as _check_vector
 
 
+def _is_dask(X):
+    return type(X).__module__.split(".")[0] == "dask"
+
+
+class ChunkedDesign:
+    """X~ = [X, 1] of a row-chunked dask array X, read one row chunk at a time: products with it
+    stream the chunks (X is never gathered whole), row selections compute only those rows."""
+
+    __array_ufunc__ = None          # NumPy defers A @ design to __rmatmul__
+
+    def __init__(self, X, fit_intercept):
+        if len(X.chunks[1]) != 1:
+            X = X.rechunk({1: -1})
+        self.X, self.fit_intercept = X, fit_intercept
+        self.shape = (X.shape[0], X.shape[1] + int(fit_intercept))
+
+    def blocks(self):
+        """(start, dense block of X~) for each row chunk."""
+        start = 0
+        for chunk in self.X.to_delayed().ravel():
+            block = np.asarray(chunk.compute(), dtype=np.float64)
+            if self.fit_intercept:
+                block = np.hstack([block, np.ones((block.shape[0], 1))])
+            yield start, block
+            start += block.shape[0]
+
+    def __matmul__(self, B):
+        return np.vstack([block @ B for _, block in self.blocks()])
+
+    def __rmatmul__(self, A):
+        return sum(A[:, start:start + len(block)] @ block for start, block in self.blocks())
+
+    @property
+    def T(self):
+        return _TransposedDesign(self)
+
+    def __getitem__(self, index):
+        rows = np.asarray(self.X[np.asarray(index)].compute(), dtype=np.float64)
+        return np.hstack([rows, np.ones((rows.shape[0], 1))]) if self.fit_intercept else rows
+
+
+class _TransposedDesign:
+    def __init__(self, design):
+        self.design = design
+
+    def __matmul__(self, B):
+        """X~^T B for B of shape (n, m), dense or sparse."""
+        total = 0.0
+        for start, block in self.design.blocks():
+            part = B[start:start + len(block)]
+            total = total + (np.asarray((part.T @ block)).T if sp.issparse(part) else block.T @ part)
+        return total
+
+
 def _design(X, fit_intercept):
-    """X~ = [X, 1] as a dense array or CSR matrix."""
+    """X~ = [X, 1] as a dense array, a CSR matrix, or a :class:`ChunkedDesign` of a dask array."""
+    if _is_dask(X):
+        return ChunkedDesign(X, fit_intercept)
     if not fit_intercept:
         return X
     ones = np.ones((X.shape[0], 1))
@@ -63,6 +119,15 @@ def _design(X, fit_intercept):
 
 def _dense(a):
     return np.asarray(a.toarray() if sp.issparse(a) else a)
+
+
+def design_blocks(design, rows=4096):
+    """(start, dense block) over the rows of X~, whatever its storage."""
+    if isinstance(design, ChunkedDesign):
+        yield from design.blocks()
+        return
+    for start in range(0, design.shape[0], rows):
+        yield start, _dense(design[start:start + rows])
 
 
 def softmax_loss(eta, labels):
@@ -122,8 +187,6 @@ class MultinomialProblem(AttributionMixin):
         refine = check_bool(refine, "refine")
         self.penalty = check_non_negative(penalty, "penalty")
         self.X = _check_array(X, "X", copy=check_bool(copy_X, "copy_X"))
-        if type(self.X).__module__.split(".")[0] == "dask":
-            raise ValueError("multinomial problems need X in memory (a NumPy array or CSR matrix), not dask")
         n, d = self.X.shape
         if n == 0 or d == 0:
             raise ValueError(f"X must have at least one sample and one feature, got shape {self.X.shape}")
@@ -248,11 +311,22 @@ class MultinomialProblem(AttributionMixin):
 
     def _gram_blocks(self, hess, prob, weights):
         K, p1, Xt = self.n_classes, self.p1, self.design
+        if isinstance(Xt, ChunkedDesign):
+            blocks = np.zeros((K, K, p1, p1))
+            for start, rows in Xt.blocks():            # one pass over the chunks for every block
+                pr, w = prob[start:start + len(rows)], weights[start:start + len(rows)]
+                for k in range(K):
+                    for l in range(k, K):
+                        a = w * (pr[:, k] * ((k == l) - pr[:, l]))
+                        blocks[k, l] += rows.T @ (rows * a[:, None])
         for k in range(K):
             for l in range(k, K):
-                a = weights * (prob[:, k] * ((k == l) - prob[:, l]))
-                scaled = Xt.multiply(a[:, None]).tocsr() if sp.issparse(Xt) else Xt * a[:, None]
-                block = _dense(Xt.T @ scaled)
+                if isinstance(Xt, ChunkedDesign):
+                    block = blocks[k, l]
+                else:
+                    a = weights * (prob[:, k] * ((k == l) - prob[:, l]))
+                    scaled = Xt.multiply(a[:, None]).tocsr() if sp.issparse(Xt) else Xt * a[:, None]
+                    block = _dense(Xt.T @ scaled)
                 hess[k * p1:(k + 1) * p1, l * p1:(l + 1) * p1] = block
                 if l != k:
                     hess[l * p1:(l + 1) * p1, k * p1:(k + 1) * p1] = block.T
@@ -342,7 +416,7 @@ class MultinomialProblem(AttributionMixin):
     @cached_property
     def leverage_blocks(self):
         """Q_i for every training sample, shape (n, K, K)."""
-        return self.row_inverse_products(_dense(self.design))
+        return np.concatenate([self.row_inverse_products(rows) for _, rows in design_blocks(self.design)])
 
     @cached_property
     def leverage_matrices(self):
@@ -563,11 +637,12 @@ def loo_params_change(problem, method, tol=1e-10, max_iter=100, n_jobs=None, pro
         sets = [np.array([i]) for i in range(problem.n_samples)]
         return params_change_batch(problem, sets, method, tol, max_iter, n_jobs, progress)
     coef = problem.coefficients("rif" if method == "newton" else method)
-    design = _dense(problem.design)
     K, p1 = problem.n_classes, problem.p1
     out = np.zeros((problem.n_samples, problem.n_params))
-    for k in range(K):                    # H^-1 (coef_i (x) x~_i) = sum_k coef_ik [H^-1]_{:, k} x~_i
-        out += (coef[:, k:k + 1] * design) @ problem.inverse[k * p1:(k + 1) * p1]
+    for start, rows in design_blocks(problem.design):
+        part, c = out[start:start + len(rows)], coef[start:start + len(rows)]
+        for k in range(K):                # H^-1 (coef_i (x) x~_i) = sum_k coef_ik [H^-1]_{:, k} x~_i
+            part += (c[:, k:k + 1] * rows) @ problem.inverse[k * p1:(k + 1) * p1]
     return problem.to_public(out)
 
 
@@ -580,12 +655,13 @@ def _eta_change_per_sample(problem, rows, method, tol, max_iter, progress, n_job
         blocks = _refits(problem, sets, tol, max_iter, progress, n_jobs).reshape(-1, K, p1)
         return np.einsum("jq,ilq->ijl", rows, blocks)
     coef = problem.coefficients("rif" if method == "newton" else method)
-    design = _dense(problem.design)
     out = np.zeros((problem.n_samples, rows.shape[0], K))
-    for l in range(K):
-        z = (rows @ problem.inverse[l * p1:(l + 1) * p1]).reshape(-1, K, p1)       # x~_j^T [H^-1]_{l, k}
-        for k in range(K):
-            out[:, :, l] += coef[:, k:k + 1] * (design @ z[:, k, :].T)
+    z = [(rows @ problem.inverse[l * p1:(l + 1) * p1]).reshape(-1, K, p1) for l in range(K)]  # x~_j^T [H^-1]_{l,k}
+    for start, train in design_blocks(problem.design):
+        part, c = out[start:start + len(train)], coef[start:start + len(train)]
+        for l in range(K):
+            for k in range(K):
+                part[:, :, l] += c[:, k:k + 1] * (train @ z[l][:, k, :].T)
     return out
 
 
@@ -644,9 +720,9 @@ class SoftmaxTarget:
         """f(theta + dtheta_s) - f(theta) (or its linearisation) for each row of ``dthetas`` (public order)."""
         block = self.problem.from_public(theta)
         eta = self.eta(block)
-        steps = np.stack([self.problem.from_public(d) for d in dthetas]).reshape(
-            len(dthetas), self.problem.n_classes, self.problem.p1)
-        d_eta = np.einsum("jq,slq->sjl", self.rows, steps)                # (n_sets, m, K)
+        K, p1 = self.problem.n_classes, self.problem.p1
+        steps = np.stack([self.problem.from_public(d) for d in dthetas]).reshape(len(dthetas) * K, p1)
+        d_eta = np.swapaxes((self.rows @ steps.T).reshape(-1, len(dthetas), K), 0, 1)   # (n_sets, m, K)
         if linear:
             grad = self.phi(eta, self.y)[1]
             return np.einsum("jl,sjl->s", grad, d_eta)
@@ -666,6 +742,8 @@ class SoftmaxTarget:
 
 def _eval_rows(problem, X):
     X = _check_array(X, "X")
+    if _is_dask(X):
+        X = np.asarray(X.compute(), dtype=np.float64)          # evaluation sets are small
     if X.shape[1] != problem.n_features:
         raise ValueError(f"X has {X.shape[1]} features but the model was fitted with {problem.n_features}")
     return _dense(_design(X, problem.fit_intercept))
@@ -701,7 +779,8 @@ def make_target(problem, target, X=None, y=None, removed=None, gradient=None):
     if target == "self_loss":
         return SoftmaxTarget(problem, _dense(problem.design[removed]), problem.y[removed], "loss")
     if target == "train_loss":
-        return SoftmaxTarget(problem, _dense(problem.design), problem.y, "loss")
+        design = problem.design
+        return SoftmaxTarget(problem, design if isinstance(design, ChunkedDesign) else _dense(design), problem.y, "loss")
     if target in ("decision", "proba", "loss"):
         return eta_target(problem, target, X, y)
     raise ValueError(f"target must be one of {TARGETS} or a callable f(theta), got {target!r}")
@@ -718,7 +797,8 @@ def self_loss_changes(problem, method, linear, tol, max_iter, n_jobs, progress):
     if method == "retrain":
         sets = [np.array([i]) for i in range(problem.n_samples)]
         blocks = _refits(problem, sets, tol, max_iter, progress, n_jobs).reshape(-1, K, p1)
-        d_eta = np.einsum("iq,ilq->il", _dense(problem.design), blocks)
+        d_eta = np.concatenate([np.einsum("iq,ilq->il", rows, blocks[start:start + len(rows)])
+                                for start, rows in design_blocks(problem.design)])
     else:
         coef = problem.coefficients("rif" if method == "newton" else method)
         d_eta = (problem.leverage_blocks @ coef[..., None])[..., 0]            # Q_i s_i

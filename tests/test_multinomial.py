@@ -250,3 +250,22 @@ def test_refits_through_joblib_workers_match_the_serial_ones():
     serial = problem.params_change(sets, "retrain")
     problem.n_jobs = 2
     np.testing.assert_allclose(problem.params_change(sets, "retrain"), serial, rtol=1e-12, atol=1e-14)
+
+
+def test_a_dask_array_gives_the_same_answers_chunk_by_chunk():
+    da = pytest.importorskip("dask.array")
+    problem, X, y = _problem(n=60, d=4, K=3, seed=12, penalty=0.5)
+    lazy = MultinomialProblem(da.from_array(X, chunks=(17, 4)), y, 3, penalty=0.5, tol=1e-13)
+    np.testing.assert_allclose(lazy.theta, problem.theta, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(lazy.leverage, problem.leverage, rtol=1e-9)
+    sets = [np.array([4, 9, 17]), np.array([30])]
+    for method in ("if", "rif", "newton", "retrain"):
+        np.testing.assert_allclose(lazy.params_change(sets, method), problem.params_change(sets, method),
+                                   rtol=1e-8, atol=1e-11, err_msg=method)
+    X_eval, y_eval = _data(5, 4, 3, 13)
+    np.testing.assert_allclose(lazy.scores(X_eval, y_eval), problem.scores(X_eval, y_eval), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(lazy.self_influence(), problem.self_influence(), rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(lazy.loo_params_change("rif"), problem.loo_params_change("rif"), rtol=1e-8,
+                               atol=1e-12)
+    np.testing.assert_allclose(lazy.effect(sets, "train_loss", method="rif"),
+                               problem.effect(sets, "train_loss", method="rif"), rtol=1e-8)
