@@ -27,8 +27,24 @@ Three parts, all on offline data (sklearn's digits; nothing is downloaded):
    allocated device memory of each stage).
 
 dattri (explicit and CG influence, EK-FAC, TRAK, TracIn) is compared on the
-reference MLP when it can be imported; the script says so when it cannot. The
-scale part has no Kronfluence or dattri adapter and says which is importable.
+reference MLP when it can be imported; the script says so when it cannot.
+
+Kronfluence's EK-FAC (``Analyzer.fit_all_factors`` with
+``FactorArguments(strategy="ekfac")`` and ``compute_pairwise_scores``) runs on
+the models and data of parts 2 and 3 when ``import kronfluence`` works
+(``pip install --no-deps kronfluence accelerate`` plus safetensors, einconv,
+einops and opt_einsum; it does not need torchvision at import), and is skipped
+with a message otherwise. Its curvature is the mean (1/n) sum_i F_i of a
+sampled-label Fisher, damped on that mean, so its damping is set to rif's
+sum-form shift divided by n: (lambda + mu) / n. Its pairwise score
+g_testᵀ(F + damping)^-1 g_train has rif's sign (positive: removing the
+training sample raises the test loss) and n times rif's scale. Part 3 reports
+its factor-fit and score seconds, samples/s and peak memory beside rif's, and
+the Spearman correlation (per test image, averaged) of its scores with rif's
+EK-FAC IF and RIF; part 2 that with the exact damped-GNH IF scores.
+Peak memory per stage on CPU is also sampled from /proc during the stage
+(``stage_peak_rss_mb_*``), so that stages run later are not masked by the
+high-water mark.
 
     python benchmarks/deep_scale.py --quick           # seconds: tiny sizes, every code path
     python benchmarks/deep_scale.py                    # the full run (minutes, 1 thread)
@@ -316,6 +332,18 @@ def small(args, device):
                          "pearson_vs_exact": float(pearsonr(S.ravel(), ref[m].ravel())[0]), "seconds": t_fit + t})
             print(f"[small] {solver:8s} {m:3s} Spearman vs exact {rows[-1]['spearman_vs_exact']:.3f}  "
                   f"Pearson {rows[-1]['pearson_vs_exact']:.3f}  {rows[-1]['seconds']:.1f}s")
+    if kronfluence_available():
+        K, stats = kronfluence_ekfac(model, X, y, Xt, yt, exact.shift_ / n_train, device, batch_size=64,
+                                     seed=args.seed)
+        rows.append({"library": "kronfluence", "solver": "ekfac", "method": "if",
+                     "spearman_vs_exact": per_column_spearman(K, ref["if"]),
+                     "pearson_vs_exact": float(pearsonr(K.ravel(), ref["if"].ravel())[0]),
+                     "seconds": stats["fit_seconds"] + stats["scores_seconds"]})
+        print(f"[small] Kronfluence EK-FAC IF (damping (lambda + mu) / n on its mean curvature) Spearman vs exact "
+              f"{rows[-1]['spearman_vs_exact']:.3f}  Pearson {rows[-1]['pearson_vs_exact']:.3f}  "
+              f"{rows[-1]['seconds']:.1f}s")
+    else:
+        print("[small] kronfluence is not importable: its comparison is skipped")
     for k in ((1024,) if q else (256, 4096)):
         for m in ("if", "rif"):
             S = exact.scores(Xt, yt, method=m, linear=True, projection=k)
@@ -325,6 +353,108 @@ def small(args, device):
             print(f"[small] projected k={k:<5d} {m:3s} relative error vs unprojected {err:.3f}  "
                   f"Spearman {rows[-1]['spearman_vs_exact']:.3f}")
     return rows
+
+
+# -- Kronfluence's EK-FAC on the same model and data (when importable) -----------------------
+class _RSSPeak:
+    """Peak resident memory of the process during a block, sampled every 20 ms from /proc."""
+
+    def __init__(self):
+        self.peak_mb = float("nan")
+
+    def _rss_mb(self):
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+        except OSError:
+            return float("nan")
+
+    def __enter__(self):
+        import threading
+
+        self._stop = threading.Event()
+        self.peak_mb = self._rss_mb()
+
+        def sample():
+            while not self._stop.wait(0.02):
+                self.peak_mb = max(self.peak_mb, self._rss_mb())
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._rss_mb())
+
+
+def kronfluence_available():
+    return importlib.util.find_spec("kronfluence") is not None
+
+
+def kronfluence_ekfac(model, X, y, Xt, yt, damping, device, batch_size=64, seed=0):
+    """Kronfluence's EK-FAC IF scores of every (train, test) pair, shape (n_train, n_test), rif's orientation.
+
+    Kronfluence's curvature is a mean over samples, (1/n) sum_i F_i, with the
+    true Fisher estimated from one label per sample drawn from the model's
+    softmax (``FactorArguments(strategy="ekfac")``; rif's GNH is the same
+    matrix's exact expectation), and its damping is added to that mean. So
+    ``damping`` here is the mean-form value: rif's sum-form shift (lambda + mu)
+    divided by n, which makes (F_mean + damping)^-1 = n (F_sum + lambda + mu)^-1.
+    A Kronfluence pairwise score is g_testᵀ (F_mean + damping)^-1 g_train with
+    the gradients of the per-sample losses: positive for a training sample
+    whose removal raises the test loss, rif's sign, and n times rif's scale.
+    Returns the scores and, per stage (factor fit, scores), seconds and the
+    peak resident memory (or the peak device allocation on CUDA).
+    """
+    import copy
+    import logging
+    import os
+    import tempfile
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from kronfluence.analyzer import Analyzer, prepare_model
+    from kronfluence.arguments import FactorArguments, ScoreArguments
+    from kronfluence.task import Task
+    from torch.utils.data import TensorDataset
+
+    class CrossEntropyTask(Task):
+        def compute_train_loss(self, batch, model, sample=False):
+            x, t = batch
+            logits = model(x)
+            if sample:      # the true Fisher: labels drawn from the model's own predictions
+                with torch.no_grad():
+                    t = torch.multinomial(torch.softmax(logits.detach(), -1), 1).flatten()
+            return torch.nn.functional.cross_entropy(logits, t, reduction="sum")
+
+        def compute_measurement(self, batch, model):
+            x, t = batch
+            return torch.nn.functional.cross_entropy(model(x), t, reduction="sum")
+
+    torch.manual_seed(seed)
+    net = prepare_model(copy.deepcopy(model).eval(), CrossEntropyTask())
+    train, test = TensorDataset(X, y), TensorDataset(Xt, yt)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        analyzer = Analyzer("rif_deep_scale", net, CrossEntropyTask(), cpu=device.type != "cuda",
+                            disable_tqdm=True, output_dir=tmp, log_level=logging.WARNING)
+        for stage, run in (
+                ("fit", lambda: analyzer.fit_all_factors(
+                    "ekfac", train, per_device_batch_size=batch_size,
+                    factor_args=FactorArguments(strategy="ekfac"), overwrite_output_dir=True)),
+                ("scores", lambda: analyzer.compute_pairwise_scores(
+                    "scores", "ekfac", test, train, per_device_query_batch_size=len(yt),
+                    per_device_train_batch_size=batch_size,
+                    score_args=ScoreArguments(damping_factor=float(damping)), overwrite_output_dir=True))):
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            with _RSSPeak() as mem, warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=FutureWarning)       # its torch.cuda.amp calls
+                _, out[f"{stage}_seconds"] = timed(device, run)
+            out[f"peak_memory_mb_{stage}"] = peak_memory_mb(device) if device.type == "cuda" else mem.peak_mb
+        scores = analyzer.load_pairwise_scores("scores")["all_modules"]
+    out["threads"] = torch.get_num_threads()
+    return scores.T.detach().cpu().double().numpy(), out
 
 
 # -- 3. the ~1M-parameter CNN ------------------------------------------------------------------
@@ -346,13 +476,18 @@ def scale(args, device):
     ti = TorchInfluence(model, "cross_entropy", (X, y), solver="ekfac", damping=0.1, weight_decay=mu,
                         device=device, dtype=torch.float32, batch_size=64 if not q else 32,
                         stationarity_tol=None)
-    _, out["fit_seconds"] = timed(device, ti.fit)
+    with _RSSPeak() as mem:
+        _, out["fit_seconds"] = timed(device, ti.fit)
     out["peak_memory_mb_fit"] = peak_memory_mb(device)
+    out["stage_peak_rss_mb_fit"] = mem.peak_mb
+    out["fit_train_samples_per_second"] = n_train / out["fit_seconds"]
     S = {}
     for m in ("if", "rif"):
-        S[m], out[f"{m}_seconds"] = timed(device, ti.scores, Xt, yt, method=m, linear=True)
+        with _RSSPeak() as mem:
+            S[m], out[f"{m}_seconds"] = timed(device, ti.scores, Xt, yt, method=m, linear=True)
         out[f"{m}_train_samples_per_second"] = n_train / out[f"{m}_seconds"]
         out[f"peak_memory_mb_{m}"] = peak_memory_mb(device)
+        out[f"stage_peak_rss_mb_{m}"] = mem.peak_mb
     out["rif_over_if_time"] = out["rif_seconds"] / out["if_seconds"]
     out["spearman_rif_vs_if"] = per_column_spearman(S["rif"], S["if"])
     out["finite"] = bool(np.isfinite(S["if"]).all() and np.isfinite(S["rif"]).all())
@@ -363,14 +498,55 @@ def scale(args, device):
           f"peak memory (MB) fit {out['peak_memory_mb_fit']:.0f}, IF {out['peak_memory_mb_if']:.0f}, "
           f"RIF {out['peak_memory_mb_rif']:.0f} (an n x p float32 gradient matrix would be "
           f"{out['n_by_p_gigabytes_avoided']:.1f} GiB)")
-    for lib in ("kronfluence", "dattri"):
-        available = importlib.util.find_spec(lib) is not None
-        out[f"{lib}_available"] = available
-        if not available:
-            print(f"[scale] {lib} is not importable: its comparison is skipped "
-                  f"(pip install --no-deps {lib} and its pure-Python dependencies to include it)")
-        else:
-            print(f"[scale] {lib} is importable, but this part has no adapter for it: skipped")
+    out["kronfluence"] = kronfluence_scale(model, X, y, Xt, yt, ti, S, out, device, batch_size=64 if not q else 32,
+                                           seed=args.seed)
+    out["dattri_available"] = importlib.util.find_spec("dattri") is not None
+    print(f"[scale] dattri {'is importable' if out['dattri_available'] else 'is not importable'}; this part "
+          f"has no dattri adapter (dattri is compared on the reference MLP)")
+    return out
+
+
+def kronfluence_scale(model, X, y, Xt, yt, ti, S, ours, device, batch_size, seed):
+    """Kronfluence's EK-FAC fit and pairwise IF scores beside rif's, with the damping matched."""
+    out = {"available": kronfluence_available()}
+    if not out["available"]:
+        print("[scale] kronfluence is not importable: its comparison is skipped "
+              "(pip install --no-deps kronfluence accelerate, and its pure-Python dependencies, to include it)")
+        return out
+    n = len(y)
+    damping = ti.shift_ / n
+    K, stats = kronfluence_ekfac(model, X, y, Xt, yt, damping, device, batch_size=batch_size, seed=seed)
+    out.update(stats)
+    out["damping_mean_form"] = damping
+    out["damping_convention"] = ("Kronfluence adds its damping to the mean curvature (1/n) sum_i F_i; rif adds "
+                                 "lambda + mu to the sum: Kronfluence damping = (lambda + mu) / n")
+    out["sign_convention"] = ("both: g_test^T H^-1 g_train, positive when removing the training sample raises "
+                              "the test loss; Kronfluence's scores are n times rif's (mean vs sum curvature)")
+    for stage in ("fit", "scores"):
+        out[f"{stage}_train_samples_per_second"] = n / out[f"{stage}_seconds"]
+    out["finite"] = bool(np.isfinite(K).all())
+    out["spearman_vs_rif_ekfac_if"] = per_column_spearman(K, S["if"])
+    out["spearman_vs_rif_ekfac_rif"] = per_column_spearman(K, S["rif"])
+    out["pearson_vs_rif_ekfac_if"] = float(pearsonr(K.ravel(), S["if"].ravel())[0])
+    out["scale_vs_n_times_rif_if"] = float(np.median(K / (n * S["if"])))
+    out["rif_if_over_kronfluence_scores_time"] = ours["if_seconds"] / out["scores_seconds"]
+    out["rif_rif_over_kronfluence_scores_time"] = ours["rif_seconds"] / out["scores_seconds"]
+    out["rif_fit_plus_if_over_kronfluence_fit_plus_scores_time"] = (
+        (ours["fit_seconds"] + ours["if_seconds"]) / (out["fit_seconds"] + out["scores_seconds"]))
+    print(f"[scale] Kronfluence EK-FAC (sampled-label Fisher, mean-form damping {damping:.3g} = rif's "
+          f"(lambda + mu) / n; same sign as rif, n x its scale): fit {out['fit_seconds']:.1f}s "
+          f"({out['fit_train_samples_per_second']:.0f} samples/s, peak RSS {out['peak_memory_mb_fit']:.0f} MB), "
+          f"scores {out['scores_seconds']:.1f}s ({out['scores_train_samples_per_second']:.0f} train samples/s, "
+          f"peak RSS {out['peak_memory_mb_scores']:.0f} MB)")
+    print(f"[scale] rif stage peaks (same sampler): fit {ours['stage_peak_rss_mb_fit']:.0f} MB, IF "
+          f"{ours['stage_peak_rss_mb_if']:.0f} MB, RIF {ours['stage_peak_rss_mb_rif']:.0f} MB; time rif IF / "
+          f"Kronfluence scores {out['rif_if_over_kronfluence_scores_time']:.2f}, rif RIF / Kronfluence scores "
+          f"{out['rif_rif_over_kronfluence_scores_time']:.2f}, rif fit + IF / Kronfluence fit + scores "
+          f"{out['rif_fit_plus_if_over_kronfluence_fit_plus_scores_time']:.2f}")
+    print(f"[scale] Spearman (per test image, averaged) Kronfluence EK-FAC vs rif EK-FAC IF "
+          f"{out['spearman_vs_rif_ekfac_if']:.3f}, vs rif EK-FAC RIF {out['spearman_vs_rif_ekfac_rif']:.3f}; "
+          f"Pearson vs IF {out['pearson_vs_rif_ekfac_if']:.3f}; median Kronfluence / (n x rif IF) "
+          f"{out['scale_vs_n_times_rif_if']:.3f}")
     return out
 
 
