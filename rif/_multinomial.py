@@ -70,14 +70,11 @@ class ChunkedDesign:
         self.shape = (X.shape[0], X.shape[1] + int(fit_intercept))
 
     def blocks(self):
-        """(start, dense block of X~) for each row chunk."""
-        start = 0
-        for chunk in self.X.to_delayed().ravel():
-            block = np.asarray(chunk.compute(), dtype=np.float64)
-            if self.fit_intercept:
-                block = np.hstack([block, np.ones((block.shape[0], 1))])
-            yield start, block
-            start += block.shape[0]
+        """(start, dense block of X~) for each row chunk (rif._design.row_blocks)."""
+        from . import _design as design
+
+        for rows, block in design.row_blocks(self.X, self.fit_intercept):
+            yield rows.start, block
 
     def __matmul__(self, B):
         return np.vstack([block @ B for _, block in self.blocks()])
@@ -90,8 +87,9 @@ class ChunkedDesign:
         return _TransposedDesign(self)
 
     def __getitem__(self, index):
-        rows = np.asarray(self.X[np.asarray(index)].compute(), dtype=np.float64)
-        return np.hstack([rows, np.ones((rows.shape[0], 1))]) if self.fit_intercept else rows
+        from . import _design as design
+
+        return design.rows(self.X, index, self.fit_intercept)
 
 
 class _TransposedDesign:
@@ -121,13 +119,15 @@ def _dense(a):
     return np.asarray(a.toarray() if sp.issparse(a) else a)
 
 
-def design_blocks(design, rows=4096):
+def design_blocks(design):
     """(start, dense block) over the rows of X~, whatever its storage."""
     if isinstance(design, ChunkedDesign):
         yield from design.blocks()
         return
-    for start in range(0, design.shape[0], rows):
-        yield start, _dense(design[start:start + rows])
+    from . import _design as core
+
+    for rows, block in core.row_blocks(design, False):     # the intercept column is already in design
+        yield rows.start, block
 
 
 def softmax_loss(eta, labels):
