@@ -158,6 +158,13 @@ def dual_loo_terms(problem, method):
         return problem.base_factor, problem.residual, problem.sample_penalty
     if not problem.sample_penalty.any():
         return problem.base_factor, scalar_loo_coefficient(problem, method), problem.sample_penalty
+    terms = problem.__dict__.get("_dual_rif_terms")
+    if terms is None:                   # once per problem: a pass and the shifted factor's leverages
+        terms = problem.__dict__["_dual_rif_terms"] = _shifted_rif_terms(problem)
+    return terms
+
+
+def _shifted_rif_terms(problem):
     factor = problem.shifted_factor
     _, s, one_minus = factor.leverages
     t = problem.residual * s + problem.sample_penalty * factor.training_products(problem.penalty_diag * problem.theta)
@@ -179,15 +186,7 @@ def _dual_additive(problem, sets, method):
     factor, coef, share = dual_loo_terms(problem, method)
     if method != "if":
         _check_dual_leverage(coef, sets)
-    lengths = [len(s) for s in sets]
-    rows = np.concatenate(sets)
-    cols = np.repeat(np.arange(len(sets)), lengths)
-    indicator = sp.csc_matrix((coef[rows], (rows, cols)), shape=(problem.n_samples, len(sets)))
-    grads = _design.rmatmat(problem.X, indicator, problem.fit_intercept)
-    shares = np.bincount(cols, weights=share[rows], minlength=len(sets))
-    if shares.any():
-        grads = grads + np.outer(problem.penalty_diag * problem.theta, shares)
-    return factor.solve(grads).T
+    return _solve_set_sums(problem, factor, coef, share, sets)
 
 
 def _map_loo_white(problem, method, reduce, n_cols=None):
@@ -301,16 +300,24 @@ def _additive_batch(problem, sets, method):
         if coef is None:
             return None
         _check_leverage(problem, sets)
+    # g~_i = r_i x~_i + penalty_i P^T P theta^: IF carries the penalty shares, RIF has none here
+    share = problem.sample_penalty if method == "if" else np.zeros(problem.n_samples)
+    return _solve_set_sums(problem, problem.base_factor, coef, share, sets)
+
+
+def _solve_set_sums(problem, factor, coef, share, sets):
+    """F^{-1} (X~^T A + P^T P theta^ shares^T) for each set, (n_sets, p): A the sparse (n, n_sets)
+    matrix of each set's coefficients, ``shares`` each set's sum of ``share``; one sparse product
+    and one solve for the whole batch."""
     lengths = [len(s) for s in sets]
     rows = np.concatenate(sets)
     cols = np.repeat(np.arange(len(sets)), lengths)
     indicator = sp.csc_matrix((coef[rows], (rows, cols)), shape=(problem.n_samples, len(sets)))
     grads = _design.rmatmat(problem.X, indicator, problem.fit_intercept)   # sum_{i in S} s_i x~_i
-    if method == "if" and problem.sample_penalty.any():
-        # g~_i = r_i x~_i + penalty_i P^T P theta^: add the penalty shares of each set
-        shares = np.bincount(cols, weights=problem.sample_penalty[rows], minlength=len(sets))
+    shares = np.bincount(cols, weights=share[rows], minlength=len(sets))
+    if shares.any():
         grads = grads + np.outer(problem.penalty_diag * problem.theta, shares)
-    return problem.base_factor.solve(grads).T
+    return factor.solve(grads).T
 
 
 def _newton_group(problem, sets):

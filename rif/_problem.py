@@ -238,9 +238,11 @@ class GLMProblem(AttributionMixin, AuditMixin):
         # its one factorisation then costs about as much as the kernel's, so the dual pays from
         # p >= 1.5 n; under the per-sample penalty RIF needs a second one (of H - pi P^T P) and the
         # kernel route saves both (measured at 1800 x 2048: 3.5x the floor primal, 0.95x dual)
-        ratio = 1.0 if self.penalty_scaling == "per_sample" else DUAL_RATIO
-        bigger = self.n_params > self.n_samples if ratio == 1.0 else self.n_params >= ratio * self.n_samples
-        return "dual" if why is None and bigger else "primal"
+        if self.penalty_scaling == "per_sample":
+            wide = self.n_params > self.n_samples
+        else:
+            wide = self.n_params >= DUAL_RATIO * self.n_samples
+        return "dual" if why is None and wide else "primal"
 
     @cached_property
     def gram(self):
