@@ -269,3 +269,23 @@ def test_a_dask_array_gives_the_same_answers_chunk_by_chunk():
                                atol=1e-12)
     np.testing.assert_allclose(lazy.effect(sets, "train_loss", method="rif"),
                                problem.effect(sets, "train_loss", method="rif"), rtol=1e-8)
+
+
+@pytest.mark.parametrize("kind", ["loss", "proba", "decision"])
+def test_target_gradients_are_finite_differences(kind):
+    problem, _, _ = _problem(n=30, d=3, K=4, seed=14)
+    X_eval, y_eval = _data(6, 3, 4, 15)
+    target = problem.operations.eta_target(problem, kind, X_eval, y_eval)
+    theta, step = problem.theta, 1e-6
+    fd = np.array([(target.value(theta + step * e) - target.value(theta - step * e)) / (2 * step)
+                   for e in np.eye(problem.n_params)])
+    np.testing.assert_allclose(target.gradient(theta), fd, rtol=1e-6, atol=1e-8)
+
+
+def test_leave_out_solve_is_the_dense_one():
+    problem, _, _ = _problem(n=40, d=3, K=3, seed=16)
+    index = np.array([5, 11])
+    _, blocks, _ = _dense_parts(problem, problem.sample_weight)
+    dense = problem.hessian - blocks[index].sum(axis=0)          # H^ minus the removed curvature
+    b = np.random.default_rng(0).standard_normal(problem.n_params)
+    np.testing.assert_allclose(problem.leave_out(index).solve(b), np.linalg.solve(dense, b), rtol=1e-9, atol=1e-12)
