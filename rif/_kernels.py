@@ -12,7 +12,8 @@ predictor. Two kinds of kernels are built on them:
 * :func:`dense_value_gradient` computes the objective's data part and its
   gradient in one pass over a dense design, each row read once (see there).
 
-:func:`csr_gram` accumulates the Gram product of a sparse design.
+:func:`csr_gram` accumulates the Gram product of a sparse design; :func:`softmax_residual`
+gives the multinomial loss and residuals in one pass over the linear predictors.
 """
 
 import numpy as np
@@ -118,6 +119,38 @@ def dense_value_gradient(X, beta, intercept, y, w, family, part_size, first, las
                     grad[j] += r * row[j]
         values[k] = value
         grad[d] = total
+
+
+@njit(**JIT_OPTIONS)
+def softmax_residual(eta, y, w):
+    """sum_i w_i l_i for the softmax loss l_i = logsumexp(eta_i) - eta_{i, y_i}, overwriting each row
+    of ``eta`` (shape (n, K)) with its weighted residual w_i (softmax(eta_i) - e_{y_i}).
+
+    The largest entry of each row is subtracted before exponentiating, so nothing overflows and
+    the loss keeps its digits (log of a sum in [1, K]).
+    """
+    n, K = eta.shape
+    value = 0.0
+    for i in range(n):
+        top = eta[i, 0]
+        for c in range(1, K):
+            if eta[i, c] > top:
+                top = eta[i, c]
+        label = y[i]
+        shifted_label = eta[i, label] - top
+        total = 0.0
+        for c in range(K):
+            e = np.exp(eta[i, c] - top)
+            eta[i, c] = e
+            total += e
+        wi = w[i]
+        if wi != 0.0:                              # zero-weight rows (removed samples) add nothing
+            value += wi * (np.log(total) - shifted_label)
+        scale = wi / total
+        for c in range(K):
+            eta[i, c] *= scale
+        eta[i, label] -= wi
+    return value
 
 
 @njit(**JIT_OPTIONS)

@@ -47,6 +47,7 @@ import scipy.sparse as sp
 from ._attribution import AttributionMixin
 from ._config import LEVERAGE_TOL
 from ._errors import NearSingularLeverageError
+from ._kernels import softmax_residual
 from ._linalg import WhitenedHessian, equilibrated_cholesky
 from ._validation import check_array as _check_array
 from ._validation import check_bool, check_non_negative, check_settings, check_weight_range
@@ -280,13 +281,11 @@ class MultinomialProblem(AttributionMixin):
     def value_gradient(self, theta, weights):
         """L_w and its gradient (block order) at ``theta`` (block order): two products with X~."""
         Theta = theta.reshape(self.n_classes, self.p1)
-        loss, prob = softmax_loss(self.eta_at(theta), self.y)
-        resid = prob
-        resid[np.arange(self.n_samples), self.y] -= 1.0
-        resid *= weights[:, None]
+        resid = np.ascontiguousarray(self.eta_at(theta))
+        value = softmax_residual(resid, self.y, np.ascontiguousarray(weights, dtype=float))   # resid: w_i (p_i - e_yi)
         grad = _dense(self.design.T @ resid).T + self.penalty * (Theta * self.penalty_diag[:self.p1])
         penalty = 0.5 * self.penalty * float(np.sum((Theta * self.penalty_diag[:self.p1]) ** 2))
-        return float(weights @ loss) + penalty, grad.ravel()
+        return value + penalty, grad.ravel()
 
     def _null_basis_scale(self, hessian):
         return float(np.trace(hessian)) / hessian.shape[0]
@@ -487,20 +486,37 @@ class MultinomialProblem(AttributionMixin):
         against the P parameters, else H^ itself (already factorised). Its chord rate is then the
         largest fraction of curvature the set carries, small for small sets, and each step costs
         one gradient and two triangular solves instead of a kK x kK factorisation up front."""
-        if len(index) * self.n_classes * 4 < self.n_params:
+        if self._woodbury_refit(index):
             return self.leave_out(index).solve
         return self.factor.solve
 
-    def removed_gradient(self, index):
-        """sum_{i in S} g~_i in block order."""
+    def _woodbury_refit(self, index):
+        return len(index) * self.n_classes * 4 < self.n_params
+
+    def removed_gradient(self, index, coef=None):
+        """sum_{i in S} coef_i (x) x~_i in block order; by default coef = r, the gradient g~_i."""
         rows = _dense(self.design[index])
-        return (self.residual[index].T @ rows).ravel()
+        coef = self.residual if coef is None else coef
+        return (coef[index].T @ rows).ravel()
 
     def leave_out_start(self, index, weights):
-        """(L_{-S}(theta^), grad L_{-S}(theta^)) from cached quantities, no pass over X."""
-        Theta = self.theta_block.reshape(self.n_classes, self.p1) * self.penalty_diag[:self.p1]
+        """(theta_0, L_{-S}(theta_0), grad L_{-S}(theta_0)) to start the refit without ``index`` from.
+
+        theta_0 = theta^, whose objective and gradient come from cached quantities without a pass
+        over X, so that the first chord step is the Newton step (Woodbury chord matrix) or the
+        influence function (H^ as chord matrix). With H^ as chord matrix and the RIF coefficients
+        already computed, theta_0 is instead the RIF estimate, theta^ + H^^{-1} sum_S s_i (x) x~_i:
+        its error is about half the influence function's on random 1 % sets (measured at
+        20000 x 200, K = 10), which saves a chord step; its value and gradient are then left to the
+        caller (``None``), costing the pass the influence-function step would have needed next.
+        """
+        theta = np.array(self.theta_block)
+        cached = self.__dict__.get("rif_coefficients")
+        if not self._woodbury_refit(index) and cached is not None and np.all(np.isfinite(cached[index])):
+            return theta + self.factor.solve(self.removed_gradient(index, cached)), None, None
+        Theta = theta.reshape(self.n_classes, self.p1) * self.penalty_diag[:self.p1]
         value = float(weights @ self.loss) + 0.5 * self.penalty * float(np.sum(Theta ** 2))
-        return value, -self.removed_gradient(index)
+        return theta, value, -self.removed_gradient(index)
 
 
 class MultinomialLeaveOut:

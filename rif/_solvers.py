@@ -258,8 +258,9 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter):
     from ._estimators import leave_out_hessian
 
     if hasattr(problem, "leave_out_start"):         # a problem that states its own start (multinomial)
-        theta = np.array(problem.theta_block)
-        value, grad = problem.leave_out_start(index, weights)
+        theta, value, grad = problem.leave_out_start(index, weights)
+        if grad is None:                            # a start away from theta^: one evaluation
+            value, grad = yield theta
         solve = problem.refit_solver(index)
     else:
         theta = np.array(problem.theta)

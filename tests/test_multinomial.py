@@ -289,3 +289,42 @@ def test_leave_out_solve_is_the_dense_one():
     dense = problem.hessian - blocks[index].sum(axis=0)          # H^ minus the removed curvature
     b = np.random.default_rng(0).standard_normal(problem.n_params)
     np.testing.assert_allclose(problem.leave_out(index).solve(b), np.linalg.solve(dense, b), rtol=1e-9, atol=1e-12)
+
+
+def test_refits_from_theta_hat_and_from_the_rif_estimate_agree():
+    """A large set's refit starts at the RIF estimate once the RIF coefficients are cached, else at
+    theta^; both reach the same optimum, whose gradient without the set vanishes."""
+    X, y = _data(200, 6, 4, 3)
+    removed = np.arange(0, 200, 9)                       # 23 samples: H^ is the chord matrix
+    fresh, _, _ = _problem(n=200, d=6, K=4, seed=3)
+    cached, _, _ = _problem(n=200, d=6, K=4, seed=3)
+    cached.rif_coefficients
+    weights = cached.sample_weight.copy()
+    weights[removed] = 0.0
+    assert not cached._woodbury_refit(removed)
+    start = cached.leave_out_start(removed, weights)
+    assert start[2] is None and not np.allclose(start[0], cached.theta_block)
+    assert fresh.leave_out_start(removed, weights)[2] is not None
+    a = fresh.params_change(removed, "retrain")
+    b = cached.params_change(removed, "retrain")
+    np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-11)
+    grad = cached.value_gradient(cached.from_public(cached.theta + b), weights)[1]
+    assert np.max(np.abs(grad)) < 1e-8
+
+
+def test_softmax_residual_kernel_is_the_numpy_softmax():
+    """The fused kernel against softmax_loss, with logits large enough to overflow a naive exp."""
+    from rif._kernels import softmax_residual
+
+    rng = np.random.default_rng(4)
+    eta = rng.standard_normal((300, 5)) * np.array([1.0, 30.0, 800.0])[rng.integers(0, 3, 300)][:, None]
+    labels = rng.integers(0, 5, 300)
+    weights = rng.uniform(0.0, 2.0, 300)
+    weights[::7] = 0.0
+    loss, prob = softmax_loss(eta, labels)
+    want = weights[:, None] * (prob - np.eye(5)[labels])
+    resid = eta.copy()
+    value = softmax_residual(resid, labels, weights)
+    np.testing.assert_allclose(resid, want, rtol=1e-13, atol=4e-16)   # w p - w against w (p - 1)
+    np.testing.assert_allclose(value, weights @ loss, rtol=1e-13)
+    assert np.all(np.isfinite(resid))
