@@ -46,6 +46,9 @@ GLM_OPERATIONS = SimpleNamespace(
     score_changes=_glm_score_changes, self_loss_changes=_glm_self_loss_changes, diagnostics=True,
 )
 
+#: certified chord rounds (passes over the data) an auto refit tries before refitting to convergence
+_CERTIFIED_ROUNDS = 4
+
 
 def operations(problem):
     """The estimator operations for ``problem``: its own ``operations`` (multinomial problems),
@@ -140,37 +143,117 @@ class AttributionMixin:
 
         return result if batch else unbatch(result)
 
-    def _escalating(self, problem, sets, methods, judge):
+    def _escalating(self, problem, sets, methods, judge, accept_step=None):
         """For each set, the record ``judge(j, method, estimate, certificate, last)`` returns for the
         first of ``methods`` it accepts (None: try the next method); estimates and certificates are
-        computed in batches of the sets still pending."""
+        computed in batches of the sets still pending, and each set's leave-out factorisation is
+        built once and shared by its certificates, its Newton step and its refit.
+
+        An exact refit that follows other methods is first tried as certified chord steps from
+        the last estimate, theta_e - H_0^{-1} g: each round is one pass over the data for all sets
+        left, and stops for a set as soon as ``judge`` accepts the certificate of its new iterate,
+        or, before that pass, ``accept_step(j, candidate, certificate)`` accepts the candidate on
+        the previous pass's bound. Sets these rounds do not settle are refitted to convergence.
+        ``accept_step`` is also offered each earlier estimate that ``judge`` turns down: the
+        refit's first chord step from it is bounded by the same pass, so it costs nothing more
+        than the next method's own pass would."""
         from ._certify import certify_params
 
         records, pending = [None] * len(sets), list(range(len(sets)))
+        factors, last_seen = [None] * len(sets), {}
         for position, method in enumerate(methods):
             if not pending:
                 break
-            chosen = [sets[j] for j in pending]
-            estimates = self._batch(problem, chosen, method)
-            certificates = certify_params(problem, chosen, estimates, [method] * len(chosen))[0]
-            last, left = position == len(methods) - 1, []
+            last = position == len(methods) - 1
+            if method == "retrain" and position > 0:
+                pending = self._certified_chord_rounds(problem, sets, pending, factors, last_seen, records,
+                                                       judge, accept_step)
+                if not pending:
+                    break
+            estimates = self._stage_estimates(problem, sets, pending, method, factors)
+            certificates = self._certify_pending(problem, sets, pending, estimates, method, factors)
+            left = []
             for j, estimate, certificate in zip(pending, estimates, certificates):
                 records[j] = judge(j, method, estimate, certificate, last)
+                if records[j] is None and accept_step is not None and certificate.step is not None:
+                    # the refit's first chord step from this estimate, bounded by this very pass
+                    records[j] = accept_step(j, estimate - certificate.step, certificate)
                 if records[j] is None:
                     left.append(j)
+                    last_seen[j] = (estimate, certificate)
             pending = left
         return records
 
+    def _stage_estimates(self, problem, sets, pending, method, factors):
+        """Estimates for the pending sets; the Newton step from each set's factor where one exists."""
+        from ._estimators import removed_gradient
+
+        if method == "newton" and all(factors[j] is not None and factors[j].solve is not None for j in pending):
+            return np.array([factors[j].solve(removed_gradient(problem, sets[j])) for j in pending])
+        return self._batch(problem, [sets[j] for j in pending], method)
+
+    @staticmethod
+    def _certify_pending(problem, sets, pending, estimates, method, factors):
+        from ._certify import certify_params
+
+        shared = [factors[j] for j in pending]
+        certificates = certify_params(problem, [sets[j] for j in pending], estimates, [method] * len(pending),
+                                      shared)[0]
+        for j, factor in zip(pending, shared):
+            factors[j] = factor
+        return certificates
+
+    def _certified_chord_rounds(self, problem, sets, pending, factors, last_seen, records, judge, accept_step):
+        """Chord steps theta <- theta - H_0^{-1} g from each pending set's last estimate (see
+        :meth:`_escalating`); returns the sets they did not settle."""
+        active = [j for j in pending if last_seen.get(j) is not None and last_seen[j][1].step is not None]
+        unsettled = [j for j in pending if j not in active]
+        for _ in range(_CERTIFIED_ROUNDS):
+            if not active:
+                break
+            candidates, moving = {}, []
+            for j in active:
+                estimate, certificate = last_seen[j]
+                candidate = estimate - certificate.step
+                record = accept_step(j, candidate, certificate) if accept_step is not None else None
+                if record is not None:
+                    records[j] = record
+                else:
+                    candidates[j] = candidate
+                    moving.append(j)
+            if not moving:
+                active = []
+                break
+            estimates = np.array([candidates[j] for j in moving])
+            certificates = self._certify_pending(problem, sets, moving, estimates, "retrain", factors)
+            active = []
+            for j, estimate, certificate in zip(moving, estimates, certificates):
+                records[j] = judge(j, "retrain", estimate, certificate, False)
+                if records[j] is not None:
+                    continue
+                previous = last_seen[j][1]
+                shrinking = (certificate.step is not None and previous.step is not None
+                             and np.linalg.norm(certificate.step) < 0.5 * np.linalg.norm(previous.step))
+                last_seen[j] = (estimate, certificate)
+                (active if shrinking else unsettled).append(j)
+        return sorted(unsettled + active)
+
     def _auto_params(self, problem, sets, rtol):
         """RIF, else the Newton step, else the exact refit: the first whose certificate proves rtol."""
-        from ._certify import Certified, relative_ok
+        from ._certify import Certified, _SetCertificate, relative_ok
 
         def judge(j, method, estimate, cert, last):
             if last or (cert.certified and relative_ok(np.linalg.norm(estimate), cert.bound, rtol)):
                 return estimate, cert, method
             return None
 
-        records = self._escalating(problem, sets, ("rif", "newton", "retrain"), judge)
+        def accept_step(j, candidate, cert):
+            # the chord step's landing point, bounded by the previous pass (no new pass needed)
+            if cert.certified and relative_ok(np.linalg.norm(candidate), cert.next_bound, rtol):
+                return candidate, _SetCertificate(cert.next_bound, cert.next_bound_h, True, ""), "retrain"
+            return None
+
+        records = self._escalating(problem, sets, ("rif", "newton", "retrain"), judge, accept_step)
         certs = [r[1] for r in records]
         return Certified(np.array([r[0] for r in records]), np.array([c.bound for c in certs]),
                          np.array([c.bound_h for c in certs]), np.array([c.certified for c in certs]),

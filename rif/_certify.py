@@ -45,6 +45,7 @@ from functools import cached_property
 import numpy as np
 
 from . import _design
+from ._config import BLOCK_VALUES
 from ._families import Binomial, Gaussian, Poisson
 
 #: sigma'' is bounded by 1 / (6 sqrt 3) over the real line
@@ -99,9 +100,21 @@ class _SetCertificate:
     rho: float = np.inf
     eps: float = np.inf
     solve: object = None
-    step: np.ndarray = None          # H_0^{-1} g
+    step: np.ndarray = None          # H_0^{-1} g (also when not certified, for a chord step)
     theta_e: np.ndarray = None
     gamma: float = 1.0
+    next_bound: float = np.inf       # bounds for theta_e - step, the chord step from theta_e
+    next_bound_h: float = np.inf
+
+
+@dataclass
+class _SetFactor:
+    """H_0 = H_{-S}(theta^) of one set: its solve and ``floor`` <= lambda_min(H^{-1/2} H_0 H^{-1/2})
+    (= 1 - gamma), or ``solve=None`` with the reason when H_0 is (numerically) singular."""
+
+    solve: object
+    floor: float
+    reason: str = ""
 
 
 class Certifier:
@@ -132,54 +145,120 @@ class Certifier:
         """max_i q_i = max_i x~_i^T H^{-1} x~_i."""
         return float(np.max(self.problem.raw_leverage))
 
-    def _gamma(self, index):
-        """gamma with H_0 >= (1 - gamma) H for the set ``index`` (see the module doc)."""
+    # -- the leave-out factor of a set ---------------------------------------------------------
+    def factor(self, index):
+        """The :class:`_SetFactor` of removing ``index``: the Newton step's own factorisation of
+        H_0 (Woodbury below p samples, H_0 itself from p on, the kernel's on the dual route) and
+        a proved lower bound of 1 - gamma from the matrix that factorisation already formed."""
+        from ._errors import SingularHessianError
+        from ._estimators import leave_out_hessian
+        from ._linalg import certified_floor
+        from ._solvers import _cho_solver, direct_leave_out
+
         problem = self.problem
         if len(index) == 0:
-            return 0.0
-        root = np.sqrt(problem.curvature[index])
-        if problem.route == "dual":
-            block = problem.base_factor.row_products(index, index)
-            block = root[:, None] * block * root[None, :]
-        else:
-            # W = C_S^{1/2} U^T with U = V^T X~_S^T; W W^T (k x k) and W^T W (p x p) share their eigenvalues
-            u = problem.base_factor.to_white(_design.rows(problem.X, index, problem.fit_intercept).T) * root
-            block = u.T @ u if len(index) <= problem.n_params else u @ u.T
-        gamma = float(np.linalg.eigvalsh(0.5 * (block + block.T))[-1])
+            return _SetFactor(problem.base_factor.solve, 1.0)
         delta = float(problem.sample_penalty[index].sum())
-        if delta > 0:
-            gamma += delta / problem.penalty_total(problem.sample_weight)
-        return gamma
+        share = delta / problem.penalty_total(problem.sample_weight) if delta > 0 else 0.0
+        try:
+            if problem.route == "dual":
+                return _SetFactor(leave_out_hessian(problem, index).solve, 1.0 - self._dual_gamma(index, share))
+            if len(index) >= problem.n_params:
+                # H_0 formed directly: the pencil (H_0, H) has the fractions of curvature kept
+                hessian, chol, _ = direct_leave_out(problem, index)
+                floor = certified_floor(hessian, chol, problem.hessian, max(self.lambda_min, 1e-300))
+                return self._checked(_cho_solver((chol, True)), floor)
+            lo = leave_out_hessian(problem, index)
+            # Woodbury's block I - W D W^T: its eigenvalues below one are the fractions kept (D = I)
+            inner = min(1.0, certified_floor(lo.inner, lo.chol))
+            if delta > 0 and lo.factor is not problem.factor:
+                floor = inner * (1.0 - share)        # built on H - delta P^T P >= (1 - delta / lambda) H
+            else:
+                floor = inner - share                 # D >= I, and delta P^T P <= (delta / lambda) H
+            return self._checked(lo.solve, floor)
+        except SingularHessianError:
+            return _SetFactor(None, 0.0, "the leave-out Hessian is (numerically) singular")
 
-    def certify_set(self, index, dtheta):
+    @staticmethod
+    def _checked(solve, floor):
+        if not floor > 1e-12:
+            return _SetFactor(solve, 0.0, "the leave-out Hessian is (numerically) singular")
+        return _SetFactor(solve, float(floor))
+
+    def _dual_gamma(self, index, share):
+        """gamma on the dual route: the largest eigenvalue of C_S^{1/2} X~_S H^{-1} X~_S^T C_S^{1/2}
+        (from the kernel's row products), plus the penalty share removed."""
+        problem = self.problem
+        root = np.sqrt(problem.curvature[index])
+        block = problem.base_factor.row_products(index, index)
+        block = root[:, None] * block * root[None, :]
+        return float(np.linalg.eigvalsh(0.5 * (block + block.T))[-1]) + share
+
+    # -- one pass at the estimates ---------------------------------------------------------------
+    def evaluate(self, sets, dthetas):
+        """(g, m) per set: g = grad F_S(theta_e) and m = M max_{i not in S} |x~_i^T dtheta_est|.
+
+        In-memory X: one pass for up to 64 sets at once, eta = X~ Theta_e and X~^T (W o l'(eta))
+        as matrix products; a dask X: one pass per set."""
+        problem = self.problem
+        out = []
+        if _design.is_dask(problem.X):
+            for index, dtheta in zip(sets, dthetas):
+                weights = problem.sample_weight.copy()
+                weights[index] = 0.0
+                theta_e = problem.theta + dtheta
+                eta_e = problem._eta_at(theta_e)
+                kept = weights > 0
+                m = float(np.max(np.abs(eta_e - problem.eta)[kept])) if kept.any() else 0.0
+                _, d1, _ = problem.family.derivatives(eta_e, problem.y)
+                g = (_design.rmatvec(problem.X, weights * d1, problem.fit_intercept)
+                     + problem.penalty_total(weights) * problem.penalty_diag * theta_e)
+                out.append((g, self.M * m))
+            return out
+        group = int(min(64, max(1, BLOCK_VALUES // problem.n_samples)))
+        for start in range(0, len(sets), group):
+            chunk = sets[start:start + group]
+            thetas = (problem.theta + np.asarray(dthetas[start:start + group])).T          # (p, g)
+            weights = np.repeat(problem.sample_weight[:, None], len(chunk), axis=1)
+            for k, index in enumerate(chunk):
+                weights[index, k] = 0.0
+            _, grads, deviation = _design.loss_gradients(problem.X, thetas, problem.fit_intercept, problem.y,
+                                                         weights, problem.family, problem.offset,
+                                                         reference=problem.eta)
+            for k in range(len(chunk)):
+                g = grads[:, k] + problem.penalty_total(weights[:, k]) * problem.penalty_diag * thetas[:, k]
+                out.append((g, self.M * float(deviation[k])))
+        return out
+
+    # -- the certificate -----------------------------------------------------------------------
+    def certify_set(self, index, dtheta, factor=None):
         """The :class:`_SetCertificate` of the estimate ``dtheta`` for removing ``index``."""
-        from ._estimators import leave_out_hessian
-        from ._solvers import _direct_leave_out_solver
+        if self.M is None:
+            return _SetCertificate(np.inf, np.inf, False, f"no certificate for the {self.problem.family.name} family")
+        (g, m), = self.evaluate([index], [dtheta])
+        return self.certify(index, dtheta, g, m, self.factor(index) if factor is None else factor)
 
+    def certify(self, index, dtheta, g, m, factor):
+        """The certificate from the pass at the estimate (``g``, ``m``) and the set's ``factor``."""
         problem = self.problem
         if self.M is None:
             return _SetCertificate(np.inf, np.inf, False, f"no certificate for the {problem.family.name} family")
         weights = problem.sample_weight.copy()
         weights[index] = 0.0
-        theta_e = problem.theta + dtheta
-        eta_e = problem._eta_at(theta_e)
-        kept = weights > 0
-        m = self.M * float(np.max(np.abs(eta_e - problem.eta)[kept])) if kept.any() else 0.0
-        _, d1, _ = problem.family.derivatives(eta_e, problem.y)
         lam_s = problem.penalty_total(weights)
-        g = _design.rmatvec(problem.X, weights * d1, problem.fit_intercept) + lam_s * problem.penalty_diag * theta_e
+        theta_e = problem.theta + dtheta
         if not (np.all(np.isfinite(g)) and np.isfinite(m)):
             return _SetCertificate(np.inf, np.inf, False, "the gradient at the estimate is not finite")
-        gamma = self._gamma(index)
-        if not gamma < 1.0 - 1e-12:
-            return self._loose(g, lam_s, "the leave-out Hessian is (numerically) singular")
-        if len(index) < problem.n_params or problem.route == "dual":
-            solve = leave_out_hessian(problem, index).solve
-        else:
-            solve = _direct_leave_out_solver(problem, index)
+        if factor.solve is None:
+            return self._loose(g, lam_s, factor.reason)
+        solve, one_minus_gamma = factor.solve, factor.floor
         step = solve(g)
         delta_prime = float(np.sqrt(max(g @ step, 0.0)))
-        s0 = self.M * np.sqrt(self.max_leverage_ratio / (1.0 - gamma))
+        if factor.reason:
+            out = self._loose(g, lam_s, factor.reason)
+            out.solve, out.step, out.theta_e = solve, step, theta_e
+            return out
+        s0 = self.M * np.sqrt(self.max_leverage_ratio / one_minus_gamma)
         delta0 = delta_prime * np.exp(m)
         if s0 == 0.0:
             rho = delta0
@@ -187,15 +266,21 @@ class Certifier:
             rho = -np.log1p(-s0 * delta0) / s0
         else:
             out = self._loose(g, lam_s, f"outside the self-concordant region (s delta = {s0 * delta0:.2g} >= 1)")
-            out.solve, out.theta_e, out.gamma = solve, theta_e, gamma
+            out.solve, out.step, out.theta_e, out.gamma = solve, step, theta_e, 1.0 - one_minus_gamma
             return out
         eps = float(np.expm1(m + s0 * rho))
-        lam_min_h0 = (1.0 - gamma) * self.lambda_min
-        spread = eps * rho / np.sqrt(lam_min_h0) if lam_min_h0 > 0 else np.inf
+        lam_min_h0 = one_minus_gamma * self.lambda_min
+        root = np.sqrt(lam_min_h0) if lam_min_h0 > 0 else 0.0
+        spread = eps * rho / root if root > 0 else np.inf
         bound = float(np.linalg.norm(step) + spread)
+        # theta_e - step misses theta* by (H_bar^{-1} - H_0^{-1}) g: at most eps min(rho, delta') in H_0's norm
+        next_h = eps * min(rho, delta_prime)
+        next_bound = next_h / root if root > 0 else np.inf
         if not np.isfinite(bound):
-            return _SetCertificate(np.inf, float(rho), False, "the 2-norm bound overflows")
-        return _SetCertificate(bound, float(rho), True, "", float(rho), eps, solve, step, theta_e, gamma)
+            return _SetCertificate(np.inf, float(rho), False, "the 2-norm bound overflows", step=step, solve=solve,
+                                   theta_e=theta_e)
+        return _SetCertificate(bound, float(rho), True, "", float(rho), eps, solve, step, theta_e,
+                               1.0 - one_minus_gamma, float(next_bound), float(next_h))
 
     def _loose(self, g, lam_s, reason):
         problem = self.problem
@@ -288,10 +373,19 @@ def certifier(problem):
     return cache
 
 
-def certify_params(problem, sets, dthetas, methods):
-    """A :class:`Certified` of parameter changes ``dthetas`` (n_sets, p) for ``sets``."""
+def certify_params(problem, sets, dthetas, methods, factors=None):
+    """A :class:`Certified` of parameter changes ``dthetas`` (n_sets, p) for ``sets``; ``factors``,
+    a list of :class:`_SetFactor` (or None) per set, is filled in where missing and reused."""
     cert = certifier(problem)
-    certs = [cert.certify_set(index, d) for index, d in zip(sets, dthetas)]
+    factors = [None] * len(sets) if factors is None else factors
+    if cert.M is None:
+        certs = [cert.certify_set(index, d) for index, d in zip(sets, dthetas)]
+        return certs, _pack(dthetas, certs, methods, params=True)
+    certs = []
+    for j, (index, dtheta, (g, m)) in enumerate(zip(sets, dthetas, cert.evaluate(sets, dthetas))):
+        if factors[j] is None:
+            factors[j] = cert.factor(index)
+        certs.append(cert.certify(index, dtheta, g, m, factors[j]))
     return certs, _pack(dthetas, certs, methods, params=True)
 
 

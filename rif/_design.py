@@ -99,7 +99,12 @@ def loss_gradient(X, theta, fit_intercept, y, weights, family, offset=None):
     return weights @ loss, rmatvec(X, weights * d1, fit_intercept)
 
 
-def loss_gradients(X, thetas, fit_intercept, y, weights, family, offset=None):
+def _largest_deviation(eta, reference, weights):
+    """max over rows with positive weight of |eta - reference|, per column of eta (0 for none)."""
+    return np.where(weights > 0, np.abs(eta - reference[:, None]), 0.0).max(axis=0, initial=0.0)
+
+
+def loss_gradients(X, thetas, fit_intercept, y, weights, family, offset=None, reference=None):
     """:func:`loss_gradient` for g pairs at once: ``thetas`` (p, g), ``weights`` (n, g).
 
     eta = X~ Theta and X~^T (W o l'(eta)) as matrix products, which read X once
@@ -107,7 +112,8 @@ def loss_gradients(X, thetas, fit_intercept, y, weights, family, offset=None):
     summed in order) that rif's threads take with one BLAS thread each, eta,
     l' and the part's gradient formed while its rows are in cache.
     A fixed per-row ``offset`` (n,) is added to every column of eta.
-    Returns values (g,) and gradients (p, g).
+    Returns values (g,) and gradients (p, g); with a ``reference`` eta (n,), also
+    max_i |eta_i - reference_i| over the rows of positive weight, per column (g,).
     """
     n, d = X.shape
     g = thetas.shape[1]
@@ -117,9 +123,11 @@ def loss_gradients(X, thetas, fit_intercept, y, weights, family, offset=None):
             eta = eta + offset[:, None]
         loss, d1, _ = family.derivatives(eta.ravel(), np.repeat(y, g))
         r = weights * d1.reshape(n, g)
-        return np.einsum("ik,ik->k", weights, loss.reshape(n, g)), rmatmat(X, r, fit_intercept)
+        out = np.einsum("ik,ik->k", weights, loss.reshape(n, g)), rmatmat(X, r, fit_intercept)
+        return out if reference is None else out + (_largest_deviation(eta, reference, weights),)
     parts = max(1, min(FUSED_PARTS, n // 1024))
     values = np.zeros((parts, g))
+    deviations = np.zeros((parts, g))
     grads = np.zeros((parts, d + int(fit_intercept), g))
     beta = np.ascontiguousarray(thetas[:d])
     kernel = type(family)._kernel
@@ -142,9 +150,12 @@ def loss_gradients(X, thetas, fit_intercept, y, weights, family, offset=None):
             grads[k, :d] = X[sl].T @ r
             if fit_intercept:
                 grads[k, d] = r.sum(axis=0)
+            if reference is not None:
+                deviations[k] = _largest_deviation(eta, reference[sl], weights[sl])
 
     _parallel.run_part_groups(run, parts)
-    return values.sum(axis=0), grads.sum(axis=0)
+    out = values.sum(axis=0), grads.sum(axis=0)
+    return out if reference is None else out + (deviations.max(axis=0),)
 
 
 def rmatmat(X, A, fit_intercept):

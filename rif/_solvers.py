@@ -291,8 +291,17 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter):
 
 
 def _direct_leave_out_solver(problem, index):
-    """H_{-S}(theta^)^{-1} for |S| >= p, from H_{-S} = H - X~_S^T C_S X~_S - delta_S P^T P formed
-    and factorised directly (cheaper than whitening k >= p rows for Woodbury)."""
+    """H_{-S}(theta^)^{-1} for |S| >= p (see :func:`direct_leave_out`), judged definite."""
+    hessian, chol, what = direct_leave_out(problem, index)
+    solve = _cho_solver((chol, True))
+    check_leave_out_definite(problem.hessian, solve, what)
+    return solve
+
+
+def direct_leave_out(problem, index):
+    """(H_{-S}, its lower Cholesky factor, its name) for |S| >= p, H_{-S} = H - X~_S^T C_S X~_S
+    - delta_S P^T P formed and factorised directly (cheaper than whitening k >= p rows for
+    Woodbury). Not yet judged against H's curvature (callers do that)."""
     from ._design import rows, weighted_gram
 
     removed = problem.X[index] if sp.issparse(problem.X) else rows(problem.X, index, False)
@@ -302,9 +311,7 @@ def _direct_leave_out_solver(problem, index):
     what = f"the Hessian without the {len(index)} removed sample(s)"
     with _factor_threads(len(hessian)):
         chol = spd_cholesky(hessian, what)
-    solve = _cho_solver((chol, True))
-    check_leave_out_definite(problem.hessian, solve, what)
-    return solve
+    return hessian, chol, what
 
 
 def _factor_threads(p):
