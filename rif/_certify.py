@@ -7,36 +7,44 @@ which the Newton step already factorises (Woodbury on H).
 **Curvature along the way.** The logistic and Poisson losses satisfy |l'''| <= M l'' with
 M = 1 (squared loss: M = 0), so log l'' is M-Lipschitz in eta and, for every theta,
 
-    c_i(theta) >= c_i(theta^) exp(-M |x~_i^T (theta - theta^)|).
+    c_i(theta) / c_i(theta^) in [e^{-a_i}, e^{a_i}],   a_i = M |x~_i^T (theta - theta^)|.
 
-With m = M max_{i not in S} |x~_i^T dtheta_est| (read off the same pass that gives g) and
-s_0 = M max_i ||x~_i||_{H_0^{-1}}, every theta within H_0-distance t of theta_e has
-grad^2 F(theta) >= exp(-m - s_0 t) H_0 (the penalty part is the same on both sides).
-s_0 comes from the cached leverages: H_0 >= (1 - gamma) H, gamma the largest eigenvalue of
-the removed curvature C_S^{1/2} X~_S H^{-1} X~_S^T C_S^{1/2} (plus delta_S / lambda for the
-penalty share removed under the per-sample convention), so ||x~_i||^2_{H_0^{-1}} <= q_i / (1 - gamma).
+Within H_0-distance t of theta_e, a_i <= alpha_i + beta_i t with alpha_i = M |x~_i^T dtheta_est|
+(read off the same pass that gives g) and beta_i = M ||x~_i||_{H_0^{-1}} <= M (q_i / (1 - gamma))^{1/2},
+where H_0 >= (1 - gamma) H; 1 - gamma is proved from the matrix the leave-out factorisation
+already formed (see :meth:`Certifier.factor`). In the whitened coordinates of H_0 the Hessian of
+F is I + sum_i (c_i(theta) / c_i - 1) u_i u_i^T with ||u_i||^2 <= h_i / (1 - gamma) (h_i the
+cached leverages), so its eigenvalues lie in [1 - low(t), 1 + high(t)] (:class:`_Drift`), where,
+for every threshold T,
+
+    low(t), high(t) <= f(T) + sum_{a_i > T} f(a_i) h_i / (1 - gamma),   f(a) = 1 - e^{-a}, e^a - 1.
+
+(T = max_i a_i gives the single exponential e^{-m - s_0 t} of a generalized self-concordance
+argument; smaller T pay off when the samples that move most carry little curvature.)
 
 **The bound.** Along u = (theta* - theta_e) / rho, rho = ||theta* - theta_e||_{H_0}, the
-directional derivative of F rises from g^T u >= -delta' (delta' = ||g||_{H_0^{-1}}) to 0 at
-rho, at a rate at least exp(-m - s_0 t); integrating,
+directional derivative of the convex F rises from g^T u >= -delta' (delta' = ||g||_{H_0^{-1}}) to 0
+at rho, at a rate of at least 1 - low(t); so rho is at most the first r at which the integral
+of (1 - low)^+ from 0 to r reaches delta'. That is ``bound_h``; the estimate is then *certified*.
+On the segment from theta_e to theta* the averaged Hessian lies between (1 - low(rho)) H_0 and
+(1 + high(rho)) H_0, so the error is H_0^{-1} g up to a vector of H_0-norm at most
 
-    (1 - exp(-s_0 rho)) / s_0 <= delta_0 = delta' e^m,
-    so   rho <= -log(1 - s_0 delta_0) / s_0   whenever s_0 delta_0 < 1      (rho <= delta_0 if s_0 = 0).
+    spread_h = min(max(high / (1 + high), low / (1 - low)) delta', high rho),
 
-That is ``bound_h``; the estimate is then *certified*. Since the averaged Hessian along the
-segment lies between exp(-+(m + s_0 rho)) H_0, the error is -H_0^{-1} g up to a relative
-eps = expm1(m + s_0 rho) in the H_0-norm, which gives the parameter bound
+which gives the parameter bound
 
-    ||theta_e - theta*||_2 <= ||H_0^{-1} g||_2 + eps rho / sqrt(lambda_min(H_0)),
+    ||theta_e - theta*||_2 <= ||H_0^{-1} g||_2 + spread_h / sqrt(lambda_min(H_0)),
 
-and, for a target f(theta) = sum_j phi_j(x~_j^T theta), a dual-weighted residual bound
+and bounds the chord step's landing point theta_e - H_0^{-1} g by spread_h alone. For a target
+f(theta) = sum_j phi_j(x~_j^T theta), a dual-weighted residual bound
 
-    |f(theta*) - f(theta_e)| <= |grad f^T H_0^{-1} g| + eps rho ||grad f||_{H_0^{-1}}
+    |f(theta*) - f(theta_e)| <= |grad f^T H_0^{-1} g| + spread_h ||grad f||_{H_0^{-1}}
                                 + (1/2) sum_j kappa_j t_j^2,   t_j = rho ||x~_j||_{H_0^{-1}},
 
 with kappa_j a bound of |phi_j''| within t_j of eta_j (the same exponential argument).
-When s_0 delta_0 >= 1 only strong convexity is left: ||theta_e - theta*||_2 <= ||g||_2 / lambda
-without an unpenalised intercept (not certified), and nothing (inf) with one.
+When the integral never reaches delta', only strong convexity is left:
+||theta_e - theta*||_2 <= ||g||_2 / lambda without an unpenalised intercept (not certified),
+and nothing (inf) with one.
 """
 
 from dataclasses import dataclass, field
@@ -98,7 +106,7 @@ class _SetCertificate:
     certified: bool
     reason: str
     rho: float = np.inf
-    eps: float = np.inf
+    spread_h: float = np.inf         # ||theta_e - theta* - H_0^{-1} g||_{H_0} bound
     solve: object = None
     step: np.ndarray = None          # H_0^{-1} g (also when not certified, for a chord step)
     theta_e: np.ndarray = None
@@ -115,6 +123,85 @@ class _SetFactor:
     solve: object
     floor: float
     reason: str = ""
+
+
+class _Drift:
+    """How far the curvature of F_S may drift from H_0 within H_0-distance t of theta_e.
+
+    With u_i = c_i^{1/2} H_0^{-1/2} x~_i (curvature at theta^), H_0^{-1/2} grad^2 F_S(theta) H_0^{-1/2}
+    = I + sum_{i not in S} (c_i(theta) / c_i - 1) u_i u_i^T, and c_i(theta) / c_i lies in
+    [e^{-a_i}, e^{a_i}] for a_i = alpha_i + beta_i t (alpha_i = M |x~_i^T dtheta_est|, beta_i =
+    M ||x~_i||_{H_0^{-1}} <= M (q_i / (1 - gamma))^{1/2}). For any threshold T, the samples with
+    a_i <= T move the spectrum by at most f(T) and each other sample by at most f(a_i) ||u_i||^2,
+    ||u_i||^2 <= h_i / (1 - gamma); so the eigenvalues lie in [1 - low(t), 1 + high(t)] with
+
+        low(t), high(t) = min_T [f(T) + sum_{a_i > T} f(a_i) h_i / (1 - gamma)],
+
+    f(a) = 1 - e^{-a} and e^a - 1. T = max_i a_i gives the single-exponential bound; lower
+    thresholds pay off when the samples that move most (large |x~_i^T dtheta| or ||x~_i||) carry
+    little curvature, as the well-classified ones of a near-separable fit do. Only the ``_TOP``
+    samples largest in alpha and in q enter the sums; T stays at or above what the others can
+    reach.
+    """
+
+    def __init__(self, certifier, index, alpha, floor):
+        problem, n = certifier.problem, len(alpha)
+        by_q = certifier.q_order
+        if n > _TOP:
+            by_alpha = np.argpartition(alpha, n - _TOP - 1)
+            candidates = np.union1d(by_alpha[n - _TOP:], by_q[:_TOP])
+            self.alpha_rest = float(alpha[by_alpha[n - _TOP - 1]])
+            self.beta_rest = certifier.M * float(np.sqrt(problem.raw_leverage[by_q[_TOP]] / floor))
+        else:
+            candidates = np.arange(n)
+            self.alpha_rest = self.beta_rest = 0.0
+        self.alpha = alpha[candidates]
+        self.beta = certifier.M * np.sqrt(problem.raw_leverage[candidates] / floor)
+        self.weight = certifier.leverages[candidates] / floor
+        self.weight[np.isin(candidates, index)] = 0.0          # removed samples are not in F_S
+
+    def bounds(self, ts, sides=(0, 1)):
+        """(low(t), high(t)) for each t in ``ts`` (only the ``sides`` asked for; None for the other)."""
+        a = self.alpha[:, None] + self.beta[:, None] * ts[None, :]             # (c, g)
+        rest = self.alpha_rest + self.beta_rest * ts                           # (g,)
+        order = np.argsort(-a, axis=0)
+        a_sorted = np.take_along_axis(a, order, axis=0)
+        weight = self.weight[order]
+        within = a_sorted >= rest[None, :]                                     # T = a_(k) is admissible
+        out = [None, None]
+        for side in sides:
+            f = _DRIFT_SIDES[side]
+            fa = f(a_sorted)
+            moved = fa * weight
+            above = np.cumsum(moved, axis=0) - moved                           # the larger a's only
+            at_candidates = np.where(within, fa + above, np.inf).min(axis=0)
+            at_rest = f(rest) + np.where(a_sorted > rest[None, :], moved, 0.0).sum(axis=0)
+            out[side] = np.minimum(at_candidates, at_rest)
+        return out[0], out[1]
+
+    def radius(self, delta_prime):
+        """An upper bound of rho = ||theta* - theta_e||_{H_0}: the directional derivative of F_S from
+        theta_e towards theta* starts at >= -delta_prime and rises at a rate >= 1 - low(t), so it
+        cannot reach 0 before the integral of (1 - low)^+ reaches delta_prime (F_S is convex, so
+        nothing lies beyond). inf when the integral stays short over the grid."""
+        if delta_prime == 0.0:
+            return 0.0
+        ts = delta_prime * _RADIUS_GRID
+        rate = np.clip(1.0 - self.bounds(ts, sides=(0,))[0], 0.0, None)    # on [t_{k-1}, t_k], low <= low(t_k)
+        reached = np.concatenate([[0.0], np.cumsum(np.diff(ts) * rate[1:])])
+        hit = np.flatnonzero(reached >= delta_prime)
+        if hit.size == 0:
+            return np.inf
+        k = hit[0]
+        return float(ts[k - 1] + (delta_prime - reached[k - 1]) / rate[k])
+
+
+#: samples largest in alpha and in q taken one by one into the curvature drift (the rest in bulk)
+_TOP = 64
+#: the radius is found on this grid of multiples of delta' (rho >= delta' always)
+_RADIUS_GRID = np.concatenate([[0.0, 0.5, 1.0], 1.0 + np.geomspace(1e-4, 20.0, 24)])
+#: f(a) on the two sides: the curvature ratio e^{+-a} is at least 1 - f_0(a), at most 1 + f_1(a)
+_DRIFT_SIDES = (lambda a: -np.expm1(-a), np.expm1)
 
 
 class Certifier:
@@ -145,6 +232,16 @@ class Certifier:
         """max_i q_i = max_i x~_i^T H^{-1} x~_i."""
         return float(np.max(self.problem.raw_leverage))
 
+    @cached_property
+    def q_order(self):
+        """Samples by decreasing q_i."""
+        return np.argsort(-self.problem.raw_leverage, kind="stable")
+
+    @cached_property
+    def leverages(self):
+        """h_i = c_i q_i, the curvature-weighted leverages (||u_i||^2 at H_0 = H)."""
+        return self.problem.curvature * self.problem.raw_leverage
+
     # -- the leave-out factor of a set ---------------------------------------------------------
     def factor(self, index):
         """The :class:`_SetFactor` of removing ``index``: the Newton step's own factorisation of
@@ -171,7 +268,7 @@ class Certifier:
             lo = leave_out_hessian(problem, index)
             # Woodbury's block I - W D W^T: its eigenvalues below one are the fractions kept (D = I)
             inner = min(1.0, certified_floor(lo.inner, lo.chol))
-            if delta > 0 and lo.factor is not problem.factor:
+            if delta > 0 and np.all(lo.d == 1.0):
                 floor = inner * (1.0 - share)        # built on H - delta P^T P >= (1 - delta / lambda) H
             else:
                 floor = inner - share                 # D >= I, and delta P^T P <= (delta / lambda) H
@@ -196,7 +293,8 @@ class Certifier:
 
     # -- one pass at the estimates ---------------------------------------------------------------
     def evaluate(self, sets, dthetas):
-        """(g, m) per set: g = grad F_S(theta_e) and m = M max_{i not in S} |x~_i^T dtheta_est|.
+        """(g, alpha) per set: g = grad F_S(theta_e) and alpha_i = M |x~_i^T dtheta_est| for the
+        kept samples (0 for the removed ones), shape (n,).
 
         In-memory X: one pass for up to 64 sets at once, eta = X~ Theta_e and X~^T (W o l'(eta))
         as matrix products; a dask X: one pass per set."""
@@ -208,12 +306,11 @@ class Certifier:
                 weights[index] = 0.0
                 theta_e = problem.theta + dtheta
                 eta_e = problem._eta_at(theta_e)
-                kept = weights > 0
-                m = float(np.max(np.abs(eta_e - problem.eta)[kept])) if kept.any() else 0.0
+                deviation = np.where(weights > 0, np.abs(eta_e - problem.eta), 0.0)
                 _, d1, _ = problem.family.derivatives(eta_e, problem.y)
                 g = (_design.rmatvec(problem.X, weights * d1, problem.fit_intercept)
                      + problem.penalty_total(weights) * problem.penalty_diag * theta_e)
-                out.append((g, self.M * m))
+                out.append((g, self.M * deviation))
             return out
         group = int(min(64, max(1, BLOCK_VALUES // problem.n_samples)))
         for start in range(0, len(sets), group):
@@ -227,7 +324,7 @@ class Certifier:
                                                          reference=problem.eta)
             for k in range(len(chunk)):
                 g = grads[:, k] + problem.penalty_total(weights[:, k]) * problem.penalty_diag * thetas[:, k]
-                out.append((g, self.M * float(deviation[k])))
+                out.append((g, self.M * deviation[:, k]))
         return out
 
     # -- the certificate -----------------------------------------------------------------------
@@ -235,11 +332,11 @@ class Certifier:
         """The :class:`_SetCertificate` of the estimate ``dtheta`` for removing ``index``."""
         if self.M is None:
             return _SetCertificate(np.inf, np.inf, False, f"no certificate for the {self.problem.family.name} family")
-        (g, m), = self.evaluate([index], [dtheta])
-        return self.certify(index, dtheta, g, m, self.factor(index) if factor is None else factor)
+        (g, alpha), = self.evaluate([index], [dtheta])
+        return self.certify(index, dtheta, g, alpha, self.factor(index) if factor is None else factor)
 
-    def certify(self, index, dtheta, g, m, factor):
-        """The certificate from the pass at the estimate (``g``, ``m``) and the set's ``factor``."""
+    def certify(self, index, dtheta, g, alpha, factor):
+        """The certificate from the pass at the estimate (``g``, ``alpha``) and the set's ``factor``."""
         problem = self.problem
         if self.M is None:
             return _SetCertificate(np.inf, np.inf, False, f"no certificate for the {problem.family.name} family")
@@ -247,7 +344,7 @@ class Certifier:
         weights[index] = 0.0
         lam_s = problem.penalty_total(weights)
         theta_e = problem.theta + dtheta
-        if not (np.all(np.isfinite(g)) and np.isfinite(m)):
+        if not (np.all(np.isfinite(g)) and np.all(np.isfinite(alpha))):
             return _SetCertificate(np.inf, np.inf, False, "the gradient at the estimate is not finite")
         if factor.solve is None:
             return self._loose(g, lam_s, factor.reason)
@@ -258,29 +355,27 @@ class Certifier:
             out = self._loose(g, lam_s, factor.reason)
             out.solve, out.step, out.theta_e = solve, step, theta_e
             return out
-        s0 = self.M * np.sqrt(self.max_leverage_ratio / one_minus_gamma)
-        delta0 = delta_prime * np.exp(m)
-        if s0 == 0.0:
-            rho = delta0
-        elif s0 * delta0 < 1.0:
-            rho = -np.log1p(-s0 * delta0) / s0
-        else:
-            out = self._loose(g, lam_s, f"outside the self-concordant region (s delta = {s0 * delta0:.2g} >= 1)")
+        drift = _Drift(self, index, alpha, one_minus_gamma)
+        rho = drift.radius(delta_prime)
+        if not np.isfinite(rho):
+            out = self._loose(g, lam_s, "outside the self-concordant region (the curvature cannot be bounded "
+                                        "below far enough from the estimate)")
             out.solve, out.step, out.theta_e, out.gamma = solve, step, theta_e, 1.0 - one_minus_gamma
             return out
-        eps = float(np.expm1(m + s0 * rho))
+        low, high = drift.bounds(np.array([rho]))
+        low, high = float(low[0]), float(high[0])
+        # the averaged Hessian on [theta_e, theta*] lies between (1 - low) H_0 and (1 + high) H_0
+        inverse_drift = max(high / (1.0 + high), low / (1.0 - low) if low < 1.0 else np.inf)
+        spread_h = float(min(inverse_drift * delta_prime, high * rho))
         lam_min_h0 = one_minus_gamma * self.lambda_min
         root = np.sqrt(lam_min_h0) if lam_min_h0 > 0 else 0.0
-        spread = eps * rho / root if root > 0 else np.inf
+        spread = spread_h / root if root > 0 else np.inf
         bound = float(np.linalg.norm(step) + spread)
-        # theta_e - step misses theta* by (H_bar^{-1} - H_0^{-1}) g: at most eps min(rho, delta') in H_0's norm
-        next_h = eps * min(rho, delta_prime)
-        next_bound = next_h / root if root > 0 else np.inf
         if not np.isfinite(bound):
             return _SetCertificate(np.inf, float(rho), False, "the 2-norm bound overflows", step=step, solve=solve,
                                    theta_e=theta_e)
-        return _SetCertificate(bound, float(rho), True, "", float(rho), eps, solve, step, theta_e,
-                               1.0 - one_minus_gamma, float(next_bound), float(next_h))
+        return _SetCertificate(bound, float(rho), True, "", float(rho), spread_h, solve, step, theta_e,
+                               1.0 - one_minus_gamma, float(spread), spread_h)
 
     def _loose(self, g, lam_s, reason):
         problem = self.problem
@@ -305,7 +400,7 @@ class Certifier:
         t = cert.rho * np.sqrt(eval_leverage / (1.0 - cert.gamma))
         kappa = self._phi_curvature(target, eta, t)
         remainder = 0.5 * float(np.sum(kappa * t**2))
-        bound = main + cert.eps * cert.rho * grad_norm + remainder
+        bound = main + cert.spread_h * grad_norm + remainder
         if not np.isfinite(bound):
             return np.inf, False, "the target's bound is not finite"
         return bound, True, ""

@@ -99,9 +99,9 @@ def loss_gradient(X, theta, fit_intercept, y, weights, family, offset=None):
     return weights @ loss, rmatvec(X, weights * d1, fit_intercept)
 
 
-def _largest_deviation(eta, reference, weights):
-    """max over rows with positive weight of |eta - reference|, per column of eta (0 for none)."""
-    return np.where(weights > 0, np.abs(eta - reference[:, None]), 0.0).max(axis=0, initial=0.0)
+def _deviation(eta, reference, weights):
+    """|eta - reference| where the weight is positive, 0 elsewhere, shape of eta (n, g)."""
+    return np.where(weights > 0, np.abs(eta - reference[:, None]), 0.0)
 
 
 def loss_gradients(X, thetas, fit_intercept, y, weights, family, offset=None, reference=None):
@@ -113,7 +113,7 @@ def loss_gradients(X, thetas, fit_intercept, y, weights, family, offset=None, re
     l' and the part's gradient formed while its rows are in cache.
     A fixed per-row ``offset`` (n,) is added to every column of eta.
     Returns values (g,) and gradients (p, g); with a ``reference`` eta (n,), also
-    max_i |eta_i - reference_i| over the rows of positive weight, per column (g,).
+    |eta - reference| on the rows of positive weight (0 on the others), shape (n, g).
     """
     n, d = X.shape
     g = thetas.shape[1]
@@ -124,10 +124,10 @@ def loss_gradients(X, thetas, fit_intercept, y, weights, family, offset=None, re
         loss, d1, _ = family.derivatives(eta.ravel(), np.repeat(y, g))
         r = weights * d1.reshape(n, g)
         out = np.einsum("ik,ik->k", weights, loss.reshape(n, g)), rmatmat(X, r, fit_intercept)
-        return out if reference is None else out + (_largest_deviation(eta, reference, weights),)
+        return out if reference is None else out + (_deviation(eta, reference, weights),)
     parts = max(1, min(FUSED_PARTS, n // 1024))
     values = np.zeros((parts, g))
-    deviations = np.zeros((parts, g))
+    deviations = None if reference is None else np.empty((n, g))
     grads = np.zeros((parts, d + int(fit_intercept), g))
     beta = np.ascontiguousarray(thetas[:d])
     kernel = type(family)._kernel
@@ -151,11 +151,11 @@ def loss_gradients(X, thetas, fit_intercept, y, weights, family, offset=None, re
             if fit_intercept:
                 grads[k, d] = r.sum(axis=0)
             if reference is not None:
-                deviations[k] = _largest_deviation(eta, reference[sl], weights[sl])
+                deviations[sl] = _deviation(eta, reference[sl], weights[sl])
 
     _parallel.run_part_groups(run, parts)
     out = values.sum(axis=0), grads.sum(axis=0)
-    return out if reference is None else out + (deviations.max(axis=0),)
+    return out if reference is None else out + (deviations,)
 
 
 def rmatmat(X, A, fit_intercept):

@@ -140,3 +140,117 @@ def test_bad_arguments_get_clear_answers():
     multi = MultinomialProblem(X, np.arange(100) % 3, 3, penalty=1.0)
     with pytest.raises(rif.UnsupportedEstimatorError, match="not yet"):
         multi.params_change([3], "rif", certify=True)
+
+
+# -- the pieces of the certificate, each against a dense route ------------------------------------------
+def _whitened_leave_out(problem, index):
+    """H^{-1/2} H_{-S} H^{-1/2} formed densely, and the u_i of the kept samples in H_{-S}'s metric."""
+    from rif import _design
+
+    rows = _design.rows(problem.X, np.arange(problem.n_samples), problem.fit_intercept)
+    keep = np.setdiff1d(np.arange(problem.n_samples), index)
+    h0 = (rows[keep].T * problem.curvature[keep]) @ rows[keep]
+    h0 += problem.penalty_total(np.where(np.isin(np.arange(problem.n_samples), index), 0.0,
+                                         problem.sample_weight)) * np.diag(problem.penalty_diag)
+    vals, vecs = np.linalg.eigh(problem.hessian)
+    inv_root = (vecs / np.sqrt(vals)) @ vecs.T
+    return inv_root @ h0 @ inv_root, h0, rows, keep
+
+
+@pytest.mark.parametrize("k", [3, 40])                    # Woodbury (k < p) and H_0 formed (k >= p)
+@pytest.mark.parametrize("scaling", ["fixed", "per_sample"])
+def test_the_floor_never_exceeds_the_curvature_kept(k, scaling):
+    from rif._certify import certifier
+
+    X, y = _data("binomial", 300, 12, 4)
+    penalty = 1.0 if scaling == "fixed" else 3.0 / 300
+    for weights in (None, np.random.default_rng(1).uniform(0.5, 2.0, 300)):
+        problem = GLMProblem(X, y, "binomial", penalty=penalty, penalty_scaling=scaling, sample_weight=weights)
+        index = np.arange(5, 5 + k)
+        exact = np.linalg.eigvalsh(_whitened_leave_out(problem, index)[0])[0]
+        floor = certifier(problem).factor(index).floor
+        assert 0.0 < floor <= exact * (1 + 1e-12), (floor, exact)
+        assert floor >= 0.05 * exact
+
+
+def test_certified_floor_is_a_proved_lower_bound():
+    from rif._linalg import certified_floor
+
+    rng = np.random.default_rng(2)
+    for k, spread in ((5, 1e-3), (30, 0.9), (80, 1e-6), (200, 0.5)):
+        Q = np.linalg.qr(rng.standard_normal((k, k)))[0]
+        eigs = np.concatenate([[spread], rng.uniform(spread, 1.0, k - 1)])
+        A = (Q * eigs) @ Q.T
+        A = 0.5 * (A + A.T)
+        floor = certified_floor(A, np.linalg.cholesky(A))
+        assert 0.0 < floor <= eigs.min() and floor >= 0.1 * eigs.min()
+        M = np.eye(k) + 0.3 * np.diag(rng.uniform(size=k))            # a pencil (A, M)
+        exact = float(np.min(np.linalg.eigvals(np.linalg.solve(M, A)).real))
+        floor = certified_floor(A, np.linalg.cholesky(A), M, 1.0)
+        assert 0.0 < floor <= exact * (1 + 1e-12) and floor >= 0.1 * exact
+
+
+def test_one_pass_for_many_sets_is_the_pass_for_each():
+    from rif import _design
+    from rif._certify import certifier
+
+    X, y = _data("poisson", 500, 6, 3)
+    problem = GLMProblem(X, y, "poisson", penalty=0.5, offset=np.linspace(-0.2, 0.2, 500))
+    rng = np.random.default_rng(3)
+    sets = [np.sort(rng.choice(500, k, replace=False)) for k in (1, 7, 30)]
+    dthetas = rng.standard_normal((3, problem.n_params)) * 0.01
+    for (g, alpha), index, dtheta in zip(certifier(problem).evaluate(sets, dthetas), sets, dthetas):
+        weights = problem.sample_weight.copy()
+        weights[index] = 0.0
+        theta = problem.theta + dtheta
+        _, want = problem.value_gradient(theta, weights)
+        np.testing.assert_allclose(g, want, rtol=1e-10, atol=1e-12)
+        eta = _design.linear_predictor(X, theta, True) + problem.offset
+        np.testing.assert_allclose(alpha, np.where(weights > 0, np.abs(eta - problem.eta), 0.0), atol=1e-13)
+
+
+@settings(max_examples=15, deadline=None)
+@given(family=st.sampled_from(["binomial", "poisson"]), seed=st.integers(0, 2**16),
+       radius=st.sampled_from([0.01, 0.1, 0.5]), n=st.sampled_from([60, 400]))
+def test_the_curvature_drift_contains_the_hessians_nearby(family, seed, radius, n):
+    """Every Hessian within H_0-distance t of theta_e has its whitened eigenvalues in
+    [1 - low(t), 1 + high(t)] (checked at random points of the ball and on its boundary)."""
+    from rif._certify import _Drift, certifier
+
+    X, y = _data(family, n, 5, seed)
+    problem = GLMProblem(X, y, family, penalty=0.5)
+    rng = np.random.default_rng(seed)
+    index = np.sort(rng.choice(n, 6, replace=False))
+    cert = certifier(problem)
+    factor = cert.factor(index)
+    dtheta = problem.params_change(index, "rif")
+    (_, alpha), = cert.evaluate([index], [dtheta])
+    low, high = _Drift(cert, index, alpha, factor.floor).bounds(np.array([radius]))
+    _, h0, rows, keep = _whitened_leave_out(problem, index)
+    vals, vecs = np.linalg.eigh(h0)
+    inv_root = (vecs / np.sqrt(vals)) @ vecs.T
+    weights = problem.sample_weight.copy()
+    weights[index] = 0.0
+    for _ in range(8):
+        direction = inv_root @ rng.standard_normal(problem.n_params)
+        direction *= radius * rng.uniform(0.5, 1.0) / np.sqrt(direction @ h0 @ direction)
+        hessian = problem.hessian_at(problem.theta + dtheta + direction, weights)
+        eig = np.linalg.eigvalsh(inv_root @ hessian @ inv_root)
+        assert eig.min() >= 1 - low[0] - 1e-10 and eig.max() <= 1 + high[0] + 1e-10
+
+
+def test_auto_refits_stop_on_the_certificate():
+    """Sets whose estimates do not prove rtol are settled by certified chord steps: the refit's
+    iterates, each bounded by the pass before it, within rtol of a converged refit."""
+    X, y = _data("binomial", 300, 30, 8)
+    problem = GLMProblem(X, y, "binomial", penalty=1.0, tol=1e-13)
+    rng = np.random.default_rng(5)
+    sets = [_sets(X, rng, 30, True) for _ in range(4)]
+    truth = problem.params_change(sets, "retrain")
+    for rtol in (0.05, 1e-3, 1e-6):
+        result = problem.params_change(sets, "auto", certify=True, rtol=rtol)
+        errors = np.linalg.norm(result.value - truth, axis=1)
+        assert np.all(errors <= result.bound + 1e-12)
+        assert np.all(errors <= rtol * np.linalg.norm(truth, axis=1) + 1e-12)
+        assert np.all(result.certified)
+    assert "retrain" in set(result.method)
