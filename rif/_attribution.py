@@ -50,6 +50,16 @@ GLM_OPERATIONS = SimpleNamespace(
 _CERTIFIED_ROUNDS = 4
 
 
+def _certified_result(records):
+    """A batch :class:`rif.Certified` from (estimate, certificate, method) records."""
+    from ._certify import Certified
+
+    certs = [r[1] for r in records]
+    return Certified(np.array([r[0] for r in records]), np.array([c.bound for c in certs]),
+                     np.array([c.bound_h for c in certs]), np.array([c.certified for c in certs]),
+                     np.array([c.reason for c in certs], dtype=object), np.array([r[2] for r in records], dtype=object))
+
+
 def operations(problem):
     """The estimator operations for ``problem``: its own ``operations`` (multinomial problems),
     else those of the scalar GLMs."""
@@ -131,9 +141,7 @@ class AttributionMixin:
         if method == "auto":
             result = self._auto_params(problem, sets, rtol)
         elif certify:
-            from ._certify import certify_params
-
-            result = certify_params(problem, sets, self._batch(problem, sets, method), [method] * len(sets))[1]
+            result = self._certified_params(problem, sets, method)
         else:
             out = self._batch(problem, sets, method)
             return out if batch else out[0]
@@ -185,11 +193,17 @@ class AttributionMixin:
         return records
 
     def _stage_estimates(self, problem, sets, pending, method, factors):
-        """Estimates for the pending sets; the Newton step from each set's factor where one exists."""
+        """Estimates for the pending sets; the Newton step from each set's factorisation (built here
+        if no certificate has built it yet), which its certificate then reuses."""
+        from ._certify import certifier
         from ._estimators import removed_gradient
 
-        if method == "newton" and all(factors[j] is not None and factors[j].solve is not None for j in pending):
-            return np.array([factors[j].solve(removed_gradient(problem, sets[j])) for j in pending])
+        if method == "newton":
+            for j in pending:
+                if factors[j] is None:
+                    factors[j] = certifier(problem).factor(sets[j])
+            if all(factors[j].solve is not None for j in pending):
+                return np.array([factors[j].solve(removed_gradient(problem, sets[j])) for j in pending])
         return self._batch(problem, [sets[j] for j in pending], method)
 
     @staticmethod
@@ -238,9 +252,15 @@ class AttributionMixin:
                 (active if shrinking else unsettled).append(j)
         return sorted(unsettled + active)
 
+    def _certified_params(self, problem, sets, method):
+        """Estimates of ``method`` with their certificates (the Newton step from the factorisation
+        its certificate uses)."""
+        records = self._escalating(problem, sets, (method,), lambda j, m, estimate, cert, last: (estimate, cert, m))
+        return _certified_result(records)
+
     def _auto_params(self, problem, sets, rtol):
         """RIF, else the Newton step, else the exact refit: the first whose certificate proves rtol."""
-        from ._certify import Certified, _SetCertificate, relative_ok
+        from ._certify import _SetCertificate, relative_ok
 
         def judge(j, method, estimate, cert, last):
             if last or (cert.certified and relative_ok(np.linalg.norm(estimate), cert.bound, rtol)):
@@ -253,11 +273,7 @@ class AttributionMixin:
                 return candidate, _SetCertificate(cert.next_bound, cert.next_bound_h, True, ""), "retrain"
             return None
 
-        records = self._escalating(problem, sets, ("rif", "newton", "retrain"), judge, accept_step)
-        certs = [r[1] for r in records]
-        return Certified(np.array([r[0] for r in records]), np.array([c.bound for c in certs]),
-                         np.array([c.bound_h for c in certs]), np.array([c.certified for c in certs]),
-                         np.array([c.reason for c in certs], dtype=object), np.array([r[2] for r in records], dtype=object))
+        return _certified_result(self._escalating(problem, sets, ("rif", "newton", "retrain"), judge, accept_step))
 
     def _batch(self, problem, sets, method):
         return operations(problem).params_change_batch(problem, sets, method, self.tol, self.max_iter, self.n_jobs,
