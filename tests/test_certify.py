@@ -254,3 +254,16 @@ def test_auto_refits_stop_on_the_certificate():
         assert np.all(errors <= rtol * np.linalg.norm(truth, axis=1) + 1e-12)
         assert np.all(result.certified)
     assert "retrain" in set(result.method)
+
+
+def test_a_dask_array_is_certified_pass_by_pass_with_the_same_bounds():
+    da = pytest.importorskip("dask.array")
+    X, y = _data("binomial", 400, 5, 9)
+    rng = np.random.default_rng(9)
+    sets = [np.sort(rng.choice(400, k, replace=False)) for k in (4, 20)]
+    dense = GLMProblem(X, y, "binomial", penalty=1.0).params_change(sets, "rif", certify=True)
+    chunked = GLMProblem(da.from_array(X, chunks=(100, 5)), y, "binomial", penalty=1.0)
+    lazy = chunked.params_change(sets, "rif", certify=True)
+    np.testing.assert_allclose(lazy.value, dense.value, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(lazy.bound, dense.bound, rtol=1e-6)
+    assert np.array_equal(lazy.certified, dense.certified)
