@@ -198,7 +198,7 @@ class AttributionMixin:
         from ._certify import certifier
         from ._estimators import removed_gradient
 
-        if method == "newton":
+        if method == "newton" and hasattr(problem, "family"):        # the GLMs' removed gradient
             for j in pending:
                 if factors[j] is None:
                     factors[j] = certifier(problem).factor(sets[j])
@@ -383,6 +383,11 @@ class AttributionMixin:
         if linear:
             raise ValueError("certify and method='auto' bound the exact effect; use linear=False")
         problem = self._problem()
+        if not hasattr(problem, "family"):
+            from ._errors import UnsupportedEstimatorError
+
+            raise UnsupportedEstimatorError("certified effects (certify=True, method='auto') are not yet available "
+                                            "for multinomial models; params_change(..., certify=True) is")
         cert = certifier(problem)
         sets, batch = self._removal_sets(problem, remove)
         ops = operations(problem)

@@ -149,18 +149,18 @@ class _Drift:
     """
 
     def __init__(self, certifier, index, alpha, floor):
-        problem, n = certifier.problem, len(alpha)
+        n = len(alpha)
         by_q = certifier.q_order
         if n > _TOP:
             by_alpha = np.argpartition(alpha, n - _TOP - 1)
             candidates = np.union1d(by_alpha[n - _TOP:], by_q[:_TOP])
             self.alpha_rest = float(alpha[by_alpha[n - _TOP - 1]])
-            self.beta_rest = certifier.M * float(np.sqrt(problem.raw_leverage[by_q[_TOP]] / floor))
+            self.beta_rest = certifier.M * float(np.sqrt(certifier.reach[by_q[_TOP]] / floor))
         else:
             candidates = np.arange(n)
             self.alpha_rest = self.beta_rest = 0.0
         self.alpha = alpha[candidates]
-        self.beta = certifier.M * np.sqrt(problem.raw_leverage[candidates] / floor)
+        self.beta = certifier.M * np.sqrt(certifier.reach[candidates] / floor)
         self.weight = certifier.leverages[candidates] / floor
         self.weight[np.isin(candidates, index)] = 0.0          # removed samples are not in F_S
 
@@ -231,15 +231,16 @@ class Certifier:
         low = float(eigh(problem.hessian, eigvals_only=True, subset_by_index=[0, 0], check_finite=False)[0])
         return max(low - 1e-10 * float(np.abs(np.diag(problem.hessian)).max()), 0.0)
 
-    @cached_property
-    def max_leverage_ratio(self):
-        """max_i q_i = max_i x~_i^T H^{-1} x~_i."""
-        return float(np.max(self.problem.raw_leverage))
+    @property
+    def reach(self):
+        """q_i = x~_i^T H^{-1} x~_i: M q_i^{1/2} ||theta - theta_e||_H bounds how far sample i's
+        linear predictor moves."""
+        return self.problem.raw_leverage
 
     @cached_property
     def q_order(self):
         """Samples by decreasing q_i."""
-        return np.argsort(-self.problem.raw_leverage, kind="stable")
+        return np.argsort(-self.reach, kind="stable")
 
     @cached_property
     def leverages(self):
@@ -279,6 +280,11 @@ class Certifier:
             return self._checked(lo.solve, floor)
         except SingularHessianError:
             return _SetFactor(None, 0.0, "the leave-out Hessian is (numerically) singular")
+
+    @staticmethod
+    def _public(vector):
+        """A parameter vector in the order the user sees (the problem's own here)."""
+        return vector
 
     @staticmethod
     def _checked(solve, floor):
@@ -355,6 +361,7 @@ class Certifier:
         solve, one_minus_gamma = factor.solve, factor.floor
         step = solve(g)
         delta_prime = float(np.sqrt(max(g @ step, 0.0)))
+        step = self._public(step)
         if factor.reason:
             out = self._loose(g, lam_s, factor.reason)
             out.solve, out.step, out.theta_e = solve, step, theta_e
@@ -453,6 +460,103 @@ class Certifier:
         return np.inf
 
 
+class MultinomialCertifier(Certifier):
+    """Certificates of parameter changes for softmax regression (:mod:`rif._multinomial`).
+
+    The softmax curvature A(eta) = diag p - p p^T obeys, for any change Delta of the K linear
+    predictors, e^{-2 s} A(eta) <= A(eta + Delta) <= e^{2 s} A(eta) with s = max_c Delta_c -
+    min_c Delta_c: v^T A v = (1/2) sum_{c,c'} p_c p_c' (v_c - v_c')^2, and every p_c p_c' changes
+    by e^{Delta_c + Delta_c'} / Z^2 with Z = sum_j p_j e^{Delta_j} in [e^{min Delta}, e^{max Delta}].
+    So the argument of :class:`Certifier` holds with M = 2 (M = 1 for K = 2), alpha_i = M s(Delta eta_i^e),
+    q_i = max_{c,c'} ||(e_c - e_c') (x) x~_i||^2_{H^^{-1}} (the span's reach) and h_i the largest
+    eigenvalue of the K x K leverage M_i, all in the norm of H^ = H + kappa Pi_N (the intercepts'
+    common direction, along which the objective is flat and every estimate and gradient has no
+    component). Effects are not certified.
+    """
+
+    def __init__(self, problem):
+        self.problem = problem
+        self.M = self.constant(problem.n_classes)
+
+    @staticmethod
+    def constant(n_classes):
+        """M with A(eta + Delta) within e^{+-M span(Delta)} A(eta): 2, and 1 for K = 2, where
+        p_0 p_1 changes by e^{s} / (p_0 + p_1 e^{s})^2 in [e^{-|s|}, e^{|s|}] (Delta = (0, s))."""
+        return 1.0 if n_classes == 2 else 2.0
+
+    @cached_property
+    def lambda_min(self):
+        """A proved lower bound of the smallest eigenvalue of H^ (lambda without a null direction)."""
+        from ._linalg import certified_floor
+
+        problem = self.problem
+        if problem.penalty > 0 and not problem.free.any():
+            return problem.penalty
+        return certified_floor(problem.hessian, problem.factor.cholesky)
+
+    @cached_property
+    def reach(self):
+        Q = self.problem.leverage_blocks
+        diag = np.einsum("ncc->nc", Q)
+        pairs = diag[:, :, None] + diag[:, None, :] - 2.0 * Q
+        return np.clip(pairs.reshape(len(Q), -1).max(axis=1), 0.0, None)
+
+    @cached_property
+    def leverages(self):
+        return self.problem.leverage
+
+    @cached_property
+    def eta_hat(self):
+        return self.problem.eta_at(self.problem.theta_block)
+
+    def _public(self, vector):
+        return self.problem.to_public(vector)
+
+    def factor(self, index):
+        """Woodbury on H^ (kK x kK) while kK <= P / 2, else H^_{-S} formed from the removed rows."""
+        from ._errors import SingularHessianError
+        from ._linalg import certified_floor, spd_cholesky
+        from ._solvers import _cho_solver
+
+        problem = self.problem
+        if len(index) == 0:
+            return _SetFactor(problem.factor.solve, 1.0)
+        try:
+            if 2 * len(index) * problem.n_classes <= problem.n_params:
+                lo = problem.leave_out(index)
+                return self._checked(lo.solve, min(1.0, certified_floor(lo.inner, lo.chol)))
+            hessian = problem.hessian - problem.removed_hessian(index)
+            chol = spd_cholesky(hessian, f"the Hessian without the {len(index)} removed sample(s)")
+            floor = certified_floor(hessian, chol, problem.hessian, max(self.lambda_min, 1e-300))
+            return self._checked(_cho_solver((chol, True)), floor)
+        except SingularHessianError:
+            return _SetFactor(None, 0.0, "the leave-out Hessian is (numerically) singular")
+
+    def evaluate(self, sets, dthetas):
+        """(g in block order, alpha_i = M times the max-minus-min over classes of the change of eta_i)."""
+        from ._kernels import softmax_residual
+        from ._multinomial import _dense
+
+        problem = self.problem
+        K, p1 = problem.n_classes, problem.p1
+        out = []
+        for index, dtheta in zip(sets, dthetas):
+            weights = problem.sample_weight.copy()
+            weights[index] = 0.0
+            theta = problem.theta_block + problem.from_public(dtheta)
+            eta = np.ascontiguousarray(problem.eta_at(theta))
+            change = eta - self.eta_hat
+            alpha = np.where(weights > 0, self.M * (change.max(axis=1) - change.min(axis=1)), 0.0)
+            softmax_residual(eta, problem.y, weights)                        # eta now holds the residuals
+            Theta = theta.reshape(K, p1)
+            g = _dense(problem.design.T @ eta).T + problem.penalty * (Theta * problem.penalty_diag[:p1])
+            out.append((g.ravel(), alpha))
+        return out
+
+    def effect_bound(self, cert, target, eval_leverage):
+        return np.inf, False, "effects of multinomial models are not certified"
+
+
 def _row_norms_sq(X, fit_intercept):
     """||x~_j||_2^2 per row."""
     import scipy.sparse as sp
@@ -472,14 +576,13 @@ def check_rtol(rtol):
 
 
 def certifier(problem):
-    from ._errors import UnsupportedEstimatorError
+    """The problem's :class:`Certifier` (made once)."""
+    from ._multinomial import MultinomialProblem
 
-    if not hasattr(problem, "family"):
-        raise UnsupportedEstimatorError(f"certify is available for the binomial, gaussian and poisson families; "
-                                        f"not yet for a {getattr(problem, 'family_name', 'this')} model")
     cache = problem.__dict__.setdefault("_certifier", None)
     if cache is None:
-        cache = problem.__dict__["_certifier"] = Certifier(problem)
+        kind = MultinomialCertifier if isinstance(problem, MultinomialProblem) else Certifier
+        cache = problem.__dict__["_certifier"] = kind(problem)
     return cache
 
 

@@ -490,6 +490,19 @@ class MultinomialProblem(AttributionMixin):
             return self.leave_out(index).solve
         return self.factor.solve
 
+    def removed_hessian(self, index):
+        """sum_{i in S} A_i (x) x~_i x~_i^T (block order), from the removed rows only."""
+        K, p1 = self.n_classes, self.p1
+        rows = _dense(self.design[index])
+        A = self.curvature[index]
+        out = np.empty((self.n_params, self.n_params))
+        for k in range(K):
+            for l in range(k, K):
+                block = rows.T @ (rows * A[:, k, l][:, None])
+                out[k * p1:(k + 1) * p1, l * p1:(l + 1) * p1] = block
+                out[l * p1:(l + 1) * p1, k * p1:(k + 1) * p1] = block.T
+        return out
+
     def _woodbury_refit(self, index):
         return len(index) * self.n_classes * 4 < self.n_params
 
@@ -540,7 +553,8 @@ class MultinomialLeaveOut:
         wqw = roots[:, None] @ blocks @ roots[None, :]                    # W_i Q_ij W_j
         inner = np.eye(k * K) - np.swapaxes(wqw, 1, 2).reshape(k * K, k * K)
         # I - W Q W keeps, per sample, K - 1 curvature fractions in (0, 1] and 1 along W's null vector
-        self.chol = equilibrated_cholesky(0.5 * (inner + inner.T), f"the Hessian without the {k} removed sample(s)")
+        self.inner = 0.5 * (inner + inner.T)                              # kept for certificates
+        self.chol = equilibrated_cholesky(self.inner, f"the Hessian without the {k} removed sample(s)")
         self.problem, self.Y, self.Q, self.roots, self.k = problem, Y, Q, roots, k
 
     def _w(self, v):

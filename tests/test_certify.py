@@ -139,7 +139,7 @@ def test_bad_arguments_get_clear_answers():
 
     multi = MultinomialProblem(X, np.arange(100) % 3, 3, penalty=1.0)
     with pytest.raises(rif.UnsupportedEstimatorError, match="not yet"):
-        multi.params_change([3], "rif", certify=True)
+        multi.effect([3], "loss", X[:5], np.arange(5) % 3, certify=True)
 
 
 # -- the pieces of the certificate, each against a dense route ------------------------------------------
@@ -267,3 +267,111 @@ def test_a_dask_array_is_certified_pass_by_pass_with_the_same_bounds():
     np.testing.assert_allclose(lazy.value, dense.value, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(lazy.bound, dense.bound, rtol=1e-6)
     assert np.array_equal(lazy.certified, dense.certified)
+
+
+# -- softmax regression ------------------------------------------------------------------------------------
+def _softmax_data(n, d, K, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) * 1.5 / np.sqrt(d)
+    logits = X @ rng.standard_normal((K, d)).T
+    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    y = (prob.cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)
+    y[:K] = np.arange(K)
+    return X, y
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**16), delta_scale=st.sampled_from([0.1, 1.0, 3.0]), K=st.integers(2, 5))
+def test_softmax_curvature_moves_by_at_most_twice_the_span(seed, delta_scale, K):
+    """A(eta + Delta) lies between exp(-+M span(Delta)) A(eta): the constant M = 2 of the certificate
+    (M = 1 for two classes)."""
+    rng = np.random.default_rng(seed)
+    eta, delta = rng.standard_normal(K) * 2, rng.standard_normal(K) * delta_scale
+
+    def curvature(e):
+        p = np.exp(e - e.max())
+        p /= p.sum()
+        return np.diag(p) - np.outer(p, p)
+
+    from rif._certify import MultinomialCertifier
+
+    A, B = curvature(eta), curvature(eta + delta)
+    factor = np.exp(MultinomialCertifier.constant(K) * (delta.max() - delta.min()))
+    rounding = 1e-12 * factor * max(np.abs(A).max(), np.abs(B).max())     # both share the null vector 1
+    assert np.linalg.eigvalsh(factor * A - B).min() >= -rounding
+    assert np.linalg.eigvalsh(factor * B - A).min() >= -rounding
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(30, 160), d=st.integers(1, 6), K=st.integers(2, 4), intercept=st.booleans(),
+       penalty=st.sampled_from([0.0, 0.3, 2.0]), fraction=st.sampled_from([0.03, 0.1]),
+       clustered=st.booleans(), seed=st.integers(0, 2**16))
+def test_multinomial_bounds_are_never_below_the_error(n, d, K, intercept, penalty, fraction, clustered, seed):
+    from rif._multinomial import MultinomialProblem
+
+    X, y = _softmax_data(n, d, K, seed)
+    if penalty == 0.0 and not intercept:
+        penalty = 0.3
+    try:
+        problem = MultinomialProblem(X, y, K, penalty=penalty, fit_intercept=intercept, tol=1e-13)
+        rng = np.random.default_rng(seed)
+        index = _sets(X, rng, max(1, int(fraction * n)), clustered)
+        index = index[index >= K]                               # every class keeps a sample
+        index = index if index.size else np.array([n - 1])
+        truth = problem.params_change(index, "retrain")
+    except (rif.SeparationError, rif.SingularHessianError):    # an unpenalised separable draw
+        return
+    scale = 1e-8 * (1.0 + np.linalg.norm(truth))
+    for method in ("if", "rif", "newton", "retrain"):
+        cert = problem.params_change(index, method, certify=True)
+        assert not np.isnan(cert.bound)
+        assert cert.bound >= np.linalg.norm(cert.value - truth) - scale, (method, cert)
+
+
+def test_multinomial_certificates_are_tight_and_auto_keeps_rtol():
+    from rif._multinomial import MultinomialProblem
+
+    X, y = _softmax_data(3000, 8, 4, 1)
+    problem = MultinomialProblem(X, y, 4, penalty=1.0, tol=1e-13)
+    rng = np.random.default_rng(2)
+    sets = [np.sort(4 + rng.choice(2996, k, replace=False)) for k in (5, 30, 150)]
+    truth = problem.params_change(sets, "retrain")
+    for method in ("rif", "newton"):
+        cert = problem.params_change(sets, method, certify=True)
+        errors = np.linalg.norm(cert.value - truth, axis=1)
+        # e^{2 span} is the softmax's worst case (e^{span} for K = 2), so these bounds are looser than binary ones
+        assert np.all(cert.certified) and np.all(errors <= cert.bound) and np.all(cert.bound <= 10 * errors)
+    result = problem.params_change(sets, "auto", certify=True, rtol=1e-4)
+    errors = np.linalg.norm(result.value - truth, axis=1)
+    assert np.all(errors <= result.bound) and np.all(errors <= 1e-4 * np.linalg.norm(truth, axis=1))
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**16), radius=st.sampled_from([0.01, 0.1, 0.5]), K=st.integers(2, 4))
+def test_the_softmax_drift_contains_the_hessians_nearby(seed, radius, K):
+    from rif._certify import _Drift, certifier
+    from rif._multinomial import MultinomialProblem
+
+    X, y = _softmax_data(150, 3, K, seed)
+    problem = MultinomialProblem(X, y, K, penalty=0.5, tol=1e-13)
+    rng = np.random.default_rng(seed)
+    index = np.sort(K + rng.choice(150 - K, 5, replace=False))
+    cert = certifier(problem)
+    factor = cert.factor(index)
+    dtheta = problem.params_change(index, "rif")
+    (_, alpha), = cert.evaluate([index], [dtheta])
+    low, high = _Drift(cert, index, alpha, factor.floor).bounds(np.array([radius]))
+    weights = problem.sample_weight.copy()
+    weights[index] = 0.0
+    null_part = problem.hessian - problem.curvature_hessian(problem.theta_block, problem.sample_weight)
+    h0 = problem.hessian - problem.removed_hessian(index)
+    vals, vecs = np.linalg.eigh(h0)
+    inv_root = (vecs / np.sqrt(vals)) @ vecs.T
+    start = problem.theta_block + problem.from_public(dtheta)
+    for _ in range(8):
+        direction = inv_root @ rng.standard_normal(problem.n_params)
+        direction *= radius * rng.uniform(0.5, 1.0) / np.sqrt(direction @ h0 @ direction)
+        hessian = problem.curvature_hessian(start + direction, weights) + null_part
+        eig = np.linalg.eigvalsh(inv_root @ hessian @ inv_root)
+        assert eig.min() >= 1 - low[0] - 1e-10 and eig.max() <= 1 + high[0] + 1e-10
