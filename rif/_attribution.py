@@ -378,16 +378,11 @@ class AttributionMixin:
 
     def _certified_effect(self, remove, target, X, y, method, rtol, certify, linear, target_gradient):
         """effect with certificates (and method="auto"): see :meth:`effect`."""
-        from ._certify import Certified, certifier, eval_leverage, relative_ok
+        from ._certify import Certified, certifier, relative_ok
 
         if linear:
             raise ValueError("certify and method='auto' bound the exact effect; use linear=False")
         problem = self._problem()
-        if not hasattr(problem, "family"):
-            from ._errors import UnsupportedEstimatorError
-
-            raise UnsupportedEstimatorError("certified effects (certify=True, method='auto') are not yet available "
-                                            "for multinomial models; params_change(..., certify=True) is")
         cert = certifier(problem)
         sets, batch = self._removal_sets(problem, remove)
         ops = operations(problem)
@@ -403,9 +398,9 @@ class AttributionMixin:
         leverage_cache = {}
 
         def leverage_of(tgt):
-            if id(tgt) not in leverage_cache and hasattr(tgt, "X"):
-                leverage_cache[id(tgt)] = eval_leverage(problem, tgt)
-            return leverage_cache.get(id(tgt))
+            if id(tgt) not in leverage_cache:
+                leverage_cache[id(tgt)] = cert.eval_leverage(tgt)
+            return leverage_cache[id(tgt)]
 
         def judge(j, m, estimate, set_cert, last):
             tgt = targets[j]

@@ -395,6 +395,10 @@ class Certifier:
         return _SetCertificate(np.inf, np.inf, False, reason + "; with an unpenalised intercept no loose bound holds")
 
     # -- effects -------------------------------------------------------------------------
+    def eval_leverage(self, target):
+        """x~_j^T H^{-1} x~_j of an EtaTarget's rows (None for other targets)."""
+        return eval_leverage(self.problem, target) if hasattr(target, "X") else None
+
     def effect_bound(self, cert, target, eval_leverage):
         """|f(theta*) - f(theta_e)| bound for an EtaTarget ``target`` (see the module doc);
         ``eval_leverage`` holds x~_j^T H^{-1} x~_j of the target's rows."""
@@ -553,8 +557,66 @@ class MultinomialCertifier(Certifier):
             out.append((g.ravel(), alpha))
         return out
 
-    def effect_bound(self, cert, target, eval_leverage):
-        return np.inf, False, "effects of multinomial models are not certified"
+    # -- effects -------------------------------------------------------------------------
+    def eval_leverage(self, target):
+        """Q_j = X~_j H^^{-1} X~_j^T (K x K) of a SoftmaxTarget's rows (None for other targets)."""
+        from ._multinomial import SoftmaxTarget, design_blocks
+
+        if not isinstance(target, SoftmaxTarget):
+            return None
+        if target.rows is self.problem.design or not isinstance(target.rows, np.ndarray):
+            return self.problem.leverage_blocks if target.rows is self.problem.design else np.concatenate(
+                [self.problem.row_inverse_products(rows) for _, rows in design_blocks(target.rows)])
+        return self.problem.row_inverse_products(target.rows)
+
+    def effect_bound(self, cert, target, blocks):
+        """|f(theta*) - f(theta_e)| for a SoftmaxTarget, the dual-weighted residual of
+        :meth:`Certifier.effect_bound` with K-dimensional linear predictors: eta_j moves by
+        ||delta_j||^2 <= r^2 tr(Q_j) / (1 - gamma) and span(delta_j) <= r (q_j / (1 - gamma))^{1/2}
+        within H_0-distance r, and phi_j's Hessian is bounded by 0 (decision), min(1/2, e^{M span}
+        lambda_max A(eta_j)) (loss: A itself, Var_p(v) <= ||v||^2 / 2) or 2 min(1, p_y e^{span})
+        (probability: p_y ((e_y - p)(e_y - p)^T - A))."""
+        from ._multinomial import SoftmaxTarget
+
+        if not isinstance(target, SoftmaxTarget):
+            return np.inf, False, "callable targets are not certified"
+        if not cert.certified:
+            return np.inf, False, cert.reason
+        problem, floor = self.problem, 1.0 - cert.gamma
+        size = np.einsum("jcc->j", blocks) / floor                     # ||delta_j||^2 per unit r^2
+        diag = np.einsum("jcc->jc", blocks)
+        span_reach = np.sqrt(np.clip((diag[:, :, None] + diag[:, None, :] - 2.0 * blocks).reshape(len(blocks), -1)
+                                     .max(axis=1), 0.0, None) / floor)
+
+        def around(theta, first, radius):
+            """first-order term + spread_h ||grad f||_{H_0^{-1}} + the second order over ``radius``."""
+            grad = problem.from_public(target.gradient(theta))
+            grad_norm = float(np.sqrt(max(grad @ cert.solve(grad), 0.0)))
+            kappa = self._phi_curvature(target, target.eta(problem.from_public(theta)), radius * span_reach)
+            return first + cert.spread_h * grad_norm + 0.5 * float(np.sum(kappa * size)) * radius**2
+
+        grad_e = target.gradient(cert.theta_e)
+        at_estimate = around(cert.theta_e, abs(float(grad_e @ cert.step)), cert.rho)
+        theta_c = cert.theta_e - cert.step
+        exact = abs(float(target.changes(cert.theta_e, -cert.step[None])[0]))
+        bound = min(at_estimate, around(theta_c, exact, cert.spread_h))
+        if not np.isfinite(bound):
+            return np.inf, False, "the target's bound is not finite"
+        return bound, True, ""
+
+    def _phi_curvature(self, target, eta, span):
+        """Bounds of ||grad^2 phi_j|| while eta_j moves by a span of at most ``span``."""
+        if target.kind == "decision":
+            return np.zeros(len(eta))
+        top = eta.max(axis=1, keepdims=True)
+        prob = np.exp(eta - top)
+        prob /= prob.sum(axis=1, keepdims=True)
+        if target.kind == "loss":
+            curvature = np.linalg.eigvalsh(
+                -prob[:, :, None] * prob[:, None, :] + np.einsum("jc,cd->jcd", prob, np.eye(prob.shape[1])))[:, -1]
+            return np.minimum(0.5, curvature * np.exp(self.M * span))
+        p_label = prob[np.arange(len(eta)), target.y]
+        return 2.0 * np.minimum(1.0, p_label * np.exp(span))
 
 
 def _row_norms_sq(X, fit_intercept):

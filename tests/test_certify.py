@@ -138,8 +138,8 @@ def test_bad_arguments_get_clear_answers():
     from rif._multinomial import MultinomialProblem
 
     multi = MultinomialProblem(X, np.arange(100) % 3, 3, penalty=1.0)
-    with pytest.raises(rif.UnsupportedEstimatorError, match="not yet"):
-        multi.effect([3], "loss", X[:5], np.arange(5) % 3, certify=True)
+    opaque = multi.effect([3], lambda theta: theta[0], certify=True)
+    assert opaque.bound == np.inf and not opaque.certified
 
 
 # -- the pieces of the certificate, each against a dense route ------------------------------------------
@@ -323,10 +323,17 @@ def test_multinomial_bounds_are_never_below_the_error(n, d, K, intercept, penalt
     except (rif.SeparationError, rif.SingularHessianError):    # an unpenalised separable draw
         return
     scale = 1e-8 * (1.0 + np.linalg.norm(truth))
+    X_eval, y_eval = _softmax_data(8, d, K, seed + 1)
+    targets = ("loss", "proba", "decision", "self_loss", "train_loss")
+    effects = {t: problem.effect(index, t, X_eval, y_eval, dtheta=truth) for t in targets}
     for method in ("if", "rif", "newton", "retrain"):
         cert = problem.params_change(index, method, certify=True)
         assert not np.isnan(cert.bound)
         assert cert.bound >= np.linalg.norm(cert.value - truth) - scale, (method, cert)
+        for t in targets:
+            eff = problem.effect(index, t, X_eval, y_eval, method=method, certify=True)
+            assert not np.isnan(eff.bound)
+            assert eff.bound >= abs(eff.value - effects[t]) - 1e-8 * (1 + abs(effects[t])), (method, t, eff)
 
 
 def test_multinomial_certificates_are_tight_and_auto_keeps_rtol():
@@ -345,6 +352,11 @@ def test_multinomial_certificates_are_tight_and_auto_keeps_rtol():
     result = problem.params_change(sets, "auto", certify=True, rtol=1e-4)
     errors = np.linalg.norm(result.value - truth, axis=1)
     assert np.all(errors <= result.bound) and np.all(errors <= 1e-4 * np.linalg.norm(truth, axis=1))
+    X_eval, y_eval = _softmax_data(50, 8, 4, 7)
+    exact = problem.effect(sets, "loss", X_eval, y_eval, dtheta=truth)
+    loss = problem.effect(sets, "loss", X_eval, y_eval, method="auto", certify=True, rtol=0.01)
+    assert np.all(loss.certified) and np.all(np.abs(loss.value - exact) <= loss.bound)
+    assert np.all(np.abs(loss.value - exact) <= 0.01 * np.abs(exact) + 1e-12)
 
 
 @settings(max_examples=10, deadline=None)
