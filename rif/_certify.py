@@ -490,13 +490,21 @@ class MultinomialCertifier(Certifier):
 
     @cached_property
     def lambda_min(self):
-        """A proved lower bound of the smallest eigenvalue of H^ (lambda without a null direction)."""
-        from ._linalg import certified_floor
+        """A proved lower bound of the smallest eigenvalue of H^ on V = {sum_c Theta_c = 0}, where
+        every estimate, gradient and error lies (A_i 1 = 0, and the penalty treats all classes
+        alike): on its complement 1 (x) R^{p1}, H^ has only the penalty and kappa. H^ + c Pi,
+        Pi = (1/K) 1 1^T (x) I projecting on the complement and c >= ||H^||, has the same
+        eigenvalues on V and larger ones elsewhere."""
+        from ._linalg import certified_floor, spd_cholesky
 
         problem = self.problem
-        if problem.penalty > 0 and not problem.free.any():
-            return problem.penalty
-        return certified_floor(problem.hessian, problem.factor.cholesky)
+        K, p1 = problem.n_classes, problem.p1
+        lifted = problem.hessian.copy()
+        lift = float(np.abs(lifted).sum(axis=0).max())
+        for j in range(p1):
+            idx = j + p1 * np.arange(K)
+            lifted[np.ix_(idx, idx)] += lift / K
+        return certified_floor(lifted, spd_cholesky(lifted, "the lifted multinomial Hessian"))
 
     @cached_property
     def reach(self):
@@ -564,10 +572,17 @@ class MultinomialCertifier(Certifier):
 
         if not isinstance(target, SoftmaxTarget):
             return None
-        if target.rows is self.problem.design or not isinstance(target.rows, np.ndarray):
-            return self.problem.leverage_blocks if target.rows is self.problem.design else np.concatenate(
-                [self.problem.row_inverse_products(rows) for _, rows in design_blocks(target.rows)])
-        return self.problem.row_inverse_products(target.rows)
+        if target.rows is self.problem.design:
+            blocks = self.problem.leverage_blocks
+        elif isinstance(target.rows, np.ndarray):
+            blocks = self.problem.row_inverse_products(target.rows)
+        else:
+            blocks = np.concatenate([self.problem.row_inverse_products(rows) for _, rows in design_blocks(target.rows)])
+        # the parameter moves stay in V (see lambda_min), so eta_j moves by a class-centred change:
+        # only C Q_j C counts, C = I - 1 1^T / K
+        K = self.problem.n_classes
+        center = np.eye(K) - 1.0 / K
+        return center @ blocks @ center
 
     def effect_bound(self, cert, target, blocks):
         """|f(theta*) - f(theta_e)| for a SoftmaxTarget, the dual-weighted residual of

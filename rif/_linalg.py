@@ -243,13 +243,13 @@ def relative_curvature_floor(hessian, leave_out_solve, n_iter=30, seed=0):
     return 1.0 / mu if mu > 0 else 0.0
 
 
-def certified_floor(matrix, chol, metric=None, metric_floor=1.0, n_vectors=4, n_iter=2, seed=0):
+def certified_floor(matrix, chol, metric=None, metric_floor=1.0, n_vectors=4, n_iter=3, seed=0):
     """A lower bound, proved by a Cholesky factorisation, of the smallest eigenvalue of the pencil
     (A, M): lambda_min(M^{-1/2} A M^{-1/2}), with A = ``matrix`` (factor ``chol``) and M = ``metric``
     (the identity by default), both symmetric positive definite.
 
     A few steps of block inverse iteration (V <- A^{-1} M V, ``n_vectors`` columns) and a
-    Rayleigh-Ritz step give mu >= lambda_min, close to it. Then tau = 0.8 mu, and smaller
+    Rayleigh-Ritz step give mu >= lambda_min, close to it. Then tau = 0.97 mu, and smaller
     fractions of it if needed, is proved by factorising A - tau M: A - tau M >= 0 in exact
     arithmetic up to Cholesky's backward error, ||E||_2 <= 8 k eps ||A||_1 (Demmel), which is
     taken off relative to lambda_min(M) >= ``metric_floor``. Costs O(k^2) per iteration and one
@@ -273,7 +273,7 @@ def certified_floor(matrix, chol, metric=None, metric_floor=1.0, n_vectors=4, n_
     ritz = sla.eigh(V.T @ matrix @ V, V.T @ MV, eigvals_only=True, check_finite=False)
     margin = 8.0 * k * np.finfo(float).eps * float(np.abs(matrix).sum(axis=0).max()) / metric_floor
     metric_matrix = np.eye(k) if metric is None else metric
-    for fraction in (0.8, 0.55, 0.3, 0.1):
+    for fraction in (0.97, 0.85, 0.6, 0.3, 0.1):
         tau = fraction * float(ritz[0])
         if not tau > margin:
             break

@@ -75,3 +75,10 @@ def test_certificate_cost_rows_run_and_auto_keeps_its_tolerance(bench):
     for row in autos:
         rtol = float(row[0].split()[-1])
         assert float(row[8].split()[-1]) <= rtol
+
+
+def test_multinomial_certificate_row_runs_without_violations(bench):
+    bench.ROWS.clear()
+    bench.bench_certify_multinomial(400, 4, 3, 4, 1)
+    (row,) = bench.ROWS
+    assert row[8] == "violations 0"
