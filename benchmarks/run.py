@@ -309,15 +309,20 @@ def _softmax_leverage_floor(X, coef, intercept, lam):
     return blocks
 
 
+def softmax_data(n, d, K, scale, seed):
+    """Gaussian features and labels drawn from softmax(X B^T), B with entries N(0, scale^2)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    logits = X @ (scale * rng.standard_normal((K, d))).T
+    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    return X, (prob.cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)
+
+
 def bench_multinomial(n, d, K, repeat):
     """Softmax regression with K classes: fit + all K x K leverages + RIF coefficients against the fit
     plus the NumPy floor, and one exact refit removing 1 % against scikit-learn's fastest refit."""
-    rng = np.random.default_rng(6)
-    X = rng.standard_normal((n, d))
-    logits = X @ (0.15 * rng.standard_normal((K, d))).T
-    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
-    prob /= prob.sum(axis=1, keepdims=True)
-    y = (prob.cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)
+    X, y = softmax_data(n, d, K, 0.15, 6)
 
     def sk_fit(Xf=X, yf=y, threads=None):
         with warnings.catch_warnings(), threadpool_limits(threads, user_api="blas"):
@@ -477,13 +482,9 @@ def bench_certify_cost(full, n_sets, repeat):
 def bench_certify_multinomial(n, d, K, n_sets, repeat):
     """Certificates for softmax regression: tightness (median bound / true error in parameters and
     in test loss), coverage, and the cost of certifying RIF against refitting every set."""
-    rng = np.random.default_rng(12)
-    X = rng.standard_normal((n, d))
-    logits = X @ (0.3 * rng.standard_normal((K, d))).T
-    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
-    prob /= prob.sum(axis=1, keepdims=True)
-    y = (prob.cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)
+    X, y = softmax_data(n, d, K, 0.3, 12)
     y[:K] = np.arange(K)
+    rng = np.random.default_rng(13)
     problem = rif.MultinomialProblem(X, y, K, penalty=1.0, tol=1e-12, copy_X=False)
     problem.rif_coefficients
     X_test, y_test = X[:200] + 0.1 * rng.standard_normal((200, d)), y[:200]

@@ -165,8 +165,6 @@ class AttributionMixin:
         ``accept_step`` is also offered each earlier estimate that ``judge`` turns down: the
         refit's first chord step from it is bounded by the same pass, so it costs nothing more
         than the next method's own pass would."""
-        from ._certify import certify_params
-
         records, pending = [None] * len(sets), list(range(len(sets)))
         factors, last_seen = [None] * len(sets), {}
         for position, method in enumerate(methods):

@@ -292,7 +292,7 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter):
 
 def _direct_leave_out_solver(problem, index):
     """H_{-S}(theta^)^{-1} for |S| >= p (see :func:`direct_leave_out`), judged definite."""
-    hessian, chol, what = direct_leave_out(problem, index)
+    _, chol, what = direct_leave_out(problem, index)
     solve = _cho_solver((chol, True))
     check_leave_out_definite(problem.hessian, solve, what)
     return solve
