@@ -121,12 +121,15 @@ class AttributionMixin:
         method : {"if", "rif", "newton", "retrain", "auto"}, default "rif"
             ``"auto"``: per set, the cheapest of RIF, the Newton step and the
             exact refit whose certified relative error is at most ``rtol``
-            (see ``certify``).
+            (see ``certify``). Its refit stops as soon as its certificate
+            proves ``rtol``: chord steps theta - H_{-S}(theta^)^{-1} grad from
+            the last estimate, each bounded by the pass before it.
         certify : bool, default False
             Return a :class:`rif.Certified` whose ``bound`` is a rigorous upper
             bound on ||dtheta_est - dtheta*||_2 (``bound_h`` in the norm of
             H_{-S}(theta^)), from one pass over the data at the estimate
-            (see :mod:`rif._certify`).
+            (see :mod:`rif._certify`); binomial, Poisson, Gaussian and
+            multinomial models.
         rtol : float in (0, 1), default 0.05
             The relative accuracy ``method="auto"`` must prove.
 
