@@ -117,6 +117,11 @@ class _SetCertificate:
     gamma: float = 1.0
     next_bound: float = np.inf       # bounds for theta_e - step, the chord step from theta_e
     next_bound_h: float = np.inf
+    # for the effects' first-order drift term (scalar GLMs): the pass, the drift at rho, delta'
+    index: np.ndarray = None
+    alpha: np.ndarray = None
+    drift_at_rho: tuple = (np.inf, np.inf)
+    delta_prime: float = np.inf
 
 
 @dataclass
@@ -386,7 +391,7 @@ class Certifier:
             return _SetCertificate(np.inf, float(rho), False, "the 2-norm bound overflows", step=step, solve=solve,
                                    theta_e=theta_e)
         return _SetCertificate(bound, float(rho), True, "", float(rho), spread_h, solve, step, theta_e,
-                               1.0 - one_minus_gamma, float(spread), spread_h)
+                               1.0 - one_minus_gamma, float(spread), spread_h, index, alpha, (low, high), delta_prime)
 
     def _loose(self, g, lam_s, reason):
         problem = self.problem
@@ -409,23 +414,20 @@ class Certifier:
         if not cert.certified:
             return self._loose_effect(cert, target), False, cert.reason
         reach = np.sqrt(eval_leverage / (1.0 - cert.gamma))              # ||x~_j||_{H_0^{-1}} bounds
+        drift_term = _FirstOrderDrift(self, cert)
         # around theta_e: the first-order term through H_0^{-1} g, the second over the radius rho
         eta = target.eta(cert.theta_e)
         grad = target.gradient(cert.theta_e)
-        main = abs(float(grad @ cert.step))
-        grad_norm = float(np.sqrt(max(grad @ cert.solve(grad), 0.0)))
         t = cert.rho * reach
         kappa = self._phi_curvature(target, eta, t)
-        bound = main + cert.spread_h * grad_norm + 0.5 * float(np.sum(kappa * t**2))
+        bound = drift_term(grad, float(grad @ cert.step)) + 0.5 * float(np.sum(kappa * t**2))
         # around the chord point theta_c = theta_e - H_0^{-1} g, within spread_h of theta*: the
         # change from theta_e to theta_c exactly, the rest over the radius spread_h
         theta_c = cert.theta_e - cert.step
         exact = abs(float(target.changes(cert.theta_e, -cert.step[None])[0]))
-        grad_c = target.gradient(theta_c)
         t_c = cert.spread_h * reach
         kappa_c = self._phi_curvature(target, target.eta(theta_c), t_c)
-        at_chord = (exact + cert.spread_h * float(np.sqrt(max(grad_c @ cert.solve(grad_c), 0.0)))
-                    + 0.5 * float(np.sum(kappa_c * t_c**2)))
+        at_chord = exact + drift_term(target.gradient(theta_c), 0.0) + 0.5 * float(np.sum(kappa_c * t_c**2))
         bound = min(bound, at_chord)
         if not np.isfinite(bound):
             return np.inf, False, "the target's bound is not finite"
@@ -462,6 +464,67 @@ class Certifier:
             lipschitz = 1.0 if target.change is not None else 0.25
             return float(lipschitz * row_norms.sum() * cert.bound)
         return np.inf
+
+
+class _FirstOrderDrift:
+    """Bounds of |grad f^T (theta_e - theta*)| = |grad f^T H_0^{-1} g + grad f^T (H_bar^{-1} - H_0^{-1}) g|,
+    H_bar the averaged Hessian along [theta_e, theta*], sharper than spread_h ||grad f||_{H_0^{-1}}.
+
+    In H_0's whitened coordinates H_bar = I + D, D = sum_i r_i u_i u_i^T with r_i c_i = c_bar_i - c_i
+    (the averaged curvature of sample i less its curvature at theta^); with a = H_0^{-1/2} grad f,
+    b = H_0^{-1/2} g, v = H_0^{-1} grad f and w = H_0^{-1} g,
+
+        a^T ((I + D)^{-1} - I) b = -a^T D b + (D a)^T (I + D)^{-1} (D b),
+        a^T D b = sum_i (c_bar_i - c_i) (x~_i^T v) (x~_i^T w).
+
+    c_bar_i is within a factor e^{+-beta_i rho} of c_i(theta_e), which the pass at theta_e gives;
+    so a^T D b is T_1 = sum_i (c_i(theta_e) - c_i) (x~_i^T v)(x~_i^T w), computed with its signs, up
+    to sum_i c_i(theta_e) (e^{beta_i rho} - 1) |x~_i^T v| |x~_i^T w|, and the last term is at most
+    ||D a|| ||D b|| / (1 - low), ||D y|| <= min(high ||y||, (sum_i f_i^2 c_i (x~_i^T H_0^{-1} y)^2)^{1/2})
+    with f_i = e^{alpha_i + beta_i rho} - 1 (||U|| <= 1 for U = [u_i]). Costs a product with X for
+    theta_e and for w once per certificate, and one per gradient. Scalar GLMs only.
+    """
+
+    def __init__(self, certifier, cert):
+        self.certifier, self.cert = certifier, cert
+        self._rows = None
+
+    def _sample_terms(self):
+        """(c_i(theta_e) - c_i) x~_i^T w and c_i(theta_e) (e^{beta_i rho} - 1) |x~_i^T w|, per sample."""
+        if self._rows is None:
+            certifier, cert = self.certifier, self.cert
+            problem = certifier.problem
+            weights = problem.sample_weight.copy()
+            weights[cert.index] = 0.0
+            _, _, d2 = problem.family.derivatives(problem._eta_at(cert.theta_e), problem.y)
+            at_estimate = weights * d2
+            at_hat = problem.curvature.copy()
+            at_hat[cert.index] = 0.0
+            beta = certifier.M * np.sqrt(certifier.reach / (1.0 - cert.gamma))
+            xw = _design.linear_predictor(problem.X, cert.step, problem.fit_intercept)
+            # |r_i| <= e^{alpha_i + beta_i rho} - 1, so ||D y||^2 <= sum_i r_i^2 c_i (x~_i^T H_0^{-1} y)^2
+            moved = np.expm1(cert.alpha + beta * cert.rho) ** 2 * at_hat
+            self._rows = ((at_estimate - at_hat) * xw, at_estimate * np.expm1(beta * cert.rho) * np.abs(xw), moved,
+                          float(np.sqrt(moved @ xw**2)))
+        return self._rows
+
+    def __call__(self, grad, main):
+        """A bound of |main - grad^T (H_bar^{-1} - H_0^{-1}) g ...| as laid out above, with ``main``
+        = grad^T H_0^{-1} g (0 for the part beyond an exactly computed change)."""
+        cert = self.cert
+        solved = cert.solve(grad)
+        grad_norm = float(np.sqrt(max(grad @ solved, 0.0)))
+        plain = abs(main) + cert.spread_h * grad_norm
+        low, high = cert.drift_at_rho
+        if cert.alpha is None or not (np.isfinite(high) and low < 1.0) or plain == 0.0:
+            return plain
+        problem = self.certifier.problem
+        signed, spread, moved, moved_b = self._sample_terms()
+        xv = _design.linear_predictor(problem.X, solved, problem.fit_intercept)
+        moved_a = float(np.sqrt(moved @ xv**2))
+        second = min(high * grad_norm, moved_a) * min(high * cert.delta_prime, moved_b) / (1.0 - low)
+        sharp = abs(main - float(signed @ xv)) + float(spread @ np.abs(xv)) + second
+        return min(plain, sharp)
 
 
 class MultinomialCertifier(Certifier):
