@@ -509,8 +509,9 @@ class _FirstOrderDrift:
         return self._rows
 
     def __call__(self, grad, main):
-        """A bound of |main - grad^T (H_bar^{-1} - H_0^{-1}) g ...| as laid out above, with ``main``
-        = grad^T H_0^{-1} g (0 for the part beyond an exactly computed change)."""
+        """A bound of |main - grad^T (H_bar^{-1} - H_0^{-1}) g| as laid out above, with ``main``
+        = grad^T H_0^{-1} g (0 for the part beyond an exactly computed change); ``grad`` in the
+        problem's own parameter order."""
         cert = self.cert
         solved = cert.solve(grad)
         grad_norm = float(np.sqrt(max(grad @ solved, 0.0)))
@@ -518,13 +519,56 @@ class _FirstOrderDrift:
         low, high = cert.drift_at_rho
         if cert.alpha is None or not (np.isfinite(high) and low < 1.0) or plain == 0.0:
             return plain
+        first, first_error, moved_a, moved_b = self._terms(solved)
+        second = min(high * grad_norm, moved_a) * min(high * cert.delta_prime, moved_b) / (1.0 - low)
+        return min(plain, abs(main - first) + first_error + second)
+
+    def _terms(self, solved):
+        """(T_1, its error bound, the bounds of ||D a|| and ||D b||) for v = ``solved``."""
         problem = self.certifier.problem
         signed, spread, moved, moved_b = self._sample_terms()
         xv = _design.linear_predictor(problem.X, solved, problem.fit_intercept)
-        moved_a = float(np.sqrt(moved @ xv**2))
-        second = min(high * grad_norm, moved_a) * min(high * cert.delta_prime, moved_b) / (1.0 - low)
-        sharp = abs(main - float(signed @ xv)) + float(spread @ np.abs(xv)) + second
-        return min(plain, sharp)
+        return float(signed @ xv), float(spread @ np.abs(xv)), float(np.sqrt(moved @ xv**2)), moved_b
+
+
+class _SoftmaxFirstOrderDrift(_FirstOrderDrift):
+    """:class:`_FirstOrderDrift` for softmax regression: each sample's curvature is the K x K block
+    A_i, the averaged one is within e^{+-M beta_i rho} of A_i(theta_e) (Loewner order) and within
+    e^{+-a_i} of A_i, so with V_i = X~_i v and W_i = X~_i w (K-vectors, v and w in block order),
+
+        T_1 = sum_i V_i^T (A_i(theta_e) - A_i) W_i,
+        |a^T D b - T_1| <= sum_i (e^{beta_i rho} - 1) (V_i^T A_i(theta_e) V_i)^{1/2} (W_i^T A_i(theta_e) W_i)^{1/2},
+        ||D y||^2 <= sum_i f_i^2 Y_i^T A_i Y_i.
+    """
+
+    def _sample_terms(self):
+        if self._rows is None:
+            certifier, cert = self.certifier, self.cert
+            problem = certifier.problem
+            weights = problem.sample_weight.copy()
+            weights[cert.index] = 0.0
+            eta = problem.eta_at(problem.from_public(cert.theta_e))
+            prob = np.exp(eta - eta.max(axis=1, keepdims=True))
+            prob /= prob.sum(axis=1, keepdims=True)
+            at_estimate = np.einsum("ic,cd->icd", prob, np.eye(problem.n_classes)) - prob[:, :, None] * prob[:, None, :]
+            at_estimate *= weights[:, None, None]
+            at_hat = problem.curvature * (weights > 0)[:, None, None]
+            beta = certifier.M * np.sqrt(certifier.reach / (1.0 - cert.gamma))
+            w_rows = problem.eta_at(problem.from_public(cert.step))                       # X~_i w, (n, K)
+            forms_w = np.einsum("ic,icd,id->i", w_rows, at_estimate, w_rows)
+            self._rows = (w_rows, at_estimate - at_hat, at_estimate, np.expm1(beta * cert.rho),
+                          np.expm1(cert.alpha + beta * cert.rho) ** 2, at_hat, np.sqrt(np.clip(forms_w, 0.0, None)))
+            moved_b = np.einsum("ic,icd,id->i", w_rows, at_hat, w_rows) @ self._rows[4]
+            self._moved_b = float(np.sqrt(max(moved_b, 0.0)))
+        return self._rows
+
+    def _terms(self, solved):
+        w_rows, change, at_estimate, grow, moved, at_hat, root_w = self._sample_terms()
+        v_rows = self.certifier.problem.eta_at(solved)
+        first = float(np.einsum("ic,icd,id->", v_rows, change, w_rows))
+        root_v = np.sqrt(np.clip(np.einsum("ic,icd,id->i", v_rows, at_estimate, v_rows), 0.0, None))
+        moved_a = float(np.sqrt(max(moved @ np.einsum("ic,icd,id->i", v_rows, at_hat, v_rows), 0.0)))
+        return first, float(np.sum(grow * root_v * root_w)), moved_a, self._moved_b
 
 
 class MultinomialCertifier(Certifier):
@@ -666,18 +710,19 @@ class MultinomialCertifier(Certifier):
         span_reach = np.sqrt(np.clip((diag[:, :, None] + diag[:, None, :] - 2.0 * blocks).reshape(len(blocks), -1)
                                      .max(axis=1), 0.0, None) / floor)
 
-        def around(theta, first, radius):
-            """first-order term + spread_h ||grad f||_{H_0^{-1}} + the second order over ``radius``."""
+        drift_term = _SoftmaxFirstOrderDrift(self, cert)
+
+        def around(theta, main, radius):
+            """the first-order term (see :class:`_SoftmaxFirstOrderDrift`) + the second order over ``radius``."""
             grad = problem.from_public(target.gradient(theta))
-            grad_norm = float(np.sqrt(max(grad @ cert.solve(grad), 0.0)))
             kappa = self._phi_curvature(target, target.eta(problem.from_public(theta)), radius * span_reach)
-            return first + cert.spread_h * grad_norm + 0.5 * float(np.sum(kappa * size)) * radius**2
+            return drift_term(grad, main) + 0.5 * float(np.sum(kappa * size)) * radius**2
 
         grad_e = target.gradient(cert.theta_e)
-        at_estimate = around(cert.theta_e, abs(float(grad_e @ cert.step)), cert.rho)
+        at_estimate = around(cert.theta_e, float(grad_e @ cert.step), cert.rho)
         theta_c = cert.theta_e - cert.step
         exact = abs(float(target.changes(cert.theta_e, -cert.step[None])[0]))
-        bound = min(at_estimate, around(theta_c, exact, cert.spread_h))
+        bound = min(at_estimate, exact + around(theta_c, 0.0, cert.spread_h))
         if not np.isfinite(bound):
             return np.inf, False, "the target's bound is not finite"
         return bound, True, ""
