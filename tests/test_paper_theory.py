@@ -70,16 +70,20 @@ def test_relative_rif_error_shrinks_with_lambda_and_n(family, d, ratio, kfrac, s
 @settings(max_examples=12)
 @given(family=FAMILIES, d=DIMS, ratio=log_uniform(1.2, 32), lam=log_uniform(1, 10), seed=SEEDS)
 def test_if_and_rif_coincide_as_lambda_grows(family, d, ratio, lam, seed):
-    """Fixed penalty: ||RIF - IF|| <= max_S h/(1-h) * sum_S ||H^-1 g_i||, and the gap falls >= 4x per decade.
+    """Fixed penalty: ||RIF - IF|| <= max_S h/(1-h) * sum_S ||H^-1 g_i||; the gap shrinks with lam,
+    and falls >= 4x per decade once lam is past the data's curvature.
 
-    RIF - IF = sum_{i in S} h_i / (1 - h_i) H^{-1} g_i exactly, and h_i <= c_i ||x_i||^2 / lam.
-    Measured: the worst decade ratio 0.22, relative gap <= 6.3e-3 at 100 lam.
-    (Under the per-sample penalty the gap tends to about 1/n instead: ratio 0.97 measured.)
+    RIF - IF = sum_{i in S} h_i / (1 - h_i) H^{-1} g_i exactly, and h_i <= c_i ||x_i||^2 / lam, so
+    h_i falls as 1 / lam only once lam exceeds the curvature eigenvalues; below them it falls
+    more slowly. In the first decade from lam = 1 the ratio reached 0.257 (Gaussian, d = 24,
+    n/d = 2.4, seed 651: the smallest eigenvalue of X^T X is then about 7), so only a decrease
+    is claimed there. The second decade stayed below 1/4 in 1500 examples; relative gap <= 6.3e-3
+    at 100 lam. (Under the per-sample penalty the gap tends to about 1/n instead: ratio 0.97.)
     """
     (r1, b1), (r10, b10), (r100, b100) = region.claim2b(family, d, ratio, lam, seed)
     for r, b in ((r1, b1), (r10, b10), (r100, b100)):
         assert r <= b * (1 + 1e-9)
-    assert r10 < r1 / 4 and r100 < r10 / 4
+    assert r10 < r1 and r100 < r10 / 4
     assert r100 < 0.02
 
 
