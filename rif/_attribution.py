@@ -154,7 +154,7 @@ class AttributionMixin:
 
         return result if batch else unbatch(result)
 
-    def _escalating(self, problem, sets, methods, judge, accept_step=None):
+    def _escalating(self, problem, sets, methods, judge, accept_step=None, prepare=None):
         """For each set, the record ``judge(j, method, estimate, certificate, last)`` returns for the
         first of ``methods`` it accepts (None: try the next method); estimates and certificates are
         computed in batches of the sets still pending, and each set's leave-out factorisation is
@@ -167,7 +167,8 @@ class AttributionMixin:
         the previous pass's bound. Sets these rounds do not settle are refitted to convergence.
         ``accept_step`` is also offered each earlier estimate that ``judge`` turns down: the
         refit's first chord step from it is bounded by the same pass, so it costs nothing more
-        than the next method's own pass would."""
+        than the next method's own pass would. ``prepare(positions, certificates)``, if given, sees
+        each batch of certificates before ``judge`` does (to batch work over the sets)."""
         records, pending = [None] * len(sets), list(range(len(sets)))
         factors, last_seen = [None] * len(sets), {}
         for position, method in enumerate(methods):
@@ -176,11 +177,11 @@ class AttributionMixin:
             last = position == len(methods) - 1
             if method == "retrain" and position > 0:
                 pending = self._certified_chord_rounds(problem, sets, pending, factors, last_seen, records,
-                                                       judge, accept_step)
+                                                       judge, accept_step, prepare)
                 if not pending:
                     break
             estimates = self._stage_estimates(problem, sets, pending, method, factors)
-            certificates = self._certify_pending(problem, sets, pending, estimates, method, factors)
+            certificates = self._certify_pending(problem, sets, pending, estimates, method, factors, prepare)
             left = []
             for j, estimate, certificate in zip(pending, estimates, certificates):
                 records[j] = judge(j, method, estimate, certificate, last)
@@ -208,7 +209,7 @@ class AttributionMixin:
         return self._batch(problem, [sets[j] for j in pending], method)
 
     @staticmethod
-    def _certify_pending(problem, sets, pending, estimates, method, factors):
+    def _certify_pending(problem, sets, pending, estimates, method, factors, prepare=None):
         from ._certify import certify_params
 
         shared = [factors[j] for j in pending]
@@ -216,9 +217,12 @@ class AttributionMixin:
                                       shared)[0]
         for j, factor in zip(pending, shared):
             factors[j] = factor
+        if prepare is not None:
+            prepare(pending, certificates)
         return certificates
 
-    def _certified_chord_rounds(self, problem, sets, pending, factors, last_seen, records, judge, accept_step):
+    def _certified_chord_rounds(self, problem, sets, pending, factors, last_seen, records, judge, accept_step,
+                                prepare=None):
         """Chord steps theta <- theta - H_0^{-1} g from each pending set's last estimate (see
         :meth:`_escalating`); returns the sets they did not settle."""
         active = [j for j in pending if last_seen.get(j) is not None and last_seen[j][1].step is not None]
@@ -240,7 +244,7 @@ class AttributionMixin:
                 active = []
                 break
             estimates = np.array([candidates[j] for j in moving])
-            certificates = self._certify_pending(problem, sets, moving, estimates, "retrain", factors)
+            certificates = self._certify_pending(problem, sets, moving, estimates, "retrain", factors, prepare)
             active = []
             for j, estimate, certificate in zip(moving, estimates, certificates):
                 records[j] = judge(j, "retrain", estimate, certificate, False)
@@ -412,7 +416,8 @@ class AttributionMixin:
             return None
 
         records = self._escalating(problem, sets, ("rif", "newton", "retrain") if method == "auto" else (method,),
-                                   judge)
+                                   judge, prepare=lambda positions, certs: cert.prepare_effects(
+                                       certs, [targets[j] for j in positions]))
         values, bounds, flags, reasons, methods = (np.array(column, dtype=dtype) for column, dtype in
                                                    zip(zip(*records), (float, float, bool, object, object)))
         result = Certified(values, bounds, np.full(len(sets), np.nan), flags, reasons, methods)

@@ -122,6 +122,8 @@ class _SetCertificate:
     alpha: np.ndarray = None
     drift_at_rho: tuple = (np.inf, np.inf)
     delta_prime: float = np.inf
+    effect_columns: tuple = None     # (gradients, their H_0^{-1} solves) made by prepare_effects
+    effect_rows: np.ndarray = None   # X~ [dtheta_est, step, solves], (n, 4)
 
 
 @dataclass
@@ -400,6 +402,28 @@ class Certifier:
         return _SetCertificate(np.inf, np.inf, False, reason + "; with an unpenalised intercept no loose bound holds")
 
     # -- effects -------------------------------------------------------------------------
+    def prepare_effects(self, certs, targets):
+        """Compute, for a batch of certificates and their targets, the products with X that
+        :class:`_FirstOrderDrift` needs (dtheta_est, H_0^{-1} g and H_0^{-1} grad f at theta_e and at
+        the chord point) as one matrix product per group of sets, reading X once for the group
+        instead of once per set; each certificate keeps its columns."""
+        from ._targets import EtaTarget
+
+        problem = self.problem
+        work = [(c, t) for c, t in zip(certs, targets)
+                if c.certified and c.alpha is not None and isinstance(t, EtaTarget)]
+        group = int(min(16, max(1, BLOCK_VALUES // (4 * problem.n_samples))))
+        for start in range(0, len(work), group):
+            chunk = work[start:start + group]
+            columns = []
+            for c, t in chunk:
+                grads = [t.gradient(c.theta_e), t.gradient(c.theta_e - c.step)]
+                c.effect_columns = (grads, [c.solve(grad) for grad in grads])
+                columns += [c.theta_e - problem.theta, c.step] + c.effect_columns[1]
+            rows = _design.linear_predictor(problem.X, np.column_stack(columns), problem.fit_intercept)
+            for k, (c, _) in enumerate(chunk):
+                c.effect_rows = rows[:, 4 * k:4 * k + 4]
+
     def eval_leverage(self, target):
         """x~_j^T H^{-1} x~_j of an EtaTarget's rows (None for other targets)."""
         return eval_leverage(self.problem, target) if hasattr(target, "X") else None
@@ -414,21 +438,18 @@ class Certifier:
         if not cert.certified:
             return self._loose_effect(cert, target), False, cert.reason
         reach = np.sqrt(eval_leverage / (1.0 - cert.gamma))              # ||x~_j||_{H_0^{-1}} bounds
-        drift_term = _FirstOrderDrift(self, cert)
-        # around theta_e: the first-order term through H_0^{-1} g, the second over the radius rho
-        eta = target.eta(cert.theta_e)
-        grad = target.gradient(cert.theta_e)
-        t = cert.rho * reach
-        kappa = self._phi_curvature(target, eta, t)
-        bound = drift_term(grad, float(grad @ cert.step)) + 0.5 * float(np.sum(kappa * t**2))
+        # around theta_e: the first-order term through H_0^{-1} g, the second over the radius rho;
         # around the chord point theta_c = theta_e - H_0^{-1} g, within spread_h of theta*: the
         # change from theta_e to theta_c exactly, the rest over the radius spread_h
         theta_c = cert.theta_e - cert.step
-        exact = abs(float(target.changes(cert.theta_e, -cert.step[None])[0]))
-        t_c = cert.spread_h * reach
+        grad, grad_c = target.gradient(cert.theta_e), target.gradient(theta_c)
+        first, first_c = _FirstOrderDrift(self, cert).bounds([grad, grad_c], [float(grad @ cert.step), 0.0])
+        t, t_c = cert.rho * reach, cert.spread_h * reach
+        kappa = self._phi_curvature(target, target.eta(cert.theta_e), t)
         kappa_c = self._phi_curvature(target, target.eta(theta_c), t_c)
-        at_chord = exact + drift_term(target.gradient(theta_c), 0.0) + 0.5 * float(np.sum(kappa_c * t_c**2))
-        bound = min(bound, at_chord)
+        exact = abs(float(target.changes(cert.theta_e, -cert.step[None])[0]))
+        bound = min(first + 0.5 * float(np.sum(kappa * t**2)),
+                    exact + first_c + 0.5 * float(np.sum(kappa_c * t_c**2)))
         if not np.isfinite(bound):
             return np.inf, False, "the target's bound is not finite"
         return bound, True, ""
@@ -481,54 +502,58 @@ class _FirstOrderDrift:
     so a^T D b is T_1 = sum_i (c_i(theta_e) - c_i) (x~_i^T v)(x~_i^T w), computed with its signs, up
     to sum_i c_i(theta_e) (e^{beta_i rho} - 1) |x~_i^T v| |x~_i^T w|, and the last term is at most
     ||D a|| ||D b|| / (1 - low), ||D y|| <= min(high ||y||, (sum_i f_i^2 c_i (x~_i^T H_0^{-1} y)^2)^{1/2})
-    with f_i = e^{alpha_i + beta_i rho} - 1 (||U|| <= 1 for U = [u_i]). Costs a product with X for
-    theta_e and for w once per certificate, and one per gradient. Scalar GLMs only.
+    with f_i = e^{alpha_i + beta_i rho} - 1 (||U|| <= 1 for U = [u_i]). Costs one product of X with
+    a few columns per certificate.
     """
 
     def __init__(self, certifier, cert):
         self.certifier, self.cert = certifier, cert
         self._rows = None
 
-    def _sample_terms(self):
-        """(c_i(theta_e) - c_i) x~_i^T w and c_i(theta_e) (e^{beta_i rho} - 1) |x~_i^T w|, per sample."""
-        if self._rows is None:
-            certifier, cert = self.certifier, self.cert
-            problem = certifier.problem
-            weights = problem.sample_weight.copy()
-            weights[cert.index] = 0.0
-            _, _, d2 = problem.family.derivatives(problem._eta_at(cert.theta_e), problem.y)
-            at_estimate = weights * d2
-            at_hat = problem.curvature.copy()
-            at_hat[cert.index] = 0.0
-            beta = certifier.M * np.sqrt(certifier.reach / (1.0 - cert.gamma))
-            xw = _design.linear_predictor(problem.X, cert.step, problem.fit_intercept)
-            # |r_i| <= e^{alpha_i + beta_i rho} - 1, so ||D y||^2 <= sum_i r_i^2 c_i (x~_i^T H_0^{-1} y)^2
-            moved = np.expm1(cert.alpha + beta * cert.rho) ** 2 * at_hat
-            self._rows = ((at_estimate - at_hat) * xw, at_estimate * np.expm1(beta * cert.rho) * np.abs(xw), moved,
-                          float(np.sqrt(moved @ xw**2)))
-        return self._rows
-
-    def __call__(self, grad, main):
-        """A bound of |main - grad^T (H_bar^{-1} - H_0^{-1}) g| as laid out above, with ``main``
-        = grad^T H_0^{-1} g (0 for the part beyond an exactly computed change); ``grad`` in the
-        problem's own parameter order."""
+    def bounds(self, grads, mains):
+        """Bounds of |main - grad^T (H_bar^{-1} - H_0^{-1}) g| for each pair, as laid out above, with
+        ``main`` = grad^T H_0^{-1} g (0 for the part beyond an exactly computed change); gradients in
+        the problem's own parameter order."""
         cert = self.cert
-        solved = cert.solve(grad)
-        grad_norm = float(np.sqrt(max(grad @ solved, 0.0)))
-        plain = abs(main) + cert.spread_h * grad_norm
+        cached = cert.effect_columns is not None and len(grads) == 2 and all(
+            np.array_equal(a, b) for a, b in zip(grads, cert.effect_columns[0]))
+        solved = cert.effect_columns[1] if cached else [cert.solve(grad) for grad in grads]
+        self._cached_rows = cert.effect_rows if cached else None
+        norms = [float(np.sqrt(max(grad @ v, 0.0))) for grad, v in zip(grads, solved)]
+        plain = [abs(main) + cert.spread_h * norm for main, norm in zip(mains, norms)]
         low, high = cert.drift_at_rho
-        if cert.alpha is None or not (np.isfinite(high) and low < 1.0) or plain == 0.0:
+        if cert.alpha is None or not (np.isfinite(high) and low < 1.0) or not any(plain):
             return plain
-        first, first_error, moved_a, moved_b = self._terms(solved)
-        second = min(high * grad_norm, moved_a) * min(high * cert.delta_prime, moved_b) / (1.0 - low)
-        return min(plain, abs(main - first) + first_error + second)
+        out = []
+        for bound, main, norm, (first, error, moved_a, moved_b) in zip(plain, mains, norms, self._terms(solved)):
+            second = min(high * norm, moved_a) * min(high * cert.delta_prime, moved_b) / (1.0 - low)
+            out.append(min(bound, abs(main - first) + error + second))
+        return out
 
     def _terms(self, solved):
-        """(T_1, its error bound, the bounds of ||D a|| and ||D b||) for v = ``solved``."""
-        problem = self.certifier.problem
-        signed, spread, moved, moved_b = self._sample_terms()
-        xv = _design.linear_predictor(problem.X, solved, problem.fit_intercept)
-        return float(signed @ xv), float(spread @ np.abs(xv)), float(np.sqrt(moved @ xv**2)), moved_b
+        """(T_1, its error bound, the bounds of ||D a|| and ||D b||) for each v in ``solved``: one
+        product of X with [dtheta_est, w, v...] gives eta at theta_e, x~_i^T w and every x~_i^T v."""
+        certifier, cert = self.certifier, self.cert
+        problem = certifier.problem
+        rows = getattr(self, "_cached_rows", None)
+        if rows is None:
+            columns = [cert.theta_e - problem.theta, cert.step] + list(solved)
+            rows = _design.linear_predictor(problem.X, np.column_stack(columns), problem.fit_intercept)
+        weights = problem.sample_weight.copy()
+        weights[cert.index] = 0.0
+        _, _, d2 = problem.family.derivatives(problem.eta + rows[:, 0], problem.y)
+        at_estimate = weights * d2
+        at_hat = problem.curvature.copy()
+        at_hat[cert.index] = 0.0
+        beta = certifier.M * np.sqrt(certifier.reach / (1.0 - cert.gamma))
+        xw = rows[:, 1]
+        signed = (at_estimate - at_hat) * xw
+        spread = at_estimate * np.expm1(beta * cert.rho) * np.abs(xw)
+        # |r_i| <= e^{alpha_i + beta_i rho} - 1, so ||D y||^2 <= sum_i r_i^2 c_i (x~_i^T H_0^{-1} y)^2
+        moved = np.expm1(cert.alpha + beta * cert.rho) ** 2 * at_hat
+        moved_b = float(np.sqrt(moved @ xw**2))
+        return [(float(signed @ xv), float(spread @ np.abs(xv)), float(np.sqrt(moved @ xv**2)), moved_b)
+                for xv in rows[:, 2:].T]
 
 
 class _SoftmaxFirstOrderDrift(_FirstOrderDrift):
@@ -564,11 +589,14 @@ class _SoftmaxFirstOrderDrift(_FirstOrderDrift):
 
     def _terms(self, solved):
         w_rows, change, at_estimate, grow, moved, at_hat, root_w = self._sample_terms()
-        v_rows = self.certifier.problem.eta_at(solved)
-        first = float(np.einsum("ic,icd,id->", v_rows, change, w_rows))
-        root_v = np.sqrt(np.clip(np.einsum("ic,icd,id->i", v_rows, at_estimate, v_rows), 0.0, None))
-        moved_a = float(np.sqrt(max(moved @ np.einsum("ic,icd,id->i", v_rows, at_hat, v_rows), 0.0)))
-        return first, float(np.sum(grow * root_v * root_w)), moved_a, self._moved_b
+        out = []
+        for v in solved:
+            v_rows = self.certifier.problem.eta_at(v)
+            first = float(np.einsum("ic,icd,id->", v_rows, change, w_rows))
+            root_v = np.sqrt(np.clip(np.einsum("ic,icd,id->i", v_rows, at_estimate, v_rows), 0.0, None))
+            moved_a = float(np.sqrt(max(moved @ np.einsum("ic,icd,id->i", v_rows, at_hat, v_rows), 0.0)))
+            out.append((first, float(np.sum(grow * root_v * root_w)), moved_a, self._moved_b))
+        return out
 
 
 class MultinomialCertifier(Certifier):
@@ -710,19 +738,17 @@ class MultinomialCertifier(Certifier):
         span_reach = np.sqrt(np.clip((diag[:, :, None] + diag[:, None, :] - 2.0 * blocks).reshape(len(blocks), -1)
                                      .max(axis=1), 0.0, None) / floor)
 
-        drift_term = _SoftmaxFirstOrderDrift(self, cert)
-
-        def around(theta, main, radius):
-            """the first-order term (see :class:`_SoftmaxFirstOrderDrift`) + the second order over ``radius``."""
-            grad = problem.from_public(target.gradient(theta))
+        def second_order(theta, radius):
             kappa = self._phi_curvature(target, target.eta(problem.from_public(theta)), radius * span_reach)
-            return drift_term(grad, main) + 0.5 * float(np.sum(kappa * size)) * radius**2
+            return 0.5 * float(np.sum(kappa * size)) * radius**2
 
-        grad_e = target.gradient(cert.theta_e)
-        at_estimate = around(cert.theta_e, float(grad_e @ cert.step), cert.rho)
         theta_c = cert.theta_e - cert.step
+        grad, grad_c = target.gradient(cert.theta_e), target.gradient(theta_c)
+        first, first_c = _SoftmaxFirstOrderDrift(self, cert).bounds(
+            [problem.from_public(grad), problem.from_public(grad_c)], [float(grad @ cert.step), 0.0])
         exact = abs(float(target.changes(cert.theta_e, -cert.step[None])[0]))
-        bound = min(at_estimate, exact + around(theta_c, 0.0, cert.spread_h))
+        bound = min(first + second_order(cert.theta_e, cert.rho),
+                    exact + first_c + second_order(theta_c, cert.spread_h))
         if not np.isfinite(bound):
             return np.inf, False, "the target's bound is not finite"
         return bound, True, ""

@@ -382,3 +382,22 @@ def test_the_softmax_drift_contains_the_hessians_nearby(seed, radius, K):
         hessian = problem.curvature_hessian(start + direction, weights) + null_part
         eig = np.linalg.eigvalsh(inv_root @ hessian @ inv_root)
         assert eig.min() >= 1 - low[0] - 1e-10 and eig.max() <= 1 + high[0] + 1e-10
+
+
+def test_effect_bounds_from_the_batched_products_are_the_set_by_set_ones():
+    """prepare_effects reads X once for a group of sets; the bounds equal those computed per set."""
+    from rif._certify import certifier
+
+    X, y = _data("binomial", 800, 10, 12)
+    problem = GLMProblem(X, y, "binomial", penalty=1.0)
+    rng = np.random.default_rng(12)
+    sets = [np.sort(rng.choice(800, k, replace=False)) for k in (8, 40, 40)]
+    X_eval, y_eval = _data("binomial", 30, 10, 13)
+    batched = problem.effect(sets, "loss", X_eval, y_eval, method="rif", certify=True)
+    cert = certifier(problem)
+    target = rif._attribution.operations(problem).make_target(problem, "loss", X_eval, y_eval)
+    leverage = cert.eval_leverage(target)
+    dthetas = problem.params_change(sets, "rif")
+    for k, (index, dtheta) in enumerate(zip(sets, dthetas)):
+        alone = cert.effect_bound(cert.certify_set(index, dtheta), target, leverage)[0]
+        np.testing.assert_allclose(batched.bound[k], alone, rtol=1e-9)
