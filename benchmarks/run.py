@@ -470,6 +470,14 @@ def bench_certify_cost(full, n_sets, repeat):
         report(f"certificates of {len(sets)} RIF estimates", (n, d), cert, refit, "refitting every set",
                f"certified {np.mean(cert[2].certified):.0%}",
                f"{name}; refits: {refit_passes:.1f} passes per set")
+        X_test, y_test = X[: min(500, n // 4)], y[: min(500, n // 4)]
+        effect = measure(lambda: prob.effect(sets, "loss", X_test, y_test, method="rif", certify=True), repeat)
+        effect_refit = measure(lambda: prob.effect(sets, "loss", X_test, y_test, method="retrain"), repeat)
+        exact = effect_refit[2]
+        tight = np.median(effect[2].bound / np.abs(effect[2].value - exact))
+        report(f"certified test-loss effects of {len(sets)} RIF estimates", (n, d), effect, effect_refit,
+               "refitting every set", f"certified {np.mean(effect[2].certified):.0%}",
+               f"{name}; median bound/true {tight:.2f}")
         for rtol in (0.05, 1e-6):
             result, auto_passes = passes(lambda: prob.params_change(sets, "auto", certify=True, rtol=rtol))
             auto = measure(lambda: prob.params_change(sets, "auto", certify=True, rtol=rtol), repeat)
