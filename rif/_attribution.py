@@ -251,7 +251,10 @@ class AttributionMixin:
                 if records[j] is not None:
                     continue
                 previous = last_seen[j][1]
-                shrinking = (certificate.step is not None and previous.step is not None
+                # keep stepping while the iterate is certified and its steps shrink; an iterate the
+                # certificate cannot cover is refitted to convergence at once (more certified steps
+                # would only add passes there, as in the RIF paper's p ~ n regime)
+                shrinking = (certificate.certified and certificate.step is not None and previous.step is not None
                              and np.linalg.norm(certificate.step) < 0.5 * np.linalg.norm(previous.step))
                 last_seen[j] = (estimate, certificate)
                 (active if shrinking else unsettled).append(j)
