@@ -652,10 +652,6 @@ class MultinomialCertifier(Certifier):
     def leverages(self):
         return self.problem.leverage
 
-    @cached_property
-    def eta_hat(self):
-        return self.problem.eta_at(self.problem.theta_block)
-
     def _public(self, vector):
         return self.problem.to_public(vector)
 
@@ -692,7 +688,7 @@ class MultinomialCertifier(Certifier):
             weights[index] = 0.0
             theta = problem.theta_block + problem.from_public(dtheta)
             eta = np.ascontiguousarray(problem.eta_at(theta))
-            change = eta - self.eta_hat
+            change = eta - problem.predictors
             alpha = np.where(weights > 0, self.M * (change.max(axis=1) - change.min(axis=1)), 0.0)
             softmax_residual(eta, problem.y, weights)                        # eta now holds the residuals
             Theta = theta.reshape(K, p1)

@@ -344,8 +344,13 @@ class MultinomialProblem(AttributionMixin):
 
     # -- cached quantities at theta^ --------------------------------------------------------
     @cached_property
+    def predictors(self):
+        """eta_i = Theta^ x~_i for the training rows, shape (n, K)."""
+        return self.eta_at(self.theta_block)
+
+    @cached_property
     def _fit(self):
-        loss, prob = softmax_loss(self.eta_at(self.theta_block), self.y)
+        loss, prob = softmax_loss(self.predictors, self.y)
         return loss, prob
 
     @property
@@ -833,7 +838,7 @@ def self_loss_changes(problem, method, linear, tol, max_iter, n_jobs, progress):
         coef = problem.coefficients("rif" if method == "newton" else method)
         d_eta = (problem.leverage_blocks @ coef[..., None])[..., 0]            # Q_i s_i
     tgt = SoftmaxTarget(problem, None, problem.y, "loss")
-    eta = problem.eta_at(problem.theta_block)
+    eta = problem.predictors
     if linear:
         return np.einsum("il,il->i", tgt.phi(eta, problem.y)[1], d_eta)
     with np.errstate(invalid="ignore"):
