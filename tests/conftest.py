@@ -27,6 +27,21 @@ def synthetic(family, n=60, d=4, seed=0, weights=False):
     return X, y, w
 
 
+def glm_labels(family, eta, rng):
+    """Labels drawn from ``family`` at linear predictors ``eta`` (the Poisson mean exp(eta / 2)), with
+    both classes (binomial) or a positive count (Poisson) among the first samples."""
+    n = len(eta)
+    if family == "binomial":
+        y = (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(float)
+        y[:2] = [0.0, 1.0]
+    elif family == "gaussian":
+        y = eta + rng.standard_normal(n)
+    else:
+        y = rng.poisson(np.exp(0.5 * eta)).astype(float)
+        y[0] = 1.0
+    return y
+
+
 def make_problem(family="binomial", *, n=60, d=4, seed=0, weights=False, penalty=0.5,
                  scaling="fixed", intercept=True):
     import rif

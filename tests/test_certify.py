@@ -6,22 +6,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rif
+from conftest import glm_labels
 from rif import GLMProblem
 
 
 def _data(family, n, d, seed, scale=2.0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d)) * scale / np.sqrt(d)
-    eta = X @ rng.standard_normal(d)
-    if family == "binomial":
-        y = (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(float)
-        y[:2] = [0.0, 1.0]
-    elif family == "gaussian":
-        y = eta + rng.standard_normal(n)
-    else:
-        y = rng.poisson(np.exp(0.5 * eta)).astype(float)
-        y[0] = 1.0
-    return X, y
+    return X, glm_labels(family, X @ rng.standard_normal(d), rng)
 
 
 def _sets(X, rng, k, clustered):

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 
 import rif
+from conftest import glm_labels
 from rif import GLMProblem
 from rif._dual import KernelHessian, KernelLeaveOut, gram_matrix
 from rif._errors import SingularHessianError
@@ -74,16 +75,7 @@ def _data(family, n, d, sparse, seed):
         X = sp.random(n, d, density=0.3, format="csr", random_state=seed)
     else:
         X = rng.standard_normal((n, d)) / np.sqrt(d)
-    eta = X @ rng.standard_normal(d)
-    if family == "binomial":
-        y = (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(float)
-        y[:2] = [0.0, 1.0]
-    elif family == "gaussian":
-        y = eta + rng.standard_normal(n)
-    else:
-        y = rng.poisson(np.exp(0.5 * eta)).astype(float)
-        y[0] = 1.0
-    return X, y
+    return X, glm_labels(family, X @ rng.standard_normal(d), rng)
 
 
 def _both_routes(family, n, d, sparse, intercept, scaling, seed, weights=None):
