@@ -58,27 +58,35 @@ def _weights(solver, layer, a, deltas, G, method):
     return W, ratio
 
 
-def kfac_self_influence(solver, method, batch_size, progress=None):
-    """Linearised self-influence g_i^T dtheta_i (n_train,) and, for RIF, the leverages."""
+def _stream(solver, method, batch_size, width, label, progress, contribution):
+    """Sum over layers of ``contribution(layer, G, W)`` for every block of training samples, with G
+    the block's rotated gradients and W their (RIF: leave-one-out) eigenvalue weights, one layer at
+    a time; returns (n_train,) + width values and, for RIF, the leverages max Lambda_i / (Lambda + lambda)."""
     n = solver.curvature.n_samples
-    out = np.empty(n)
+    out = np.empty((n,) + width)
     lev = np.empty(n) if method == "rif" else None
     grads = "both" if method == "rif" else "target"
-    with progress_bar(n, f"K-FAC self-influence ({method})", progress) as bar:
+    with progress_bar(n, label, progress) as bar:
         for sl, cap in solver.captures(grads=grads, batch_size=batch_size):
             block, blev = 0.0, None
             for layer in solver.layers:
                 a, deltas = cap[layer.name]
-                G = solver.rotated(layer, a, deltas[0])
+                G = solver.rotated(layer, a, deltas[0])                          # (b, n_out, n_in_h)
                 W, ratio = _weights(solver, layer, a, deltas, G, method)
-                block = block + (G * G).div_(W).reshape(G.shape[0], -1).sum(1)
                 if ratio is not None:
                     blev = ratio if blev is None else torch.maximum(blev, ratio)
+                block = block + contribution(layer, G, W)
             out[sl] = block.detach().cpu().double().numpy()
             if lev is not None:
                 lev[sl] = blev.detach().cpu().double().numpy()
             bar.update(sl.stop - sl.start)
     return out, lev
+
+
+def kfac_self_influence(solver, method, batch_size, progress=None):
+    """Linearised self-influence g_i^T dtheta_i (n_train,) and, for RIF, the leverages."""
+    return _stream(solver, method, batch_size, (), f"K-FAC self-influence ({method})", progress,
+                   lambda layer, G, W: (G * G).div_(W).reshape(G.shape[0], -1).sum(1))
 
 
 def kfac_scores(solver, fn, X, y, method, batch_size, progress=None):
@@ -104,23 +112,9 @@ def kfac_scores(solver, fn, X, y, method, batch_size, progress=None):
     solver.log.append({"solver": solver.name, "stage": "solve", "n_rhs": X.shape[0], "iterations": 0,
                        "converged": True, "relative_residuals": None, "max_relative_residual": None,
                        "route": "eigenbasis", "seconds": time.perf_counter() - start})
-    n = solver.curvature.n_samples
-    out = np.empty((n, X.shape[0]))
-    lev = np.empty(n) if method == "rif" else None
-    grads = "both" if method == "rif" else "target"
-    with progress_bar(n, f"K-FAC scores ({method})", progress) as bar:
-        for sl, cap in solver.captures(grads=grads, batch_size=batch_size):
-            block, blev = 0.0, None
-            for layer in solver.layers:
-                a, deltas = cap[layer.name]
-                G = solver.rotated(layer, a, deltas[0])                          # (b, n_out, n_in_h)
-                W, ratio = _weights(solver, layer, a, deltas, G, method)
-                if ratio is not None:
-                    blev = ratio if blev is None else torch.maximum(blev, ratio)
-                Z = G.div_(W).reshape(G.shape[0], -1)
-                block = block + Z @ F[layer.name].reshape(F[layer.name].shape[0], -1).T
-            out[sl] = block.detach().cpu().double().numpy()
-            if lev is not None:
-                lev[sl] = blev.detach().cpu().double().numpy()
-            bar.update(sl.stop - sl.start)
-    return out, lev
+
+    def contribution(layer, G, W):
+        rotated = F[layer.name]
+        return G.div_(W).reshape(G.shape[0], -1) @ rotated.reshape(rotated.shape[0], -1).T
+
+    return _stream(solver, method, batch_size, (X.shape[0],), f"K-FAC scores ({method})", progress, contribution)
