@@ -393,3 +393,31 @@ def test_effect_bounds_from_the_batched_products_are_the_set_by_set_ones():
     for k, (index, dtheta) in enumerate(zip(sets, dthetas)):
         alone = cert.effect_bound(cert.certify_set(index, dtheta), target, leverage)[0]
         np.testing.assert_allclose(batched.bound[k], alone, rtol=1e-9)
+
+
+@pytest.mark.parametrize("family", ["binomial", "poisson"])
+@pytest.mark.parametrize("k", [4, 40])
+def test_the_first_order_drift_bounds_the_gradient_of_the_true_error(family, k):
+    """_FirstOrderDrift bounds |grad f^T (theta_e - theta*)| for theta* from a converged refit, at the
+    estimate and at the chord point, for several gradients; and it is never above the
+    Cauchy-Schwarz bound it refines."""
+    from rif._certify import _FirstOrderDrift, certifier
+
+    X, y = _data(family, 600, 12, 21)
+    problem = GLMProblem(X, y, family, penalty=1.0, tol=1e-13)
+    index = np.arange(5, 5 + k)
+    truth = problem.params_change(index, "retrain")
+    cert_ = certifier(problem)
+    c = cert_.certify_set(index, problem.params_change(index, "rif"))
+    assert c.certified
+    theta_star, theta_c = problem.theta + truth, c.theta_e - c.step
+    rng = np.random.default_rng(k)
+    grads = [rng.standard_normal(problem.n_params) for _ in range(3)]
+    drift = _FirstOrderDrift(cert_, c)
+    at_estimate = drift.bounds(grads, [float(g @ c.step) for g in grads])
+    at_chord = drift.bounds(grads, [0.0] * len(grads))
+    for g, b_e, b_c in zip(grads, at_estimate, at_chord):
+        norm = np.sqrt(g @ c.solve(g))
+        assert abs(g @ (c.theta_e - theta_star)) <= b_e * (1 + 1e-9) + 1e-14
+        assert abs(g @ (theta_star - theta_c)) <= b_c * (1 + 1e-9) + 1e-14
+        assert b_c <= c.spread_h * norm * (1 + 1e-12)
