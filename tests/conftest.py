@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+# The default profile draws the same examples on every run (derandomize), so a failure in one run is a
+# failure in every run and can be reproduced; `--hypothesis-profile=explore` draws fresh random examples,
+# more of them, to search for counterexamples the fixed draw does not reach.
 settings.register_profile(
-    "ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "ci", max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "explore", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("ci")
 

@@ -286,9 +286,14 @@ def test_softmax_curvature_moves_by_at_most_twice_the_span(seed, delta_scale, K)
     eta, delta = rng.standard_normal(K) * 2, rng.standard_normal(K) * delta_scale
 
     def curvature(e):
+        # diag(p) - p p^T with each diagonal entry p_j (1 - p_j) formed as p_j * sum_{l != j} p_l, so that
+        # every entry is accurate to rounding relative to itself even when one class has p_j near 1
         p = np.exp(e - e.max())
         p /= p.sum()
-        return np.diag(p) - np.outer(p, p)
+        rest = np.array([np.delete(p, j).sum() for j in range(K)])
+        A = -np.outer(p, p)
+        A[np.diag_indices(K)] = p * rest
+        return A
 
     from rif._certify import MultinomialCertifier
 
