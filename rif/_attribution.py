@@ -50,6 +50,25 @@ GLM_OPERATIONS = SimpleNamespace(
 _CERTIFIED_ROUNDS = 4
 
 
+def _anderson_candidate(theta, step, previous, history, memory=5):
+    """The next iterate of chord steps theta - step (step = H_0^{-1} grad) with Anderson mixing over
+    the last ``memory`` iterates, as in the refit's chord iterations (rif._solvers._chord_iterations):
+    theta + f - (dTheta + dF) gamma with f = -step and gamma = argmin ||f - dF gamma||_2. ``previous``
+    is (theta, step, ...) of the last iterate or None; ``history`` ([dTheta], [dF]) is updated."""
+    f = -step
+    if previous is None:
+        return theta + f
+    d_theta, d_step = history
+    d_theta.append(theta - previous[0])
+    d_step.append(f + previous[1])
+    if len(d_theta) > memory:
+        del d_theta[0], d_step[0]
+    dT, dF = np.column_stack(d_theta), np.column_stack(d_step)
+    gamma = np.linalg.lstsq(dF, f, rcond=None)[0]
+    candidate = theta + f - (dT + dF) @ gamma
+    return candidate if np.all(np.isfinite(candidate)) else theta + f
+
+
 def _certified_result(records):
     """A batch :class:`rif.Certified` from (estimate, certificate, method) records."""
     from ._certify import Certified
@@ -170,16 +189,26 @@ class AttributionMixin:
         than the next method's own pass would. ``prepare(positions, certificates)``, if given, sees
         each batch of certificates before ``judge`` does (to batch work over the sets)."""
         records, pending = [None] * len(sets), list(range(len(sets)))
-        factors, last_seen = [None] * len(sets), {}
+        factors, last_seen, deferred = [None] * len(sets), {}, []
         for position, method in enumerate(methods):
-            if not pending:
+            if not pending and not deferred:
                 break
             last = position == len(methods) - 1
+            if method == "newton" and position > 0 and "retrain" in methods[position:]:
+                # A certified estimate with a chord step goes to the refit's chord steps instead: the
+                # chord step from it, theta_e - H_0^{-1} g, is bounded by the pass already made and lands
+                # closer than the Newton step (the chord step from theta^) whenever theta_e is closer
+                # to theta* than theta^ is; either costs one pass if it has to be certified.
+                deferred = [j for j in pending if last_seen[j][1].certified and last_seen[j][1].step is not None]
+                pending = [j for j in pending if j not in deferred]
             if method == "retrain" and position > 0:
-                pending = self._certified_chord_rounds(problem, sets, pending, factors, last_seen, records,
-                                                       judge, accept_step, prepare)
+                pending = self._certified_chord_rounds(problem, sets, sorted(pending + deferred), factors,
+                                                       last_seen, records, judge, accept_step, prepare)
+                deferred = []
                 if not pending:
                     break
+            if not pending:
+                continue
             estimates = self._stage_estimates(problem, sets, pending, method, factors)
             certificates = self._certify_pending(problem, sets, pending, estimates, method, factors, prepare)
             left = []
@@ -227,6 +256,8 @@ class AttributionMixin:
         :meth:`_escalating`); returns the sets they did not settle."""
         active = [j for j in pending if last_seen.get(j) is not None and last_seen[j][1].step is not None]
         unsettled = [j for j in pending if j not in active]
+        history = {j: ([], []) for j in active}        # Anderson's differences of iterates and of steps
+        previous_step = {}
         for _ in range(_CERTIFIED_ROUNDS):
             if not active:
                 break
@@ -237,9 +268,10 @@ class AttributionMixin:
                 record = accept_step(j, candidate, certificate) if accept_step is not None else None
                 if record is not None:
                     records[j] = record
-                else:
-                    candidates[j] = candidate
-                    moving.append(j)
+                    continue
+                candidates[j] = _anderson_candidate(estimate, certificate.step, previous_step.get(j), history[j])
+                previous_step[j] = (estimate, certificate.step, certificate.next_bound)
+                moving.append(j)
             if not moving:
                 active = []
                 break
@@ -251,6 +283,9 @@ class AttributionMixin:
                 if records[j] is not None:
                     continue
                 previous = last_seen[j][1]
+                if certificate.bound > previous_step[j][2]:
+                    history[j][0].clear()          # the extrapolation did worse than the chord step it replaced
+                    history[j][1].clear()
                 # keep stepping while the iterate is certified and its steps shrink; an iterate the
                 # certificate cannot cover is refitted to convergence at once (more certified steps
                 # would only add passes there, as in the RIF paper's p ~ n regime)
