@@ -195,11 +195,11 @@ class AttributionMixin:
                 break
             last = position == len(methods) - 1
             if method == "newton" and position > 0 and "retrain" in methods[position:]:
-                # A certified estimate with a chord step goes to the refit's chord steps instead: the
-                # chord step from it, theta_e - H_0^{-1} g, is bounded by the pass already made and lands
-                # closer than the Newton step (the chord step from theta^) whenever theta_e is closer
-                # to theta* than theta^ is; either costs one pass if it has to be certified.
-                deferred = [j for j in pending if last_seen[j][1].certified and last_seen[j][1].step is not None]
+                # An estimate whose certificate has a chord step goes to the refit's chord steps instead:
+                # the chord step from it, theta_e - H_0^{-1} g, is bounded by the pass already made (when
+                # certified) and lands closer than the Newton step (the chord step from theta^) whenever
+                # theta_e is closer to theta* than theta^ is; either costs one pass to be certified.
+                deferred = [j for j in pending if last_seen[j][1].step is not None]
                 pending = [j for j in pending if j not in deferred]
             if method == "retrain" and position > 0:
                 pending = self._certified_chord_rounds(problem, sets, sorted(pending + deferred), factors,
@@ -209,7 +209,7 @@ class AttributionMixin:
                     break
             if not pending:
                 continue
-            estimates = self._stage_estimates(problem, sets, pending, method, factors)
+            estimates = self._stage_estimates(problem, sets, pending, method, factors, last_seen)
             certificates = self._certify_pending(problem, sets, pending, estimates, method, factors, prepare)
             left = []
             for j, estimate, certificate in zip(pending, estimates, certificates):
@@ -223,11 +223,17 @@ class AttributionMixin:
             pending = left
         return records
 
-    def _stage_estimates(self, problem, sets, pending, method, factors):
+    def _stage_estimates(self, problem, sets, pending, method, factors, last_seen=None):
         """Estimates for the pending sets; the Newton step from each set's factorisation (built here
-        if no certificate has built it yet), which its certificate then reuses."""
+        if no certificate has built it yet), which its certificate then reuses; refits that follow
+        other methods start from the last estimate (see :meth:`_warm_refits`)."""
         from ._certify import certifier
         from ._estimators import removed_gradient
+
+        if method == "retrain" and last_seen:
+            warm = self._warm_refits(problem, sets, pending, factors, last_seen)
+            if warm is not None:
+                return warm
 
         if method == "newton" and hasattr(problem, "family"):        # the GLMs' removed gradient
             for j in pending:
@@ -236,6 +242,30 @@ class AttributionMixin:
             if all(factors[j].solve is not None for j in pending):
                 return np.array([factors[j].solve(removed_gradient(problem, sets[j])) for j in pending])
         return self._batch(problem, [sets[j] for j in pending], method)
+
+    def _warm_refits(self, problem, sets, pending, factors, last_seen):
+        """Refits to convergence (scalar GLMs, in-memory X) that start from each set's last
+        estimate theta_e, whose pass (grad F_S and F_S at theta_e) and factorisation of
+        H_{-S}(theta^) the certificate already made, rather than from theta^; None where no set has
+        such a start (the refits then start from theta^ as usual)."""
+        from ._design import is_dask
+        from ._estimators import _warn_unconverged
+        from ._solvers import chord_refits
+
+        if not hasattr(problem, "family") or is_dask(problem.X):
+            return None
+        starts = []
+        for j in pending:
+            cert = last_seen[j][1] if last_seen.get(j) is not None else None
+            usable = (cert is not None and cert.step is not None and cert.theta_e is not None
+                      and cert.value is not None and factors[j] is not None and factors[j].solve is not None)
+            starts.append((cert.theta_e, cert.value, cert.gradient, factors[j].solve) if usable else None)
+        if all(start is None for start in starts):
+            return None
+        results = list(chord_refits(problem, [sets[j] for j in pending], tol=self.tol, max_iter=self.max_iter,
+                                    starts=starts))
+        _warn_unconverged(results)
+        return np.array([result.theta - problem.theta for result in results])
 
     @staticmethod
     def _certify_pending(problem, sets, pending, estimates, method, factors, prepare=None):

@@ -124,6 +124,8 @@ class _SetCertificate:
     delta_prime: float = np.inf
     effect_columns: tuple = None     # (gradients, their H_0^{-1} solves) made by prepare_effects
     effect_rows: np.ndarray = None   # X~ [dtheta_est, step, solves], (n, 4)
+    gradient: np.ndarray = None      # grad F_S(theta_e) and F_S(theta_e) from the pass (None: not known)
+    value: float = None
 
 
 @dataclass
@@ -310,8 +312,8 @@ class Certifier:
 
     # -- one pass at the estimates ---------------------------------------------------------------
     def evaluate(self, sets, dthetas):
-        """(g, alpha) per set: g = grad F_S(theta_e) and alpha_i = M |x~_i^T dtheta_est| for the
-        kept samples (0 for the removed ones), shape (n,).
+        """(g, alpha, F_S(theta_e)) per set: g = grad F_S(theta_e) and alpha_i = M |x~_i^T dtheta_est|
+        for the kept samples (0 for the removed ones), shape (n,).
 
         In-memory X: one pass for up to 64 sets at once, eta = X~ Theta_e and X~^T (W o l'(eta))
         as matrix products; a dask X: one pass per set."""
@@ -324,10 +326,12 @@ class Certifier:
                 theta_e = problem.theta + dtheta
                 eta_e = problem._eta_at(theta_e)
                 deviation = np.where(weights > 0, np.abs(eta_e - problem.eta), 0.0)
-                _, d1, _ = problem.family.derivatives(eta_e, problem.y)
+                loss, d1, _ = problem.family.derivatives(eta_e, problem.y)
+                lam = problem.penalty_total(weights)
                 g = (_design.rmatvec(problem.X, weights * d1, problem.fit_intercept)
-                     + problem.penalty_total(weights) * problem.penalty_diag * theta_e)
-                out.append((g, self.M * deviation))
+                     + lam * problem.penalty_diag * theta_e)
+                value = float(weights @ loss + 0.5 * lam * (problem.penalty_diag @ theta_e**2))
+                out.append((g, self.M * deviation, value))
             return out
         group = int(min(64, max(1, BLOCK_VALUES // problem.n_samples)))
         for start in range(0, len(sets), group):
@@ -336,12 +340,14 @@ class Certifier:
             weights = np.repeat(problem.sample_weight[:, None], len(chunk), axis=1)
             for k, index in enumerate(chunk):
                 weights[index, k] = 0.0
-            _, grads, deviation = _design.loss_gradients(problem.X, thetas, problem.fit_intercept, problem.y,
-                                                         weights, problem.family, problem.offset,
-                                                         reference=problem.eta)
+            values, grads, deviation = _design.loss_gradients(problem.X, thetas, problem.fit_intercept, problem.y,
+                                                              weights, problem.family, problem.offset,
+                                                              reference=problem.eta)
             for k in range(len(chunk)):
-                g = grads[:, k] + problem.penalty_total(weights[:, k]) * problem.penalty_diag * thetas[:, k]
-                out.append((g, self.M * deviation[:, k]))
+                lam = problem.penalty_total(weights[:, k])
+                g = grads[:, k] + lam * problem.penalty_diag * thetas[:, k]
+                value = float(values[k] + 0.5 * lam * (problem.penalty_diag @ thetas[:, k]**2))
+                out.append((g, self.M * deviation[:, k], value))
         return out
 
     # -- the certificate -----------------------------------------------------------------------
@@ -349,11 +355,17 @@ class Certifier:
         """The :class:`_SetCertificate` of the estimate ``dtheta`` for removing ``index``."""
         if self.M is None:
             return _SetCertificate(np.inf, np.inf, False, f"no certificate for the {self.problem.family.name} family")
-        (g, alpha), = self.evaluate([index], [dtheta])
-        return self.certify(index, dtheta, g, alpha, self.factor(index) if factor is None else factor)
+        (g, alpha, value), = self.evaluate([index], [dtheta])
+        return self.certify(index, dtheta, g, alpha, self.factor(index) if factor is None else factor, value)
 
-    def certify(self, index, dtheta, g, alpha, factor):
-        """The certificate from the pass at the estimate (``g``, ``alpha``) and the set's ``factor``."""
+    def certify(self, index, dtheta, g, alpha, factor, value=None):
+        """The certificate from the pass at the estimate (``g``, ``alpha``, and the objective
+        ``value`` if known) and the set's ``factor``."""
+        out = self._certify(index, dtheta, g, alpha, factor)
+        out.gradient, out.value = g, value
+        return out
+
+    def _certify(self, index, dtheta, g, alpha, factor):
         problem = self.problem
         if self.M is None:
             return _SetCertificate(np.inf, np.inf, False, f"no certificate for the {problem.family.name} family")
@@ -693,7 +705,7 @@ class MultinomialCertifier(Certifier):
             softmax_residual(eta, problem.y, weights)                        # eta now holds the residuals
             Theta = theta.reshape(K, p1)
             g = _dense(problem.design.T @ eta).T + problem.penalty * (Theta * problem.penalty_diag[:p1])
-            out.append((g.ravel(), alpha))
+            out.append((g.ravel(), alpha, None))            # the objective is not formed here
         return out
 
     # -- effects -------------------------------------------------------------------------
@@ -802,10 +814,10 @@ def certify_params(problem, sets, dthetas, methods, factors=None):
         certs = [cert.certify_set(index, d) for index, d in zip(sets, dthetas)]
         return certs, _pack(dthetas, certs, methods, params=True)
     certs = []
-    for j, (index, dtheta, (g, m)) in enumerate(zip(sets, dthetas, cert.evaluate(sets, dthetas))):
+    for j, (index, dtheta, (g, m, value)) in enumerate(zip(sets, dthetas, cert.evaluate(sets, dthetas))):
         if factors[j] is None:
             factors[j] = cert.factor(index)
-        certs.append(cert.certify(index, dtheta, g, m, factors[j]))
+        certs.append(cert.certify(index, dtheta, g, m, factors[j], value))
     return certs, _pack(dthetas, certs, methods, params=True)
 
 

@@ -170,7 +170,7 @@ def chord_refit(problem, index, *, tol=1e-10, max_iter=100):
                       lambda theta: problem.value_gradient(theta, weights))
 
 
-def chord_refits(problem, sets, *, tol=1e-10, max_iter=100, group_size=None):
+def chord_refits(problem, sets, *, tol=1e-10, max_iter=100, group_size=None, starts=None):
     """:func:`chord_refit` for many removal sets, iterated in lockstep.
 
     The sets' iterations are those of :func:`chord_refit` (the same generator,
@@ -181,17 +181,21 @@ def chord_refits(problem, sets, *, tol=1e-10, max_iter=100, group_size=None):
     go ``group_size`` at a time (default: as many as keep the n x g work
     arrays near BLOCK_VALUES doubles, at most 64). Yields one RefitResult per
     set, in order. Dense row-major X only (callers fall back to
-    :func:`chord_refit` otherwise).
+    :func:`chord_refit` otherwise). ``starts``, one per set, may give a set's
+    start (theta, L_w(theta), grad L_w(theta), H_{-S}(theta^)^{-1} as a solve)
+    in place of theta^ (see :func:`_chord_refit_steps`).
     """
     n = problem.n_samples
     group_size = group_size or int(min(64, max(1, BLOCK_VALUES // n)))
-    for start in range(0, len(sets), group_size):
-        group = sets[start:start + group_size]
+    for start_at in range(0, len(sets), group_size):
+        group = sets[start_at:start_at + group_size]
         weights = np.repeat(problem.sample_weight[:, None], len(group), axis=1)
         steps = []
         for k, index in enumerate(group):
             weights[index, k] = 0.0
-            steps.append(_chord_refit_steps(problem, index, np.ascontiguousarray(weights[:, k]), tol, max_iter))
+            start = None if starts is None else starts[start_at + k]
+            steps.append(_chord_refit_steps(problem, index, np.ascontiguousarray(weights[:, k]), tol, max_iter,
+                                            start))
         results = [None] * len(group)
         pending = {}                                   # set -> candidate theta awaiting its gradient
         with _single_threaded_blas():
@@ -249,15 +253,19 @@ def _single_threaded_blas():
     return _parallel.blas_limit(1)
 
 
-def _chord_refit_steps(problem, index, weights, tol, max_iter):
+def _chord_refit_steps(problem, index, weights, tol, max_iter, start=None):
     """The refit of :func:`chord_refit` as a generator: it yields each candidate theta and is
     sent back (L_w(theta), grad L_w(theta)); it returns the RefitResult. ``weights`` are the
     sample weights without the set. Hessian refreshes and the Newton fallback evaluate
-    directly."""
+    directly. ``start`` = (theta, L_w(theta), grad L_w(theta), solve) starts the chord
+    iterations at theta, with solve = H_{-S}(theta^)^{-1} (e.g. from an estimate whose pass
+    and factorisation a certificate already made), instead of at theta^."""
     from ._design import rows
     from ._estimators import leave_out_hessian
 
-    if hasattr(problem, "leave_out_start"):         # a problem that states its own start (multinomial)
+    if start is not None:
+        theta, value, grad, solve = start
+    elif hasattr(problem, "leave_out_start"):         # a problem that states its own start (multinomial)
         theta, value, grad = problem.leave_out_start(index, weights)
         if grad is None:                            # a start away from theta^: one evaluation
             value, grad = yield theta

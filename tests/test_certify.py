@@ -195,12 +195,13 @@ def test_one_pass_for_many_sets_is_the_pass_for_each():
     rng = np.random.default_rng(3)
     sets = [np.sort(rng.choice(500, k, replace=False)) for k in (1, 7, 30)]
     dthetas = rng.standard_normal((3, problem.n_params)) * 0.01
-    for (g, alpha), index, dtheta in zip(certifier(problem).evaluate(sets, dthetas), sets, dthetas):
+    for (g, alpha, value), index, dtheta in zip(certifier(problem).evaluate(sets, dthetas), sets, dthetas):
         weights = problem.sample_weight.copy()
         weights[index] = 0.0
         theta = problem.theta + dtheta
-        _, want = problem.value_gradient(theta, weights)
+        want_value, want = problem.value_gradient(theta, weights)
         np.testing.assert_allclose(g, want, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(value, want_value, rtol=1e-12)
         eta = _design.linear_predictor(X, theta, True) + problem.offset
         np.testing.assert_allclose(alpha, np.where(weights > 0, np.abs(eta - problem.eta), 0.0), atol=1e-13)
 
@@ -220,7 +221,7 @@ def test_the_curvature_drift_contains_the_hessians_nearby(family, seed, radius, 
     cert = certifier(problem)
     factor = cert.factor(index)
     dtheta = problem.params_change(index, "rif")
-    (_, alpha), = cert.evaluate([index], [dtheta])
+    (_, alpha, _), = cert.evaluate([index], [dtheta])
     low, high = _Drift(cert, index, alpha, factor.floor).bounds(np.array([radius]))
     h0 = _whitened_leave_out(problem, index)[1]
     vals, vecs = np.linalg.eigh(h0)
@@ -364,7 +365,7 @@ def test_the_softmax_drift_contains_the_hessians_nearby(seed, radius, K):
     cert = certifier(problem)
     factor = cert.factor(index)
     dtheta = problem.params_change(index, "rif")
-    (_, alpha), = cert.evaluate([index], [dtheta])
+    (_, alpha, _), = cert.evaluate([index], [dtheta])
     low, high = _Drift(cert, index, alpha, factor.floor).bounds(np.array([radius]))
     weights = problem.sample_weight.copy()
     weights[index] = 0.0
@@ -426,3 +427,43 @@ def test_the_first_order_drift_bounds_the_gradient_of_the_true_error(family, k):
         assert abs(g @ (c.theta_e - theta_star)) <= b_e * (1 + 1e-9) + 1e-14
         assert abs(g @ (theta_star - theta_c)) <= b_c * (1 + 1e-9) + 1e-14
         assert b_c <= c.spread_h * norm * (1 + 1e-12)
+
+
+def test_a_refit_started_from_an_estimate_reaches_the_same_optimum(monkeypatch):
+    """chord_refits from a given (theta, F_S(theta), grad F_S(theta), H_0^{-1}) converges to the refit from
+    theta^; auto's refits in the RIF paper's regime (p ~ n, nothing certified) start that way from the
+    last estimate, and land on the same optimum."""
+    from rif._certify import certifier
+    from rif._solvers import chord_refits
+
+    X, y = _data("binomial", 120, 90, 4)
+    problem = GLMProblem(X, y, "binomial", penalty=1e-3, penalty_scaling="per_sample", fit_intercept=False,
+                         tol=1e-13)
+    rng = np.random.default_rng(2)
+    sets = [np.sort(rng.choice(120, k, replace=False)) for k in (3, 12)]
+    truth = problem.params_change(sets, "retrain")
+    starts = []
+    for index, exact in zip(sets, truth):
+        weights = problem.sample_weight.copy()
+        weights[index] = 0.0
+        theta = problem.theta + 0.7 * exact + 0.01 * rng.standard_normal(problem.n_params)
+        value, grad = problem.value_gradient(theta, weights)
+        starts.append((theta, value, grad, certifier(problem).factor(index).solve))
+    for result, exact in zip(chord_refits(problem, sets, tol=1e-13, starts=starts), truth):
+        assert result.converged
+        np.testing.assert_allclose(result.theta - problem.theta, exact, rtol=1e-7, atol=1e-9)
+    from rif._attribution import AttributionMixin
+
+    warm = []
+    original = AttributionMixin._warm_refits
+
+    def spy(self, *args):
+        out = original(self, *args)
+        warm.append(out is not None)
+        return out
+
+    monkeypatch.setattr(AttributionMixin, "_warm_refits", spy)
+    auto = problem.params_change(sets, "auto", certify=True, rtol=1e-10)
+    assert warm == [True] and list(auto.method) == ["retrain", "retrain"]
+    np.testing.assert_allclose(auto.value, truth, rtol=1e-7, atol=1e-9)
+    assert np.all(np.linalg.norm(auto.value - truth, axis=1) <= auto.bound + 1e-12)
