@@ -409,16 +409,17 @@ def bench_certify(n, ratios, n_sets, repeat):
 
 
 class _PassCounter:
-    """Counts the passes over X (one per column of a gradient evaluation) while active."""
+    """Counts the passes over X while active: one per column of a gradient evaluation (X~ theta and
+    X~^T r), and one half per column of a product X~ v with the training X (``X``)."""
 
-    def __init__(self):
+    def __init__(self, X=None):
         from rif import _design
 
-        self.design, self.count = _design, 0
-        self.originals = (_design.loss_gradient, _design.loss_gradients)
+        self.design, self.count, self.X = _design, 0, X
+        self.originals = (_design.loss_gradient, _design.loss_gradients, _design.linear_predictor)
 
     def __enter__(self):
-        single, many = self.originals
+        single, many, product = self.originals
 
         def one(*args, **kwargs):
             self.count += 1
@@ -428,11 +429,16 @@ class _PassCounter:
             self.count += thetas.shape[1]
             return many(X, thetas, *args, **kwargs)
 
-        self.design.loss_gradient, self.design.loss_gradients = one, batch
+        def half(X, thetas, *args, **kwargs):
+            if X is self.X:
+                self.count += 0.5 * (thetas.shape[1] if np.ndim(thetas) == 2 else 1)
+            return product(X, thetas, *args, **kwargs)
+
+        self.design.loss_gradient, self.design.loss_gradients, self.design.linear_predictor = one, batch, half
         return self
 
     def __exit__(self, *exc):
-        self.design.loss_gradient, self.design.loss_gradients = self.originals
+        self.design.loss_gradient, self.design.loss_gradients, self.design.linear_predictor = self.originals
 
 
 def _certify_cases(full):
@@ -459,7 +465,7 @@ def bench_certify_cost(full, n_sets, repeat):
                 for f in (0.01, 0.05) for _ in range(count // 2)]
 
         def passes(fn):
-            with _PassCounter() as counter:
+            with _PassCounter(prob.X) as counter:
                 out = fn()
             return out, counter.count / len(sets)
 

@@ -48,6 +48,33 @@ GLM_OPERATIONS = SimpleNamespace(
 
 #: certified chord rounds (passes over the data) an auto refit tries before refitting to convergence
 _CERTIFIED_ROUNDS = 4
+#: auto sharpens a chord point's bound when that many times tighter would prove rtol
+_SHARPEN_REACH = 3.0
+
+
+def _judge_batch(problem, positions, method, estimates, certificates, last, judge, accept_step, worth_sharpening):
+    """The record for each certificate: ``judge``'s, else ``accept_step``'s for the chord step from
+    the estimate (bounded by the same pass); those both turn down that ``worth_sharpening`` picks
+    are tightened together (one product of X for the group) and offered to both again."""
+    from ._certify import certifier
+
+    def decide(k):
+        j, estimate, cert = positions[k], estimates[k], certificates[k]
+        record = judge(j, method, estimate, cert, last)
+        if record is None and accept_step is not None and cert.step is not None:
+            record = accept_step(j, estimate - cert.step, cert)
+        return record
+
+    records = [decide(k) for k in range(len(positions))]
+    if worth_sharpening is None:
+        return records
+    dull = [k for k, record in enumerate(records)
+            if record is None and worth_sharpening(positions[k], estimates[k], certificates[k])]
+    if dull:
+        certifier(problem).sharpen_all([certificates[k] for k in dull])
+        for k in dull:
+            records[k] = decide(k)
+    return records
 
 
 def _anderson_candidate(theta, step, previous, history, memory=5):
@@ -173,7 +200,7 @@ class AttributionMixin:
 
         return result if batch else unbatch(result)
 
-    def _escalating(self, problem, sets, methods, judge, accept_step=None, prepare=None):
+    def _escalating(self, problem, sets, methods, judge, accept_step=None, prepare=None, worth_sharpening=None):
         """For each set, the record ``judge(j, method, estimate, certificate, last)`` returns for the
         first of ``methods`` it accepts (None: try the next method); estimates and certificates are
         computed in batches of the sets still pending, and each set's leave-out factorisation is
@@ -187,7 +214,10 @@ class AttributionMixin:
         ``accept_step`` is also offered each earlier estimate that ``judge`` turns down: the
         refit's first chord step from it is bounded by the same pass, so it costs nothing more
         than the next method's own pass would. ``prepare(positions, certificates)``, if given, sees
-        each batch of certificates before ``judge`` does (to batch work over the sets)."""
+        each batch of certificates before ``judge`` does (to batch work over the sets).
+        ``worth_sharpening(j, estimate, certificate)``, if given, picks among the certificates
+        ``judge`` turns down those to tighten with one more product of X (see
+        :meth:`rif._certify.Certifier.sharpen`), which are then judged again."""
         records, pending = [None] * len(sets), list(range(len(sets)))
         factors, last_seen, deferred = [None] * len(sets), {}, []
         for position, method in enumerate(methods):
@@ -203,7 +233,8 @@ class AttributionMixin:
                 pending = [j for j in pending if j not in deferred]
             if method == "retrain" and position > 0:
                 pending = self._certified_chord_rounds(problem, sets, sorted(pending + deferred), factors,
-                                                       last_seen, records, judge, accept_step, prepare)
+                                                       last_seen, records, judge, accept_step, prepare,
+                                                       worth_sharpening)
                 deferred = []
                 if not pending:
                     break
@@ -211,12 +242,13 @@ class AttributionMixin:
                 continue
             estimates = self._stage_estimates(problem, sets, pending, method, factors, last_seen)
             certificates = self._certify_pending(problem, sets, pending, estimates, method, factors, prepare)
+            # the refit's first chord step from each estimate is offered to accept_step: this very pass
+            # bounds it
+            judged = _judge_batch(problem, pending, method, estimates, certificates, last, judge, accept_step,
+                                  worth_sharpening)
             left = []
-            for j, estimate, certificate in zip(pending, estimates, certificates):
-                records[j] = judge(j, method, estimate, certificate, last)
-                if records[j] is None and accept_step is not None and certificate.step is not None:
-                    # the refit's first chord step from this estimate, bounded by this very pass
-                    records[j] = accept_step(j, estimate - certificate.step, certificate)
+            for j, estimate, certificate, record in zip(pending, estimates, certificates, judged):
+                records[j] = record
                 if records[j] is None:
                     left.append(j)
                     last_seen[j] = (estimate, certificate)
@@ -281,7 +313,7 @@ class AttributionMixin:
         return certificates
 
     def _certified_chord_rounds(self, problem, sets, pending, factors, last_seen, records, judge, accept_step,
-                                prepare=None):
+                                prepare=None, worth_sharpening=None):
         """Chord steps theta <- theta - H_0^{-1} g from each pending set's last estimate (see
         :meth:`_escalating`); returns the sets they did not settle."""
         active = [j for j in pending if last_seen.get(j) is not None and last_seen[j][1].step is not None]
@@ -291,25 +323,19 @@ class AttributionMixin:
         for _ in range(_CERTIFIED_ROUNDS):
             if not active:
                 break
-            candidates, moving = {}, []
-            for j in active:
+            # (accept_step has already turned down each set's plain chord step: see _judge_batch)
+            moving, candidates = active, []
+            for j in moving:
                 estimate, certificate = last_seen[j]
-                candidate = estimate - certificate.step
-                record = accept_step(j, candidate, certificate) if accept_step is not None else None
-                if record is not None:
-                    records[j] = record
-                    continue
-                candidates[j] = _anderson_candidate(estimate, certificate.step, previous_step.get(j), history[j])
+                candidates.append(_anderson_candidate(estimate, certificate.step, previous_step.get(j), history[j]))
                 previous_step[j] = (estimate, certificate.step, certificate.next_bound)
-                moving.append(j)
-            if not moving:
-                active = []
-                break
-            estimates = np.array([candidates[j] for j in moving])
+            estimates = np.array(candidates)
             certificates = self._certify_pending(problem, sets, moving, estimates, "retrain", factors, prepare)
+            judged = _judge_batch(problem, moving, "retrain", estimates, certificates, False, judge, accept_step,
+                                  worth_sharpening)
             active = []
-            for j, estimate, certificate in zip(moving, estimates, certificates):
-                records[j] = judge(j, "retrain", estimate, certificate, False)
+            for j, estimate, certificate, record in zip(moving, estimates, certificates, judged):
+                records[j] = record
                 if records[j] is not None:
                     continue
                 previous = last_seen[j][1]
@@ -346,7 +372,13 @@ class AttributionMixin:
                 return candidate, _SetCertificate(cert.next_bound, cert.next_bound_h, True, ""), "retrain"
             return None
 
-        return _certified_result(self._escalating(problem, sets, ("rif", "newton", "retrain"), judge, accept_step))
+        def worth_sharpening(j, estimate, cert):
+            # a tighter chord-point bound (typically a few times tighter) may spare the next pass
+            return (cert.certified and cert.step is not None
+                    and relative_ok(np.linalg.norm(estimate - cert.step), cert.next_bound / _SHARPEN_REACH, rtol))
+
+        return _certified_result(self._escalating(problem, sets, ("rif", "newton", "retrain"), judge, accept_step,
+                                                  worth_sharpening=worth_sharpening))
 
     def _batch(self, problem, sets, method):
         return operations(problem).params_change_batch(problem, sets, method, self.tol, self.max_iter, self.n_jobs,

@@ -407,6 +407,53 @@ class Certifier:
         return _SetCertificate(bound, float(rho), True, "", float(rho), spread_h, solve, step, theta_e,
                                1.0 - one_minus_gamma, float(spread), spread_h, index, alpha, (low, high), delta_prime)
 
+    def sharpen(self, cert, xw):
+        """Tighten a certificate's spread_h (and with it rho, the 2-norm bound and the chord point's
+        bounds) in place, given x~_i^T w for every sample, w = H_0^{-1} g its chord step.
+
+        In H_0's whitened coordinates, with b = H_0^{-1/2} g and H_bar = I + D the averaged Hessian on
+        [theta_e, theta*] (see :class:`_FirstOrderDrift`), theta_c - theta* = H_0^{-1/2} (I + D)^{-1} D b, so
+        ||theta_c - theta*||_{H_0} <= ||D b|| / (1 - low) with ||D b||^2 <= sum_i f_i^2 c_i (x~_i^T w)^2,
+        f_i = e^{alpha_i + s_i} - 1 and s_i = min(beta_i rho, M |x~_i^T w| + beta_i spread_h) (theta* lies
+        within spread_h of theta_c); each sample weighs its own move instead of the worst one's. The
+        step is repeated once with the new spread_h, and rho <= delta' + spread_h."""
+        if not cert.certified or cert.alpha is None or cert.drift_at_rho is None:
+            return
+        low, high = cert.drift_at_rho
+        if not low < 1.0:
+            return
+        problem = self.problem
+        kept = problem.curvature.copy()
+        kept[cert.index] = 0.0
+        weighted = kept * xw**2
+        beta = self.M * np.sqrt(self.reach / (1.0 - cert.gamma))
+        spread = cert.spread_h
+        for _ in range(2):
+            along = np.minimum(beta * cert.rho, self.M * np.abs(xw) + beta * spread)
+            moved = float(np.sqrt(np.expm1(cert.alpha + along) ** 2 @ weighted))
+            spread = min(spread, moved / (1.0 - low))
+        if not spread < cert.spread_h:
+            return
+        cert.spread_h = spread
+        cert.rho = cert.bound_h = min(cert.rho, cert.delta_prime + spread)
+        lam_min_h0 = (1.0 - cert.gamma) * self.lambda_min
+        cert.next_bound_h = spread
+        cert.next_bound = spread / np.sqrt(lam_min_h0) if lam_min_h0 > 0 else np.inf
+        cert.bound = float(np.linalg.norm(cert.step) + cert.next_bound)
+
+    def sharpen_all(self, certs):
+        """:meth:`sharpen` for a batch of certificates: x~_i^T w for all of them as one product of X
+        per group of sets."""
+        problem = self.problem
+        work = [c for c in certs if c.certified and c.step is not None and c.alpha is not None]
+        group = int(min(64, max(1, BLOCK_VALUES // problem.n_samples)))
+        for start in range(0, len(work), group):
+            chunk = work[start:start + group]
+            rows = _design.linear_predictor(problem.X, np.column_stack([c.step for c in chunk]),
+                                            problem.fit_intercept)
+            for k, c in enumerate(chunk):
+                self.sharpen(c, np.asarray(rows[:, k]))
+
     def _loose(self, g, lam_s, reason):
         problem = self.problem
         if not problem.fit_intercept and lam_s > 0:
@@ -437,19 +484,21 @@ class Certifier:
                 c.effect_rows = rows[:, 4 * k:4 * k + 4]
 
     def eval_leverage(self, target):
-        """x~_j^T H^{-1} x~_j of an EtaTarget's rows (None for other targets)."""
-        return eval_leverage(self.problem, target) if hasattr(target, "X") else None
+        """The :class:`_EvalReach` of an EtaTarget's rows (None for other targets)."""
+        return eval_reach(self.problem, target) if hasattr(target, "X") else None
 
     def effect_bound(self, cert, target, eval_leverage):
         """|f(theta*) - f(theta_e)| bound for an EtaTarget ``target`` (see the module doc);
-        ``eval_leverage`` holds x~_j^T H^{-1} x~_j of the target's rows."""
+        ``eval_leverage``, an :class:`_EvalReach`, holds x~_j^T H^{-1} x~_j of the target's rows and
+        a bound of the largest eigenvalue of X~_t H^{-1} X~_t^T."""
         from ._targets import EtaTarget
 
         if not isinstance(target, EtaTarget):
             return np.inf, False, "callable targets are not certified"
         if not cert.certified:
             return self._loose_effect(cert, target), False, cert.reason
-        reach = np.sqrt(eval_leverage / (1.0 - cert.gamma))              # ||x~_j||_{H_0^{-1}} bounds
+        floor = 1.0 - cert.gamma
+        reach = np.sqrt(eval_leverage.q / floor)                          # ||x~_j||_{H_0^{-1}} bounds
         # around theta_e: the first-order term through H_0^{-1} g, the second over the radius rho;
         # around the chord point theta_c = theta_e - H_0^{-1} g, within spread_h of theta*: the
         # change from theta_e to theta_c exactly, the rest over the radius spread_h
@@ -460,8 +509,9 @@ class Certifier:
         kappa = self._phi_curvature(target, target.eta(cert.theta_e), t)
         kappa_c = self._phi_curvature(target, target.eta(theta_c), t_c)
         exact = abs(float(target.changes(cert.theta_e, -cert.step[None])[0]))
-        bound = min(first + 0.5 * float(np.sum(kappa * t**2)),
-                    exact + first_c + 0.5 * float(np.sum(kappa_c * t_c**2)))
+        top = eval_leverage.top / floor                                    # >= lambda_max(X~_t H_0^{-1} X~_t^T)
+        bound = min(first + 0.5 * _curvature_weighted_square(kappa, t**2, cert.rho**2 * top),
+                    exact + first_c + 0.5 * _curvature_weighted_square(kappa_c, t_c**2, cert.spread_h**2 * top))
         if not np.isfinite(bound):
             return np.inf, False, "the target's bound is not finite"
         return bound, True, ""
@@ -499,6 +549,22 @@ class Certifier:
         return np.inf
 
 
+def _curvature_weighted_square(kappa, t2, scale):
+    """A bound of sum_j kappa_j (x~_j^T d)^2 over every d with ||d||_{H_0} <= r, given t2_j >=
+    r^2 ||x~_j||^2_{H_0^{-1}} (each point alone) and scale >= r^2 lambda_max(X~_t H_0^{-1} X~_t^T) (all
+    points together): for any T >= 0 the sum is at most T sum_j (x~_j^T d)^2 + sum_j (kappa_j - T)^+
+    (x~_j^T d)^2 <= T scale + sum_j (kappa_j - T)^+ t2_j. The minimum over T in {0, kappa_j}; T = 0 is
+    the point-by-point bound, which a single direction d cannot reach for many points at once
+    (sum_j t2_j is r^2 tr(X~_t H_0^{-1} X~_t^T), up to the rank of X~_t times the top eigenvalue)."""
+    plain = float(kappa @ t2)
+    if not np.isfinite(scale) or kappa.size == 0:
+        return plain
+    order = np.argsort(-kappa, kind="stable")
+    k, w = kappa[order], t2[order]
+    above_kw, above_w = np.cumsum(k * w) - k * w, np.cumsum(w) - w         # over the larger kappa's
+    return min(plain, float(np.min(k * scale + above_kw - k * above_w)))
+
+
 class _FirstOrderDrift:
     """Bounds of |grad f^T (theta_e - theta*)| = |grad f^T H_0^{-1} g + grad f^T (H_bar^{-1} - H_0^{-1}) g|,
     H_bar the averaged Hessian along [theta_e, theta*], sharper than spread_h ||grad f||_{H_0^{-1}}.
@@ -510,11 +576,13 @@ class _FirstOrderDrift:
         a^T ((I + D)^{-1} - I) b = -a^T D b + (D a)^T (I + D)^{-1} (D b),
         a^T D b = sum_i (c_bar_i - c_i) (x~_i^T v) (x~_i^T w).
 
-    c_bar_i is within a factor e^{+-beta_i rho} of c_i(theta_e), which the pass at theta_e gives;
-    so a^T D b is T_1 = sum_i (c_i(theta_e) - c_i) (x~_i^T v)(x~_i^T w), computed with its signs, up
-    to sum_i c_i(theta_e) (e^{beta_i rho} - 1) |x~_i^T v| |x~_i^T w|, and the last term is at most
+    Along [theta_e, theta*] eta_i moves from its value at theta_e by at most s_i = min(beta_i rho,
+    M |x~_i^T w| + beta_i spread_h) (theta* lies within spread_h of the chord point theta_e - w), so
+    c_bar_i is within a factor e^{+-s_i} of c_i(theta_e), which the pass at theta_e gives; so a^T D b
+    is T_1 = sum_i (c_i(theta_e) - c_i) (x~_i^T v)(x~_i^T w), computed with its signs, up to
+    sum_i c_i(theta_e) (e^{s_i} - 1) |x~_i^T v| |x~_i^T w|, and the last term is at most
     ||D a|| ||D b|| / (1 - low), ||D y|| <= min(high ||y||, (sum_i f_i^2 c_i (x~_i^T H_0^{-1} y)^2)^{1/2})
-    with f_i = e^{alpha_i + beta_i rho} - 1 (||U|| <= 1 for U = [u_i]). Costs one product of X with
+    with f_i = e^{alpha_i + s_i} - 1 (||U|| <= 1 for U = [u_i]). Costs one product of X with
     a few columns per certificate.
     """
 
@@ -557,12 +625,16 @@ class _FirstOrderDrift:
         at_estimate = weights * d2
         at_hat = problem.curvature.copy()
         at_hat[cert.index] = 0.0
-        beta = certifier.M * np.sqrt(certifier.reach / (1.0 - cert.gamma))
         xw = rows[:, 1]
+        certifier.sharpen(cert, xw)
+        beta = certifier.M * np.sqrt(certifier.reach / (1.0 - cert.gamma))
+        # how far eta_i can move from theta_e along [theta_e, theta*]: at most beta_i rho, and, since
+        # theta* lies within spread_h of theta_e - w, at most M |x~_i^T w| + beta_i spread_h
+        along = np.minimum(beta * cert.rho, certifier.M * np.abs(xw) + beta * cert.spread_h)
         signed = (at_estimate - at_hat) * xw
-        spread = at_estimate * np.expm1(beta * cert.rho) * np.abs(xw)
-        # |r_i| <= e^{alpha_i + beta_i rho} - 1, so ||D y||^2 <= sum_i r_i^2 c_i (x~_i^T H_0^{-1} y)^2
-        moved = np.expm1(cert.alpha + beta * cert.rho) ** 2 * at_hat
+        spread = at_estimate * np.expm1(along) * np.abs(xw)
+        # |r_i| <= e^{alpha_i + along_i} - 1, so ||D y||^2 <= sum_i r_i^2 c_i (x~_i^T H_0^{-1} y)^2
+        moved = np.expm1(cert.alpha + along) ** 2 * at_hat
         moved_b = float(np.sqrt(moved @ xw**2))
         return [(float(signed @ xv), float(spread @ np.abs(xv)), float(np.sqrt(moved @ xv**2)), moved_b)
                 for xv in rows[:, 2:].T]
@@ -628,6 +700,9 @@ class MultinomialCertifier(Certifier):
     def __init__(self, problem):
         self.problem = problem
         self.M = self.constant(problem.n_classes)
+
+    def sharpen_all(self, certs):
+        """Not done for softmax regression (the certificates stay as they are)."""
 
     @staticmethod
     def constant(n_classes):
@@ -836,15 +911,40 @@ def unbatch(result):
                      bool(result.certified[0]), str(result.reason[0]), str(result.method[0]))
 
 
-def eval_leverage(problem, target):
-    """x~_j^T H^{-1} x~_j of a target's rows (training rows: the cached leverages)."""
+@dataclass
+class _EvalReach:
+    """q_j = x~_j^T H^{-1} x~_j of a target's rows, and ``top`` >= lambda_max(X~_t H^{-1} X~_t^T)
+    (inf where not computed)."""
+
+    q: np.ndarray
+    top: float = np.inf
+
+
+#: the largest min(m, p) for which the evaluation rows' top eigenvalue is computed (a dense
+#: symmetric eigenvalue problem of that size, once per target)
+_TOP_EIGEN_SIZE = 2048
+
+
+def eval_reach(problem, target):
+    """The :class:`_EvalReach` of a target's rows (training rows: the cached leverages, no top)."""
     if target.X is problem.X:
-        return problem.raw_leverage
+        return _EvalReach(problem.raw_leverage)
     rows = _design.rows(target.X, np.arange(target.X.shape[0]), problem.fit_intercept)
     if problem.route == "dual":
-        return np.einsum("ij,ji->i", rows, problem.base_factor.solve(rows.T))
-    u = problem.base_factor.to_white(rows.T)
-    return np.einsum("ij,ij->j", u, u)
+        solved = problem.base_factor.solve(rows.T)
+        q = np.einsum("ij,ji->i", rows, solved)
+        gram = rows @ solved if len(rows) <= _TOP_EIGEN_SIZE else None          # X~_t H^{-1} X~_t^T
+    else:
+        u = problem.base_factor.to_white(rows.T)                                # (p, m), u^T u = X~_t H^{-1} X~_t^T
+        q = np.einsum("ij,ij->j", u, u)
+        small = min(u.shape)
+        gram = None if small > _TOP_EIGEN_SIZE else (u @ u.T if u.shape[0] == small else u.T @ u)
+    if gram is None:
+        return _EvalReach(q)
+    top = float(np.linalg.eigvalsh(0.5 * (gram + gram.T))[-1])
+    # rounding of the Gram product and of the eigensolver, relative to its trace (>= its norm)
+    margin = 64.0 * len(gram) * np.finfo(float).eps * float(max(q.sum(), 0.0))
+    return _EvalReach(q, top + margin)
 
 
 def relative_ok(value_norm, bound, rtol):
