@@ -467,3 +467,85 @@ def test_a_refit_started_from_an_estimate_reaches_the_same_optimum(monkeypatch):
     assert warm == [True] and list(auto.method) == ["retrain", "retrain"]
     np.testing.assert_allclose(auto.value, truth, rtol=1e-7, atol=1e-9)
     assert np.all(np.linalg.norm(auto.value - truth, axis=1) <= auto.bound + 1e-12)
+
+
+def _leave_out_hessian(problem, index):
+    """H_{-S}(theta^) formed densely."""
+    from rif._design import rows
+
+    R = rows(problem.X, index, problem.fit_intercept)
+    H0 = problem.hessian - R.T @ (problem.curvature[index][:, None] * R)
+    H0[np.diag_indices_from(H0)] -= problem.sample_penalty[index].sum() * problem.penalty_diag
+    return H0
+
+
+@settings(max_examples=15, deadline=None)
+@given(family=st.sampled_from(["binomial", "poisson"]), seed=st.integers(0, 2**16),
+       k=st.sampled_from([3, 30]), n=st.sampled_from([150, 600]))
+def test_sharpened_certificates_still_contain_the_optimum(family, seed, k, n):
+    """Certifier.sharpen: theta* stays within the sharpened spread_h of the chord point and within
+    rho of the estimate (H_0-norm), and within bound of it in the 2-norm; nothing gets looser."""
+    import copy
+
+    from rif._certify import certifier
+    from rif._design import linear_predictor
+
+    X, y = _data(family, n, 12, seed)
+    problem = GLMProblem(X, y, family, penalty=1.0, tol=1e-13)
+    rng = np.random.default_rng(seed)
+    index = np.sort(rng.choice(n, k, replace=False))
+    truth = problem.params_change(index, "retrain")
+    H0 = _leave_out_hessian(problem, index)
+    cert_ = certifier(problem)
+    for method in ("if", "rif", "newton"):
+        c = cert_.certify_set(index, problem.params_change(index, method))
+        if not c.certified:
+            continue
+        sharp = copy.copy(c)
+        cert_.sharpen(sharp, linear_predictor(problem.X, c.step, True))
+        assert sharp.spread_h <= c.spread_h and sharp.rho <= c.rho and sharp.bound <= c.bound
+        theta_star = problem.theta + truth
+        to_chord, to_estimate = c.theta_e - c.step - theta_star, c.theta_e - theta_star
+        slack = 1e-9 * (1 + np.linalg.norm(truth))
+        assert np.sqrt(to_chord @ H0 @ to_chord) <= sharp.spread_h + slack
+        assert np.sqrt(to_estimate @ H0 @ to_estimate) <= sharp.rho + slack
+        assert np.linalg.norm(to_estimate) <= sharp.bound + slack
+        assert np.linalg.norm(to_chord) <= sharp.next_bound + slack
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), m=st.sampled_from([1, 5, 40]), p=st.sampled_from([3, 20]))
+def test_the_curvature_weighted_square_bounds_every_direction(seed, m, p):
+    """_curvature_weighted_square(kappa, r^2 q, r^2 top) >= max over ||d||_{H_0} <= r of
+    sum_j kappa_j (x_j^T d)^2 = r^2 lambda_max(K^{1/2} X H_0^{-1} X^T K^{1/2}), and <= the pointwise
+    bound sum_j kappa_j r^2 q_j."""
+    from rif._certify import _curvature_weighted_square
+
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, p)) * rng.uniform(0.1, 3.0, (m, 1))
+    A = rng.standard_normal((p, p))
+    H0 = A @ A.T + 0.1 * np.eye(p)
+    kappa = rng.uniform(0, 1, m) ** 3
+    Q = X @ np.linalg.solve(H0, X.T)
+    r = rng.uniform(0.1, 2.0)
+    top = np.linalg.eigvalsh(Q)[-1]
+    root = np.sqrt(kappa)
+    exact = r**2 * np.linalg.eigvalsh(root[:, None] * Q * root[None, :])[-1]
+    bound = _curvature_weighted_square(kappa, r**2 * np.diag(Q), r**2 * top)
+    assert exact <= bound * (1 + 1e-10) + 1e-12
+    assert bound <= float(kappa @ (r**2 * np.diag(Q))) * (1 + 1e-12)
+
+
+def test_the_evaluation_rows_top_eigenvalue_is_an_upper_bound():
+    from rif._certify import certifier
+
+    X, y = _data("binomial", 300, 8, 4)
+    for penalty, intercept in ((1.0, True), (1.0, False)):
+        problem = GLMProblem(X, y, "binomial", penalty=penalty, fit_intercept=intercept)
+        X_eval, y_eval = _data("binomial", 50, 8, 5)
+        target = rif._attribution.operations(problem).make_target(problem, "loss", X_eval, y_eval)
+        reach = certifier(problem).eval_leverage(target)
+        rows = np.column_stack([X_eval, np.ones(50)]) if intercept else X_eval
+        Q = rows @ np.linalg.solve(problem.hessian, rows.T)
+        np.testing.assert_allclose(reach.q, np.diag(Q), rtol=1e-10)
+        assert np.linalg.eigvalsh(Q)[-1] <= reach.top <= np.linalg.eigvalsh(Q)[-1] * (1 + 1e-8)
