@@ -417,20 +417,26 @@ class Certifier:
         f_i = e^{alpha_i + s_i} - 1 and s_i = min(beta_i rho, M |x~_i^T w| + beta_i spread_h) (theta* lies
         within spread_h of theta_c); each sample weighs its own move instead of the worst one's. The
         step is repeated once with the new spread_h, and rho <= delta' + spread_h."""
+        if not cert.certified or cert.alpha is None:
+            return
+        kept = self.problem.curvature.copy()
+        kept[cert.index] = 0.0
+        self._sharpen_with(cert, self.M * np.abs(xw), kept * xw**2)
+
+    def _sharpen_with(self, cert, move, form):
+        """:meth:`sharpen` from each kept sample's move M |x~_i^T w| along the chord step and its
+        form c_i (x~_i^T w)^2 (0 for the removed samples); softmax regression gives the span of
+        X~_i w and W_i^T A_i W_i instead."""
         if not cert.certified or cert.alpha is None or cert.drift_at_rho is None:
             return
         low, high = cert.drift_at_rho
         if not low < 1.0:
             return
-        problem = self.problem
-        kept = problem.curvature.copy()
-        kept[cert.index] = 0.0
-        weighted = kept * xw**2
         beta = self.M * np.sqrt(self.reach / (1.0 - cert.gamma))
         spread = cert.spread_h
         for _ in range(2):
-            along = np.minimum(beta * cert.rho, self.M * np.abs(xw) + beta * spread)
-            moved = float(np.sqrt(np.expm1(cert.alpha + along) ** 2 @ weighted))
+            along = np.minimum(beta * cert.rho, move + beta * spread)
+            moved = float(np.sqrt(max(np.expm1(cert.alpha + along) ** 2 @ form, 0.0)))
             spread = min(spread, moved / (1.0 - low))
         if not spread < cert.spread_h:
             return
@@ -642,12 +648,15 @@ class _FirstOrderDrift:
 
 class _SoftmaxFirstOrderDrift(_FirstOrderDrift):
     """:class:`_FirstOrderDrift` for softmax regression: each sample's curvature is the K x K block
-    A_i, the averaged one is within e^{+-M beta_i rho} of A_i(theta_e) (Loewner order) and within
-    e^{+-a_i} of A_i, so with V_i = X~_i v and W_i = X~_i w (K-vectors, v and w in block order),
+    A_i, the averaged one is within e^{+-s_i} of A_i(theta_e) (Loewner order), s_i = min(beta_i rho,
+    M span(W_i) + beta_i spread_h), and within e^{+-(alpha_i + s_i)} of A_i, so with V_i = X~_i v and
+    W_i = X~_i w (K-vectors, v and w in block order),
 
         T_1 = sum_i V_i^T (A_i(theta_e) - A_i) W_i,
-        |a^T D b - T_1| <= sum_i (e^{beta_i rho} - 1) (V_i^T A_i(theta_e) V_i)^{1/2} (W_i^T A_i(theta_e) W_i)^{1/2},
-        ||D y||^2 <= sum_i f_i^2 Y_i^T A_i Y_i.
+        |a^T D b - T_1| <= sum_i (e^{s_i} - 1) (V_i^T A_i(theta_e) V_i)^{1/2} (W_i^T A_i(theta_e) W_i)^{1/2},
+        ||D y||^2 <= sum_i f_i^2 Y_i^T A_i Y_i;
+
+    the spread is sharpened first (:meth:`Certifier.sharpen`, with W_i^T A_i W_i as each form).
     """
 
     def _sample_terms(self):
@@ -662,13 +671,17 @@ class _SoftmaxFirstOrderDrift(_FirstOrderDrift):
             at_estimate = np.einsum("ic,cd->icd", prob, np.eye(problem.n_classes)) - prob[:, :, None] * prob[:, None, :]
             at_estimate *= weights[:, None, None]
             at_hat = problem.curvature * (weights > 0)[:, None, None]
-            beta = certifier.M * np.sqrt(certifier.reach / (1.0 - cert.gamma))
             w_rows = problem.eta_at(problem.from_public(cert.step))                       # X~_i w, (n, K)
+            forms_hat = np.einsum("ic,icd,id->i", w_rows, at_hat, w_rows)
+            move = certifier.M * (w_rows.max(axis=1) - w_rows.min(axis=1))
+            certifier._sharpen_with(cert, move, forms_hat)
+            beta = certifier.M * np.sqrt(certifier.reach / (1.0 - cert.gamma))
+            # the span of eta_i's move from theta_e along [theta_e, theta*] (see _FirstOrderDrift)
+            along = np.minimum(beta * cert.rho, move + beta * cert.spread_h)
             forms_w = np.einsum("ic,icd,id->i", w_rows, at_estimate, w_rows)
-            self._rows = (w_rows, at_estimate - at_hat, at_estimate, np.expm1(beta * cert.rho),
-                          np.expm1(cert.alpha + beta * cert.rho) ** 2, at_hat, np.sqrt(np.clip(forms_w, 0.0, None)))
-            moved_b = np.einsum("ic,icd,id->i", w_rows, at_hat, w_rows) @ self._rows[4]
-            self._moved_b = float(np.sqrt(max(moved_b, 0.0)))
+            self._rows = (w_rows, at_estimate - at_hat, at_estimate, np.expm1(along),
+                          np.expm1(cert.alpha + along) ** 2, at_hat, np.sqrt(np.clip(forms_w, 0.0, None)))
+            self._moved_b = float(np.sqrt(max(forms_hat @ self._rows[4], 0.0)))
         return self._rows
 
     def _terms(self, solved):
@@ -800,9 +813,28 @@ class MultinomialCertifier(Certifier):
         # only C Q_j C counts, C = I - 1 1^T / K
         K = self.problem.n_classes
         center = np.eye(K) - 1.0 / K
-        return center @ blocks @ center
+        return _EvalReach(center @ blocks @ center, self._eval_top(target.rows, center))
 
-    def effect_bound(self, cert, target, blocks):
+    def _eval_top(self, rows, center):
+        """An upper bound of the largest eigenvalue of H^^{-1/2} (C kron X~_t^T X~_t) H^^{-1/2} (block order),
+        the most sum_j ||C X~_j d||^2 reaches over ||d||_{H^} <= 1; inf for training or sparse rows and
+        for sizes above _TOP_EIGEN_SIZE."""
+        problem = self.problem
+        K = problem.n_classes
+        if rows is problem.design or not isinstance(rows, np.ndarray) or K * min(rows.shape) > _TOP_EIGEN_SIZE:
+            return np.inf
+        if rows.shape[0] <= rows.shape[1]:
+            # C kron X~^T X~ = B B^T with B = C kron X~^T: the (Km x Km) matrix B^T H^^{-1} B
+            B = np.kron(center, rows.T)
+            gram = B.T @ problem.inverse @ B
+        else:
+            # the (P x P) matrix L^T (C kron X~^T X~) L, H^^{-1} = L L^T
+            L = np.linalg.cholesky(problem.inverse)
+            gram = L.T @ np.kron(center, rows.T @ rows) @ L
+        top = float(np.linalg.eigvalsh(0.5 * (gram + gram.T))[-1])
+        return top + 64.0 * len(gram) * np.finfo(float).eps * float(max(np.trace(gram), 0.0))
+
+    def effect_bound(self, cert, target, reach):
         """|f(theta*) - f(theta_e)| for a SoftmaxTarget, the dual-weighted residual of
         :meth:`Certifier.effect_bound` with K-dimensional linear predictors: eta_j moves by
         ||delta_j||^2 <= r^2 tr(Q_j) / (1 - gamma) and span(delta_j) <= r (q_j / (1 - gamma))^{1/2}
@@ -816,6 +848,7 @@ class MultinomialCertifier(Certifier):
         if not cert.certified:
             return np.inf, False, cert.reason
         problem, floor = self.problem, 1.0 - cert.gamma
+        blocks, top = reach.q, reach.top / floor
         size = np.einsum("jcc->j", blocks) / floor                     # ||delta_j||^2 per unit r^2
         diag = np.einsum("jcc->jc", blocks)
         span_reach = np.sqrt(np.clip((diag[:, :, None] + diag[:, None, :] - 2.0 * blocks).reshape(len(blocks), -1)
@@ -823,7 +856,7 @@ class MultinomialCertifier(Certifier):
 
         def second_order(theta, radius):
             kappa = self._phi_curvature(target, target.eta(problem.from_public(theta)), radius * span_reach)
-            return 0.5 * float(np.sum(kappa * size)) * radius**2
+            return 0.5 * _curvature_weighted_square(kappa, size * radius**2, top * radius**2)
 
         theta_c = cert.theta_e - cert.step
         grad, grad_c = target.gradient(cert.theta_e), target.gradient(theta_c)

@@ -549,3 +549,29 @@ def test_the_evaluation_rows_top_eigenvalue_is_an_upper_bound():
         Q = rows @ np.linalg.solve(problem.hessian, rows.T)
         np.testing.assert_allclose(reach.q, np.diag(Q), rtol=1e-10)
         assert np.linalg.eigvalsh(Q)[-1] <= reach.top <= np.linalg.eigvalsh(Q)[-1] * (1 + 1e-8)
+
+
+@pytest.mark.parametrize("m", [4, 60])
+def test_the_softmax_evaluation_rows_top_eigenvalue_is_an_upper_bound(m):
+    """MultinomialCertifier._eval_top >= max over ||d||_{H^} <= 1 of sum_j ||C X~_j d||^2 (the centred
+    changes of the evaluation rows' predictors), from the generalised eigenproblem with H^ itself,
+    and attained up to rounding; both of its branches (K m below and above P)."""
+    import scipy.linalg as sla
+
+    from rif._certify import certifier
+
+    X, y = _softmax_data(300, 6, 4, 3)
+    problem = rif.MultinomialProblem(X, y, 4, penalty=1.0)
+    X_eval = np.random.default_rng(m).standard_normal((m, 6))
+    rows = np.column_stack([X_eval, np.ones(m)])
+    K = 4
+    center = np.eye(K) - 1.0 / K
+    top = certifier(problem)._eval_top(rows, center)
+    S = np.kron(center, rows.T @ rows)
+    H_hat = np.linalg.inv(problem.inverse)
+    exact = sla.eigh(0.5 * (S + S.T), 0.5 * (H_hat + H_hat.T), eigvals_only=True)[-1]
+    assert exact <= top <= exact * (1 + 1e-8)
+    d = np.random.default_rng(1).standard_normal(problem.n_params)
+    d /= np.sqrt(d @ H_hat @ d)
+    moved = (center @ d.reshape(K, -1) @ rows.T)                    # (K, m): C X~_j d for each row
+    assert np.sum(moved**2) <= top * (1 + 1e-10)
