@@ -171,7 +171,9 @@ class _Drift:
         self.alpha = alpha[candidates]
         self.beta = certifier.M * np.sqrt(certifier.reach[candidates] / floor)
         self.weight = certifier.leverages[candidates] / floor
-        self.weight[np.isin(candidates, index)] = 0.0          # removed samples are not in F_S
+        removed = np.zeros(n, dtype=bool)
+        removed[index] = True
+        self.weight[removed[candidates]] = 0.0                  # removed samples are not in F_S
 
     def bounds(self, ts, sides=(0, 1)):
         """(low(t), high(t)) for each t in ``ts`` (only the ``sides`` asked for; None for the other)."""
