@@ -207,10 +207,13 @@ class AttributionMixin:
         built once and shared by its certificates, its Newton step and its refit.
 
         An exact refit that follows other methods is first tried as certified chord steps from
-        the last estimate, theta_e - H_0^{-1} g: each round is one pass over the data for all sets
-        left, and stops for a set as soon as ``judge`` accepts the certificate of its new iterate,
-        or, before that pass, ``accept_step(j, candidate, certificate)`` accepts the candidate on
-        the previous pass's bound. Sets these rounds do not settle are refitted to convergence.
+        the last estimate, theta_e - H_0^{-1} g, with Anderson mixing: each round is one pass over
+        the data for all sets left, and stops for a set as soon as ``judge`` accepts the
+        certificate of its new iterate, or ``accept_step(j, candidate, certificate)`` accepts the
+        plain chord step from it on the same pass's bound. Sets these rounds do not settle are
+        refitted to convergence from their last iterate. A set whose last certificate has a chord
+        step skips the Newton step for these rounds (the chord step from a closer point than
+        theta^ lands closer than the Newton step).
         ``accept_step`` is also offered each earlier estimate that ``judge`` turns down: the
         refit's first chord step from it is bounded by the same pass, so it costs nothing more
         than the next method's own pass would. ``prepare(positions, certificates)``, if given, sees
