@@ -213,6 +213,8 @@ class _Drift:
 
 #: samples largest in alpha and in q taken one by one into the curvature drift (the rest in bulk)
 _TOP = 64
+#: radii around the chord point tried, as multiples of delta', for an estimate not yet certified
+_CHORD_GRID = np.geomspace(1e-3, 2.0, 24)
 #: the radius is found on this grid of multiples of delta' (rho >= delta' always)
 _RADIUS_GRID = np.concatenate([[0.0, 0.5, 1.0], 1.0 + np.geomspace(1e-4, 20.0, 24)])
 #: f(a) on the two sides: the curvature ratio e^{+-a} is at least 1 - f_0(a), at most 1 + f_1(a)
@@ -393,6 +395,7 @@ class Certifier:
             out = self._loose(g, lam_s, "outside the self-concordant region (the curvature cannot be bounded "
                                         "below far enough from the estimate)")
             out.solve, out.step, out.theta_e, out.gamma = solve, step, theta_e, 1.0 - one_minus_gamma
+            out.index, out.alpha, out.delta_prime = index, alpha, delta_prime       # for sharpen
             return out
         low, high = drift.bounds(np.array([rho]))
         low, high = float(low[0]), float(high[0])
@@ -419,7 +422,7 @@ class Certifier:
         f_i = e^{alpha_i + s_i} - 1 and s_i = min(beta_i rho, M |x~_i^T w| + beta_i spread_h) (theta* lies
         within spread_h of theta_c); each sample weighs its own move instead of the worst one's. The
         step is repeated once with the new spread_h, and rho <= delta' + spread_h."""
-        if not cert.certified or cert.alpha is None:
+        if cert.step is None or cert.alpha is None:
             return
         kept = self.problem.curvature.copy()
         kept[cert.index] = 0.0
@@ -428,32 +431,68 @@ class Certifier:
     def _sharpen_with(self, cert, move, form):
         """:meth:`sharpen` from each kept sample's move M |x~_i^T w| along the chord step and its
         form c_i (x~_i^T w)^2 (0 for the removed samples); softmax regression gives the span of
-        X~_i w and W_i^T A_i W_i instead."""
-        if not cert.certified or cert.alpha is None or cert.drift_at_rho is None:
+        X~_i w and W_i^T A_i W_i instead.
+
+        For a radius r around theta_c, every point of the hull of theta_e and that ball moves eta_i
+        from theta_e by at most move_i + beta_i r, so the thresholded drift (:class:`_Drift`, with
+        alpha_i + move_i in place of alpha_i) bounds the averaged Hessian H_bar(theta) = I + D(theta) on
+        [theta_e, theta] for every theta in the ball, and T(theta) = theta_e - H_bar(theta)^{-1} g lies
+        within c(r) = min(max(high/(1 + high), low/(1 - low)) delta', ||D b|| / (1 - low)) of theta_c.
+        T's fixed points are the zeros of grad F_S. So when theta* is already known to be in the ball,
+        ||theta* - theta_c|| <= c(r); and when c(r) <= r, T maps the ball into itself and has a fixed
+        point there (Brouwer), which proves theta* in it: this certifies estimates the radius
+        integral could not."""
+        if cert.step is None or cert.alpha is None or not np.isfinite(cert.delta_prime):
             return
-        low, high = cert.drift_at_rho
-        if not low < 1.0:
+        floor = 1.0 - cert.gamma
+        if not floor > 0.0:
             return
-        beta = self.M * np.sqrt(self.reach / (1.0 - cert.gamma))
-        spread = cert.spread_h
-        for _ in range(2):
-            along = np.minimum(beta * cert.rho, move + beta * spread)
+        beta = self.M * np.sqrt(self.reach / floor)
+        hull = _Drift(self, cert.index, cert.alpha + move, floor)
+        delta_prime, known = cert.delta_prime, cert.certified
+        old_low, old_high = cert.drift_at_rho if known else (np.inf, np.inf)
+
+        def contraction(r):
+            low, high = hull.bounds(np.array([r]))
+            low, high = min(float(low[0]), old_low), min(float(high[0]), old_high)
+            if not low < 1.0:
+                return np.inf, low, high
+            along = move + beta * r
+            if known:           # theta* also lies within rho of theta_e
+                along = np.minimum(along, beta * cert.rho)
             moved = float(np.sqrt(max(np.expm1(cert.alpha + along) ** 2 @ form, 0.0)))
-            spread = min(spread, moved / (1.0 - low))
-        if not spread < cert.spread_h:
+            return min(max(high / (1.0 + high), low / (1.0 - low)) * delta_prime, moved / (1.0 - low)), low, high
+
+        if known:
+            radius = cert.spread_h
+        else:
+            radius = next((r for r in delta_prime * _CHORD_GRID if contraction(r)[0] <= r), np.inf)
+            if not np.isfinite(radius):
+                return
+        for _ in range(3):
+            bound = contraction(radius)[0]
+            if not bound < radius:
+                break
+            radius = bound
+        low, high = contraction(radius)[1:]
+        if known and not radius < cert.spread_h:
             return
-        cert.spread_h = spread
-        cert.rho = cert.bound_h = min(cert.rho, cert.delta_prime + spread)
-        lam_min_h0 = (1.0 - cert.gamma) * self.lambda_min
-        cert.next_bound_h = spread
-        cert.next_bound = spread / np.sqrt(lam_min_h0) if lam_min_h0 > 0 else np.inf
-        cert.bound = float(np.linalg.norm(cert.step) + cert.next_bound)
+        lam_min_h0 = floor * self.lambda_min
+        next_bound = radius / np.sqrt(lam_min_h0) if lam_min_h0 > 0 else np.inf
+        bound = float(np.linalg.norm(cert.step) + next_bound)
+        if not np.isfinite(bound):
+            return
+        cert.rho = cert.bound_h = min(cert.rho if known else np.inf, delta_prime + radius)
+        cert.bound = min(bound, cert.bound) if known else bound
+        cert.spread_h, cert.next_bound_h, cert.next_bound = radius, radius, next_bound
+        cert.drift_at_rho = (low, high)
+        cert.certified, cert.reason = True, ""
 
     def sharpen_all(self, certs):
         """:meth:`sharpen` for a batch of certificates: x~_i^T w for all of them as one product of X
         per group of sets."""
         problem = self.problem
-        work = [c for c in certs if c.certified and c.step is not None and c.alpha is not None]
+        work = [c for c in certs if c.step is not None and c.alpha is not None]
         group = int(min(64, max(1, BLOCK_VALUES // problem.n_samples)))
         for start in range(0, len(work), group):
             chunk = work[start:start + group]
@@ -478,7 +517,7 @@ class Certifier:
 
         problem = self.problem
         work = [(c, t) for c, t in zip(certs, targets)
-                if c.certified and c.alpha is not None and isinstance(t, EtaTarget)]
+                if c.step is not None and c.alpha is not None and isinstance(t, EtaTarget)]
         group = int(min(16, max(1, BLOCK_VALUES // (4 * problem.n_samples))))
         for start in range(0, len(work), group):
             chunk = work[start:start + group]
@@ -490,6 +529,7 @@ class Certifier:
             rows = _design.linear_predictor(problem.X, np.column_stack(columns), problem.fit_intercept)
             for k, (c, _) in enumerate(chunk):
                 c.effect_rows = rows[:, 4 * k:4 * k + 4]
+                self.sharpen(c, c.effect_rows[:, 1])         # may certify an estimate the pass alone did not
 
     def eval_leverage(self, target):
         """The :class:`_EvalReach` of an EtaTarget's rows (None for other targets)."""
@@ -503,6 +543,8 @@ class Certifier:
 
         if not isinstance(target, EtaTarget):
             return np.inf, False, "callable targets are not certified"
+        if cert.effect_rows is None:
+            self.prepare_effects([cert], [target])          # the products with X, and the sharpened spread
         if not cert.certified:
             return self._loose_effect(cert, target), False, cert.reason
         floor = 1.0 - cert.gamma
@@ -634,7 +676,6 @@ class _FirstOrderDrift:
         at_hat = problem.curvature.copy()
         at_hat[cert.index] = 0.0
         xw = rows[:, 1]
-        certifier.sharpen(cert, xw)
         beta = certifier.M * np.sqrt(certifier.reach / (1.0 - cert.gamma))
         # how far eta_i can move from theta_e along [theta_e, theta*]: at most beta_i rho, and, since
         # theta* lies within spread_h of theta_e - w, at most M |x~_i^T w| + beta_i spread_h
@@ -723,7 +764,7 @@ class MultinomialCertifier(Certifier):
 
         problem = self.problem
         K, p1 = problem.n_classes, problem.p1
-        work = [c for c in certs if c.certified and c.step is not None and c.alpha is not None]
+        work = [c for c in certs if c.step is not None and c.alpha is not None]
         group = int(min(16, max(1, BLOCK_VALUES // (K * problem.n_samples))))
         for start in range(0, len(work), group):
             chunk = work[start:start + group]
@@ -864,6 +905,8 @@ class MultinomialCertifier(Certifier):
 
         if not isinstance(target, SoftmaxTarget):
             return np.inf, False, "callable targets are not certified"
+        if not cert.certified:
+            self.sharpen_all([cert])                        # may certify it
         if not cert.certified:
             return np.inf, False, cert.reason
         problem, floor = self.problem, 1.0 - cert.gamma
