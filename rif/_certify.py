@@ -452,29 +452,37 @@ class Certifier:
         delta_prime, known = cert.delta_prime, cert.certified
         old_low, old_high = cert.drift_at_rho if known else (np.inf, np.inf)
 
-        def contraction(r):
-            low, high = hull.bounds(np.array([r]))
-            low, high = min(float(low[0]), old_low), min(float(high[0]), old_high)
-            if not low < 1.0:
-                return np.inf, low, high
-            along = move + beta * r
-            if known:           # theta* also lies within rho of theta_e
-                along = np.minimum(along, beta * cert.rho)
-            moved = float(np.sqrt(max(np.expm1(cert.alpha + along) ** 2 @ form, 0.0)))
-            return min(max(high / (1.0 + high), low / (1.0 - low)) * delta_prime, moved / (1.0 - low)), low, high
+        def contraction(radii, drift=None):
+            """(c(r), low(r), high(r)) for each radius r, as arrays (``drift``: low and high if known)."""
+            low, high = hull.bounds(radii) if drift is None else drift
+            low, high = np.minimum(low, old_low), np.minimum(high, old_high)
+            out = np.full(len(radii), np.inf)
+            for k in np.flatnonzero(low < 1.0):
+                along = move + beta * radii[k]
+                if known:           # theta* also lies within rho of theta_e
+                    along = np.minimum(along, beta * cert.rho)
+                moved = float(np.sqrt(max(np.expm1(cert.alpha + along) ** 2 @ form, 0.0)))
+                drift_k = max(high[k] / (1.0 + high[k]), low[k] / (1.0 - low[k]))
+                out[k] = min(drift_k * delta_prime, moved / (1.0 - low[k]))
+                if not known and out[k] <= radii[k]:
+                    break           # the grid search needs only the first radius that fits
+            return out, low, high
 
         if known:
             radius = cert.spread_h
         else:
-            radius = next((r for r in delta_prime * _CHORD_GRID if contraction(r)[0] <= r), np.inf)
-            if not np.isfinite(radius):
+            # the smallest radius of the grid that T provably maps into itself
+            radii = delta_prime * _CHORD_GRID
+            fits = np.flatnonzero(contraction(radii)[0] <= radii)
+            if not fits.size:
                 return
-        for _ in range(3):
-            bound = contraction(radius)[0]
+            radius = float(radii[fits[0]])
+        for _ in range(2):
+            # (low, high) at a radius bound the drift for any smaller one too
+            bound, low, high = (float(v[0]) for v in contraction(np.array([radius])))
             if not bound < radius:
                 break
             radius = bound
-        low, high = contraction(radius)[1:]
         if known and not radius < cert.spread_h:
             return
         lam_min_h0 = floor * self.lambda_min
