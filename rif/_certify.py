@@ -1,4 +1,5 @@
-"""Certified error bounds for a leave-k-out estimate, from one pass over the data at the estimate.
+"""Certified error bounds for a leave-k-out estimate, from one pass over the data at the estimate
+(and one product with its chord step, which sharpens them).
 
 Let F be the objective without the set S, theta* its minimiser, theta_e = theta^ + dtheta_est
 an estimate, g = grad F(theta_e), and H_0 = H_{-S}(theta^) the leave-S-out Hessian at theta^,
@@ -46,7 +47,14 @@ expansion around the chord point theta_c = theta_e - H_0^{-1} g, which lies with
 theta*, gives |f(theta_c) - f(theta_e)| (computed exactly) + spread_h ||grad f(theta_c)||_{H_0^{-1}}
 + (1/2) sum_j kappa_j (spread_h ||x~_j||_{H_0^{-1}})^2; the smaller of the two is returned (for
 squared loss, spread_h = 0 and the second is the exact error).
-When the integral never reaches delta', only strong convexity is left:
+
+**Sharpening** (:meth:`Certifier.sharpen`, from one more product X~ w with the chord step w =
+H_0^{-1} g): each sample's own move along w replaces the worst case, spread_h is bounded through
+||D b|| and the drift over the hull of theta_e and a ball around the chord point, and a Brouwer
+fixed-point test on that ball certifies some estimates the radius integral could not. The
+effects' second-order term is bounded through the top eigenvalue of X~_t H^{-1} X~_t^T as well
+as point by point (:func:`_curvature_weighted_square`).
+When the integral never reaches delta' and sharpening does not help, only strong convexity is left:
 ||theta_e - theta*||_2 <= ||g||_2 / lambda without an unpenalised intercept (not certified),
 and nothing (inf) with one.
 """
