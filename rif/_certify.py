@@ -285,7 +285,7 @@ class Certifier:
         share = delta / problem.penalty_total(problem.sample_weight) if delta > 0 else 0.0
         try:
             if problem.route == "dual":
-                return _SetFactor(leave_out_hessian(problem, index).solve, 1.0 - self._dual_gamma(index, share))
+                return self._checked(leave_out_hessian(problem, index).solve, 1.0 - self._dual_gamma(index, share))
             if len(index) >= problem.n_params:
                 # H_0 formed directly: the pencil (H_0, H) has the fractions of curvature kept
                 hessian, chol, _ = direct_leave_out(problem, index)
@@ -310,7 +310,8 @@ class Certifier:
     @staticmethod
     def _checked(solve, floor):
         if not floor > 1e-12:
-            return _SetFactor(solve, 0.0, "the leave-out Hessian is (numerically) singular")
+            return _SetFactor(solve, 0.0, "no positive floor of the leave-out Hessian's curvature relative to H "
+                                          "could be proved (it is (nearly) singular, or the set removes too much)")
         return _SetFactor(solve, float(floor))
 
     def _dual_gamma(self, index, share):

@@ -579,3 +579,20 @@ def test_the_softmax_evaluation_rows_top_eigenvalue_is_an_upper_bound(m):
     d /= np.sqrt(d @ H_hat @ d)
     moved = (center @ d.reshape(K, -1) @ rows.T)                    # (K, m): C X~_j d for each row
     assert np.sum(moved**2) <= top * (1 + 1e-10)
+
+
+def test_a_floor_that_cannot_be_proved_gives_a_valid_loose_bound_on_the_dual_route():
+    """Under the per-sample convention on the dual route, removing a fifth of the samples also removes
+    a fifth of the penalty, and the additive floor 1 - gamma - delta_S / lambda can fall below zero. The
+    certificate is then not certified, with the strong-convexity bound (no NaN, no RuntimeWarning, which
+    this suite turns into errors), and the bound still holds."""
+    X, y = _data("binomial", 60, 150, 4)
+    problem = GLMProblem(X, y, "binomial", penalty=1e-3, penalty_scaling="per_sample", fit_intercept=False,
+                         tol=1e-13)
+    assert problem.route == "dual"
+    index = np.arange(10, 22)
+    truth = problem.params_change(index, "retrain")
+    for method in ("rif", "newton"):
+        cert = problem.params_change(index, method, certify=True)
+        assert np.isfinite(cert.bound) and cert.bound >= np.linalg.norm(cert.value - truth)
+        assert cert.certified or "floor" in cert.reason or "self-concordant" in cert.reason
