@@ -596,3 +596,21 @@ def test_a_floor_that_cannot_be_proved_gives_a_valid_loose_bound_on_the_dual_rou
         cert = problem.params_change(index, method, certify=True)
         assert np.isfinite(cert.bound) and cert.bound >= np.linalg.norm(cert.value - truth)
         assert cert.certified or "floor" in cert.reason or "self-concordant" in cert.reason
+
+
+@settings(max_examples=15, deadline=None)
+@given(family=st.sampled_from(["binomial", "poisson", "gaussian"]), n=st.sampled_from([40, 80]),
+       wide=st.sampled_from([2.0, 4.0]), scaling=st.sampled_from(["fixed", "per_sample"]),
+       fraction=st.sampled_from([0.05, 0.2]), clustered=st.booleans(), seed=st.integers(0, 2**16))
+def test_bounds_on_the_dual_route_are_never_below_the_error(family, n, wide, scaling, fraction, clustered, seed):
+    """p > n (the kernel route), both penalty conventions, sets up to a fifth of the data."""
+    d = int(wide * n)
+    X, y = _data(family, n, d, seed)
+    penalty = 1.0 if scaling == "fixed" else 1e-2
+    problem = GLMProblem(X, y, family, penalty=penalty, penalty_scaling=scaling, fit_intercept=False, tol=1e-13)
+    assert problem.route == "dual"
+    rng = np.random.default_rng(seed)
+    index = _sets(X, rng, max(1, int(fraction * n)), clustered)
+    X_eval, y_eval = _data(family, 10, d, seed + 1)
+    targets = ["loss", "decision"] + (["proba"] if family == "binomial" else [])
+    _check_bounds(problem, index, problem.params_change(index, "retrain"), targets, X_eval, y_eval, 1e-9)
