@@ -19,6 +19,7 @@ import numpy as np
 from . import _estimators as est_
 from ._frames import labelled_output
 from ._targets import eta_target, make_target
+from ._config import BLOCK_VALUES
 from ._validation import check_bool
 
 
@@ -50,6 +51,14 @@ GLM_OPERATIONS = SimpleNamespace(
 _CERTIFIED_ROUNDS = 4
 #: auto sharpens a chord point's bound when that many times tighter would prove rtol
 _SHARPEN_REACH = 3.0
+
+
+def _escalation_chunk(problem):
+    """How many sets :meth:`AttributionMixin._escalating` takes at a time: up to 64 (the certificate
+    pass's own group), fewer when each set's factorisation (up to 2 p^2 values) and per-sample arrays
+    (about 4 n values) would exceed 16 BLOCK_VALUES together."""
+    per_set = 4 * problem.n_samples + 2 * problem.n_params ** 2
+    return int(min(64, max(4, 16 * BLOCK_VALUES // per_set)))
 
 
 def _judge_batch(problem, positions, method, estimates, certificates, last, judge, accept_step, worth_sharpening):
@@ -220,8 +229,19 @@ class AttributionMixin:
         each batch of certificates before ``judge`` does (to batch work over the sets).
         ``worth_sharpening(j, estimate, certificate)``, if given, picks among the certificates
         ``judge`` turns down those to tighten with one more product of X (see
-        :meth:`rif._certify.Certifier.sharpen`), which are then judged again."""
-        records, pending = [None] * len(sets), list(range(len(sets)))
+        :meth:`rif._certify.Certifier.sharpen`), which are then judged again.
+
+        Sets go through in chunks (:func:`_escalation_chunk`), so that the per-set work arrays
+        (factorisations, each sample's move, the effects' products) of only one chunk are alive."""
+        records = [None] * len(sets)
+        size = _escalation_chunk(problem)
+        for start in range(0, len(sets), size):
+            self._escalate(problem, sets, list(range(start, min(start + size, len(sets)))), records, methods,
+                           judge, accept_step, prepare, worth_sharpening)
+        return records
+
+    def _escalate(self, problem, sets, pending, records, methods, judge, accept_step, prepare, worth_sharpening):
+        """:meth:`_escalating` for the sets at positions ``pending``, filling ``records``."""
         factors, last_seen, deferred = [None] * len(sets), {}, []
         for position, method in enumerate(methods):
             if not pending and not deferred:
@@ -256,7 +276,6 @@ class AttributionMixin:
                     left.append(j)
                     last_seen[j] = (estimate, certificate)
             pending = left
-        return records
 
     def _stage_estimates(self, problem, sets, pending, method, factors, last_seen=None):
         """Estimates for the pending sets; the Newton step from each set's factorisation (built here
@@ -361,8 +380,8 @@ class AttributionMixin:
         from ._certify import certifier
 
         sharpen = None if method == "retrain" else (lambda positions, certs: certifier(problem).sharpen_all(certs))
-        records = self._escalating(problem, sets, (method,), lambda j, m, estimate, cert, last: (estimate, cert, m),
-                                   prepare=sharpen)
+        records = self._escalating(problem, sets, (method,),
+                                   lambda j, m, estimate, cert, last: (estimate, cert.summary(), m), prepare=sharpen)
         return _certified_result(records)
 
     def _auto_params(self, problem, sets, rtol):
@@ -371,7 +390,7 @@ class AttributionMixin:
 
         def judge(j, method, estimate, cert, last):
             if last or (cert.certified and relative_ok(np.linalg.norm(estimate), cert.bound, rtol)):
-                return estimate, cert, method
+                return estimate, cert.summary(), method
             return None
 
         def accept_step(j, candidate, cert):

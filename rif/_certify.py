@@ -135,6 +135,10 @@ class _SetCertificate:
     gradient: np.ndarray = None      # grad F_S(theta_e) and F_S(theta_e) from the pass (None: not known)
     value: float = None
 
+    def summary(self):
+        """The bound alone (bound, bound_h, certified, reason), without the per-set work arrays."""
+        return _SetCertificate(self.bound, self.bound_h, self.certified, self.reason)
+
 
 @dataclass
 class _SetFactor:

@@ -614,3 +614,25 @@ def test_bounds_on_the_dual_route_are_never_below_the_error(family, n, wide, sca
     X_eval, y_eval = _data(family, 10, d, seed + 1)
     targets = ["loss", "decision"] + (["proba"] if family == "binomial" else [])
     _check_bounds(problem, index, problem.params_change(index, "retrain"), targets, X_eval, y_eval, 1e-9)
+
+
+def test_sets_certified_in_chunks_get_the_bounds_they_get_together(monkeypatch):
+    """_escalating takes the sets a chunk at a time (to bound the per-set work arrays alive at once);
+    the values, bounds and methods do not depend on the chunk size."""
+    import rif._attribution as attribution
+
+    X, y = _data("binomial", 400, 8, 3)
+    problem = GLMProblem(X, y, "binomial", penalty=1.0, tol=1e-13)
+    rng = np.random.default_rng(4)
+    sets = [np.sort(rng.choice(400, k, replace=False)) for k in (2, 8, 20, 40) * 3]
+    X_eval, y_eval = _data("binomial", 15, 8, 4)
+    runs = []
+    for size in (64, 5):
+        monkeypatch.setattr(attribution, "_escalation_chunk", lambda problem, size=size: size)
+        runs.append((problem.params_change(sets, "rif", certify=True),
+                     problem.params_change(sets, "auto", certify=True, rtol=1e-3),
+                     problem.effect(sets, "loss", X_eval, y_eval, method="auto", certify=True)))
+    for together, chunked in zip(*runs):
+        np.testing.assert_allclose(chunked.value, together.value, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(chunked.bound, together.bound, rtol=1e-9)
+        assert list(chunked.method) == list(together.method)
