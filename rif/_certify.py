@@ -188,22 +188,15 @@ class _Drift:
         self.weight[removed[candidates]] = 0.0                  # removed samples are not in F_S
 
     def bounds(self, ts, sides=(0, 1)):
-        """(low(t), high(t)) for each t in ``ts`` (only the ``sides`` asked for; None for the other)."""
-        a = self.alpha[:, None] + self.beta[:, None] * ts[None, :]             # (c, g)
-        rest = self.alpha_rest + self.beta_rest * ts                           # (g,)
-        order = np.argsort(-a, axis=0)
-        a_sorted = np.take_along_axis(a, order, axis=0)
-        weight = self.weight[order]
-        within = a_sorted >= rest[None, :]                                     # T = a_(k) is admissible
+        """(low(t), high(t)) for each t in ``ts`` (only the ``sides`` asked for; None for the other),
+        by :func:`rif._kernels.drift_bounds`."""
+        from ._kernels import drift_bounds
+
+        ts = np.ascontiguousarray(ts, dtype=float)
         out = [None, None]
         for side in sides:
-            f = _DRIFT_SIDES[side]
-            fa = f(a_sorted)
-            moved = fa * weight
-            above = np.cumsum(moved, axis=0) - moved                           # the larger a's only
-            at_candidates = np.where(within, fa + above, np.inf).min(axis=0)
-            at_rest = f(rest) + np.where(a_sorted > rest[None, :], moved, 0.0).sum(axis=0)
-            out[side] = np.minimum(at_candidates, at_rest)
+            out[side] = np.empty(ts.size)
+            drift_bounds(self.alpha, self.beta, self.weight, self.alpha_rest, self.beta_rest, ts, side, out[side])
         return out[0], out[1]
 
     def radius(self, delta_prime):
@@ -229,8 +222,6 @@ _TOP = 64
 _CHORD_GRID = np.geomspace(1e-3, 2.0, 24)
 #: the radius is found on this grid of multiples of delta' (rho >= delta' always)
 _RADIUS_GRID = np.concatenate([[0.0, 0.5, 1.0], 1.0 + np.geomspace(1e-4, 20.0, 24)])
-#: f(a) on the two sides: the curvature ratio e^{+-a} is at least 1 - f_0(a), at most 1 + f_1(a)
-_DRIFT_SIDES = (lambda a: -np.expm1(-a), np.expm1)
 
 
 class Certifier:

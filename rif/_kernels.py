@@ -170,3 +170,38 @@ def csr_gram(indptr, indices, data, c, out):
             va = ci * data[a]
             for b in range(indptr[i], indptr[i + 1]):
                 out[ja, indices[b]] += va * data[b]
+
+
+@njit(**JIT_OPTIONS)
+def drift_bounds(alpha, beta, weight, alpha_rest, beta_rest, ts, side, out):
+    """The thresholded curvature drift of :class:`rif._certify._Drift` at each radius t in ``ts``,
+    written into ``out``: with a_i = alpha_i + beta_i t over the candidate samples and the others'
+    moves bounded by rest = alpha_rest + beta_rest t,
+
+        out(t) = min( min_{a_k >= rest} [f(a_k) + sum_{a_i above a_k} f(a_i) w_i],
+                      f(rest) + sum_{a_i > rest} f(a_i) w_i ),
+
+    f(a) = 1 - e^{-a} (``side`` 0, the lower side) or e^a - 1 (``side`` 1). Samples of weight 0 (the
+    removed ones) add nothing, however far they move. Tied a's give the same minimum in any order.
+    """
+    c = alpha.size
+    a = np.empty(c)
+    for g in range(ts.size):
+        t = ts[g]
+        for i in range(c):
+            a[i] = alpha[i] + beta[i] * t
+        rest = alpha_rest + beta_rest * t
+        order = np.argsort(-a)
+        best = np.inf
+        above = 0.0
+        at_rest = -np.expm1(-rest) if side == 0 else np.expm1(rest)
+        for k in range(c):
+            i = order[k]
+            f = -np.expm1(-a[i]) if side == 0 else np.expm1(a[i])
+            moved = f * weight[i] if weight[i] > 0.0 else 0.0
+            if a[i] >= rest and f + above < best:
+                best = f + above
+            if a[i] > rest:
+                at_rest += moved
+            above += moved
+        out[g] = min(best, at_rest)

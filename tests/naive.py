@@ -73,3 +73,24 @@ def leverages(problem):
     _, _, d2 = TWINS[problem.family.name](xt @ problem.theta, problem.y)
     _, hess = dense_gradient_hessian(problem, problem.theta, problem.sample_weight)
     return problem.sample_weight * d2 * np.einsum("ij,ji->i", xt, np.linalg.solve(hess, xt.T))
+
+
+def drift_bounds(alpha, beta, weight, alpha_rest, beta_rest, ts, side):
+    """The thresholded curvature drift (rif._kernels.drift_bounds), with sorts and cumulative sums:
+    for each t, the minimum over thresholds T = a_(k) >= rest of f(T) + the weighted f of the larger
+    a's, and T = rest itself."""
+    f = (lambda a: -np.expm1(-a)) if side == 0 else np.expm1
+    a = alpha[:, None] + beta[:, None] * ts[None, :]
+    rest = alpha_rest + beta_rest * ts
+    order = np.argsort(-a, axis=0, kind="stable")
+    a_sorted = np.take_along_axis(a, order, axis=0)
+    w = weight[order]
+    with np.errstate(over="ignore"):       # e^a - 1 = inf far out, as in the kernel
+        fa = f(a_sorted)
+    moved = np.where(w > 0, fa * np.where(w > 0, w, 1.0), 0.0)
+    above = np.concatenate([np.zeros((1, moved.shape[1])), np.cumsum(moved, axis=0)[:-1]])   # the larger a's
+    at_candidates = np.where(a_sorted >= rest[None, :], fa + above, np.inf).min(axis=0)
+    with np.errstate(over="ignore"):
+        f_rest = f(rest)
+    at_rest = f_rest + np.where(a_sorted > rest[None, :], moved, 0.0).sum(axis=0)
+    return np.minimum(at_candidates, at_rest)

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rif import _kernels
 from naive import TWINS
@@ -36,3 +38,26 @@ def test_binomial_extreme_eta_is_finite_and_exact():
     np.testing.assert_allclose(out[0], [800.0, 800.0])
     np.testing.assert_allclose(out[1], [-1.0, 1.0])
     assert np.all(out[2] >= 0) and np.all(np.isfinite(out[2]))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), c=st.sampled_from([1, 5, 128]), side=st.sampled_from([0, 1]),
+       ties=st.booleans())
+def test_drift_bounds_match_the_sorted_numpy_twin(seed, c, side, ties):
+    """drift_bounds (one sort per radius, a running sum) against the NumPy version with sorts and
+    cumulative sums, including tied moves, removed samples (weight 0) and moves large enough for
+    e^a to overflow."""
+    from naive import drift_bounds
+
+    rng = np.random.default_rng(seed)
+    alpha = rng.exponential(0.3, c)
+    if ties:
+        alpha = np.round(alpha, 1)
+    beta = rng.exponential(1.0, c) * (rng.random(c) < 0.8)
+    weight = rng.exponential(0.01, c) * (rng.random(c) < 0.9)
+    alpha_rest, beta_rest = float(alpha.min()) * 0.5, 0.2
+    ts = np.concatenate([[0.0], np.geomspace(1e-4, 1e3, 30)])
+    out = np.empty(ts.size)
+    _kernels.drift_bounds(alpha, beta, weight, alpha_rest, beta_rest, ts, side, out)
+    want = drift_bounds(alpha, beta, weight, alpha_rest, beta_rest, ts, side)
+    np.testing.assert_allclose(out, want, rtol=1e-12)
