@@ -110,6 +110,21 @@ class Certified:
     reason: object
     method: object = field(default=None)
 
+    def __repr__(self):
+        """One line: the value's shape (its number for a scalar) and the bounds (their range over a
+        batch), what was certified and by which estimator."""
+        value = np.asarray(self.value)
+        shown = f"{float(value):.6g}" if value.ndim == 0 else f"<array of shape {value.shape}>"
+        bound = np.asarray(self.bound, dtype=float)
+        if bound.ndim == 0:
+            rest = (f"bound={float(bound):.3g}, bound_h={float(self.bound_h):.3g}, certified={bool(self.certified)}, "
+                    f"method={self.method!r}" + (f", reason={self.reason!r}" if self.reason else ""))
+        else:
+            methods = dict(zip(*np.unique(np.asarray(self.method, dtype=str), return_counts=True)))
+            rest = (f"bound in [{bound.min():.3g}, {bound.max():.3g}], certified {int(np.sum(self.certified))} of "
+                    f"{bound.size}, methods {', '.join(f'{m}: {k}' for m, k in methods.items())}")
+        return f"Certified(value={shown}, {rest})"
+
 
 @dataclass
 class _SetCertificate:

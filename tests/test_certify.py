@@ -636,3 +636,12 @@ def test_sets_certified_in_chunks_get_the_bounds_they_get_together(monkeypatch):
         np.testing.assert_allclose(chunked.value, together.value, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(chunked.bound, together.bound, rtol=1e-9)
         assert list(chunked.method) == list(together.method)
+
+
+def test_a_certified_result_prints_in_one_line():
+    X, y = _data("binomial", 300, 5, 2)
+    problem = GLMProblem(X, y, "binomial", penalty=1.0)
+    one = repr(problem.params_change([1, 2, 3], "rif", certify=True))
+    batch = repr(problem.params_change([[1, 2, 3], [4, 5]], "auto", certify=True))
+    assert "\n" not in one and "shape (6,)" in one and "certified=True" in one and "method='rif'" in one
+    assert "\n" not in batch and "shape (2, 6)" in batch and "certified 2 of 2" in batch
