@@ -440,7 +440,9 @@ class Certifier:
         ||theta_c - theta*||_{H_0} <= ||D b|| / (1 - low) with ||D b||^2 <= sum_i f_i^2 c_i (x~_i^T w)^2,
         f_i = e^{alpha_i + s_i} - 1 and s_i = min(beta_i rho, M |x~_i^T w| + beta_i spread_h) (theta* lies
         within spread_h of theta_c); each sample weighs its own move instead of the worst one's. The
-        step is repeated once with the new spread_h, and rho <= delta' + spread_h."""
+        drift is taken over the hull of theta_e and that ball and the bound iterated, and an estimate
+        not yet certified may be certified by a fixed-point test (see :meth:`_sharpen_with`); then
+        rho <= delta' + spread_h."""
         if cert.step is None or cert.alpha is None:
             return
         kept = self.problem.curvature.copy()
@@ -471,9 +473,9 @@ class Certifier:
         delta_prime, known = cert.delta_prime, cert.certified
         old_low, old_high = cert.drift_at_rho if known else (np.inf, np.inf)
 
-        def contraction(radii, drift=None):
-            """(c(r), low(r), high(r)) for each radius r, as arrays (``drift``: low and high if known)."""
-            low, high = hull.bounds(radii) if drift is None else drift
+        def contraction(radii):
+            """(c(r), low(r), high(r)) for each radius r, as arrays."""
+            low, high = hull.bounds(radii)
             low, high = np.minimum(low, old_low), np.minimum(high, old_high)
             out = np.full(len(radii), np.inf)
             for k in np.flatnonzero(low < 1.0):
