@@ -284,8 +284,8 @@ class AttributionMixin:
         from ._certify import certifier
         from ._estimators import removed_gradient
 
-        if method == "retrain" and last_seen:
-            warm = self._warm_refits(problem, sets, pending, factors, last_seen)
+        if method == "retrain":
+            warm = self._warm_refits(problem, sets, pending, factors, last_seen or {})
             if warm is not None:
                 return warm
 
@@ -300,8 +300,11 @@ class AttributionMixin:
     def _warm_refits(self, problem, sets, pending, factors, last_seen):
         """Refits to convergence (scalar GLMs, in-memory X) that start from each set's last
         estimate theta_e, whose pass (grad F_S and F_S at theta_e) and factorisation of
-        H_{-S}(theta^) the certificate already made, rather than from theta^; None where no set has
-        such a start (the refits then start from theta^ as usual)."""
+        H_{-S}(theta^) the certificate already made, rather than from theta^. A set with no
+        estimate yet starts at theta^ with the factorisation its certificate will use (built
+        here), so that it is built once. None where neither applies (the refits then start from
+        theta^ as usual)."""
+        from ._certify import certifier
         from ._design import is_dask
         from ._estimators import _warn_unconverged
         from ._solvers import chord_refits
@@ -311,9 +314,16 @@ class AttributionMixin:
         starts = []
         for j in pending:
             cert = last_seen[j][1] if last_seen.get(j) is not None else None
-            usable = (cert is not None and cert.step is not None and cert.theta_e is not None
-                      and cert.value is not None and factors[j] is not None and factors[j].solve is not None)
-            starts.append((cert.theta_e, cert.value, cert.gradient, factors[j].solve) if usable else None)
+            if cert is None and factors[j] is None:
+                factors[j] = certifier(problem).factor(sets[j])
+            if factors[j] is None or factors[j].solve is None or factors[j].reason:
+                starts.append(None)         # the refit builds (and judges) its own factorisation
+            elif cert is None:
+                starts.append((None, None, None, factors[j].solve))
+            elif cert.step is not None and cert.theta_e is not None and cert.value is not None:
+                starts.append((cert.theta_e, cert.value, cert.gradient, factors[j].solve))
+            else:
+                starts.append(None)
         if all(start is None for start in starts):
             return None
         results = list(chord_refits(problem, [sets[j] for j in pending], tol=self.tol, max_iter=self.max_iter,

@@ -259,11 +259,12 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter, start=None):
     sample weights without the set. Hessian refreshes and the Newton fallback evaluate
     directly. ``start`` = (theta, L_w(theta), grad L_w(theta), solve) starts the chord
     iterations at theta, with solve = H_{-S}(theta^)^{-1} (e.g. from an estimate whose pass
-    and factorisation a certificate already made), instead of at theta^."""
+    and factorisation a certificate already made), instead of at theta^; (None, None, None,
+    solve) starts at theta^ with that factorisation."""
     from ._design import rows
     from ._estimators import leave_out_hessian
 
-    if start is not None:
+    if start is not None and start[0] is not None:
         theta, value, grad, solve = start
     elif hasattr(problem, "leave_out_start"):         # a problem that states its own start (multinomial)
         theta, value, grad = problem.leave_out_start(index, weights)
@@ -277,7 +278,9 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter, start=None):
                  + problem.sample_penalty[index].sum() * problem.penalty_diag * theta)
         penalty_norm = problem.penalty_diag @ theta**2
         value = (weights @ problem.loss + 0.5 * problem.penalty_total(weights) * penalty_norm)
-        if len(index) < problem.n_params or problem.route == "dual":
+        if start is not None:                       # (None, None, None, solve): theta^ with a given factor
+            solve = start[3]
+        elif len(index) < problem.n_params or problem.route == "dual":
             solve = leave_out_hessian(problem, index).solve       # Woodbury on the factorised H
         else:
             solve = _direct_leave_out_solver(problem, index)

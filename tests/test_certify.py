@@ -645,3 +645,21 @@ def test_a_certified_result_prints_in_one_line():
     batch = repr(problem.params_change([[1, 2, 3], [4, 5]], "auto", certify=True))
     assert "\n" not in one and "shape (6,)" in one and "certified=True" in one and "method='rif'" in one
     assert "\n" not in batch and "shape (2, 6)" in batch and "certified 2 of 2" in batch
+
+
+def test_a_certified_refit_factorises_each_set_once(monkeypatch):
+    """params_change(..., "retrain", certify=True) refits with the leave-out factorisation its
+    certificate then uses (one per set), and returns the plain refits' values."""
+    from rif._certify import Certifier
+
+    X, y = _data("binomial", 500, 10, 6)
+    problem = GLMProblem(X, y, "binomial", penalty=1.0, tol=1e-12)
+    rng = np.random.default_rng(6)
+    sets = [np.sort(rng.choice(500, k, replace=False)) for k in (3, 30, 60)]
+    calls = []
+    original = Certifier.factor
+    monkeypatch.setattr(Certifier, "factor", lambda self, index: calls.append(len(index)) or original(self, index))
+    cert = problem.params_change(sets, "retrain", certify=True)
+    assert sorted(calls) == [3, 30, 60]
+    np.testing.assert_allclose(cert.value, problem.params_change(sets, "retrain"), rtol=1e-9, atol=1e-12)
+    assert np.all(cert.certified) and np.all(cert.bound < 1e-8)
