@@ -698,24 +698,25 @@ class _FirstOrderDrift:
         if rows is None:
             columns = [cert.theta_e - problem.theta, cert.step] + list(solved)
             rows = _design.linear_predictor(problem.X, np.column_stack(columns), problem.fit_intercept)
+        from ._kernels import first_order_drift_terms
+
         weights = problem.sample_weight.copy()
         weights[cert.index] = 0.0
         _, _, d2 = problem.family.derivatives(problem.eta + rows[:, 0], problem.y)
         at_estimate = weights * d2
         at_hat = problem.curvature.copy()
         at_hat[cert.index] = 0.0
-        xw = rows[:, 1]
-        beta = certifier.M * np.sqrt(certifier.reach / (1.0 - cert.gamma))
         # how far eta_i can move from theta_e along [theta_e, theta*]: at most beta_i rho, and, since
-        # theta* lies within spread_h of theta_e - w, at most M |x~_i^T w| + beta_i spread_h
-        along = np.minimum(beta * cert.rho, certifier.M * np.abs(xw) + beta * cert.spread_h)
-        signed = (at_estimate - at_hat) * xw
-        spread = at_estimate * np.expm1(along) * np.abs(xw)
-        # |r_i| <= e^{alpha_i + along_i} - 1, so ||D y||^2 <= sum_i r_i^2 c_i (x~_i^T H_0^{-1} y)^2
-        moved = np.expm1(cert.alpha + along) ** 2 * at_hat
-        moved_b = float(np.sqrt(moved @ xw**2))
-        return [(float(signed @ xv), float(spread @ np.abs(xv)), float(np.sqrt(moved @ xv**2)), moved_b)
-                for xv in rows[:, 2:].T]
+        # theta* lies within spread_h of theta_e - w, at most M |x~_i^T w| + beta_i spread_h (the
+        # kernel forms the sums of the class docstring over the samples)
+        sums = np.zeros((rows.shape[1] - 2, 3))
+        moved_w = first_order_drift_terms(at_estimate, at_hat, np.ascontiguousarray(cert.alpha, dtype=float),
+                                          certifier.reach, np.ascontiguousarray(rows[:, 1]),
+                                          np.ascontiguousarray(rows[:, 2:]), float(certifier.M),
+                                          1.0 - cert.gamma, float(cert.rho), float(cert.spread_h), sums)
+        moved_b = float(np.sqrt(max(moved_w, 0.0)))
+        return [(float(first), float(error), float(np.sqrt(max(moved_a, 0.0))), moved_b)
+                for first, error, moved_a in sums]
 
 
 class _SoftmaxFirstOrderDrift(_FirstOrderDrift):

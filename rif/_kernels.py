@@ -205,3 +205,39 @@ def drift_bounds(alpha, beta, weight, alpha_rest, beta_rest, ts, side, out):
                 at_rest += moved
             above += moved
         out[g] = min(best, at_rest)
+
+
+@njit(**JIT_OPTIONS)
+def first_order_drift_terms(at_estimate, at_hat, alpha, reach, xw, xv, M, floor, rho, spread_h, out):
+    """The sums of :meth:`rif._certify._FirstOrderDrift._terms` in one pass over the samples.
+
+    With beta_i = M (q_i / floor)^{1/2}, s_i = min(beta_i rho, M |x~_i^T w| + beta_i spread_h) and,
+    for each column v of ``xv`` (x~_i^T v), adds into ``out`` (m, 3)
+
+        sum_i (c_i(theta_e) - c_i) (x~_i^T v)(x~_i^T w),
+        sum_i c_i(theta_e) (e^{s_i} - 1) |x~_i^T v| |x~_i^T w|,
+        sum_i (e^{alpha_i + s_i} - 1)^2 c_i (x~_i^T v)^2,
+
+    and returns sum_i (e^{alpha_i + s_i} - 1)^2 c_i (x~_i^T w)^2; ``at_estimate`` holds c_i(theta_e)
+    and ``at_hat`` c_i (both 0 for the removed samples, which then add nothing however far they move).
+    """
+    n, m = xv.shape
+    moved_w = 0.0
+    for i in range(n):
+        a = xw[i]
+        beta = M * np.sqrt(reach[i] / floor)
+        along = min(beta * rho, M * abs(a) + beta * spread_h)
+        signed = (at_estimate[i] - at_hat[i]) * a
+        spread = at_estimate[i] * np.expm1(along) * abs(a) if at_estimate[i] != 0.0 else 0.0
+        if at_hat[i] != 0.0:
+            grow = np.expm1(alpha[i] + along)
+            moved = grow * grow * at_hat[i]
+        else:
+            moved = 0.0
+        moved_w += moved * a * a
+        for k in range(m):
+            v = xv[i, k]
+            out[k, 0] += signed * v
+            out[k, 1] += spread * abs(v)
+            out[k, 2] += moved * v * v
+    return moved_w

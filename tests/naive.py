@@ -94,3 +94,15 @@ def drift_bounds(alpha, beta, weight, alpha_rest, beta_rest, ts, side):
         f_rest = f(rest)
     at_rest = f_rest + np.where(a_sorted > rest[None, :], moved, 0.0).sum(axis=0)
     return np.minimum(at_candidates, at_rest)
+
+
+def first_order_drift_terms(at_estimate, at_hat, alpha, reach, xw, xv, M, floor, rho, spread_h):
+    """rif._kernels.first_order_drift_terms as array expressions: (sums (m, 3), the moved sum for w)."""
+    beta = M * np.sqrt(reach / floor)
+    along = np.minimum(beta * rho, M * np.abs(xw) + beta * spread_h)
+    signed = (at_estimate - at_hat) * xw
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = np.where(at_estimate != 0, at_estimate * np.expm1(along) * np.abs(xw), 0.0)
+        moved = np.where(at_hat != 0, np.expm1(alpha + along) ** 2 * at_hat, 0.0)
+    sums = np.column_stack([signed @ xv, spread @ np.abs(xv), moved @ xv**2])
+    return sums, float(moved @ xw**2)

@@ -61,3 +61,22 @@ def test_drift_bounds_match_the_sorted_numpy_twin(seed, c, side, ties):
     _kernels.drift_bounds(alpha, beta, weight, alpha_rest, beta_rest, ts, side, out)
     want = drift_bounds(alpha, beta, weight, alpha_rest, beta_rest, ts, side)
     np.testing.assert_allclose(out, want, rtol=1e-12)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.sampled_from([1, 7, 500]), m=st.sampled_from([1, 2, 3]))
+def test_first_order_drift_terms_match_the_numpy_twin(seed, n, m):
+    """The fused sums of the certificates' first-order drift against the array expressions, with
+    removed samples (curvature 0) whose moves overflow e^a."""
+    from naive import first_order_drift_terms
+
+    rng = np.random.default_rng(seed)
+    at_hat = rng.exponential(0.2, n) * (rng.random(n) < 0.9)
+    at_estimate = at_hat * np.exp(rng.normal(0, 0.3, n))
+    alpha = np.where(at_hat == 0, 800.0, rng.exponential(0.2, n))
+    reach, xw, xv = rng.exponential(0.05, n), rng.normal(0, 0.1, n), rng.normal(0, 1.0, (n, m))
+    out = np.zeros((m, 3))
+    moved = _kernels.first_order_drift_terms(at_estimate, at_hat, alpha, reach, xw, xv, 1.0, 0.8, 0.3, 0.05, out)
+    want, want_moved = first_order_drift_terms(at_estimate, at_hat, alpha, reach, xw, xv, 1.0, 0.8, 0.3, 0.05)
+    np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(moved, want_moved, rtol=1e-10, atol=1e-14)
