@@ -311,23 +311,20 @@ class AttributionMixin:
 
         if not hasattr(problem, "family") or is_dask(problem.X):
             return None
-        starts = []
+        starts, solves = [], []
         for j in pending:
             cert = last_seen[j][1] if last_seen.get(j) is not None else None
             if cert is None and factors[j] is None:
                 factors[j] = certifier(problem).factor(sets[j])
-            if factors[j] is None or factors[j].solve is None or factors[j].reason:
-                starts.append(None)         # the refit builds (and judges) its own factorisation
-            elif cert is None:
-                starts.append((None, None, None, factors[j].solve))
-            elif cert.step is not None and cert.theta_e is not None and cert.value is not None:
-                starts.append((cert.theta_e, cert.value, cert.gradient, factors[j].solve))
-            else:
-                starts.append(None)
-        if all(start is None for start in starts):
+            usable = factors[j] is not None and factors[j].solve is not None and not factors[j].reason
+            # (otherwise the refit builds, and judges, its own factorisation)
+            solves.append(factors[j].solve if usable else None)
+            warm = usable and cert is not None and cert.theta_e is not None and cert.value is not None
+            starts.append((cert.theta_e, cert.value, cert.gradient) if warm else None)
+        if all(solve is None for solve in solves):
             return None
         results = list(chord_refits(problem, [sets[j] for j in pending], tol=self.tol, max_iter=self.max_iter,
-                                    starts=starts))
+                                    starts=starts, solves=solves))
         _warn_unconverged(results)
         return np.array([result.theta - problem.theta for result in results])
 

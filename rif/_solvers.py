@@ -170,7 +170,7 @@ def chord_refit(problem, index, *, tol=1e-10, max_iter=100):
                       lambda theta: problem.value_gradient(theta, weights))
 
 
-def chord_refits(problem, sets, *, tol=1e-10, max_iter=100, group_size=None, starts=None):
+def chord_refits(problem, sets, *, tol=1e-10, max_iter=100, group_size=None, starts=None, solves=None):
     """:func:`chord_refit` for many removal sets, iterated in lockstep.
 
     The sets' iterations are those of :func:`chord_refit` (the same generator,
@@ -181,9 +181,9 @@ def chord_refits(problem, sets, *, tol=1e-10, max_iter=100, group_size=None, sta
     go ``group_size`` at a time (default: as many as keep the n x g work
     arrays near BLOCK_VALUES doubles, at most 64). Yields one RefitResult per
     set, in order. Dense row-major X only (callers fall back to
-    :func:`chord_refit` otherwise). ``starts``, one per set, may give a set's
-    start (theta, L_w(theta), grad L_w(theta), H_{-S}(theta^)^{-1} as a solve)
-    in place of theta^ (see :func:`_chord_refit_steps`).
+    :func:`chord_refit` otherwise). ``starts`` and ``solves``, one (or None) per
+    set, may give a set's start (theta, L_w(theta), grad L_w(theta)) in place of
+    theta^ and its factorisation of H_{-S}(theta^) (see :func:`_chord_refit_steps`).
     """
     n = problem.n_samples
     group_size = group_size or int(min(64, max(1, BLOCK_VALUES // n)))
@@ -194,8 +194,9 @@ def chord_refits(problem, sets, *, tol=1e-10, max_iter=100, group_size=None, sta
         for k, index in enumerate(group):
             weights[index, k] = 0.0
             start = None if starts is None else starts[start_at + k]
+            solve = None if solves is None else solves[start_at + k]
             steps.append(_chord_refit_steps(problem, index, np.ascontiguousarray(weights[:, k]), tol, max_iter,
-                                            start))
+                                            start, solve))
         results = [None] * len(group)
         pending = {}                                   # set -> candidate theta awaiting its gradient
         with _single_threaded_blas():
@@ -253,24 +254,22 @@ def _single_threaded_blas():
     return _parallel.blas_limit(1)
 
 
-def _chord_refit_steps(problem, index, weights, tol, max_iter, start=None):
+def _chord_refit_steps(problem, index, weights, tol, max_iter, start=None, solve=None):
     """The refit of :func:`chord_refit` as a generator: it yields each candidate theta and is
     sent back (L_w(theta), grad L_w(theta)); it returns the RefitResult. ``weights`` are the
     sample weights without the set. Hessian refreshes and the Newton fallback evaluate
-    directly. ``start`` = (theta, L_w(theta), grad L_w(theta), solve) starts the chord
-    iterations at theta, with solve = H_{-S}(theta^)^{-1} (e.g. from an estimate whose pass
-    and factorisation a certificate already made), instead of at theta^; (None, None, None,
-    solve) starts at theta^ with that factorisation."""
+    directly. ``start`` = (theta, L_w(theta), grad L_w(theta)) starts the chord iterations at
+    theta instead of at theta^ (e.g. at an estimate whose pass a certificate already made);
+    ``solve`` = H_{-S}(theta^)^{-1} gives the chord matrix's factorisation (e.g. the one that
+    certificate used) instead of building it."""
     from ._design import rows
-    from ._estimators import leave_out_hessian
 
-    if start is not None and start[0] is not None:
-        theta, value, grad, solve = start
+    if start is not None:
+        theta, value, grad = start
     elif hasattr(problem, "leave_out_start"):         # a problem that states its own start (multinomial)
         theta, value, grad = problem.leave_out_start(index, weights)
         if grad is None:                            # a start away from theta^: one evaluation
             value, grad = yield theta
-        solve = problem.refit_solver(index)
     else:
         theta = np.array(problem.theta)
         # -sum_{i in S} g~_i = -(X~_S^T r_S + sum_{i in S} penalty_i P^T P theta^)
@@ -278,12 +277,8 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter, start=None):
                  + problem.sample_penalty[index].sum() * problem.penalty_diag * theta)
         penalty_norm = problem.penalty_diag @ theta**2
         value = (weights @ problem.loss + 0.5 * problem.penalty_total(weights) * penalty_norm)
-        if start is not None:                       # (None, None, None, solve): theta^ with a given factor
-            solve = start[3]
-        elif len(index) < problem.n_params or problem.route == "dual":
-            solve = leave_out_hessian(problem, index).solve       # Woodbury on the factorised H
-        else:
-            solve = _direct_leave_out_solver(problem, index)
+    if solve is None:
+        solve = _chord_solver(problem, index)
     state = (theta, value, grad)
     total = 0
     for refresh in range(max_iter + 1):
@@ -299,6 +294,18 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter, start=None):
                                "definite").solve
     result = newton_refit(problem, weights, state[0], tol=tol, max_iter=max_iter)
     return RefitResult(result.theta, total + result.n_iter, result.converged, result.gradient_norm)
+
+
+def _chord_solver(problem, index):
+    """H_{-S}(theta^)^{-1}, the refit's chord matrix: the problem's own (multinomial), Woodbury on the
+    factorised H below p samples and on the dual route, else H_{-S} formed directly."""
+    from ._estimators import leave_out_hessian
+
+    if hasattr(problem, "refit_solver"):
+        return problem.refit_solver(index)
+    if len(index) < problem.n_params or problem.route == "dual":
+        return leave_out_hessian(problem, index).solve
+    return _direct_leave_out_solver(problem, index)
 
 
 def _direct_leave_out_solver(problem, index):
