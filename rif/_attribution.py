@@ -264,7 +264,7 @@ class AttributionMixin:
             if not pending:
                 continue
             estimates = self._stage_estimates(problem, sets, pending, method, factors, last_seen)
-            certificates = self._certify_pending(problem, sets, pending, estimates, method, factors, prepare)
+            certificates = self._certify_pending(problem, sets, pending, estimates, factors, prepare)
             # the refit's first chord step from each estimate is offered to accept_step: this very pass
             # bounds it
             judged = _judge_batch(problem, pending, method, estimates, certificates, last, judge, accept_step,
@@ -329,12 +329,11 @@ class AttributionMixin:
         return np.array([result.theta - problem.theta for result in results])
 
     @staticmethod
-    def _certify_pending(problem, sets, pending, estimates, method, factors, prepare=None):
+    def _certify_pending(problem, sets, pending, estimates, factors, prepare=None):
         from ._certify import certify_params
 
         shared = [factors[j] for j in pending]
-        certificates = certify_params(problem, [sets[j] for j in pending], estimates, [method] * len(pending),
-                                      shared)[0]
+        certificates = certify_params(problem, [sets[j] for j in pending], estimates, shared)
         for j, factor in zip(pending, shared):
             factors[j] = factor
         if prepare is not None:
@@ -359,7 +358,7 @@ class AttributionMixin:
                 candidates.append(_anderson_candidate(estimate, certificate.step, previous_step.get(j), history[j]))
                 previous_step[j] = (estimate, certificate.step, certificate.next_bound)
             estimates = np.array(candidates)
-            certificates = self._certify_pending(problem, sets, moving, estimates, "retrain", factors, prepare)
+            certificates = self._certify_pending(problem, sets, moving, estimates, factors, prepare)
             judged = _judge_batch(problem, moving, "retrain", estimates, certificates, False, judge, accept_step,
                                   worth_sharpening)
             active = []

@@ -1016,28 +1016,20 @@ def certifier(problem):
     return cache
 
 
-def certify_params(problem, sets, dthetas, methods, factors=None):
-    """A :class:`Certified` of parameter changes ``dthetas`` (n_sets, p) for ``sets``; ``factors``,
-    a list of :class:`_SetFactor` (or None) per set, is filled in where missing and reused."""
+def certify_params(problem, sets, dthetas, factors=None):
+    """The :class:`_SetCertificate` of each parameter change in ``dthetas`` (n_sets, p) for ``sets``;
+    ``factors``, a list of :class:`_SetFactor` (or None) per set, is filled in where missing and
+    reused."""
     cert = certifier(problem)
     factors = [None] * len(sets) if factors is None else factors
     if cert.M is None:
-        certs = [cert.certify_set(index, d) for index, d in zip(sets, dthetas)]
-        return certs, _pack(dthetas, certs, methods, params=True)
+        return [cert.certify_set(index, d) for index, d in zip(sets, dthetas)]
     certs = []
     for j, (index, dtheta, (g, m, value)) in enumerate(zip(sets, dthetas, cert.evaluate(sets, dthetas))):
         if factors[j] is None:
             factors[j] = cert.factor(index)
         certs.append(cert.certify(index, dtheta, g, m, factors[j], value))
-    return certs, _pack(dthetas, certs, methods, params=True)
-
-
-def _pack(values, certs, methods, params):
-    return Certified(
-        value=values, bound=np.array([c.bound for c in certs]),
-        bound_h=np.array([c.bound_h for c in certs]) if params else np.full(len(certs), np.nan),
-        certified=np.array([c.certified for c in certs]), reason=np.array([c.reason for c in certs], dtype=object),
-        method=np.array(methods, dtype=object))
+    return certs
 
 
 def unbatch(result):
