@@ -745,13 +745,11 @@ class _SoftmaxFirstOrderDrift(_FirstOrderDrift):
             at_estimate *= weights[:, None, None]
             at_hat = problem.curvature * (weights > 0)[:, None, None]
             w_rows = problem.eta_at(problem.from_public(cert.step))                       # X~_i w, (n, K)
-            forms_hat = np.einsum("ic,icd,id->i", w_rows, at_hat, w_rows)
-            move = certifier.M * _row_span(w_rows)
-            certifier._sharpen_with(cert, move, forms_hat)
+            move, forms_hat = certifier._sharpen_rows(cert, w_rows, at_hat)
             beta = certifier.M * np.sqrt(certifier.reach / (1.0 - cert.gamma))
             # the span of eta_i's move from theta_e along [theta_e, theta*] (see _FirstOrderDrift)
             along = np.minimum(beta * cert.rho, move + beta * cert.spread_h)
-            forms_w = np.einsum("ic,icd,id->i", w_rows, at_estimate, w_rows)
+            forms_w = _quadratic_forms(w_rows, at_estimate)
             self._rows = (w_rows, at_estimate - at_hat, at_estimate, np.expm1(along),
                           np.expm1(cert.alpha + along) ** 2, at_hat, np.sqrt(np.clip(forms_w, 0.0, None)))
             self._moved_b = float(np.sqrt(max(forms_hat @ self._rows[4], 0.0)))
@@ -763,8 +761,8 @@ class _SoftmaxFirstOrderDrift(_FirstOrderDrift):
         for v in solved:
             v_rows = self.certifier.problem.eta_at(v)
             first = float(np.einsum("ic,icd,id->", v_rows, change, w_rows))
-            root_v = np.sqrt(np.clip(np.einsum("ic,icd,id->i", v_rows, at_estimate, v_rows), 0.0, None))
-            moved_a = float(np.sqrt(max(moved @ np.einsum("ic,icd,id->i", v_rows, at_hat, v_rows), 0.0)))
+            root_v = np.sqrt(np.clip(_quadratic_forms(v_rows, at_estimate), 0.0, None))
+            moved_a = float(np.sqrt(max(moved @ _quadratic_forms(v_rows, at_hat), 0.0)))
             out.append((first, float(np.sum(grow * root_v * root_w)), moved_a, self._moved_b))
         return out
 
@@ -780,7 +778,7 @@ class MultinomialCertifier(Certifier):
     q_i = max_{c,c'} ||(e_c - e_c') (x) x~_i||^2_{H^^{-1}} (the span's reach) and h_i the largest
     eigenvalue of the K x K leverage M_i, all in the norm of H^ = H + kappa Pi_N (the intercepts'
     common direction, along which the objective is flat and every estimate and gradient has no
-    component). Effects are not certified.
+    component). Effects are certified through K x K blocks (:class:`_SoftmaxFirstOrderDrift`).
     """
 
     def __init__(self, problem):
@@ -788,8 +786,9 @@ class MultinomialCertifier(Certifier):
         self.M = self.constant(problem.n_classes)
 
     def sharpen_all(self, certs):
-        """:meth:`Certifier.sharpen` for softmax regression, set by set: W_i = X~_i w (K-vectors) for
-        the chord step w, each sample's move M span(W_i) and form W_i^T A_i W_i."""
+        """:meth:`Certifier.sharpen` for softmax regression: W_i = X~_i w (K-vectors) for the chord step
+        w, as one product of the design per group of sets, each sample's move M span(W_i) and form
+        W_i^T A_i W_i."""
         from ._multinomial import _dense
 
         problem = self.problem
@@ -801,11 +800,16 @@ class MultinomialCertifier(Certifier):
             steps = np.concatenate([problem.from_public(c.step).reshape(K, p1) for c in chunk])    # (g K, p1)
             rows = _dense(problem.design @ steps.T).reshape(problem.n_samples, len(chunk), K)
             for k, cert in enumerate(chunk):
-                w_rows = rows[:, k]                                                     # X~_i w, (n, K)
                 kept = problem.sample_weight > 0
                 kept[cert.index] = False
-                forms = (w_rows[:, None, :] @ problem.curvature @ w_rows[:, :, None])[:, 0, 0] * kept
-                self._sharpen_with(cert, self.M * _row_span(w_rows), forms)
+                self._sharpen_rows(cert, np.ascontiguousarray(rows[:, k]), problem.curvature * kept[:, None, None])
+
+    def _sharpen_rows(self, cert, w_rows, at_hat):
+        """:meth:`_sharpen_with` from W_i = X~_i w (n, K) and the kept samples' curvature blocks A_i
+        (0 for the removed ones); returns each sample's move M span(W_i) and form W_i^T A_i W_i."""
+        move, forms = self.M * _row_span(w_rows), _quadratic_forms(w_rows, at_hat)
+        self._sharpen_with(cert, move, forms)
+        return move, forms
 
     @staticmethod
     def constant(n_classes):
@@ -974,6 +978,11 @@ class MultinomialCertifier(Certifier):
             return np.minimum(0.5, curvature * np.exp(self.M * span))
         p_label = prob[np.arange(len(eta)), target.y]
         return 2.0 * np.minimum(1.0, p_label * np.exp(span))
+
+
+def _quadratic_forms(rows, blocks):
+    """Y_i^T B_i Y_i for rows Y (n, K) and blocks B (n, K, K), as batched matrix products."""
+    return (rows[:, None, :] @ blocks @ rows[:, :, None])[:, 0, 0]
 
 
 def _row_span(rows):
