@@ -391,7 +391,9 @@ class AttributionMixin:
         return _certified_result(records)
 
     def _auto_params(self, problem, sets, rtol):
-        """RIF, else the Newton step, else the exact refit: the first whose certificate proves rtol."""
+        """RIF, else the exact refit's certified iterates from it (the Newton step only where RIF's
+        certificate has no chord step), else the refit to convergence: the first whose certificate
+        proves rtol."""
         from ._certify import _SetCertificate, relative_ok
 
         def judge(j, method, estimate, cert, last):

@@ -512,7 +512,7 @@ class Certifier:
         if not np.isfinite(bound):
             return
         cert.rho = cert.bound_h = min(cert.rho if known else np.inf, delta_prime + radius)
-        cert.bound = min(bound, cert.bound) if known else bound
+        cert.bound = min(bound, cert.bound)          # an uncertified estimate's loose bound may still be smaller
         cert.spread_h, cert.next_bound_h, cert.next_bound = radius, radius, next_bound
         cert.drift_at_rho = (low, high)
         cert.certified, cert.reason = True, ""
