@@ -664,3 +664,46 @@ def test_a_certified_refit_factorises_each_set_once(monkeypatch):
     assert sorted(calls) == [3, 30, 60]
     np.testing.assert_allclose(cert.value, problem.params_change(sets, "retrain"), rtol=1e-9, atol=1e-12)
     assert np.all(cert.certified) and np.all(cert.bound < 1e-8)
+
+
+@settings(max_examples=15, deadline=None)
+@given(family=st.sampled_from(["binomial", "poisson"]), seed=st.integers(0, 2**16),
+       size=st.sampled_from([(150, 3), (600, 3), (600, 12)]))
+def test_the_fixed_point_test_alone_certifies_with_bounds_that_hold(family, seed, size):
+    """Certifier.sharpen on a certificate stripped of what the radius integral proved (as when that
+    integral fails): the Brouwer test on balls around the chord point must find a radius by itself
+    (it did for 1200 of 1200 such sets of at most 2 %; at 20 % removals it finds one about 3 times in
+    4), and theta* must lie within every bound it then reports."""
+    n, k = size
+    import copy
+
+    from rif._certify import certifier
+    from rif._design import linear_predictor
+
+    X, y = _data(family, n, 12, seed)
+    problem = GLMProblem(X, y, family, penalty=1.0, tol=1e-13)
+    rng = np.random.default_rng(seed)
+    index = np.sort(rng.choice(n, k, replace=False))
+    truth = problem.params_change(index, "retrain")
+    H0 = _leave_out_hessian(problem, index)
+    cert_ = certifier(problem)
+    found = 0
+    for method in ("rif", "newton"):
+        proved = cert_.certify_set(index, problem.params_change(index, method))
+        if not proved.certified:
+            continue
+        bare = copy.copy(proved)
+        bare.certified, bare.reason = False, "stripped"
+        bare.bound = bare.bound_h = bare.rho = bare.spread_h = bare.next_bound = bare.next_bound_h = np.inf
+        bare.drift_at_rho = (np.inf, np.inf)
+        cert_.sharpen(bare, linear_predictor(problem.X, proved.step, True))
+        if not bare.certified:
+            continue
+        found += 1
+        theta_star = problem.theta + truth
+        to_chord, to_estimate = bare.theta_e - bare.step - theta_star, bare.theta_e - theta_star
+        slack = 1e-9 * (1 + np.linalg.norm(truth))
+        assert np.sqrt(to_chord @ H0 @ to_chord) <= bare.spread_h + slack
+        assert np.sqrt(to_estimate @ H0 @ to_estimate) <= bare.rho + slack
+        assert np.linalg.norm(to_estimate) <= bare.bound + slack
+    assert found > 0
