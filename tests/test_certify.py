@@ -484,6 +484,26 @@ def _leave_out_hessian(problem, index):
     return H0
 
 
+def _sharpening_case(family, n, k, seed):
+    """(problem, removal set, converged dtheta*, H_{-S}) for the sharpening tests."""
+    X, y = _data(family, n, 12, seed)
+    problem = GLMProblem(X, y, family, penalty=1.0, tol=1e-13)
+    index = np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
+    return problem, index, problem.params_change(index, "retrain"), _leave_out_hessian(problem, index)
+
+
+def _assert_contains_the_optimum(problem, truth, H0, cert):
+    """theta* within spread_h of the chord point and rho of the estimate (H_0-norm), within bound of
+    the estimate and next_bound of the chord point (2-norm)."""
+    theta_star = problem.theta + truth
+    to_chord, to_estimate = cert.theta_e - cert.step - theta_star, cert.theta_e - theta_star
+    slack = 1e-9 * (1 + np.linalg.norm(truth))
+    assert np.sqrt(to_chord @ H0 @ to_chord) <= cert.spread_h + slack
+    assert np.sqrt(to_estimate @ H0 @ to_estimate) <= cert.rho + slack
+    assert np.linalg.norm(to_estimate) <= cert.bound + slack
+    assert np.linalg.norm(to_chord) <= cert.next_bound + slack
+
+
 @settings(max_examples=15, deadline=None)
 @given(family=st.sampled_from(["binomial", "poisson"]), seed=st.integers(0, 2**16),
        k=st.sampled_from([3, 30]), n=st.sampled_from([150, 600]))
@@ -495,12 +515,7 @@ def test_sharpened_certificates_still_contain_the_optimum(family, seed, k, n):
     from rif._certify import certifier
     from rif._design import linear_predictor
 
-    X, y = _data(family, n, 12, seed)
-    problem = GLMProblem(X, y, family, penalty=1.0, tol=1e-13)
-    rng = np.random.default_rng(seed)
-    index = np.sort(rng.choice(n, k, replace=False))
-    truth = problem.params_change(index, "retrain")
-    H0 = _leave_out_hessian(problem, index)
+    problem, index, truth, H0 = _sharpening_case(family, n, k, seed)
     cert_ = certifier(problem)
     for method in ("if", "rif", "newton"):
         c = cert_.certify_set(index, problem.params_change(index, method))
@@ -509,13 +524,7 @@ def test_sharpened_certificates_still_contain_the_optimum(family, seed, k, n):
         sharp = copy.copy(c)
         cert_.sharpen(sharp, linear_predictor(problem.X, c.step, True))
         assert sharp.spread_h <= c.spread_h and sharp.rho <= c.rho and sharp.bound <= c.bound
-        theta_star = problem.theta + truth
-        to_chord, to_estimate = c.theta_e - c.step - theta_star, c.theta_e - theta_star
-        slack = 1e-9 * (1 + np.linalg.norm(truth))
-        assert np.sqrt(to_chord @ H0 @ to_chord) <= sharp.spread_h + slack
-        assert np.sqrt(to_estimate @ H0 @ to_estimate) <= sharp.rho + slack
-        assert np.linalg.norm(to_estimate) <= sharp.bound + slack
-        assert np.linalg.norm(to_chord) <= sharp.next_bound + slack
+        _assert_contains_the_optimum(problem, truth, H0, sharp)
 
 
 @settings(max_examples=25, deadline=None)
@@ -680,12 +689,7 @@ def test_the_fixed_point_test_alone_certifies_with_bounds_that_hold(family, seed
     from rif._certify import certifier
     from rif._design import linear_predictor
 
-    X, y = _data(family, n, 12, seed)
-    problem = GLMProblem(X, y, family, penalty=1.0, tol=1e-13)
-    rng = np.random.default_rng(seed)
-    index = np.sort(rng.choice(n, k, replace=False))
-    truth = problem.params_change(index, "retrain")
-    H0 = _leave_out_hessian(problem, index)
+    problem, index, truth, H0 = _sharpening_case(family, n, k, seed)
     cert_ = certifier(problem)
     found = 0
     for method in ("rif", "newton"):
@@ -697,13 +701,7 @@ def test_the_fixed_point_test_alone_certifies_with_bounds_that_hold(family, seed
         bare.bound = bare.bound_h = bare.rho = bare.spread_h = bare.next_bound = bare.next_bound_h = np.inf
         bare.drift_at_rho = (np.inf, np.inf)
         cert_.sharpen(bare, linear_predictor(problem.X, proved.step, True))
-        if not bare.certified:
-            continue
-        found += 1
-        theta_star = problem.theta + truth
-        to_chord, to_estimate = bare.theta_e - bare.step - theta_star, bare.theta_e - theta_star
-        slack = 1e-9 * (1 + np.linalg.norm(truth))
-        assert np.sqrt(to_chord @ H0 @ to_chord) <= bare.spread_h + slack
-        assert np.sqrt(to_estimate @ H0 @ to_estimate) <= bare.rho + slack
-        assert np.linalg.norm(to_estimate) <= bare.bound + slack
+        if bare.certified:
+            found += 1
+            _assert_contains_the_optimum(problem, truth, H0, bare)
     assert found > 0
