@@ -93,6 +93,39 @@ def test_unpenalised_fit_is_the_minimum_norm_solution():
     np.testing.assert_allclose(block.sum(axis=0), 0.0, atol=1e-10)
 
 
+def test_objective_and_gradient_against_a_dense_closed_form_on_any_number_of_threads():
+    """The row-parallel pass (dense X~, parts on rif's threads) and the sparse route's two products
+    both give sum_i w_i (logsumexp(eta_i) - eta_{i, y_i}) + lambda/2 ||B||^2 and sum_i g~_i + lambda B,
+    zero-weight rows included; the parts make the result identical however many threads run."""
+    problem, X, y = _problem(n=5000, d=6, K=4, seed=3)
+    weights = np.random.default_rng(3).uniform(0.0, 2.0, problem.n_samples)
+    weights[::7] = 0.0
+    theta = problem.theta_block + 0.1 * np.random.default_rng(4).standard_normal(problem.n_params)
+    Xt = np.column_stack([X, np.ones(len(X))])
+    Theta = theta.reshape(4, -1)
+    eta = Xt @ Theta.T
+    top = eta.max(axis=1, keepdims=True)
+    log_norm = top[:, 0] + np.log(np.exp(eta - top).sum(axis=1))
+    prob = np.exp(eta - log_norm[:, None])
+    B = Theta[:, :-1]
+    want_value = weights @ (log_norm - eta[np.arange(len(y)), y]) + 0.5 * problem.penalty * np.sum(B ** 2)
+    resid = weights[:, None] * (prob - np.eye(4)[y])
+    want_grad = resid.T @ Xt
+    want_grad[:, :-1] += problem.penalty * B
+    value, grad = problem.value_gradient(theta, weights)
+    np.testing.assert_allclose(value, want_value, rtol=1e-13)
+    np.testing.assert_allclose(grad, want_grad.ravel(), rtol=1e-12, atol=1e-12 * np.abs(want_grad).max())
+    with rif.limit_threads(1):
+        one = problem.value_gradient(theta, weights)
+    assert one[0] == value and np.array_equal(one[1], grad)
+    sparse, _, _ = _problem(n=5000, d=6, K=4, seed=3, sparse=True)
+    Xs = sparse.design.toarray()
+    dense = MultinomialProblem(Xs[:, :-1], y, 4, sparse.theta, penalty=0.5, tol=1e-13)
+    got_sparse, got_dense = sparse.value_gradient(theta, weights), dense.value_gradient(theta, weights)
+    np.testing.assert_allclose(got_sparse[0], got_dense[0], rtol=1e-13)
+    np.testing.assert_allclose(got_sparse[1], got_dense[1], rtol=1e-12, atol=1e-12 * np.abs(got_dense[1]).max())
+
+
 def test_hessian_is_the_derivative_of_the_gradient():
     problem, _, _ = _problem(n=40, d=3, K=4, seed=1)
     theta, w = problem.theta_block, problem.sample_weight
