@@ -385,7 +385,11 @@ class AttributionMixin:
         error is far below what that would change)."""
         from ._certify import certifier
 
-        sharpen = None if method == "retrain" else (lambda positions, certs: certifier(problem).sharpen_all(certs))
+        def sharpen(positions, certs):
+            certifier(problem).sharpen_all(certs)
+            certifier(problem).refine_all(certs)            # a pass at the chord points of loose ones
+
+        sharpen = None if method == "retrain" else sharpen
         records = self._escalating(problem, sets, (method,),
                                    lambda j, m, estimate, cert, last: (estimate, cert.summary(), m), prepare=sharpen)
         return _certified_result(records)
@@ -552,7 +556,7 @@ class AttributionMixin:
 
         records = self._escalating(problem, sets, ("rif", "newton", "retrain") if method == "auto" else (method,),
                                    judge, prepare=lambda positions, certs: cert.prepare_effects(
-                                       certs, [targets[j] for j in positions]))
+                                       certs, [targets[j] for j in positions], refine=method != "auto"))
         values, bounds, flags, reasons, methods = (np.array(column, dtype=dtype) for column, dtype in
                                                    zip(zip(*records), (float, float, bool, object, object)))
         result = Certified(values, bounds, np.full(len(sets), np.nan), flags, reasons, methods)

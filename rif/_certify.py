@@ -68,6 +68,9 @@ from . import _design
 from ._config import BLOCK_VALUES
 from ._families import Binomial, Gaussian, Poisson
 
+#: :meth:`Certifier.refine_all` makes a pass at the chord point when the H_0-norm bound exceeds
+#: delta' (its least possible value there) by more than this fraction
+_REFINE_LOOSENESS = 0.2
 #: sigma'' is bounded by 1 / (6 sqrt 3) over the real line
 _SIGMOID_CURVATURE = 1.0 / (6.0 * np.sqrt(3.0))
 
@@ -149,6 +152,7 @@ class _SetCertificate:
     effect_rows: np.ndarray = None   # X~ [dtheta_est, step, solves], (n, 4)
     gradient: np.ndarray = None      # grad F_S(theta_e) and F_S(theta_e) from the pass (None: not known)
     value: float = None
+    chord_point: object = None       # the certificate of theta_e - step from its own pass (refine_all)
 
     def summary(self):
         """The bound alone (bound, bound_h, certified, reason), without the per-set work arrays."""
@@ -530,6 +534,60 @@ class Certifier:
             for k, c in enumerate(chunk):
                 self.sharpen(c, np.asarray(rows[:, k]))
 
+    def refine_all(self, certs):
+        """Tighten loose certificates through their chord points, with one more pass for all of them.
+
+        The chord point theta_c = theta_e - w (w = H_0^{-1} g) lies far closer to theta* than theta_e
+        does wherever the estimate is off, but ``spread_h``, its bound from the pass at theta_e, can
+        be many times its true distance when the curvature drifts far (p close to n, large sets).
+        A pass at theta_c certifies it directly, in the same norm and with the same factorisation:
+        theta* lies within rho_c of theta_c. By the triangle inequality, with ||w||_{H_0} = delta',
+
+            ||theta_e - theta*||_{H_0} <= delta' + rho_c,   ||theta_e - theta*||_2 <= ||w||_2 + bound_c,
+
+        and rho_c replaces spread_h wherever the chord point's distance to theta* is used (the
+        effects). An estimate the pass at theta_e did not certify is certified when its chord point
+        is. Only the certificates whose H_0-norm bound exceeds delta' by more than
+        ``_REFINE_LOOSENESS`` (or that are not certified) take the pass; the chord points' passes are
+        one matrix product per group of sets."""
+        problem = self.problem
+        work = [c for c in certs
+                if c.step is not None and c.alpha is not None and c.theta_e is not None and c.solve is not None
+                and 1.0 - c.gamma > 1e-12 and np.isfinite(c.delta_prime)
+                and (not c.certified or c.bound_h > (1.0 + _REFINE_LOOSENESS) * c.delta_prime)]
+        if not work:
+            return
+        points = certify_params(problem, [c.index for c in work],
+                                [c.theta_e - c.step - problem.theta for c in work],
+                                [_SetFactor(c.solve, 1.0 - c.gamma) for c in work])
+        for cert, point in zip(work, points):
+            if point.certified:
+                self._through_chord_point(cert, point)
+
+    def _through_chord_point(self, cert, point):
+        """:meth:`refine_all` for one certificate, given its chord point's certified ``point``."""
+        known = cert.certified
+        rho = cert.delta_prime + point.rho
+        spread_h = point.rho
+        next_bound = point.bound
+        if known:
+            rho, spread_h = min(rho, cert.rho), min(spread_h, cert.spread_h)
+            next_bound = min(next_bound, cert.next_bound)
+        bound = min(float(np.linalg.norm(cert.step)) + next_bound, cert.bound if known else np.inf)
+        if not np.isfinite(bound):
+            return
+        # the drift along [theta_e, theta*], within the (new) rho of theta_e
+        low, high = _Drift(self, cert.index, cert.alpha, 1.0 - cert.gamma).bounds(np.array([rho]))
+        low, high = float(low[0]), float(high[0])
+        if known:
+            low, high = min(low, cert.drift_at_rho[0]), min(high, cert.drift_at_rho[1])
+        cert.rho = cert.bound_h = float(rho)
+        cert.spread_h = cert.next_bound_h = float(spread_h)
+        cert.next_bound, cert.bound = float(next_bound), float(bound)
+        cert.drift_at_rho = (low, high)
+        cert.certified, cert.reason = True, ""
+        cert.chord_point = point
+
     def _loose(self, g, lam_s, reason):
         problem = self.problem
         if not problem.fit_intercept and lam_s > 0:
@@ -537,11 +595,13 @@ class Certifier:
         return _SetCertificate(np.inf, np.inf, False, reason + "; with an unpenalised intercept no loose bound holds")
 
     # -- effects -------------------------------------------------------------------------
-    def prepare_effects(self, certs, targets):
+    def prepare_effects(self, certs, targets, refine=False):
         """Compute, for a batch of certificates and their targets, the products with X that
         :class:`_FirstOrderDrift` needs (dtheta_est, H_0^{-1} g and H_0^{-1} grad f at theta_e and at
         the chord point) as one matrix product per group of sets, reading X once for the group
-        instead of once per set; each certificate keeps its columns."""
+        instead of once per set; each certificate keeps its columns. The certificates are sharpened
+        by these products and, with ``refine``, the loose ones through their chord points
+        (:meth:`refine_all`)."""
         from ._targets import EtaTarget
 
         problem = self.problem
@@ -559,6 +619,12 @@ class Certifier:
             for k, (c, _) in enumerate(chunk):
                 c.effect_rows = rows[:, 4 * k:4 * k + 4]
                 self.sharpen(c, c.effect_rows[:, 1])         # may certify an estimate the pass alone did not
+        if refine:
+            self.refine_all([c for c, _ in work])
+            # the chord points' own effect bounds (effect_bound), with their products batched too
+            points = [(c.chord_point, t) for c, t in work if c.chord_point is not None]
+            if points:
+                self.prepare_effects([c for c, _ in points], [t for _, t in points])
 
     def eval_leverage(self, target):
         """The :class:`_EvalReach` of an EtaTarget's rows (None for other targets)."""
@@ -591,6 +657,9 @@ class Certifier:
         top = eval_leverage.top / floor                                    # >= lambda_max(X~_t H_0^{-1} X~_t^T)
         bound = min(first + 0.5 * _curvature_weighted_square(kappa, t**2, cert.rho**2 * top),
                     exact + first_c + 0.5 * _curvature_weighted_square(kappa_c, t_c**2, cert.spread_h**2 * top))
+        if cert.chord_point is not None and cert.chord_point.certified:
+            # through the chord point's own certificate: |f(theta_e) - f(theta_c)| + |f(theta_c) - f(theta*)|
+            bound = min(bound, exact + self.effect_bound(cert.chord_point, target, eval_leverage)[0])
         if not np.isfinite(bound):
             return np.inf, False, "the target's bound is not finite"
         return bound, True, ""

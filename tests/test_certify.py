@@ -705,3 +705,40 @@ def test_the_fixed_point_test_alone_certifies_with_bounds_that_hold(family, seed
             found += 1
             _assert_contains_the_optimum(problem, truth, H0, bare)
     assert found > 0
+
+
+def test_a_pass_at_the_chord_point_tightens_loose_bounds_and_keeps_them_valid():
+    """At n/d = 2 with 5 % sets the curvature drifts far and the pass at the estimate bounds it
+    loosely (or not at all); certify=True then certifies the chord point theta_c = theta_e - H_0^{-1} g
+    with a pass of its own and bounds the estimate by the triangle inequality through it. The
+    bounds stay above the errors against exact refits, in parameters and in test loss, and become
+    far tighter than the single pass's (measured: binomial Newton step 2.4-4.8x -> 1.2-1.3x; Poisson
+    RIF from none certified to all)."""
+    from rif._certify import certifier
+
+    for family in ("binomial", "poisson"):
+        X, y = _data(family, 400, 200, 5)
+        X_eval, y_eval = _data(family, 50, 200, 6)
+        problem = GLMProblem(X, y, family, penalty=1.0, tol=1e-13)
+        rng = np.random.default_rng(1)
+        sets = [np.sort(rng.choice(400, 20, replace=False)) for _ in range(6)]
+        truth = problem.params_change(sets, "retrain")
+        loss_truth = problem.effect(sets, "loss", X_eval, y_eval, dtheta=truth)
+        for method in ("newton", "rif"):
+            estimates = problem.params_change(sets, method)
+            errors = np.linalg.norm(estimates - truth, axis=1)
+            one_pass = [certifier(problem).certify_set(index, e) for index, e in zip(sets, estimates)]
+            certifier(problem).sharpen_all(one_pass)
+            refined = problem.params_change(sets, method, certify=True)
+            np.testing.assert_allclose(refined.value, estimates, rtol=1e-12, atol=1e-15)
+            assert np.all(refined.bound >= errors * (1 - 1e-9)), (family, method)
+            assert np.all(refined.certified)
+            assert np.all(refined.bound <= np.array([c.bound for c in one_pass]) * (1 + 1e-12))
+            ratio = np.median(refined.bound / errors)
+            assert ratio < 2.5, (family, method, ratio)
+            effect = problem.effect(sets, "loss", X_eval, y_eval, method=method, certify=True)
+            assert np.all(effect.certified)
+            assert np.all(effect.bound >= np.abs(effect.value - loss_truth) * (1 - 1e-9)), (family, method)
+        if family == "binomial":
+            plain = np.median([c.bound for c in one_pass] / errors)
+            assert plain > 5.0 and ratio < 1.2, (plain, ratio)          # RIF: 7-143x or none -> 1.1x
