@@ -620,9 +620,9 @@ class Certifier:
                 c.effect_rows = rows[:, 4 * k:4 * k + 4]
                 self.sharpen(c, c.effect_rows[:, 1])         # may certify an estimate the pass alone did not
         if refine:
-            self.refine_all([c for c, _ in work])
+            self.refine_all(certs)
             # the chord points' own effect bounds (effect_bound), with their products batched too
-            points = [(c.chord_point, t) for c, t in work if c.chord_point is not None]
+            points = [(c.chord_point, t) for c, t in zip(certs, targets) if c.chord_point is not None]
             if points:
                 self.prepare_effects([c for c, _ in points], [t for _, t in points])
 
@@ -1030,6 +1030,9 @@ class MultinomialCertifier(Certifier):
         exact = abs(float(target.changes(cert.theta_e, -cert.step[None])[0]))
         bound = min(first + second_order(cert.theta_e, cert.rho),
                     exact + first_c + second_order(theta_c, cert.spread_h))
+        if cert.chord_point is not None and cert.chord_point.certified:
+            # through the chord point's own certificate (see Certifier.effect_bound)
+            bound = min(bound, exact + self.effect_bound(cert.chord_point, target, reach)[0])
         if not np.isfinite(bound):
             return np.inf, False, "the target's bound is not finite"
         return bound, True, ""
