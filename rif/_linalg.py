@@ -286,9 +286,17 @@ def certified_floor(matrix, chol, metric=None, metric_floor=1.0, n_vectors=4, n_
     return 0.0
 
 
-def check_leave_out_definite(hessian, leave_out_solve, what):
+def check_leave_out_definite(hessian, leave_out_solve, what, leave_out=None, metric_floor=None):
     """SingularHessianError unless H_{-S} keeps more than LEVERAGE_TOL of H's curvature
-    in every direction (see :func:`equilibrated_cholesky`)."""
+    in every direction (see :func:`equilibrated_cholesky`).
+
+    ``leave_out`` = (H_{-S}, its lower Cholesky factor), when H_{-S} was formed, with
+    ``metric_floor`` <= lambda_min(H), lets a Cholesky factorisation prove the floor first
+    (:func:`certified_floor`, about one p x p factorisation); the power iteration of
+    :func:`relative_curvature_floor` (30 solves) decides only when that proves nothing."""
+    if leave_out is not None and metric_floor is not None and metric_floor > 0:
+        if certified_floor(leave_out[0], leave_out[1], hessian, metric_floor) > LEVERAGE_TOL:
+            return
     gamma = relative_curvature_floor(hessian, leave_out_solve)
     if not gamma > LEVERAGE_TOL:
         raise _singular_leave_out(what, gamma)

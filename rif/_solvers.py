@@ -308,11 +308,20 @@ def _chord_solver(problem, index):
     return _direct_leave_out_solver(problem, index)
 
 
+#: the largest p for which a direct leave-out factorisation is judged definite by a proved floor
+_PROVED_FLOOR_SIZE = 512
+
+
 def _direct_leave_out_solver(problem, index):
     """H_{-S}(theta^)^{-1} for |S| >= p (see :func:`direct_leave_out`), judged definite."""
-    _, chol, what = direct_leave_out(problem, index)
+    from ._certify import certifier
+
+    hessian, chol, what = direct_leave_out(problem, index)
     solve = _cho_solver((chol, True))
-    check_leave_out_definite(problem.hessian, solve, what)
+    # up to p = _PROVED_FLOOR_SIZE a p x p factorisation proves the floor faster than 30 solves do
+    # (and lambda_min(H), computed once per problem, costs little)
+    metric_floor = certifier(problem).lambda_min if problem.n_params <= _PROVED_FLOOR_SIZE else None
+    check_leave_out_definite(problem.hessian, solve, what, (hessian, chol), metric_floor)
     return solve
 
 
