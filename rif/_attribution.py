@@ -381,13 +381,16 @@ class AttributionMixin:
 
     def _certified_params(self, problem, sets, method):
         """Estimates of ``method`` with their certificates (the Newton step from the factorisation
-        its certificate uses), sharpened by one more product of X for all the sets (a refit's own
-        error is far below what that would change)."""
-        from ._certify import certifier
+        its certificate uses); loose ones (:func:`rif._certify.loose`) are sharpened by one more
+        product of X for all of them, and those still loose take a pass at their chord points
+        (:meth:`rif._certify.Certifier.refine_all`). A refit's own error is far below what either
+        would change."""
+        from ._certify import certifier, loose
 
         def sharpen(positions, certs):
-            certifier(problem).sharpen_all(certs)
-            certifier(problem).refine_all(certs)            # a pass at the chord points of loose ones
+            # one more product of X for the loose ones, then a pass at the chord points of those still loose
+            certifier(problem).sharpen_all([c for c in certs if loose(c)])
+            certifier(problem).refine_all(certs)
 
         sharpen = None if method == "retrain" else sharpen
         records = self._escalating(problem, sets, (method,),

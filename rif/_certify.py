@@ -71,6 +71,13 @@ from ._families import Binomial, Gaussian, Poisson
 #: :meth:`Certifier.refine_all` makes a pass at the chord point when the H_0-norm bound exceeds
 #: delta' (its least possible value there) by more than this fraction
 _REFINE_LOOSENESS = 0.2
+def loose(cert):
+    """Whether a certificate may gain from more work (sharpening, a pass at its chord point): not
+    certified, or its H_0-norm bound more than ``_REFINE_LOOSENESS`` above delta' = ||g||_{H_0^{-1}},
+    near which the true distance lies when the curvature barely drifts."""
+    return not cert.certified or not cert.bound_h <= (1.0 + _REFINE_LOOSENESS) * cert.delta_prime
+
+
 #: sigma'' is bounded by 1 / (6 sqrt 3) over the real line
 _SIGMOID_CURVATURE = 1.0 / (6.0 * np.sqrt(3.0))
 
@@ -553,8 +560,7 @@ class Certifier:
         problem = self.problem
         work = [c for c in certs
                 if c.step is not None and c.alpha is not None and c.theta_e is not None and c.solve is not None
-                and 1.0 - c.gamma > 1e-12 and np.isfinite(c.delta_prime)
-                and (not c.certified or c.bound_h > (1.0 + _REFINE_LOOSENESS) * c.delta_prime)]
+                and 1.0 - c.gamma > 1e-12 and np.isfinite(c.delta_prime) and loose(c)]
         if not work:
             return
         points = certify_params(problem, [c.index for c in work],
