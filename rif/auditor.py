@@ -17,6 +17,7 @@ from sklearn.utils.validation import (
 from . import _estimators as est_
 from ._attribution import AttributionMixin, operations
 from ._audit import AuditMixin
+from ._design import is_dask
 from ._adapters import check_supported, check_target_before_fit, effective_weights, encode_target, read_glm, write_theta
 from ._errors import SeparationError, SingularHessianError, UnsupportedEstimatorError
 from ._problem import GLMProblem
@@ -176,10 +177,15 @@ class InfluenceAuditor(AttributionMixin, AuditMixin, MetaEstimatorMixin, BaseEst
         preprocess, final = _split_pipeline(estimator)
         check_supported(final)
         self._train_index = _row_index(X)
+        copy_X = self.copy_X
+        if is_dask(X):
+            # the wrapped estimator fits in memory, so a dask X is gathered (once) here; the gathered
+            # array is already a copy (scikit-learn's check would also warn about dask's arrays)
+            X, copy_X = np.asarray(X.compute()), False
         if preprocess is None:
             try:
                 X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, y_numeric=False,
-                                     copy=self.copy_X)
+                                     copy=copy_X)
             except ValueError as error:
                 if "could not convert" not in str(error):
                     raise

@@ -61,3 +61,20 @@ def test_non_finite_dask_input_is_refused():
     X[3, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         rif.GLMProblem(da.from_array(X, chunks=(10, 4)), y, "gaussian")
+
+
+def test_the_auditor_gathers_a_dask_array_once_and_quietly():
+    """The wrapped estimator fits in memory, so the auditor gathers a dask X: same answers as the
+    NumPy array, no warning from scikit-learn's checks of dask arrays, and with three classes too."""
+    import warnings
+
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True)
+    plain = rif.InfluenceAuditor(LogisticRegression(max_iter=1000)).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lazy = rif.InfluenceAuditor(LogisticRegression(max_iter=1000)).fit(da.from_array(X, chunks=(50, 4)), y)
+    np.testing.assert_allclose(lazy.params_change([0, 1, 60], "rif"), plain.params_change([0, 1, 60], "rif"),
+                               rtol=1e-12, atol=1e-15)
