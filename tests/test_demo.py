@@ -35,6 +35,15 @@ def test_demo_most_influential_sets_raise_the_test_loss(result):
             assert row["retrain"] > 0
 
 
+def test_demo_rif_bounds_hold_against_the_refits(result):
+    """Each printed RIF bound is at least RIF's error against the exact refit; the random sets,
+    where RIF is accurate, get one."""
+    bounded = [row for row in result["rows"] if row["rif_bound"] is not None]
+    assert {row["set"] for row in bounded} >= {"random"}
+    for row in bounded:
+        assert row["rif_bound"] >= abs(row["rif"] - row["retrain"]) * (1 - 1e-9)
+
+
 def test_cli_prints_the_tables(capsys, result):
     lines = []
     print_demo(result, out=lines.append)
