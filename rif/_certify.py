@@ -945,13 +945,32 @@ class MultinomialCertifier(Certifier):
             return _SetFactor(None, 0.0, "the leave-out Hessian is (numerically) singular")
 
     def evaluate(self, sets, dthetas):
-        """(g in block order, alpha_i = M times the max-minus-min over classes of the change of eta_i)."""
+        """(g in block order, alpha_i = M times the max-minus-min over classes of the change of eta_i,
+        and F_S(theta_e) where the pass forms it); a dense X~ takes one pass for up to 64 sets at
+        once (:func:`rif._multinomial.dense_softmax_passes`)."""
         from ._kernels import softmax_residual
-        from ._multinomial import _dense
+        from ._multinomial import _dense, dense_softmax_passes
 
         problem = self.problem
         K, p1 = problem.n_classes, problem.p1
         out = []
+        if isinstance(problem.design, np.ndarray):
+            group = int(min(64, max(1, BLOCK_VALUES // (problem.n_samples * K))))
+            for start in range(0, len(sets), group):
+                chunk = sets[start:start + group]
+                Thetas = np.stack([(problem.theta_block + problem.from_public(d)).reshape(K, p1)
+                                   for d in dthetas[start:start + group]])
+                weights = np.repeat(problem.sample_weight[:, None], len(chunk), axis=1)
+                for j, index in enumerate(chunk):
+                    weights[index, j] = 0.0
+                values, grads, spans = dense_softmax_passes(problem.design, Thetas, problem.y, weights,
+                                                            reference=problem.predictors)
+                for j in range(len(chunk)):
+                    penalised = Thetas[j] * problem.penalty_diag[:p1]
+                    g = grads[j] + problem.penalty * penalised
+                    value = float(values[j]) + 0.5 * problem.penalty * float(np.sum(penalised ** 2))
+                    out.append((g.ravel(), np.where(weights[:, j] > 0, self.M * spans[:, j], 0.0), value))
+            return out
         for index, dtheta in zip(sets, dthetas):
             weights = problem.sample_weight.copy()
             weights[index] = 0.0

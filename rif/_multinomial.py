@@ -133,30 +133,53 @@ def design_blocks(design):
 
 
 def _dense_softmax_value_gradient(design, Theta, y, weights):
-    """(sum_i w_i l_i, R^T X~) for a dense X~, R the rows r_i = w_i (softmax(Theta x~_i) - e_{y_i}).
+    """(sum_i w_i l_i, R^T X~) for a dense X~, R the rows r_i = w_i (softmax(Theta x~_i) - e_{y_i});
+    :func:`dense_softmax_passes` for one set."""
+    values, grads, _ = dense_softmax_passes(design, Theta[None], y, weights[:, None])
+    return float(values[0]), grads[0]
+
+
+def dense_softmax_passes(design, Thetas, y, weights, reference=None):
+    """The softmax loss and gradient of g coefficient matrices at once, for a dense X~.
+
+    ``Thetas`` has shape (g, K, p1) and ``weights`` (n, g). Returns ``values`` (g,), with
+    values[j] = sum_i w_ij l_i(Theta_j), ``grads`` (g, K, p1), grads[j] = R_j^T X~ with R_j the rows
+    w_ij (softmax(Theta_j x~_i) - e_{y_i}), and, given ``reference`` eta (n, K), ``spans`` (n, g):
+    the max-minus-min over classes of Theta_j x~_i - reference_i (else None).
 
     The rows are cut into parts (a fixed number, so the sums are the same for any number of
-    threads); each part forms its linear predictors and its share of the gradient with two
-    single-threaded BLAS products while its rows are still in cache, and the parts run on rif's
-    pass threads (:mod:`rif._parallel`), as the binary GLMs' fused pass does.
+    threads); each part forms the linear predictors of all g matrices as one product, their
+    residuals, and its share of all g gradients as a second product while its rows are still in
+    cache (single-threaded BLAS), and the parts run on rif's pass threads (:mod:`rif._parallel`),
+    as the binary GLMs' fused pass does.
     """
+    from ._certify import _row_span
+
     n = design.shape[0]
+    g, K, p1 = Thetas.shape
     parts = max(1, min(FUSED_PARTS, n // 1024))
     size = -(-n // parts)
-    values, grads = np.zeros(parts), np.empty((parts,) + Theta.shape)
-    coef = np.ascontiguousarray(Theta.T)
+    values, grads = np.zeros((parts, g)), np.empty((parts, g * K, p1))
+    spans = None if reference is None else np.empty((n, g))
+    coef = np.ascontiguousarray(Thetas.reshape(g * K, p1).T)               # columns (set, class)
 
     def run(first, last):
         for k in range(first, last):
             rows = slice(k * size, min(n, (k + 1) * size))
             block = design[rows]
-            resid = block @ coef                                           # eta, then the residuals
-            values[k] = softmax_residual(resid, y[rows], weights[rows])
-            np.matmul(resid.T, block, out=grads[k])
+            eta = block @ coef                                              # eta, then the residuals
+            for j in range(g):
+                cols = slice(j * K, (j + 1) * K)
+                resid = np.ascontiguousarray(eta[:, cols])
+                if spans is not None:
+                    spans[rows, j] = _row_span(resid - reference[rows])
+                values[k, j] = softmax_residual(resid, y[rows], np.ascontiguousarray(weights[rows, j]))
+                eta[:, cols] = resid
+            np.matmul(eta.T, block, out=grads[k])
 
     with _parallel.blas_limit(1):           # the parts' threads, not BLAS's, share the cores
         _parallel.run_part_groups(run, parts)
-    return float(values.sum()), grads.sum(axis=0)
+    return values.sum(axis=0), grads.sum(axis=0).reshape(g, K, p1), spans
 
 
 def softmax_loss(eta, labels):
