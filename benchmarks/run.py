@@ -535,6 +535,11 @@ def bench_certify_multinomial(n, d, K, n_sets, repeat):
            "refitting every set", f"violations {violations}",
            f"median bound/true {np.median(result.bound / errors):.2f} (params, 2-norm), "
            f"{np.median(effect.bound / effect_errors):.2f} (test loss); certified {np.mean(result.certified):.0%}")
+    auto = measure(lambda: problem.params_change(sets, "auto", certify=True, rtol=0.05), repeat)
+    worst = np.max(np.linalg.norm(auto[2].value - truth, axis=1) / np.linalg.norm(truth, axis=1))
+    shares = ", ".join(f"{m} {np.mean(auto[2].method == m):.0%}" for m in ("rif", "newton", "retrain"))
+    report(f"multinomial K={K}: method='auto', rtol 0.05", (n, d), auto, refit, "refitting every set",
+           f"max rel err {worst:.1e}", shares)
 
 
 def _leave_out_matvec(problem, index, v):
