@@ -1,5 +1,6 @@
 """Certified error bounds for a leave-k-out estimate, from one pass over the data at the estimate
-(and one product with its chord step, which sharpens them).
+(and, for loose ones, one product with its chord step, which sharpens them, and a pass at its
+landing point).
 
 Let F be the objective without the set S, theta* its minimiser, theta_e = theta^ + dtheta_est
 an estimate, g = grad F(theta_e), and H_0 = H_{-S}(theta^) the leave-S-out Hessian at theta^,
@@ -54,6 +55,10 @@ H_0^{-1} g): each sample's own move along w replaces the worst case, spread_h is
 fixed-point test on that ball certifies some estimates the radius integral could not. The
 effects' second-order term is bounded through the top eigenvalue of X~_t H^{-1} X~_t^T as well
 as point by point (:func:`_curvature_weighted_square`).
+**Through the chord point** (:meth:`Certifier.refine_all`, one more pass for the certificates still
+loose): the pass at theta_c certifies it, theta* within rho_c, with the same factorisation, and
+the triangle inequality bounds theta_e by delta' + rho_c (H_0-norm) and ||H_0^{-1} g||_2 + bound(theta_c);
+effects add theta_c's own effect bound to |f(theta_e) - f(theta_c)|, computed exactly.
 When the integral never reaches delta' and sharpening does not help, only strong convexity is left:
 ||theta_e - theta*||_2 <= ||g||_2 / lambda without an unpenalised intercept (not certified),
 and nothing (inf) with one.
