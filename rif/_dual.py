@@ -40,7 +40,7 @@ from scipy.linalg import lapack
 from . import _parallel
 from ._config import THREADED_BLAS_SIZE
 from ._errors import SingularHessianError
-from ._linalg import spd_cholesky
+from ._linalg import cho_solve, spd_cholesky
 
 
 def kernel_threads(n):
@@ -131,7 +131,7 @@ class KernelHessian:
     def _weighted_kernel_solve(self, z):
         """C^{1/2} M^{-1} C^{1/2} z for z of shape (n,) or (n, m)."""
         sc = self.sqrt_c if z.ndim == 1 else self.sqrt_c[:, None]
-        return sc * sla.cho_solve((self._chol, True), sc * z, check_finite=False)
+        return sc * cho_solve(self._chol, sc * z)
 
     def _inner(self, xb, b0):
         """The n-space coefficients of a solve: H^{-1} (b_f, b_0) = ((b_f - X^T z) / lambda, gamma)
@@ -264,5 +264,4 @@ class KernelLeaveOut:
 
     def solve(self, b):
         """H_{-S}^{-1} b for b of shape (p,) or (p, m)."""
-        return self.factor.solve(b) + self._y @ sla.cho_solve((self._chol, True), self._y.T @ b,
-                                                              check_finite=False)
+        return self.factor.solve(b) + self._y @ cho_solve(self._chol, self._y.T @ b)

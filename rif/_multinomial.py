@@ -41,7 +41,6 @@ from functools import cached_property
 from types import SimpleNamespace
 
 import numpy as np
-import scipy.linalg as sla
 import scipy.sparse as sp
 
 from ._attribution import AttributionMixin
@@ -49,7 +48,7 @@ from . import _parallel
 from ._config import FUSED_PARTS, LEVERAGE_TOL
 from ._errors import NearSingularLeverageError
 from ._kernels import softmax_residual
-from ._linalg import WhitenedHessian, equilibrated_cholesky
+from ._linalg import WhitenedHessian, cho_solve, equilibrated_cholesky
 from ._validation import check_array as _check_array
 from ._validation import check_bool, check_non_negative, check_settings, check_weight_range
 from ._validation import check_vector as _check_vector
@@ -628,12 +627,12 @@ class MultinomialLeaveOut:
         """H^_{-S}^{-1} b (block order)."""
         base = self.problem.factor.solve(b)
         t = self._w(self.Y.T @ b)
-        return base + self.Y @ self._w(sla.cho_solve((self.chol, True), t, check_finite=False))
+        return base + self.Y @ self._w(cho_solve(self.chol, t))
 
     def newton_step(self, r_S):
         """H^_{-S}^{-1} X~_S^T r_S for residuals r_S of shape (k, K)."""
         r = r_S.ravel()
-        correction = self._w(sla.cho_solve((self.chol, True), self._w(self.Q @ r), check_finite=False))
+        correction = self._w(cho_solve(self.chol, self._w(self.Q @ r)))
         return self.Y @ (r + correction)
 
 

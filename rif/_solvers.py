@@ -36,7 +36,7 @@ import scipy.sparse as sp
 from . import _parallel
 from ._config import BLOCK_VALUES, THREADED_BLAS_SIZE
 from ._errors import SingularHessianError
-from ._linalg import check_leave_out_definite, spd_cholesky
+from ._linalg import check_leave_out_definite, cho_solve, spd_cholesky
 
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 60
@@ -80,7 +80,7 @@ class CholeskyFactor:
         self.hessian, self.cholesky = hessian, chol
 
     def solve(self, b):
-        return sla.cho_solve((self.cholesky, True), b, check_finite=False)
+        return cho_solve(self.cholesky, b)
 
 
 def cholesky_factor(hessian, what):
@@ -349,7 +349,11 @@ def _factor_threads(p):
 
 
 def _cho_solver(chol):
-    return lambda b: sla.cho_solve(chol, b, check_finite=False)
+    """b -> A^{-1} b for ``chol`` = (lower Cholesky factor, True), as scipy's cho_factor gives it."""
+    factor, lower = chol
+    if not lower:
+        return lambda b: sla.cho_solve(chol, b, check_finite=False)
+    return lambda b: cho_solve(factor, b)
 
 
 def _inf_norm(v):
