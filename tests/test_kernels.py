@@ -80,4 +80,3 @@ def test_first_order_drift_terms_match_the_numpy_twin(seed, n, m):
     want, want_moved = first_order_drift_terms(at_estimate, at_hat, alpha, reach, xw, xv, 1.0, 0.8, 0.3, 0.05)
     np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(moved, want_moved, rtol=1e-10, atol=1e-14)
-
