@@ -631,7 +631,10 @@ class Certifier:
                 c.effect_rows = rows[:, 4 * k:4 * k + 4]
                 self.sharpen(c, c.effect_rows[:, 1])         # may certify an estimate the pass alone did not
         if refine:
-            self.refine_all(certs)
+            from ._targets import CallableTarget
+
+            # (callable targets are not certified: their sets need no pass at the chord point)
+            self.refine_all([c for c, t in zip(certs, targets) if not isinstance(t, CallableTarget)])
             # the chord points' own effect bounds (effect_bound), with their products batched too
             points = [(c.chord_point, t) for c, t in zip(certs, targets) if c.chord_point is not None]
             if points:
