@@ -584,7 +584,8 @@ class Certifier:
         if known:
             rho, spread_h = min(rho, cert.rho), min(spread_h, cert.spread_h)
             next_bound = min(next_bound, cert.next_bound)
-        bound = min(float(np.linalg.norm(cert.step)) + next_bound, cert.bound if known else np.inf)
+        # (an uncertified estimate's loose bound still holds, and may be smaller)
+        bound = min(float(np.linalg.norm(cert.step)) + next_bound, cert.bound)
         if not np.isfinite(bound):
             return
         # the drift along [theta_e, theta*], within the (new) rho of theta_e
