@@ -316,7 +316,7 @@ class Certifier:
                 # H_0 formed directly: the pencil (H_0, H) has the fractions of curvature kept
                 hessian, chol, _ = direct_leave_out(problem, index)
                 floor = certified_floor(hessian, chol, problem.hessian, max(self.lambda_min, 1e-300))
-                return self._checked(_cho_solver((chol, True)), floor)
+                return self._checked(_cho_solver(chol), floor)
             lo = leave_out_hessian(problem, index)
             # Woodbury's block I - W D W^T: its eigenvalues below one are the fractions kept (D = I)
             inner = min(1.0, certified_floor(lo.inner, lo.chol))
@@ -949,7 +949,7 @@ class MultinomialCertifier(Certifier):
             hessian = problem.hessian - problem.removed_hessian(index)
             chol = spd_cholesky(hessian, f"the Hessian without the {len(index)} removed sample(s)")
             floor = certified_floor(hessian, chol, problem.hessian, max(self.lambda_min, 1e-300))
-            return self._checked(_cho_solver((chol, True)), floor)
+            return self._checked(_cho_solver(chol), floor)
         except SingularHessianError:
             return _SetFactor(None, 0.0, "the leave-out Hessian is (numerically) singular")
 

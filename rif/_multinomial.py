@@ -131,13 +131,6 @@ def design_blocks(design):
         yield rows.start, block
 
 
-def _dense_softmax_value_gradient(design, Theta, y, weights):
-    """(sum_i w_i l_i, R^T X~) for a dense X~, R the rows r_i = w_i (softmax(Theta x~_i) - e_{y_i});
-    :func:`dense_softmax_passes` for one set."""
-    values, grads, _ = dense_softmax_passes(design, Theta[None], y, weights[:, None])
-    return float(values[0]), grads[0]
-
-
 def dense_softmax_passes(design, Thetas, y, weights, reference=None):
     """The softmax loss and gradient of g coefficient matrices at once, for a dense X~.
 
@@ -176,8 +169,11 @@ def dense_softmax_passes(design, Thetas, y, weights, reference=None):
                 eta[:, cols] = resid
             np.matmul(eta.T, block, out=grads[k])
 
-    with _parallel.blas_limit(1):           # the parts' threads, not BLAS's, share the cores
-        _parallel.run_part_groups(run, parts)
+    if parts == 1:
+        run(0, 1)                           # one part: no threads to share the cores with
+    else:
+        with _parallel.blas_limit(1):       # the parts' threads, not BLAS's, share the cores
+            _parallel.run_part_groups(run, parts)
     return values.sum(axis=0), grads.sum(axis=0).reshape(g, K, p1), spans
 
 
@@ -334,7 +330,8 @@ class MultinomialProblem(AttributionMixin):
         Theta = theta.reshape(self.n_classes, self.p1)
         weights = np.ascontiguousarray(weights, dtype=float)
         if isinstance(self.design, np.ndarray):
-            value, grad = _dense_softmax_value_gradient(self.design, Theta, self.y, weights)
+            values, grads, _ = dense_softmax_passes(self.design, Theta[None], self.y, weights[:, None])
+            value, grad = float(values[0]), grads[0]
         else:
             resid = np.ascontiguousarray(self.eta_at(theta))
             value = softmax_residual(resid, self.y, weights)                # resid: w_i (p_i - e_yi)

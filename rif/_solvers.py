@@ -317,7 +317,7 @@ def _direct_leave_out_solver(problem, index):
     from ._certify import certifier
 
     hessian, chol, what = direct_leave_out(problem, index)
-    solve = _cho_solver((chol, True))
+    solve = _cho_solver(chol)
     # a p x p factorisation proves the floor faster than 30 solves (memory-bound, 4 p^2 values read
     # each) find it, up to p ~ 5000 on this project's machines; lambda_min(H) is computed once per
     # problem (one eigenvalue of a dense p x p matrix, 0.5 s at p = 2048)
@@ -348,12 +348,9 @@ def _factor_threads(p):
     return _parallel.blas_limit(_parallel.available_threads() if p >= THREADED_BLAS_SIZE else 1)
 
 
-def _cho_solver(chol):
-    """b -> A^{-1} b for ``chol`` = (lower Cholesky factor, True), as scipy's cho_factor gives it."""
-    factor, lower = chol
-    if not lower:
-        return lambda b: sla.cho_solve(chol, b, check_finite=False)
-    return lambda b: cho_solve(factor, b)
+def _cho_solver(lower):
+    """b -> A^{-1} b from A's lower Cholesky factor."""
+    return lambda b: cho_solve(lower, b)
 
 
 def _inf_norm(v):
