@@ -182,9 +182,10 @@ class AttributionMixin:
         certify : bool, default False
             Return a :class:`rif.Certified` whose ``bound`` is a rigorous upper
             bound on ||dtheta_est - dtheta*||_2 (``bound_h`` in the norm of
-            H_{-S}(theta^)), from one pass over the data at the estimate and
-            one product with its chord step (see :mod:`rif._certify`);
-            binomial, Poisson, Gaussian and multinomial models.
+            H_{-S}(theta^)), from one pass over the data at the estimate (and,
+            where that bound is loose, one product with its chord step and a
+            pass at its landing point; see :mod:`rif._certify`); binomial,
+            Poisson, Gaussian and multinomial models.
         rtol : float in (0, 1), default 0.05
             The relative accuracy ``method="auto"`` must prove.
 

@@ -46,7 +46,7 @@ def run_demo(seed=0, C=1.0):
             row = {"fraction": frac, "k": k, "set": kind}
             for m in METHODS:
                 row[m] = float(aud.effect(index, "loss", X_te, y_te, method=m))
-            # a proved bound on RIF's error, from one pass over the data at the estimate (no refit)
+            # a proved bound on RIF's error, from passes over the data at the estimate (no refit)
             certified = aud.effect(index, "loss", X_te, y_te, method="rif", certify=True)
             row["rif_bound"] = certified.bound if certified.certified else None
             rows.append(row)

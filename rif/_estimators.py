@@ -325,8 +325,9 @@ def _newton_group(problem, sets):
     alone, which raises naming it).
 
     k < p: Woodbury, (D^{-1} - W^T W)^{-1} = D + D W^T (I_k - W D W^T)^{-1} W D, k x k systems;
-    k >= p: the whitened leave-out Hessian D^{-1} - W^T W itself, p x p systems. Both are judged
-    definite as one set at a time is (rif._linalg.equilibrated_cholesky).
+    k >= p: H_{-S} formed directly (:func:`_direct_newton_group`), or, for a dask X, the whitened
+    leave-out Hessian D^{-1} - W^T W itself, p x p systems. All are judged definite as one set at
+    a time is (rif._linalg.equilibrated_cholesky, or the refits' test for the direct route).
     """
     index = np.stack(sets)                                        # (g, k)
     g, k = index.shape
@@ -405,7 +406,7 @@ def _params_change_batch(problem, sets, method, tol=1e-10, max_iter=100, n_jobs=
 
     IF and RIF (without per-sample penalty shares) take one sparse product and
     one solve for the whole batch; NS batches the systems of equal-size sets
-    (Woodbury below p samples, the whitened leave-out Hessian from p on);
+    (Woodbury below p samples, the leave-out Hessian formed directly from p on);
     retrain iterates the refits in lockstep, sharing each round's pass over
     X among up to 64 sets (:func:`rif._solvers.chord_refits`), and with ``n_jobs``
     sends chunks of sets through joblib, so that a joblib backend such as dask or
