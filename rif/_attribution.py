@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from . import _certify_dense
 from . import _estimators as est_
 from ._frames import labelled_output
 from ._targets import eta_target, make_target
@@ -386,7 +387,7 @@ class AttributionMixin:
         product of X for all of them, and those still loose take a pass at their chord points
         (:meth:`rif._certify.Certifier.refine_all`). A refit's own error is far below what either
         would change."""
-        from ._certify import certifier, loose
+        from ._certify import _SetCertificate, certifier, loose
 
         def sharpen(positions, certs):
             # one more product of X for the loose ones, then a pass at the chord points of those still loose
@@ -394,14 +395,44 @@ class AttributionMixin:
             certifier(problem).refine_all(certs)
 
         sharpen = None if method == "retrain" else sharpen
-        records = self._escalating(problem, sets, (method,),
-                                   lambda j, m, estimate, cert, last: (estimate, cert.summary(), m), prepare=sharpen)
+        records, rest = [None] * len(sets), list(range(len(sets)))
+        if _certify_dense.applies(problem):
+            # small problems: the exact Hessian at each estimate, for all the sets at once
+            estimates = self._batch(problem, sets, method)
+            for j, cert in enumerate(_certify_dense.certify(problem, sets, estimates)):
+                if cert.certified:
+                    records[j] = (estimates[j], _SetCertificate(cert.bound, cert.bound_h, True, ""), method)
+            rest = [j for j in rest if records[j] is None]
+        if rest:
+            found = self._escalating(problem, [sets[j] for j in rest], (method,),
+                                     lambda j, m, estimate, cert, last: (estimate, cert.summary(), m), prepare=sharpen)
+            for j, record in zip(rest, found):
+                records[j] = record
         return _certified_result(records)
 
     def _auto_params(self, problem, sets, rtol):
         """RIF, else the exact refit's certified iterates from it (the Newton step only where RIF's
         certificate has no chord step), else the refit to convergence: the first whose certificate
-        proves rtol."""
+        proves rtol. Small problems go through the exact Hessian at each estimate, whose Newton
+        points are the refit's iterates (:func:`rif._certify_dense.auto`); the sets that leaves
+        open, through H_{-S}(theta^)."""
+        from ._certify import _SetCertificate
+
+        records, rest = [None] * len(sets), list(range(len(sets)))
+        if _certify_dense.applies(problem):
+            found = _certify_dense.auto(problem, sets, self._batch(problem, sets, "rif"), rtol)
+            for j, record in enumerate(found):
+                if record is not None:
+                    value, bound, bound_h, method = record
+                    records[j] = (value, _SetCertificate(bound, bound_h, True, ""), method)
+            rest = [j for j in rest if records[j] is None]
+        if rest:
+            for j, record in zip(rest, self._auto_through_leave_out(problem, [sets[j] for j in rest], rtol)):
+                records[j] = record
+        return _certified_result(records)
+
+    def _auto_through_leave_out(self, problem, sets, rtol):
+        """:meth:`_auto_params`'s records through H_{-S}(theta^) (see :meth:`_escalating`)."""
         from ._certify import _SetCertificate, relative_ok
 
         def judge(j, method, estimate, cert, last):
@@ -420,8 +451,8 @@ class AttributionMixin:
             return (cert.certified and cert.step is not None
                     and relative_ok(np.linalg.norm(estimate - cert.step), cert.next_bound / _SHARPEN_REACH, rtol))
 
-        return _certified_result(self._escalating(problem, sets, ("rif", "newton", "retrain"), judge, accept_step,
-                                                  worth_sharpening=worth_sharpening))
+        return self._escalating(problem, sets, ("rif", "newton", "retrain"), judge, accept_step,
+                                worth_sharpening=worth_sharpening)
 
     def _batch(self, problem, sets, method):
         return operations(problem).params_change_batch(problem, sets, method, self.tol, self.max_iter, self.n_jobs,

@@ -83,6 +83,18 @@ def loose(cert):
     return not cert.certified or not cert.bound_h <= (1.0 + _REFINE_LOOSENESS) * cert.delta_prime
 
 
+#: above every per-sample curvature l'' that underflows (its true value is then below 5e-324):
+#: the drift bounds c(theta) <= c(theta_e) e^a are multiplicative, and a computed 0 would drop a
+#: sample whose curvature can grow by more than the range of floats
+CURVATURE_FLOOR = 1e-300
+
+
+def curvature_above(curvature, weights):
+    """An upper bound of each sample's weighted curvature w_i l''_i (computed as ``curvature``):
+    at least w_i CURVATURE_FLOOR where w_i > 0, exactly 0 where w_i = 0."""
+    return np.where(weights > 0, np.maximum(curvature, weights * CURVATURE_FLOOR), 0.0)
+
+
 #: sigma'' is bounded by 1 / (6 sqrt 3) over the real line
 _SIGMOID_CURVATURE = 1.0 / (6.0 * np.sqrt(3.0))
 
@@ -218,6 +230,17 @@ class _Drift:
         removed[index] = True
         self.weight[removed[candidates]] = 0.0                  # removed samples are not in F_S
 
+    @classmethod
+    def of(cls, alpha, beta, weight, alpha_rest=0.0, beta_rest=0.0):
+        """The drift of candidate samples that move by a_i = alpha_i + beta_i t and weigh ``weight``
+        (||u_i||^2 in the whitened coordinates of the Hessian compared with), the others' moves
+        bounded by alpha_rest + beta_rest t (for :mod:`rif._certify_dense`, at the exact Hessian
+        of the estimate)."""
+        drift = cls.__new__(cls)
+        drift.alpha, drift.beta, drift.weight = (np.ascontiguousarray(a, dtype=float) for a in (alpha, beta, weight))
+        drift.alpha_rest, drift.beta_rest = float(alpha_rest), float(beta_rest)
+        return drift
+
     def bounds(self, ts, sides=(0, 1)):
         """(low(t), high(t)) for each t in ``ts`` (only the ``sides`` asked for; None for the other),
         by :func:`rif._kernels.drift_bounds`."""
@@ -292,7 +315,8 @@ class Certifier:
     @cached_property
     def leverages(self):
         """h_i = c_i q_i, the curvature-weighted leverages (||u_i||^2 at H_0 = H)."""
-        return self.problem.curvature * self.problem.raw_leverage
+        problem = self.problem
+        return curvature_above(problem.curvature, problem.sample_weight) * problem.raw_leverage
 
     # -- the leave-out factor of a set ---------------------------------------------------------
     def factor(self, index):
@@ -461,7 +485,7 @@ class Certifier:
         rho <= delta' + spread_h."""
         if cert.step is None or cert.alpha is None:
             return
-        kept = self.problem.curvature.copy()
+        kept = curvature_above(self.problem.curvature, self.problem.sample_weight)
         kept[cert.index] = 0.0
         self._sharpen_with(cert, self.M * np.abs(xw), kept * xw**2)
 
@@ -690,11 +714,13 @@ class Certifier:
             if isinstance(family, Gaussian):
                 return np.ones_like(eta)
             _, _, d2 = family.derivatives(eta, target.y)
-            grown = d2 * np.exp(self.M * t)
+            with np.errstate(over="ignore"):
+                grown = np.maximum(d2, CURVATURE_FLOOR) * np.exp(self.M * t)
             return np.minimum(grown, 0.25) if isinstance(family, Binomial) else grown
         # the probability of the label (binomial): |sigma''| <= sigma' and sigma' grows at most e^t
         _, _, d2 = family.derivatives(eta, target.y)
-        return np.minimum(d2 * np.exp(t), _SIGMOID_CURVATURE)
+        with np.errstate(over="ignore"):
+            return np.minimum(np.maximum(d2, CURVATURE_FLOOR) * np.exp(t), _SIGMOID_CURVATURE)
 
     def _loose_effect(self, cert, target):
         """Lipschitz bound from the parameter bound, where phi' is bounded (else inf)."""

@@ -12,6 +12,13 @@ from conftest import glm_labels
 from rif import GLMProblem
 
 
+@pytest.fixture(autouse=True)
+def _through_the_leave_out_hessian(monkeypatch):
+    """These tests exercise the certificates through H_{-S}(theta^) (rif._certify); the exact-Hessian
+    route that small problems take by default (rif._certify_dense) has its own tests."""
+    monkeypatch.setattr("rif._certify_dense.MAX_WORK", 0.0)
+
+
 def _data(family, n, d, seed, scale=2.0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d)) * scale / np.sqrt(d)

@@ -1,0 +1,332 @@
+"""Certificates from the exact Hessian at each estimate, for problems small enough to form it.
+
+Let F be the objective without the set S, theta* its minimiser, theta_e an estimate,
+g = grad F(theta_e) and H_e = grad^2 F(theta_e), formed exactly (n p^2 per set, all the sets of a
+group as one matrix product). With b_i = ||x~_i||_{H_e^{-1}} and |l'''| <= M l'', each kept
+sample's curvature within H_e-distance t of theta_e lies within e^{-+a_i} of its curvature at
+theta_e, a_i = M b_i t, and in H_e's whitened coordinates the Hessian of F there is
+I + sum_i (c_i(theta) / c_i(theta_e) - 1) u_i u_i^T with ||u_i||^2 = c_i(theta_e) b_i^2, so its
+eigenvalues lie in [1 - low(t), 1 + high(t)]:
+
+    low(t), high(t) <= min_T [f(T) + sum_{a_i > T} f(a_i) ||u_i||^2],   f(a) = 1 - e^{-a}, e^a - 1.
+
+T = max_i a_i gives the closed form e^{-+s t} with s = M max_i b_i.
+
+**The estimate.** Along u = (theta* - theta_e) / rho, rho = ||theta* - theta_e||_{H_e}, the
+directional derivative of the convex F rises from g^T u >= -delta (delta = ||g||_{H_e^{-1}}, the
+Newton decrement) to 0 at rho at a rate of at least 1 - low(t), so rho is at most the first r at
+which the integral of (1 - low)^+ reaches delta. In the closed form, (1 - e^{-s rho}) / s <= delta:
+
+    rho <= -log(1 - s delta) / s   when s delta < 1   (delta itself when s = 0);
+
+the thresholded form (:class:`rif._certify._Drift`) is tried for the estimates this leaves
+uncertified.
+
+**The Newton point** theta_N = theta_e - H_e^{-1} g: theta* - theta_N = (H_e^{-1} - H_bar^{-1}) g with
+H_bar the Hessian averaged over the segment to theta*, between (1 - low(rho)) H_e and
+(1 + high(rho)) H_e, so
+
+    ||theta_N - theta*||_{H_e} <= min(max(high / (1 + high), low / (1 - low)) delta, high rho),
+
+which is second order: x = s rho gives high <= e^x - 1, and in the closed form the average
+(e^x - 1) / x - 1 <= (x / 2) e^x. A refit by Newton steps from theta_e converges quadratically, so
+the Newton point is usually certified to a far smaller error by the same evaluation.
+
+**Norms.** In the 2-norm, ||theta_e - theta*||_2 <= min(rho, ||H_e^{-1} g||_2 sqrt(lambda) + e_N) /
+sqrt(lambda), lambda a proved lower bound of lambda_min(H_e) and e_N the Newton point's bound
+(the second through theta_N, by the triangle inequality). In the norm of H_0 = H_{-S}(theta^),
+H_0 <= e^m H_e with m = M max_{i not in S} |x~_i^T (theta_e - theta^)| (each sample's curvature ratio
+between the two points), so H_e-norm bounds grow by at most e^{m/2}, and ||H_e^{-1} g||_{H_0} is
+computed exactly.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import lapack
+
+from . import _design
+from ._certify import _TOP, _Drift, concordance, curvature_above, relative_ok
+
+#: the exact-Hessian route serves problems with n p^2 up to this: forming each set's Hessian
+#: then costs less than the per-set work of the route through H_{-S}(theta^) (see rif._certify)
+MAX_WORK = 2.0e6
+#: values in each of a group's (n_sets, n) and (n_sets, p (p + 1) / 2) work arrays together
+_GROUP_VALUES = 2**22
+#: Newton rounds ``method="auto"`` tries from each estimate before handing a set to the route
+#: through H_{-S}(theta^)
+_AUTO_ROUNDS = 6
+#: the rounding of theta_e - w - theta^, relative to the norms of its terms
+_ROUNDING = 8 * np.finfo(float).eps
+
+
+@dataclass
+class DenseCertificate:
+    """Bounds (2-norm, H_0-norm) on an estimate and on its Newton point theta_e - H_e^{-1} g, given
+    as a change from theta^ (None where H_e is not positive definite); ``certified`` False (and
+    the bounds inf) where the estimate cannot be proved close; ``delta`` is its Newton decrement."""
+
+    bound: float
+    bound_h: float
+    certified: bool
+    newton: np.ndarray = None
+    newton_bound: float = np.inf
+    newton_bound_h: float = np.inf
+    delta: float = np.inf
+
+
+_NONE = DenseCertificate(np.inf, np.inf, False)
+
+
+def applies(problem):
+    """Whether ``problem`` is certified through exact Hessians: a scalar GLM with a known
+    concordance constant, an in-memory dense X, and n p^2 <= :data:`MAX_WORK`."""
+    return (hasattr(problem, "family") and concordance(problem.family) is not None
+            and isinstance(problem.X, np.ndarray)
+            and problem.n_samples * problem.n_params ** 2 <= MAX_WORK)
+
+
+class _Products:
+    """What every group shares: X~ (n, p) and the products x~_ia x~_ib of each row's pairs a <= b
+    (n, p (p + 1) / 2), through which sum_i c_i x~_i x~_i^T and x~_i^T A x~_i for symmetric A are
+    each one matrix product for all the sets of a group."""
+
+    def __init__(self, problem):
+        self.rows = _design.rows(problem.X, np.arange(problem.n_samples), problem.fit_intercept)
+        p = self.rows.shape[1]
+        self.upper = np.triu_indices(p)
+        self.pairs = self.rows[:, self.upper[0]] * self.rows[:, self.upper[1]]
+        self.twice = np.where(self.upper[0] == self.upper[1], 1.0, 2.0)       # A's off-diagonal counted twice
+
+    def grams(self, curvatures):
+        """sum_i c_bi x~_i x~_i^T for each row b of ``curvatures`` (B, n): (B, p, p)."""
+        p = self.rows.shape[1]
+        out = np.empty((len(curvatures), p, p))
+        packed = curvatures @ self.pairs
+        out[:, self.upper[0], self.upper[1]] = packed
+        out[:, self.upper[1], self.upper[0]] = packed
+        return out
+
+    def quadratic_forms(self, matrices):
+        """x~_i^T A_b x~_i for each symmetric A_b of ``matrices`` (B, p, p): (B, n)."""
+        return (matrices[:, self.upper[0], self.upper[1]] * self.twice) @ self.pairs.T
+
+
+def _products(problem):
+    cache = problem.__dict__.get("_dense_products")
+    if cache is None:
+        cache = problem.__dict__["_dense_products"] = _Products(problem)
+    return cache
+
+
+def certify(problem, sets, dthetas):
+    """The :class:`DenseCertificate` of each change in ``dthetas`` (n_sets, p) for ``sets``, a group
+    of sets at a time (each step one array program over the group)."""
+    products = _products(problem)
+    n, p = products.rows.shape
+    dthetas = np.asarray(dthetas, dtype=float).reshape(len(sets), p)
+    group = int(max(1, min(64, _GROUP_VALUES // (4 * n + p * (p + 1)))))
+    out = []
+    for start in range(0, len(sets), group):
+        out += _certify_group(problem, products, concordance(problem.family), sets[start:start + group],
+                              dthetas[start:start + group])
+    return out
+
+
+def _certify_group(problem, products, M, sets, dthetas):
+    rows = products.rows
+    n, p = rows.shape
+    B = len(sets)
+    diag = np.arange(p)
+    thetas = problem.theta[None, :] + dthetas                                                  # (B, p)
+    etas = thetas @ rows.T                                                                     # (B, n)
+    if problem.offset is not None:
+        etas += problem.offset[None, :]
+    weights = np.repeat(problem.sample_weight[None, :], B, axis=0)
+    for b, index in enumerate(sets):
+        weights[b, index] = 0.0
+    _, d1, d2 = problem.family.derivatives(etas.ravel(), np.tile(problem.y, B))
+    d1, curvature = d1.reshape(B, n), weights * d2.reshape(B, n)
+    lam = np.array([problem.penalty_total(w) for w in weights])
+    grads = (weights * d1) @ rows + lam[:, None] * problem.penalty_diag * thetas
+    hessians = products.grams(curvature)
+    hessians[:, diag, diag] += lam[:, None] * problem.penalty_diag
+    usable = np.all(np.isfinite(grads), axis=1) & np.all(np.isfinite(hessians), axis=(1, 2))
+    hessians[~usable] = np.eye(p)
+    inverses, definite = _inverses(hessians)
+    usable &= definite
+    low = _lambda_min_lower(hessians, inverses, 0.0 if problem.fit_intercept else lam)
+    usable &= low > 0.0
+    steps = np.einsum("bpq,bq->bp", inverses, grads)                                           # H_e^{-1} g
+    delta = np.sqrt(np.maximum(np.einsum("bp,bp->b", grads, steps), 0.0))
+    kept = weights > 0
+    along = steps @ rows.T                                                                     # x~_i^T w, (B, n)
+    if M > 0:
+        reach = np.where(kept, np.maximum(products.quadratic_forms(inverses), 0.0), 0.0)      # b_i^2
+        s = M * np.sqrt(reach.max(axis=1))
+        m = M * np.max(np.where(kept, np.abs(etas - problem.eta[None, :]), 0.0), axis=1)
+    else:
+        reach, s, m = np.zeros((B, n)), np.zeros(B), np.zeros(B)
+    # the drift's weights: curvatures that underflow count at a floor above their true value
+    above = curvature_above(curvature, weights)
+    rho, newton_h, low_rho = _radii(M, delta, s, reach, above, kept, usable)
+    certified = np.isfinite(rho)
+    if M > 0:
+        newton_h = _newton_point_bounds(M, rho, newton_h, low_rho, reach, above, np.abs(along), certified)
+    root = np.sqrt(low)
+    step_norm = np.linalg.norm(steps, axis=1)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        grow = np.exp(0.5 * m)
+
+        def grown(v):                   # e^{m/2} v, 0 for v = 0 however far theta_e lies
+            return np.where(v > 0, grow * v, 0.0)
+
+        bound = np.minimum(rho / root, step_norm + newton_h / root)
+        bound_h = np.minimum(grown(rho), _leave_out_norms(problem, sets, steps, along) + grown(newton_h))
+        # theta_N - theta^ is itself computed in floating point: its rounding joins its bounds
+        rounding = _ROUNDING * (np.linalg.norm(thetas, axis=1) + step_norm)
+        newton_bound = newton_h / root + rounding
+        newton_bound_h = grown(newton_h) + rounding * np.sqrt(np.abs(problem.hessian).max())
+    newtons = thetas - steps - problem.theta[None, :]
+    out = []
+    for b in range(B):
+        if not usable[b]:
+            out.append(_NONE)
+        elif not certified[b]:
+            out.append(DenseCertificate(np.inf, np.inf, False, newtons[b], delta=float(delta[b])))
+        else:
+            out.append(DenseCertificate(float(bound[b]), float(bound_h[b]), True, newtons[b], float(newton_bound[b]),
+                                        float(newton_bound_h[b]), float(delta[b])))
+    return out
+
+
+def _inverses(hessians):
+    """(H^{-1} per matrix of the stack, whether its Cholesky factorisation succeeded), by LAPACK's
+    dpotrf and dpotri (the identity where it failed)."""
+    out = np.empty_like(hessians)
+    definite = np.ones(len(hessians), dtype=bool)
+    for b, hessian in enumerate(hessians):
+        chol, info = lapack.dpotrf(hessian, lower=1, clean=0)
+        if info == 0:
+            inverse, info = lapack.dpotri(chol, lower=1)
+        out[b] = inverse if info == 0 else np.eye(len(hessian))
+        definite[b] = info == 0
+    out = np.tril(out)                                          # dpotri fills the lower triangle
+    out += np.tril(out, -1).transpose(0, 2, 1)
+    return out, definite
+
+
+def _lambda_min_lower(hessians, inverses, floor):
+    """A lower bound of lambda_min(H_e) per set, from its inverse: lambda_max(H_e^{-1}) <=
+    ||H_e^{-4}||_F^{1/4} = (sum_k mu_k^8)^{1/8}, at most p^{1/8} times it; less a margin for the
+    inverse's rounding (p eps times the condition number ||H_e||_F ||H_e^{-1}||_F, relative), and
+    never below ``floor`` (lambda, when no intercept is left unpenalised: H_e >= lambda I)."""
+    p = hessians.shape[1]
+    scale = np.abs(inverses).max(axis=(1, 2))                  # (computed on H_e^{-1} / scale: no overflow)
+    squared = np.matmul(inverses / scale[:, None, None], inverses / scale[:, None, None])
+    fourth = np.matmul(squared, squared)
+    top = scale * np.einsum("bij,bij->b", fourth, fourth) ** (1.0 / 8.0)                 # >= lambda_max(H_e^{-1})
+    cond = np.linalg.norm(hessians, axis=(1, 2)) * np.linalg.norm(inverses, axis=(1, 2))
+    margin = 4.0 * p * np.finfo(float).eps * cond
+    with np.errstate(divide="ignore", invalid="ignore"):
+        low = np.where(margin < 0.5, (1.0 - margin) / top, 0.0)
+    return np.maximum(np.nan_to_num(low, nan=0.0), floor)
+
+
+def _radii(M, delta, s, reach, curvature, kept, usable):
+    """(rho, the Newton point's H_e-norm bound, low(rho)) per set: the closed form where
+    s delta < 1, else the thresholded drift; rho = inf where neither bounds it."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        closed = usable & (s * delta < 1.0)
+        rho = np.where(s > 0, -np.log1p(-np.where(closed, s * delta, 0.0)) / s, delta)
+        x = s * rho
+        newton_h = 0.5 * x * np.exp(x) * rho                    # the averaged drift (x / 2) e^x, times rho
+        low_rho = -np.expm1(-x)
+    rho, newton_h = np.where(closed, rho, np.inf), np.where(closed, newton_h, np.inf)
+    low_rho = np.where(closed, low_rho, 1.0)
+    for b in np.flatnonzero(usable & ~closed):
+        rho[b], newton_h[b], low_rho[b] = _thresholded(M, float(delta[b]), reach[b], curvature[b], kept[b])
+    return rho, newton_h, low_rho
+
+
+def _thresholded(M, delta, reach, curvature, kept):
+    """(rho, the Newton point's H_e-norm bound, low(rho)) from the thresholded drift (inf, inf, 1
+    where it cannot bound rho)."""
+    b, weight = np.sqrt(reach[kept]), curvature[kept] * reach[kept]        # ||u_i||^2 = c_i b_i^2
+    rest = 0.0
+    if b.size > _TOP:             # the samples that reach farthest one by one, the others in bulk
+        order = np.argpartition(b, b.size - _TOP - 1)
+        rest = float(b[order[b.size - _TOP - 1]])
+        b, weight = b[order[b.size - _TOP:]], weight[order[b.size - _TOP:]]
+    drift = _Drift.of(np.zeros(b.size), M * b, weight, 0.0, M * rest)
+    rho = drift.radius(delta)
+    if not np.isfinite(rho):
+        return np.inf, np.inf, 1.0
+    low, high = (float(v[0]) for v in drift.bounds(np.array([rho])))
+    inverse_drift = max(high / (1.0 + high) if np.isfinite(high) else 1.0, low / (1.0 - low) if low < 1.0 else np.inf)
+    return rho, min(inverse_drift * delta, high * rho), low
+
+
+def _newton_point_bounds(M, rho, r, low, reach, curvature, move, certified):
+    """Bounds of ||theta_N - theta*||_{H_e} per set from each sample's own move, given bounds ``r``.
+
+    theta* - theta_N = H_bar^{-1} (H_bar - H_e) w with w = H_e^{-1} g; whitened, H_bar = I + D with
+    D = sum_i phi_i u_i u_i^T, phi_i = c_bar_i / c_i - 1 with c_bar_i sample i's curvature averaged
+    over the segment, so |phi_i| <= (e^{a_i} - 1) / a_i - 1 <= (a_i / 2) e^{a_i} for
+    a_i = M |x~_i^T (theta* - theta_e)|; with sum_i u_i u_i^T <= I,
+    ||D w~|| <= (sum_i phi_i^2 c_i (x~_i^T w)^2)^{1/2}, and H_bar >= (1 - low) I.
+    Since theta* - theta_e = theta_N - theta_e + (theta* - theta_N), a_i <= M min(|x~_i^T w| + b_i r,
+    b_i rho): each bound r gives a smaller one, valid because the map is monotone in r. Samples
+    without curvature at theta_e (the removed ones) add nothing."""
+    open_ = certified & (r > 0) & (low < 1.0)
+    if not open_.any():
+        return r
+    r = r.copy()
+    b, moved = np.sqrt(reach[open_]), move[open_]
+    form = curvature[open_] * moved**2
+    bounds, radii, scale = r[open_], rho[open_], 1.0 / (1.0 - low[open_])
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(3):
+            a = M * np.minimum(moved + b * bounds[:, None], b * radii[:, None])
+            terms = np.where(form > 0, (0.5 * a * np.exp(a)) ** 2 * form, 0.0)
+            bounds = np.minimum(bounds, np.sqrt(terms.sum(axis=1)) * scale)
+    r[open_] = bounds
+    return r
+
+
+def _leave_out_norms(problem, sets, steps, along):
+    """||w||_{H_0} per set, H_0 = H - X~_S^T C_S X~_S - (lambda(w) - lambda(w_S)) P^T P, from
+    ``along`` = X~ w."""
+    value = np.einsum("bp,pq,bq->b", steps, problem.hessian, steps)
+    for b, index in enumerate(sets):
+        value[b] -= (problem.curvature[index] @ along[b, index] ** 2
+                     + problem.sample_penalty[index].sum() * (problem.penalty_diag @ steps[b] ** 2))
+    return np.sqrt(np.maximum(value, 0.0))
+
+
+def auto(problem, sets, estimates, rtol):
+    """``method="auto"`` through exact Hessians: for each set, (value, bound, bound_h, method) for
+    the first of its estimate (RIF's) and the Newton points from it whose certified relative error
+    is at most ``rtol``, or None for the sets this does not settle in :data:`_AUTO_ROUNDS` rounds
+    (a round is one evaluation for all the sets still open)."""
+    records = [None] * len(sets)
+    current = np.array(estimates, dtype=float)
+    methods = ["rif"] * len(sets)
+    active = list(range(len(sets)))
+    previous = {}
+    for _ in range(_AUTO_ROUNDS):
+        if not active:
+            break
+        certs = certify(problem, [sets[j] for j in active], current[active])
+        still = []
+        for j, cert in zip(active, certs):
+            if cert.certified and relative_ok(np.linalg.norm(current[j]), cert.bound, rtol):
+                records[j] = (current[j], cert.bound, cert.bound_h, methods[j])
+            elif cert.certified and relative_ok(np.linalg.norm(cert.newton), cert.newton_bound, rtol):
+                records[j] = (cert.newton, cert.newton_bound, cert.newton_bound_h, "retrain")
+            elif cert.newton is not None and cert.delta < previous.get(j, np.inf):
+                # not proved yet: the Newton step from here, certified (or not) by the next round
+                current[j], methods[j], previous[j] = cert.newton, "retrain", cert.delta
+                still.append(j)
+        active = still
+    return records

@@ -1,0 +1,196 @@
+"""Certificates through the exact Hessian at each estimate (rif._certify_dense), the route small
+problems take: never below the true error, and method="auto" keeps rtol through it."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import glm_labels
+from rif import GLMProblem, _certify_dense
+
+
+def _data(family, n, d, seed, scale=2.0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) * scale / np.sqrt(d)
+    return X, glm_labels(family, X @ rng.standard_normal(d), rng)
+
+
+def _set(X, rng, k, clustered):
+    n = X.shape[0]
+    if clustered:                      # the k nearest neighbours of a random sample
+        centre = X[rng.integers(2, n)]
+        order = np.argsort(np.linalg.norm(X - centre, axis=1))
+        return np.sort(order[order >= 2][:k])
+    return np.sort(2 + rng.choice(n - 2, k, replace=False))
+
+
+def _leave_out_norm(problem, index, v):
+    """||v|| in the norm of H_{-S}(theta^), formed densely."""
+    from rif._design import rows
+
+    R = rows(problem.X, index, problem.fit_intercept)
+    H0 = problem.hessian - R.T @ (problem.curvature[index][:, None] * R)
+    H0[np.diag_indices_from(H0)] -= problem.sample_penalty[index].sum() * problem.penalty_diag
+    return float(np.sqrt(max(v @ H0 @ v, 0.0)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(family=st.sampled_from(["binomial", "gaussian", "poisson"]), n=st.integers(20, 150),
+       ratio=st.sampled_from([2, 4, 8, 32, 128]), intercept=st.booleans(),
+       scaling=st.sampled_from(["fixed", "per_sample"]), weighted=st.booleans(), clustered=st.booleans(),
+       fraction=st.sampled_from([0.01, 0.05, 0.2]), seed=st.integers(0, 2**16))
+def test_the_bounds_are_never_below_the_error(family, n, ratio, intercept, scaling, weighted, clustered, fraction,
+                                              seed):
+    d = max(1, n // ratio)
+    X, y = _data(family, n, d, seed)
+    rng = np.random.default_rng(seed)
+    weights = rng.uniform(0.5, 2.0, n) if weighted else None
+    penalty = 1.0 if scaling == "fixed" else 1.0 / n
+    problem = GLMProblem(X, y, family, penalty=penalty, penalty_scaling=scaling, fit_intercept=intercept,
+                         sample_weight=weights, tol=1e-13)
+    assert _certify_dense.applies(problem)
+    index = _set(X, rng, max(1, int(fraction * n)), clustered)
+    truth = problem.params_change(index, "retrain")
+    slack = 1e-9 * (1.0 + np.linalg.norm(truth))
+    estimates = {m: problem.params_change(index, m) for m in ("if", "rif", "newton", "retrain")}
+    certs = _certify_dense.certify(problem, [index] * 4, np.array(list(estimates.values())))
+    for (method, estimate), cert in zip(estimates.items(), certs):
+        if cert.newton is not None:      # the Newton point's bounds, in the 2-norm and in H_0's norm
+            assert np.linalg.norm(cert.newton - truth) <= cert.newton_bound + slack, method
+            assert _leave_out_norm(problem, index, cert.newton - truth) <= cert.newton_bound_h + slack, method
+        assert np.linalg.norm(estimate - truth) <= cert.bound + slack, (method, cert)
+        assert _leave_out_norm(problem, index, estimate - truth) <= cert.bound_h + slack, (method, cert)
+        public = problem.params_change(index, method, certify=True)       # through the route's fallback too
+        assert np.linalg.norm(public.value - truth) <= public.bound + slack, (method, public)
+
+
+def test_small_problems_take_the_exact_route_and_its_bounds_are_tight(monkeypatch):
+    X, y = _data("binomial", 600, 10, 0)
+    problem = GLMProblem(X, y, "binomial", penalty=1.0, tol=1e-13)
+    sets = [np.arange(2, 8), np.arange(10, 40)]
+    truth = problem.params_change(sets, "retrain")
+    calls = []
+    original = _certify_dense.certify
+    monkeypatch.setattr(_certify_dense, "certify", lambda *args: calls.append(1) or original(*args))
+    for method in ("rif", "newton"):
+        cert = problem.params_change(sets, method, certify=True)
+        errors = np.linalg.norm(cert.value - truth, axis=1)
+        assert np.all(cert.certified) and np.all(errors <= cert.bound) and np.all(cert.bound <= 1.1 * errors)
+    assert len(calls) == 2
+    at_optimum = problem.params_change(sets, "retrain", certify=True)
+    assert np.all(at_optimum.bound < 1e-10 * np.linalg.norm(truth, axis=1))
+    # squared loss: the Newton step is exact and so is its certificate
+    Xg, yg = _data("gaussian", 300, 10, 1)
+    newton = GLMProblem(Xg, yg, "gaussian", penalty=1.0).params_change([3, 4, 5], "newton", certify=True)
+    assert newton.certified and newton.bound < 1e-12 and newton.bound_h < 1e-12
+    # above MAX_WORK the route through H_{-S}(theta^) serves
+    monkeypatch.setattr(_certify_dense, "MAX_WORK", problem.n_samples * problem.n_params ** 2 - 1)
+    assert not _certify_dense.applies(problem)
+    problem.params_change(sets, "rif", certify=True)
+    assert len(calls) == 4
+
+
+@pytest.mark.parametrize("rtol", [0.05, 1e-3, 1e-8])
+def test_auto_through_exact_hessians_keeps_rtol(rtol):
+    X, y = _data("binomial", 400, 20, 3)
+    problem = GLMProblem(X, y, "binomial", penalty=1.0, tol=1e-13)
+    rng = np.random.default_rng(0)
+    sets = [_set(X, rng, k, clustered) for k in (4, 20, 80) for clustered in (False, True)]
+    truth = problem.params_change(sets, "retrain")
+    result = problem.params_change(sets, "auto", certify=True, rtol=rtol)
+    assert set(result.method) <= {"rif", "retrain"} and np.all(result.certified)
+    errors = np.linalg.norm(result.value - truth, axis=1)
+    assert np.all(errors <= result.bound + 1e-12)
+    assert np.all(errors <= rtol * np.linalg.norm(truth, axis=1) + 1e-12)
+    if rtol == 0.05:
+        assert "rif" in set(result.method)
+
+
+def test_what_the_exact_route_cannot_certify_goes_through_the_leave_out_hessian(monkeypatch):
+    X, y = _data("binomial", 300, 8, 4)
+    problem = GLMProblem(X, y, "binomial", penalty=1.0, tol=1e-13)
+    rng = np.random.default_rng(2)
+    sets = [_set(X, rng, k, False) for k in (3, 15, 30, 60)]
+    truth = problem.params_change(sets, "retrain")
+    original = _certify_dense.certify
+
+    def every_other(problem, sets, dthetas):        # the route certifies only the even positions
+        return [cert if k % 2 == 0 else _certify_dense.DenseCertificate(np.inf, np.inf, False)
+                for k, cert in enumerate(original(problem, sets, dthetas))]
+
+    monkeypatch.setattr(_certify_dense, "certify", every_other)
+    general = []
+    from rif._attribution import AttributionMixin
+
+    for name in ("_escalating", "_auto_through_leave_out"):
+        method = getattr(AttributionMixin, name)
+        monkeypatch.setattr(AttributionMixin, name,
+                            lambda self, problem, sets, *a, _m=method, _n=name, **k:
+                            general.append((_n, len(sets))) or _m(self, problem, sets, *a, **k))
+    cert = problem.params_change(sets, "rif", certify=True)
+    auto = problem.params_change(sets, "auto", certify=True, rtol=0.05)
+    assert ("_escalating", 2) in general and ("_auto_through_leave_out", 2) in general
+    for result in (cert, auto):
+        errors = np.linalg.norm(result.value - truth, axis=1)
+        assert np.all(errors <= result.bound + 1e-12)
+    assert np.all(np.linalg.norm(auto.value - truth, axis=1) <= 0.05 * np.linalg.norm(truth, axis=1) + 1e-12)
+
+
+def test_a_hessian_at_the_estimate_that_is_not_definite_certifies_nothing():
+    X, y = _data("poisson", 40, 12, 5)
+    problem = GLMProblem(X, y, "poisson", penalty=0.0, fit_intercept=False, tol=1e-12)
+    index = np.arange(30)                               # 10 samples left for 12 parameters
+    cert, = _certify_dense.certify(problem, [index], np.zeros((1, 12)))
+    assert not cert.certified and cert.newton is None and cert.bound == np.inf
+
+
+def test_curvatures_that_underflow_do_not_vanish_from_the_drift():
+    """Far from the optimum of a nearly separable fit every kept sample's curvature underflows to 0;
+    a far-off point must not be certified through them (their curvature can grow back)."""
+    X, y = _data("binomial", 30, 12, 4)
+    problem = GLMProblem(X, y, "binomial", penalty=1e-6, fit_intercept=False, tol=1e-13)
+    index = np.arange(2, 22)
+    far = 1e6 * problem.params_change(index, "rif") / np.linalg.norm(problem.params_change(index, "rif"))
+    cert, = _certify_dense.certify(problem, [index], far[None, :])
+    weights = problem.sample_weight.copy()
+    weights[index] = 0.0
+    _, grad = problem.value_gradient(problem.theta + far, weights)
+    assert np.linalg.norm(grad) > 1e-3                  # far from theta*: a bound must be large
+    assert cert.newton_bound > 1.0 and cert.bound > 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(p=st.integers(1, 40), decades=st.floats(0.0, 9.0), seed=st.integers(0, 2**16))
+def test_the_smallest_eigenvalue_bound_is_below_it_and_close(p, decades, seed):
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((p, p)))
+    eig = 10.0 ** rng.uniform(-decades, 0.0, p)
+    H = (Q * eig) @ Q.T
+    H = 0.5 * (H + H.T)[None]
+    inverses, definite = _certify_dense._inverses(H)
+    assert definite[0]
+    np.testing.assert_allclose(inverses[0] @ H[0], np.eye(p), atol=1e-6 * 10.0 ** decades)
+    low = _certify_dense._lambda_min_lower(H, inverses, 0.0)[0]
+    assert low <= eig.min()
+    assert low >= eig.min() / (p ** 0.125 * 1.01) or 4.0 * p * np.finfo(float).eps * np.linalg.cond(H[0]) > 1e-3
+    assert _certify_dense._inverses(-H)[1][0] == (p == 0)
+
+
+def test_the_thresholded_drift_certifies_what_the_closed_form_cannot():
+    """A set whose one far-reaching kept sample makes s delta >= 1: the closed form gives up, the
+    thresholded drift (that sample carries little curvature) still bounds the error validly."""
+    X, y = _data("binomial", 200, 5, 6)
+    X[0] *= 40.0                                # a far, confidently classified sample
+    y[0] = float(X[0] @ np.ones(5) > 0)
+    problem = GLMProblem(X, y, "binomial", penalty=1.0, tol=1e-13)
+    rng = np.random.default_rng(1)
+    found = 0
+    for _ in range(20):
+        index = np.sort(1 + rng.choice(199, 40, replace=False))
+        estimate = problem.params_change(index, "if")
+        cert, = _certify_dense.certify(problem, [index], estimate[None, :])
+        truth = problem.params_change(index, "retrain")
+        assert np.linalg.norm(estimate - truth) <= cert.bound + 1e-9
+        found += cert.certified
+    assert found > 0
