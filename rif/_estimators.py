@@ -43,18 +43,39 @@ def _one_set(problem, index, position=None):
     """index_set plus what the GLM needs: weight left, and both classes for the binomial."""
     arr = index_set(index, problem.n_samples, position)
     where = "" if position is None else f" (set {position})"
-    keep = problem.sample_weight.copy()
-    keep[arr] = 0.0
-    if not keep.sum() > 0:
+    counts = _weighted_counts(problem)
+    left = counts.total - int(np.count_nonzero(counts.positive[arr]))       # positively weighted samples kept
+    if left == 0:
         raise ValueError(f"the removal set removes every (positively weighted) sample{where}")
-    if problem.family.name == "binomial":
-        remaining = problem.y[keep > 0]
+    if counts.ones is not None:
+        ones = counts.ones - int(np.count_nonzero(counts.one[arr]))
+        if ones in (0, left):
+            raise ValueError(f"the removal set removes every sample of class {1 if ones == 0 else 0}; "
+                             f"the refitted classifier would be undefined{where}")
+    elif problem.family.name == "binomial":                                  # proportions: any two values
+        keep = counts.positive.copy()
+        keep[arr] = False
+        remaining = problem.y[keep]
         if remaining.min() == remaining.max():
-            raise ValueError(
-                f"the removal set removes every sample of class {1 - int(remaining[0])}; "
-                f"the refitted classifier would be undefined{where}"
-            )
+            raise ValueError(f"the removal set leaves only samples with y = {remaining[0]:g}; "
+                             f"the refitted classifier would be undefined{where}")
     return arr
+
+
+def _weighted_counts(problem):
+    """The positively weighted samples and their count, and for 0/1 binomial labels those of class
+    1 (``ones`` None otherwise): what every removal set's checks subtract from (cached)."""
+    from types import SimpleNamespace
+
+    cache = problem.__dict__.get("_weighted_counts")
+    if cache is None:
+        positive = problem.sample_weight > 0
+        binary = problem.family.name == "binomial" and bool(np.all((problem.y == 0) | (problem.y == 1)))
+        one = positive & (problem.y == 1) if binary else None
+        cache = problem.__dict__["_weighted_counts"] = SimpleNamespace(
+            positive=positive, total=int(positive.sum()), one=one,
+            ones=int(one.sum()) if binary else None)
+    return cache
 
 
 def removal_sets(problem, remove):

@@ -187,3 +187,18 @@ def test_given_theta_is_not_frozen_or_modified():
     prob = rif.GLMProblem(X, y, "binomial", given, penalty=1.0, refine=False)
     assert given.flags.writeable and not prob.theta.flags.writeable
     np.testing.assert_array_equal(given, theta)
+
+
+def test_the_class_check_counts_only_positively_weighted_samples():
+    X, y, _ = synthetic("binomial", n=40, seed=33)
+    weights = np.ones(40)
+    ones = np.flatnonzero(y == 1)
+    weights[ones[:3]] = 0.0                       # these class-1 samples do not count
+    problem = rif.GLMProblem(X, y, "binomial", penalty=1.0, sample_weight=weights)
+    with pytest.raises(ValueError, match="every sample of class 1"):
+        problem.params_change(ones[3:], "if")
+    assert problem.params_change(ones[4:], "if").shape == (problem.n_params,)
+    with pytest.raises(ValueError, match=r"every sample of class 0.*set 1"):
+        problem.params_change([[0], np.flatnonzero(y == 0)], "if")
+    with pytest.raises(ValueError, match="every"):
+        problem.params_change(np.flatnonzero(weights > 0), "if")
