@@ -34,6 +34,7 @@ FULL_MULTINOMIAL = (20000, 200, 10)    # n, d, K
 QUICK_MULTINOMIAL = (2000, 20, 5)
 FULL_CERTIFY = (4000, (2, 4, 8, 32, 128), 20)     # n, n/d ratios, sets per ratio
 QUICK_CERTIFY = (400, (4, 32), 6)
+FULL_CERTIFY_SMALL = [(180, (2, 4, 8), 20), (1000, (32, 128), 20)]   # small enough for exact Hessians
 
 
 # -- measuring ---------------------------------------------------------------------------
@@ -385,7 +386,10 @@ def _family_data(family, n, d, seed):
 def bench_certify(n, ratios, n_sets, repeat):
     """Certificates of RIF and Newton-step estimates: tightness (median bound / true error, in the
     H_{-S} norm and in test loss) and coverage (fraction certified); their cost is
-    :func:`bench_certify_cost`."""
+    :func:`bench_certify_cost`. Each row names the route: exact Hessians at the estimates for small
+    problems (n p^2 <= rif._certify_dense.MAX_WORK), the leave-out Hessian H_-S otherwise."""
+    from rif import _certify_dense
+
     for family in ("binomial", "poisson", "gaussian"):
         for ratio in ratios:
             d = max(2, n // ratio)
@@ -411,7 +415,8 @@ def bench_certify(n, ratios, n_sets, repeat):
                 tight_e = np.median(eff.bound[real_e] / eff_err[real_e]) if real_e.any() else np.nan
                 violations = int(np.sum(cert.bound < np.linalg.norm(cert.value - truth, axis=1) * (1 - 1e-9) - 1e-12)
                                  + np.sum(eff.bound < eff_err * (1 - 1e-9) - 1e-12))
-                ROWS.append((f"certify {method}, {family}: bound/true (H-norm, test loss), coverage", f"{n}x{d}",
+                route = "exact Hessians" if _certify_dense.applies(prob) else "through H_-S"
+                ROWS.append((f"certify {method}, {family} ({route}): bound/true (H-norm, test loss), coverage", f"{n}x{d}",
                              "", "", "", "", "", "", f"violations {violations}",
                              f"n/d {ratio}: median bound/true {tight_h:.2f} (params), {tight_e:.2f} (loss); "
                              f"certified {ok.mean():.0%} of {len(sets)} sets of 1-5 %"))
@@ -420,13 +425,16 @@ def bench_certify(n, ratios, n_sets, repeat):
 
 class _PassCounter:
     """Counts the passes over X while active: one per column of a gradient evaluation (X~ theta and
-    X~^T r), and one half per column of a product X~ v with the training X (``X``)."""
+    X~^T r), and one half per column of a product X~ v with the training X (``X``). An estimate
+    certified through its exact Hessian (small problems) counts as one pass, and as one Hessian
+    (``hessians``, n p^2 multiply-adds)."""
 
     def __init__(self, X=None):
-        from rif import _design
+        from rif import _certify_dense, _design
 
-        self.design, self.count, self.X = _design, 0, X
+        self.design, self.dense, self.count, self.hessians, self.X = _design, _certify_dense, 0, 0, X
         self.originals = (_design.loss_gradient, _design.loss_gradients, _design.linear_predictor)
+        self.dense_original = _certify_dense.certify
 
     def __enter__(self):
         single, many, product = self.originals
@@ -444,11 +452,18 @@ class _PassCounter:
                 self.count += 0.5 * (thetas.shape[1] if np.ndim(thetas) == 2 else 1)
             return product(X, thetas, *args, **kwargs)
 
+        def dense(problem, sets, dthetas):
+            self.count += len(sets)
+            self.hessians += len(sets)
+            return self.dense_original(problem, sets, dthetas)
+
         self.design.loss_gradient, self.design.loss_gradients, self.design.linear_predictor = one, batch, half
+        self.dense.certify = dense
         return self
 
     def __exit__(self, *exc):
         self.design.loss_gradient, self.design.loss_gradients, self.design.linear_predictor = self.originals
+        self.dense.certify = self.dense_original
 
 
 def _certify_cases(full):
@@ -482,15 +497,21 @@ def bench_certify_cost(full, n_sets, repeat):
         def passes(fn):
             with _PassCounter(prob.X) as counter:
                 out = fn()
-            return out, counter.count / len(sets)
+            per_set = f"{counter.count / len(sets):.1f} passes per set"
+            if counter.hessians:
+                per_set += f" ({counter.hessians / len(sets):.1f} exact Hessians per set)"
+            return out, per_set
 
         (truth, refit_passes) = passes(lambda: prob.params_change(sets, "retrain"))
         refit = measure(lambda: prob.params_change(sets, "retrain"), repeat)
         scale = np.linalg.norm(truth, axis=1)
         cert = measure(lambda: prob.params_change(sets, "rif", certify=True), repeat)
+        ok = cert[2].certified
+        errors = np.linalg.norm(cert[2].value - truth, axis=1)
         report(f"certificates of {len(sets)} RIF estimates", (n, d), cert, refit, "refitting every set",
-               f"certified {np.mean(cert[2].certified):.0%}",
-               f"{name}; refits: {refit_passes:.1f} passes per set")
+               f"certified {np.mean(ok):.0%}" + (f", median bound/true {np.median(cert[2].bound[ok] / errors[ok]):.2f}"
+                                                 if ok.any() else ""),
+               f"{name}; refits: {refit_passes}")
         certified_refit = measure(lambda: prob.params_change(sets, "retrain", certify=True), repeat)
         report(f"certified exact refits of {len(sets)} sets", (n, d), certified_refit, refit, "refitting every set",
                f"max bound {np.max(certified_refit[2].bound):.1e}", f"{name}; the certificate of each refit's result")
@@ -508,7 +529,7 @@ def bench_certify_cost(full, n_sets, repeat):
             worst = np.max(np.linalg.norm(result.value - truth, axis=1) / scale)
             shares = ", ".join(f"{m} {np.mean(result.method == m):.0%}" for m in ("rif", "newton", "retrain"))
             report(f"method='auto', rtol {rtol:g}", (n, d), auto, refit, "refitting every set",
-                   f"max rel err {worst:.1e}", f"{name}; {shares}; {auto_passes:.1f} passes per set")
+                   f"max rel err {worst:.1e}", f"{name}; {shares}; {auto_passes}")
 
 
 def bench_certify_multinomial(n, d, K, n_sets, repeat):
@@ -660,6 +681,9 @@ def main(argv=None):
         bench_sparse(*(QUICK_SPARSE if args.quick else FULL_SPARSE))
         bench_multinomial(*(QUICK_MULTINOMIAL if args.quick else FULL_MULTINOMIAL), repeat=1)
         bench_certify(*(QUICK_CERTIFY if args.quick else FULL_CERTIFY), repeat=1)
+        if not args.quick:
+            for small in FULL_CERTIFY_SMALL:        # the exact-Hessian route's own rows
+                bench_certify(*small, repeat=1)
         bench_certify_cost(not args.quick, n_sets=6 if args.quick else 20, repeat=1 if args.quick else 3)
         bench_certify_multinomial(*((600, 5, 3, 4) if args.quick else (20000, 50, 5, 10)), repeat=1)
     bench_paper_shapes(QUICK_PAPER if args.quick else FULL_PAPER, repeat)

@@ -558,6 +558,7 @@ class AttributionMixin:
     def _certified_effect(self, remove, target, X, y, method, rtol, certify, linear, target_gradient):
         """effect with certificates (and method="auto"): see :meth:`effect`."""
         from ._certify import Certified, certifier, relative_ok
+        from ._targets import EtaTarget
 
         if linear:
             raise ValueError("certify and method='auto' bound the exact effect; use linear=False")
@@ -581,17 +582,29 @@ class AttributionMixin:
                 leverage_cache[id(tgt)] = cert.eval_leverage(tgt)
             return leverage_cache[id(tgt)]
 
+        records, rest = [None] * len(sets), list(range(len(sets)))
+        if _certify_dense.applies(problem) and all(isinstance(t, EtaTarget) for t in targets):
+            # small problems: the exact Hessian at each estimate (the sets it leaves open go on below)
+            start = self._batch(problem, sets, "rif" if method == "auto" else method)
+            records = _certify_dense.effect_records(problem, sets, start, targets, leverage_of, method, rtol)
+            rest = [j for j in rest if records[j] is None]
+        open_targets = [targets[j] for j in rest]
+
         def judge(j, m, estimate, set_cert, last):
-            tgt = targets[j]
+            tgt = open_targets[j]
             value = float(tgt.changes(problem.theta, estimate[None], False)[0])
             bound, ok, reason = cert.effect_bound(set_cert, tgt, leverage_of(tgt))
             if method != "auto" or last or (ok and relative_ok(abs(value), bound, rtol)):
                 return value, bound, ok, reason, m
             return None
 
-        records = self._escalating(problem, sets, ("rif", "newton", "retrain") if method == "auto" else (method,),
-                                   judge, prepare=lambda positions, certs: cert.prepare_effects(
-                                       certs, [targets[j] for j in positions], refine=method != "auto"))
+        if rest:
+            found = self._escalating(problem, [sets[j] for j in rest],
+                                     ("rif", "newton", "retrain") if method == "auto" else (method,), judge,
+                                     prepare=lambda positions, certs: cert.prepare_effects(
+                                         certs, [open_targets[j] for j in positions], refine=method != "auto"))
+            for j, record in zip(rest, found):
+                records[j] = record
         values, bounds, flags, reasons, methods = (np.array(column, dtype=dtype) for column, dtype in
                                                    zip(zip(*records), (float, float, bool, object, object)))
         result = Certified(values, bounds, np.full(len(sets), np.nan), flags, reasons, methods)

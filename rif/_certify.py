@@ -745,7 +745,10 @@ def _curvature_weighted_square(kappa, t2, scale):
     (x~_j^T d)^2 <= T scale + sum_j (kappa_j - T)^+ t2_j. The minimum over T in {0, kappa_j}; T = 0 is
     the point-by-point bound, which a single direction d cannot reach for many points at once
     (sum_j t2_j is r^2 tr(X~_t H_0^{-1} X~_t^T), up to the rank of X~_t times the top eigenvalue)."""
-    plain = float(kappa @ t2)
+    with np.errstate(over="ignore", invalid="ignore"):
+        plain = float(kappa @ t2)
+    if not np.isfinite(plain):
+        return np.inf                      # (a curvature or a reach beyond floats: nothing to say)
     if not np.isfinite(scale) or kappa.size == 0:
         return plain
     order = np.argsort(-kappa, kind="stable")

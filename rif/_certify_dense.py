@@ -46,7 +46,7 @@ import numpy as np
 from scipy.linalg import lapack
 
 from . import _design
-from ._certify import _TOP, _Drift, concordance, curvature_above, relative_ok
+from ._certify import _TOP, _Drift, _curvature_weighted_square, concordance, curvature_above, relative_ok
 
 #: the exact-Hessian route serves problems with n p^2 up to this: forming each set's Hessian
 #: then costs less than the per-set work of the route through H_{-S}(theta^) (see rif._certify)
@@ -73,6 +73,10 @@ class DenseCertificate:
     newton_bound: float = np.inf
     newton_bound_h: float = np.inf
     delta: float = np.inf
+    # for effects: theta_e, ||theta_N - theta*||_{H_e} <= newton_h, and H_e^{-1}
+    theta_e: np.ndarray = None
+    newton_h: float = np.inf
+    inverse: np.ndarray = None
 
 
 _NONE = DenseCertificate(np.inf, np.inf, False)
@@ -187,6 +191,7 @@ def _certify_group(problem, products, M, sets, dthetas):
         rounding = _ROUNDING * (np.linalg.norm(thetas, axis=1) + step_norm)
         newton_bound = newton_h / root + rounding
         newton_bound_h = grown(newton_h) + rounding * np.sqrt(np.abs(problem.hessian).max())
+        newton_h = newton_h + rounding * np.sqrt(np.trace(hessians, axis1=1, axis2=2))        # >= ||.||_{H_e}
     newtons = thetas - steps - problem.theta[None, :]
     out = []
     for b in range(B):
@@ -196,7 +201,8 @@ def _certify_group(problem, products, M, sets, dthetas):
             out.append(DenseCertificate(np.inf, np.inf, False, newtons[b], delta=float(delta[b])))
         else:
             out.append(DenseCertificate(float(bound[b]), float(bound_h[b]), True, newtons[b], float(newton_bound[b]),
-                                        float(newton_bound_h[b]), float(delta[b])))
+                                        float(newton_bound_h[b]), float(delta[b]), thetas[b], float(newton_h[b]),
+                                        inverses[b]))
     return out
 
 
@@ -216,16 +222,23 @@ def _inverses(hessians):
     return out, definite
 
 
+def _top_eigenvalue_upper(matrices):
+    """||A^4||_F^{1/4} = (sum_k lambda_k^8)^{1/8} for each symmetric A of the stack: at least its
+    largest |eigenvalue| and at most p^{1/8} times it (computed on A / max|A_ij|: no overflow)."""
+    scale = np.abs(matrices).max(axis=(1, 2))
+    scaled = matrices / np.where(scale > 0, scale, 1.0)[:, None, None]
+    squared = np.matmul(scaled, scaled)
+    fourth = np.matmul(squared, squared)
+    return scale * np.einsum("bij,bij->b", fourth, fourth) ** (1.0 / 8.0)
+
+
 def _lambda_min_lower(hessians, inverses, floor):
     """A lower bound of lambda_min(H_e) per set, from its inverse: lambda_max(H_e^{-1}) <=
     ||H_e^{-4}||_F^{1/4} = (sum_k mu_k^8)^{1/8}, at most p^{1/8} times it; less a margin for the
     inverse's rounding (p eps times the condition number ||H_e||_F ||H_e^{-1}||_F, relative), and
     never below ``floor`` (lambda, when no intercept is left unpenalised: H_e >= lambda I)."""
     p = hessians.shape[1]
-    scale = np.abs(inverses).max(axis=(1, 2))                  # (computed on H_e^{-1} / scale: no overflow)
-    squared = np.matmul(inverses / scale[:, None, None], inverses / scale[:, None, None])
-    fourth = np.matmul(squared, squared)
-    top = scale * np.einsum("bij,bij->b", fourth, fourth) ** (1.0 / 8.0)                 # >= lambda_max(H_e^{-1})
+    top = _top_eigenvalue_upper(inverses)                                                  # >= lambda_max(H_e^{-1})
     cond = np.linalg.norm(hessians, axis=(1, 2)) * np.linalg.norm(inverses, axis=(1, 2))
     margin = 4.0 * p * np.finfo(float).eps * cond
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -330,3 +343,80 @@ def auto(problem, sets, estimates, rtol):
                 still.append(j)
         active = still
     return records
+
+
+# -- effects ---------------------------------------------------------------------------------------
+def effect_records(problem, sets, estimates, targets, reach_of, method, rtol):
+    """Certified effects f(theta_{-S}) - f(theta^) through exact Hessians: for each set, (value, bound,
+    True, "", method) or None where this route leaves the set open.
+
+    For an estimate theta_e with Newton point theta_N, |f(theta_e) - f(theta*)| <= |f(theta_e) -
+    f(theta_N)| (computed) + |f(theta_N) - f(theta*)|, and with d = theta* - theta_N, ||d||_{H_e} <= e_N,
+
+        |f(theta_N) - f(theta*)| <= ||grad f(theta_N)||_{H_e^{-1}} e_N + (1/2) sum_j kappa_j (x~_j^T d)^2,
+
+    kappa_j a bound of |phi_j''| within t_j = e_N ||x~_j||_{H_e^{-1}} of x~_j^T theta_N. The rows' reach is
+    taken from H: H_e^{-1} <= mu H^{-1} with mu >= lambda_max(H_e^{-1} H), so t_j^2 <= e_N^2 mu q_j and the
+    sum is bounded through mu times the top eigenvalue of X~_t H^{-1} X~_t^T (``reach_of(target)``, a
+    :class:`rif._certify._EvalReach`) as well as row by row. ``method="auto"`` (``rtol`` its
+    relative accuracy) returns the first of RIF's estimate (``estimates``) and the Newton points
+    from it whose bound proves rtol, as for the parameters (:func:`auto`)."""
+    records = [None] * len(sets)
+    current = np.array(estimates, dtype=float)
+    labels = [method] * len(sets)
+    active, previous = list(range(len(sets))), {}
+    for _ in range(_AUTO_ROUNDS if method == "auto" else 1):
+        if not active:
+            break
+        certs = certify(problem, [sets[j] for j in active], current[active])
+        still = []
+        for j, cert in zip(active, certs):
+            if cert.certified:
+                value, newton_value, newton_bound = _effect_bounds(problem, cert, targets[j], reach_of(targets[j]))
+                bound = abs(value - newton_value) + newton_bound
+                if method != "auto" or relative_ok(abs(value), bound, rtol):
+                    records[j] = (value, bound, True, "", "rif" if labels[j] == "auto" else labels[j])
+                    continue
+                if relative_ok(abs(newton_value), newton_bound, rtol):
+                    records[j] = (newton_value, newton_bound, True, "", "retrain")
+                    continue
+            if method == "auto" and cert.newton is not None and cert.delta < previous.get(j, np.inf):
+                current[j], labels[j], previous[j] = cert.newton, "retrain", cert.delta
+                still.append(j)
+        active = still
+    return records
+
+
+def _effect_bounds(problem, cert, target, reach):
+    """(f(theta_e) - f(theta^), f(theta_N) - f(theta^), a bound of |f(theta_N) - f(theta*)|) for one
+    certified set (see :func:`effect_records`)."""
+    from ._certify import certifier
+
+    dtheta_e = cert.theta_e - problem.theta
+    value, newton_value = (float(v) for v in target.changes(problem.theta, np.array([dtheta_e, cert.newton])))
+    theta_n = problem.theta + cert.newton
+    grad = target.gradient(theta_n)
+    first = float(np.sqrt(max(grad @ cert.inverse @ grad, 0.0))) * cert.newton_h
+    mu = float(_pencil_top(problem, cert.inverse[None])[0])
+    t = cert.newton_h * np.sqrt(mu * np.maximum(reach.q, 0.0))
+    kappa = certifier(problem)._phi_curvature(target, target.eta(theta_n), t)
+    second = 0.5 * _curvature_weighted_square(kappa, t**2, cert.newton_h**2 * mu * reach.top)
+    bound = first + second
+    return value, newton_value, (bound if np.isfinite(bound) else np.inf)
+
+
+def _pencil_top(problem, inverses):
+    """Upper bounds of lambda_max(H_e^{-1} H) = lambda_max(L^T H_e^{-1} L) (H = L L^T, cached) for a
+    stack of H_e^{-1}, by the same eighth-power argument as :func:`_lambda_min_lower`, plus the
+    rounding of the two products, at most 4 p eps ||L||_F^2 ||H_e^{-1}||_F."""
+    cache = problem.__dict__.get("_dense_hessian_factor")
+    if cache is None:
+        from scipy.linalg import cholesky
+
+        chol = cholesky(problem.hessian, lower=True, check_finite=False)
+        cache = problem.__dict__["_dense_hessian_factor"] = (chol, np.ascontiguousarray(chol.T))
+    chol, chol_t = cache
+    pencil = chol_t[None] @ inverses @ chol[None]
+    pencil = 0.5 * (pencil + pencil.transpose(0, 2, 1))
+    rounding = 4.0 * pencil.shape[1] * np.finfo(float).eps * np.sum(chol**2) * np.linalg.norm(inverses, axis=(1, 2))
+    return _top_eigenvalue_upper(pencil) + rounding

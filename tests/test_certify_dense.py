@@ -63,6 +63,12 @@ def test_the_bounds_are_never_below_the_error(family, n, ratio, intercept, scali
         assert _leave_out_norm(problem, index, estimate - truth) <= cert.bound_h + slack, (method, cert)
         public = problem.params_change(index, method, certify=True)       # through the route's fallback too
         assert np.linalg.norm(public.value - truth) <= public.bound + slack, (method, public)
+    X_eval, y_eval = _data(family, 10, d, seed + 1)
+    for target in ["loss", "decision"] + (["proba"] if family == "binomial" else []):
+        exact = problem.effect(index, target, X_eval, y_eval, dtheta=truth)
+        for method in ("rif", "newton"):
+            effect = problem.effect(index, target, X_eval, y_eval, method=method, certify=True)
+            assert abs(effect.value - exact) <= effect.bound + 1e-9 * (1 + abs(exact)), (method, target, effect)
 
 
 def test_small_problems_take_the_exact_route_and_its_bounds_are_tight(monkeypatch):
@@ -194,3 +200,27 @@ def test_the_thresholded_drift_certifies_what_the_closed_form_cannot():
         assert np.linalg.norm(estimate - truth) <= cert.bound + 1e-9
         found += cert.certified
     assert found > 0
+
+
+@pytest.mark.parametrize("family", ["binomial", "poisson"])
+def test_effect_bounds_through_exact_hessians_are_tight_and_auto_keeps_rtol(family, monkeypatch):
+    X, y = _data(family, 500, 12, 8)
+    problem = GLMProblem(X, y, family, penalty=1.0, tol=1e-13)
+    X_eval, y_eval = _data(family, 40, 12, 9)
+    rng = np.random.default_rng(5)
+    sets = [_set(X, rng, k, clustered) for k in (5, 25) for clustered in (False, True)]
+    truth = problem.params_change(sets, "retrain")
+    exact = problem.effect(sets, "loss", X_eval, y_eval, dtheta=truth)
+    from rif._attribution import AttributionMixin
+
+    monkeypatch.setattr(AttributionMixin, "_escalating", None)       # the route settles every set itself
+    for method in ("rif", "newton"):
+        effect = problem.effect(sets, "loss", X_eval, y_eval, method=method, certify=True)
+        errors = np.abs(effect.value - exact)
+        assert np.all(effect.certified) and np.all(errors <= effect.bound)
+        assert np.median(effect.bound / errors) <= 1.5
+    for rtol in (0.05, 1e-6):
+        auto = problem.effect(sets, "loss", X_eval, y_eval, method="auto", certify=True, rtol=rtol)
+        assert set(auto.method) <= {"rif", "retrain"}
+        assert np.all(np.abs(auto.value - exact) <= auto.bound + 1e-12)
+        assert np.all(np.abs(auto.value - exact) <= rtol * np.abs(exact) + 1e-12)
