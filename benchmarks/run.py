@@ -34,7 +34,7 @@ FULL_MULTINOMIAL = (20000, 200, 10)    # n, d, K
 QUICK_MULTINOMIAL = (2000, 20, 5)
 FULL_CERTIFY = (4000, (2, 4, 8, 32, 128), 20)     # n, n/d ratios, sets per ratio
 QUICK_CERTIFY = (400, (4, 32), 6)
-FULL_CERTIFY_SMALL = [(180, (2, 4, 8), 20), (1000, (32, 128), 20)]   # small enough for exact Hessians
+FULL_CERTIFY_SMALL = [(250, (2, 4, 8), 20), (1000, (32, 128), 20)]   # small enough for exact Hessians
 
 
 # -- measuring ---------------------------------------------------------------------------

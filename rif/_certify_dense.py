@@ -49,8 +49,10 @@ from . import _design
 from ._certify import _TOP, _Drift, _curvature_weighted_square, concordance, curvature_above, relative_ok
 
 #: the exact-Hessian route serves problems with n p^2 up to this: forming each set's Hessian
-#: then costs less than the per-set work of the route through H_{-S}(theta^) (see rif._certify)
-MAX_WORK = 2.0e6
+#: then costs less than the per-set work of the route through H_{-S}(theta^) (see rif._certify);
+#: both took the same time near n p^2 = 8e6 (synthetic logistic data, 20 sets of 1-5 %), and the
+#: row products it keeps hold n p (p + 1) / 2 values (16 MB here)
+MAX_WORK = 4.0e6
 #: values in each of a group's (n_sets, n) and (n_sets, p (p + 1) / 2) work arrays together
 _GROUP_VALUES = 2**22
 #: Newton rounds ``method="auto"`` tries from each estimate before handing a set to the route
