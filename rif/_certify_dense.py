@@ -47,6 +47,7 @@ from scipy.linalg import lapack
 
 from . import _design
 from ._certify import _TOP, _Drift, _curvature_weighted_square, concordance, curvature_above, relative_ok
+from ._kernels import newton_point_remainders
 
 #: the exact-Hessian route serves problems with n p^2 up to this: forming each set's Hessian
 #: then costs less than the per-set work of the route through H_{-S}(theta^) (see rif._certify);
@@ -178,7 +179,9 @@ def _certify_group(problem, products, M, sets, dthetas):
     rho, newton_h, low_rho = _radii(M, delta, s, reach, above, kept, usable)
     certified = np.isfinite(rho)
     if M > 0:
-        newton_h = _newton_point_bounds(M, rho, newton_h, low_rho, reach, above, np.abs(along), certified)
+        work = (rows, along, _log_curvature_slope(problem.family, etas), curvature, above, inverses,
+                _bend(problem.family))
+        newton_h = _newton_point_bounds(M, rho, newton_h, low_rho, reach, work, certified)
     root = np.sqrt(low)
     step_norm = np.linalg.norm(steps, axis=1)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -282,31 +285,56 @@ def _thresholded(M, delta, reach, curvature, kept):
     return rho, min(inverse_drift * delta, high * rho), low
 
 
-def _newton_point_bounds(M, rho, r, low, reach, curvature, move, certified):
+def _newton_point_bounds(M, rho, r, low, reach, work, certified):
     """Bounds of ||theta_N - theta*||_{H_e} per set from each sample's own move, given bounds ``r``.
 
     theta* - theta_N = H_bar^{-1} (H_bar - H_e) w with w = H_e^{-1} g; whitened, H_bar = I + D with
-    D = sum_i phi_i u_i u_i^T, phi_i = c_bar_i / c_i - 1 with c_bar_i sample i's curvature averaged
-    over the segment, so |phi_i| <= (e^{a_i} - 1) / a_i - 1 <= (a_i / 2) e^{a_i} for
-    a_i = M |x~_i^T (theta* - theta_e)|; with sum_i u_i u_i^T <= I,
-    ||D w~|| <= (sum_i phi_i^2 c_i (x~_i^T w)^2)^{1/2}, and H_bar >= (1 - low) I.
-    Since theta* - theta_e = theta_N - theta_e + (theta* - theta_N), a_i <= M min(|x~_i^T w| + b_i r,
-    b_i rho): each bound r gives a smaller one, valid because the map is monotone in r. Samples
-    without curvature at theta_e (the removed ones) add nothing."""
+    D = sum_i phi_i u_i u_i^T, phi_i = c_bar_i / c_i - 1 (c_bar_i sample i's curvature averaged over
+    the segment to theta*), sum_i u_i u_i^T <= I and H_bar >= (1 - low) I, so
+    ||theta_N - theta*||_{H_e} <= ||D w~|| / (1 - low). With Delta_i = x~_i^T (theta* - theta_e) and
+    G(t) = log c_i(eta + t Delta_i) - log c_i, G'(0) = kappa_i Delta_i (kappa = (log l'')' at theta_e),
+    |G''| <= L Delta_i^2 (L = 1/2 logistic, 0 Poisson) and |G| <= M t |Delta_i|, so
+
+        |phi_i - kappa_i Delta_i / 2| <= Delta_i^2 (L + M^2 e^{M |Delta_i|}) / 6.
+
+    Delta_i = -x~_i^T w + x~_i^T (theta* - theta_N), the last at most b_i r, and |Delta_i| <= a_i =
+    min(|x~_i^T w| + b_i r, b_i rho). So D w~ is H_e^{-1/2} X~^T (c o phi0 o X~ w) with
+    phi0_i = -kappa_i x~_i^T w / 2, computed, up to a vector of norm at most
+    (sum_i eps_i^2 c_i (x~_i^T w)^2)^{1/2}, eps_i = M b_i r / 2 + a_i^2 (L + M^2 e^{M a_i}) / 6: the
+    sample-by-sample error is third order. Each bound r gives a smaller one (the map is monotone
+    in r). Samples whose curvature underflows count at its floor in eps (their phi0 term joins eps).
+    Where samples move far (a_i of order one), |phi_i| <= (e^{a_i} - 1) / a_i - 1 <= (a_i / 2) e^{a_i}
+    alone, through ||D w~|| <= (sum_i phi_i^2 c_i (x~_i^T w)^2)^{1/2}, is the better of the two."""
     open_ = certified & (r > 0) & (low < 1.0)
     if not open_.any():
         return r
     r = r.copy()
-    b, moved = np.sqrt(reach[open_]), move[open_]
-    form = curvature[open_] * moved**2
-    bounds, radii, scale = r[open_], rho[open_], 1.0 / (1.0 - low[open_])
-    with np.errstate(over="ignore", invalid="ignore"):
-        for _ in range(3):
-            a = M * np.minimum(moved + b * bounds[:, None], b * radii[:, None])
-            terms = np.where(form > 0, (0.5 * a * np.exp(a)) ** 2 * form, 0.0)
-            bounds = np.minimum(bounds, np.sqrt(terms.sum(axis=1)) * scale)
-    r[open_] = bounds
+    rows, along, kappa, computed, above, inverses, L = work
+    w = along[open_]
+    phi0 = -0.5 * kappa[open_] * w
+    v = (computed[open_] * phi0 * w) @ rows                                                    # X~^T (c o phi0 o X~ w)
+    main = np.sqrt(np.maximum(np.einsum("bp,bpq,bq->b", v, inverses[open_], v), 0.0))
+    lost = np.where(computed[open_] > 0, 0.0, np.abs(phi0))     # underflowed curvatures: all of phi in eps
+    bounds = np.empty(int(open_.sum()))
+    newton_point_remainders(np.ascontiguousarray(np.abs(w)), np.ascontiguousarray(reach[open_]),
+                                np.ascontiguousarray(above[open_] * w**2), np.ascontiguousarray(lost), rho[open_],
+                                r[open_], main, 1.0 / (1.0 - low[open_]), float(M), float(L), 3, bounds)
+    r[open_] = np.where(np.isfinite(bounds), np.minimum(bounds, r[open_]), r[open_])
     return r
+
+
+def _log_curvature_slope(family, etas):
+    """(log l'')' at each eta: 1 - 2 sigma(eta) = -tanh(eta / 2) for the logistic loss, 1 for Poisson."""
+    from ._families import Binomial
+
+    return -np.tanh(0.5 * etas) if isinstance(family, Binomial) else np.ones_like(etas)
+
+
+def _bend(family):
+    """A bound of |(log l'')''|: sigma (1 - sigma) <= 1/2 for the logistic loss, 0 for Poisson."""
+    from ._families import Binomial
+
+    return 0.5 if isinstance(family, Binomial) else 0.0
 
 
 def _leave_out_norms(problem, sets, steps, along):

@@ -241,3 +241,37 @@ def first_order_drift_terms(at_estimate, at_hat, alpha, reach, xw, xv, M, floor,
             out[k, 1] += spread * abs(v)
             out[k, 2] += moved * v * v
     return moved_w
+
+
+@njit(**JIT_OPTIONS)
+def newton_point_remainders(moves, reach, form, lost, radius, bound, main, scale, M, L, rounds, out):
+    """The bounds of :func:`rif._certify_dense._newton_point_bounds` for each set b (row of the
+    (B, n) arrays), written into ``out``: starting from ``bound[b]``, ``rounds`` times
+
+        a_i = M min(|x~_i^T w| + b_i r, b_i rho),
+        r <- min(r, scale (main + (sum_i eps_i^2 form_i)^{1/2}), scale (sum_i ((a_i / 2) e^{a_i})^2 form_i)^{1/2}),
+        eps_i = M b_i r / 2 + a_i^2 (L + M^2 e^{M a_i}) / 6 + lost_i,
+
+    with ``moves`` = |x~_i^T w|, ``reach`` = b_i^2 and ``form`` = c_i (x~_i^T w)^2 (samples of form 0
+    add nothing, however far they move)."""
+    for s in range(moves.shape[0]):
+        r = bound[s]
+        for _ in range(rounds):
+            expanded = 0.0
+            whole = 0.0
+            for i in range(moves.shape[1]):
+                f = form[s, i]
+                if f <= 0.0:
+                    continue
+                b = np.sqrt(reach[s, i])
+                a = M * min(moves[s, i] + b * r, b * radius[s])
+                grown = np.exp(M * a)
+                eps = 0.5 * M * b * r + a * a * (L + M * M * grown) / 6.0 + lost[s, i]
+                expanded += eps * eps * f
+                half = 0.5 * a * grown
+                whole += half * half * f
+            candidate = scale[s] * min(main[s] + np.sqrt(expanded), np.sqrt(whole))
+            if not candidate < r:
+                break
+            r = candidate
+        out[s] = r

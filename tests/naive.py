@@ -106,3 +106,19 @@ def first_order_drift_terms(at_estimate, at_hat, alpha, reach, xw, xv, M, floor,
         moved = np.where(at_hat != 0, np.expm1(alpha + along) ** 2 * at_hat, 0.0)
     sums = np.column_stack([signed @ xv, spread @ np.abs(xv), moved @ xv**2])
     return sums, float(moved @ xw**2)
+
+
+def newton_point_remainders(moves, reach, form, lost, radius, bound, main, scale, M, L, rounds):
+    """rif._kernels.newton_point_remainders as array expressions."""
+    r = bound.copy()
+    b = np.sqrt(reach)
+    for _ in range(rounds):
+        with np.errstate(over="ignore", invalid="ignore"):
+            a = M * np.minimum(moves + b * r[:, None], b * radius[:, None])
+            grown = np.exp(M * a)
+            eps = 0.5 * M * b * r[:, None] + a**2 * (L + M**2 * grown) / 6.0 + lost
+            expanded = main + np.sqrt(np.where(form > 0, eps**2 * form, 0.0).sum(axis=1))
+            whole = np.sqrt(np.where(form > 0, (0.5 * a * grown) ** 2 * form, 0.0).sum(axis=1))
+        candidate = scale * np.minimum(expanded, whole)
+        r = np.where(candidate < r, candidate, r)
+    return r

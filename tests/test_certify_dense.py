@@ -224,3 +224,23 @@ def test_effect_bounds_through_exact_hessians_are_tight_and_auto_keeps_rtol(fami
         assert set(auto.method) <= {"rif", "retrain"}
         assert np.all(np.abs(auto.value - exact) <= auto.bound + 1e-12)
         assert np.all(np.abs(auto.value - exact) <= rtol * np.abs(exact) + 1e-12)
+
+
+@pytest.mark.parametrize("family", ["binomial", "poisson"])
+@pytest.mark.parametrize("signal", [0.3, 0.6])
+@pytest.mark.parametrize("shift", [0.0, 0.5])
+def test_the_newton_point_bound_holds_where_its_first_order_term_vanishes(family, signal, shift):
+    """At theta_e = 0 every (log l'')' of the logistic loss is 0, so the Newton point's bound is its
+    third-order remainder alone; between there and theta* (shift) the first-order term joins it."""
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((60, 1)) * 1.5
+    y = glm_labels(family, signal * X[:, 0], rng)
+    problem = GLMProblem(X, y, family, penalty=0.5, fit_intercept=False, tol=1e-13)
+    index = np.arange(5)
+    truth = problem.params_change(index, "retrain")
+    start = -problem.theta + shift * (problem.theta + truth)          # theta_e = shift theta*
+    cert, = _certify_dense.certify(problem, [index], start[None, :])
+    assert cert.certified
+    error = np.linalg.norm(cert.newton - truth)
+    assert error <= cert.newton_bound * (1 + 1e-9) + 1e-13
+    assert np.linalg.norm(start - truth) <= cert.bound * (1 + 1e-9)

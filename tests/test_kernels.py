@@ -63,6 +63,29 @@ def test_drift_bounds_match_the_sorted_numpy_twin(seed, c, side, ties):
     np.testing.assert_allclose(out, want, rtol=1e-12)
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.sampled_from([1, 7, 300]), sets=st.sampled_from([1, 3]),
+       family=st.sampled_from(["logistic", "poisson"]))
+def test_newton_point_remainders_match_the_numpy_twin(seed, n, sets, family):
+    """The fused Newton-point bound iteration against the array expressions, with samples of form 0
+    (removed) and moves large enough for e^a to overflow."""
+    from naive import newton_point_remainders
+
+    rng = np.random.default_rng(seed)
+    moves = rng.exponential(0.05, (sets, n)) * np.where(rng.random((sets, n)) < 0.05, 1e4, 1.0)
+    reach = rng.exponential(0.01, (sets, n))
+    form = rng.exponential(1e-3, (sets, n)) * (rng.random((sets, n)) < 0.9)
+    lost = rng.exponential(1e-4, (sets, n)) * (rng.random((sets, n)) < 0.1)
+    radius, bound = rng.exponential(0.1, sets), rng.exponential(0.05, sets)
+    main, scale = rng.exponential(1e-3, sets), 1.0 / (1.0 - rng.uniform(0.0, 0.5, sets))
+    L = 0.5 if family == "logistic" else 0.0
+    out = np.empty(sets)
+    _kernels.newton_point_remainders(moves, reach, form, lost, radius, bound, main, scale, 1.0, L, 3, out)
+    want = newton_point_remainders(moves, reach, form, lost, radius, bound, main, scale, 1.0, L, 3)
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+    assert np.all(out <= bound)
+
+
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**16), n=st.sampled_from([1, 7, 500]), m=st.sampled_from([1, 2, 3]))
 def test_first_order_drift_terms_match_the_numpy_twin(seed, n, m):
