@@ -399,9 +399,9 @@ class AttributionMixin:
         if _certify_dense.applies(problem):
             # small problems: the exact Hessian at each estimate, for all the sets at once
             estimates = self._batch(problem, sets, method)
-            for j, cert in enumerate(_certify_dense.certify(problem, sets, estimates)):
-                if cert.certified:
-                    records[j] = (estimates[j], _SetCertificate(cert.bound, cert.bound_h, True, ""), method)
+            for j, bounds in enumerate(_certify_dense.params_certificates(problem, sets, estimates)):
+                if bounds is not None:
+                    records[j] = (estimates[j], _SetCertificate(*bounds, True, ""), method)
             rest = [j for j in rest if records[j] is None]
         if rest:
             found = self._escalating(problem, [sets[j] for j in rest], (method,),

@@ -59,6 +59,9 @@ _GROUP_VALUES = 2**22
 #: Newton rounds ``method="auto"`` tries from each estimate before handing a set to the route
 #: through H_{-S}(theta^)
 _AUTO_ROUNDS = 6
+#: evaluations at successive Newton points that certify=True tries for an estimate the evaluation
+#: at it does not certify (the estimate is then bounded through the first one certified)
+_THROUGH_ROUNDS = 2
 #: the rounding of theta_e - w - theta^, relative to the norms of its terms
 _ROUNDING = 8 * np.finfo(float).eps
 
@@ -347,6 +350,50 @@ def _leave_out_norms(problem, sets, steps, along):
     return np.sqrt(np.maximum(value, 0.0))
 
 
+def certify_through(problem, sets, dthetas, rounds=None):
+    """For each set, the certificates of its estimate and, while they are not certified, of its
+    successive Newton points (up to ``rounds`` more evaluations, :data:`_THROUGH_ROUNDS` by
+    default, each one for all the sets still open, and only while the Newton decrement falls)."""
+    rounds = _THROUGH_ROUNDS if rounds is None else rounds
+    chains = [[cert] for cert in certify(problem, sets, dthetas)]
+    for _ in range(rounds):
+        open_ = [j for j, chain in enumerate(chains) if not chain[-1].certified and chain[-1].newton is not None
+                 and (len(chain) == 1 or chain[-1].delta < chain[-2].delta)]
+        if not open_:
+            break
+        for j, cert in zip(open_, certify(problem, [sets[j] for j in open_],
+                                          np.array([chains[j][-1].newton for j in open_]))):
+            chains[j].append(cert)
+    return chains
+
+
+def params_certificates(problem, sets, dthetas):
+    """(bound, bound_h) for each change in ``dthetas``, or None where this route proves nothing.
+
+    An estimate the evaluation at it does not certify is bounded through the first of its Newton
+    points theta_k that is certified: ||theta_e - theta*|| <= ||theta_e - theta_k|| + bound(theta_k),
+    or ||theta_e - theta_{N,k}|| + the bound of theta_k's own Newton point, in the 2-norm and in
+    H_0's (computed exactly)."""
+    out = []
+    for index, dtheta, chain in zip(sets, dthetas, certify_through(problem, sets, dthetas)):
+        last = chain[-1]
+        if not last.certified:
+            out.append(None)
+        elif len(chain) == 1:
+            out.append((last.bound, last.bound_h))
+        else:
+            point = chain[-2].newton                          # theta_k - theta^, certified by ``last``
+            rows = _products(problem).rows
+            bound = min(np.linalg.norm(dtheta - point) + last.bound,
+                        np.linalg.norm(dtheta - last.newton) + last.newton_bound)
+            bound_h = min(_leave_out_norms(problem, [index], (dtheta - point)[None], (rows @ (dtheta - point))[None])[0]
+                          + last.bound_h,
+                          _leave_out_norms(problem, [index], (dtheta - last.newton)[None],
+                                           (rows @ (dtheta - last.newton))[None])[0] + last.newton_bound_h)
+            out.append((float(bound), float(bound_h)))
+    return out
+
+
 def auto(problem, sets, estimates, rtol):
     """``method="auto"`` through exact Hessians: for each set, (value, bound, bound_h, method) for
     the first of its estimate (RIF's) and the Newton points from it whose certified relative error
@@ -388,51 +435,91 @@ def effect_records(problem, sets, estimates, targets, reach_of, method, rtol):
     kappa_j a bound of |phi_j''| within t_j = e_N ||x~_j||_{H_e^{-1}} of x~_j^T theta_N. The rows' reach is
     taken from H: H_e^{-1} <= mu H^{-1} with mu >= lambda_max(H_e^{-1} H), so t_j^2 <= e_N^2 mu q_j and the
     sum is bounded through mu times the top eigenvalue of X~_t H^{-1} X~_t^T (``reach_of(target)``, a
-    :class:`rif._certify._EvalReach`) as well as row by row. ``method="auto"`` (``rtol`` its
-    relative accuracy) returns the first of RIF's estimate (``estimates``) and the Newton points
-    from it whose bound proves rtol, as for the parameters (:func:`auto`)."""
+    :class:`rif._certify._EvalReach`) as well as row by row. An estimate not certified at its own
+    evaluation is bounded through its first certified Newton point (:func:`certify_through`), and
+    every bound goes through the Newton point of the point certified: |f(theta_e) - f(theta_N)| +
+    |f(theta_N) - f(theta*)|. ``method="auto"`` (``rtol`` its relative accuracy) returns the first
+    of RIF's estimate (``estimates``) and the Newton points from it whose bound proves rtol, as for
+    the parameters (:func:`auto`)."""
     records = [None] * len(sets)
+    if method != "auto":
+        chains = certify_through(problem, sets, estimates)
+        done = [j for j in range(len(sets)) if chains[j][-1].certified]
+        for group in _by_target(done, targets):
+            target = targets[group[0]]
+            values, newton_values, newton_bounds = _effect_bounds(
+                problem, [chains[j][-1] for j in group], [estimates[j] for j in group], target, reach_of(target))
+            for j, value, newton_value, newton_bound in zip(group, values, newton_values, newton_bounds):
+                # through the last Newton point: |f(theta_e) - f(theta_N)| + its own bound
+                records[j] = (float(value), float(abs(value - newton_value) + newton_bound), True, "", method)
+        return records
     current = np.array(estimates, dtype=float)
     labels = [method] * len(sets)
     active, previous = list(range(len(sets))), {}
-    for _ in range(_AUTO_ROUNDS if method == "auto" else 1):
+    for _ in range(_AUTO_ROUNDS):
         if not active:
             break
-        certs = certify(problem, [sets[j] for j in active], current[active])
+        certs = dict(zip(active, certify(problem, [sets[j] for j in active], current[active])))
+        effects = {}
+        for group in _by_target([j for j in active if certs[j].certified], targets):
+            target = targets[group[0]]
+            found = _effect_bounds(problem, [certs[j] for j in group], current[group], target, reach_of(target))
+            effects.update({j: tuple(float(v[k]) for v in found) for k, j in enumerate(group)})
         still = []
-        for j, cert in zip(active, certs):
+        for j in active:
+            cert = certs[j]
             if cert.certified:
-                value, newton_value, newton_bound = _effect_bounds(problem, cert, targets[j], reach_of(targets[j]))
+                value, newton_value, newton_bound = effects[j]
                 bound = abs(value - newton_value) + newton_bound
-                if method != "auto" or relative_ok(abs(value), bound, rtol):
+                if relative_ok(abs(value), bound, rtol):
                     records[j] = (value, bound, True, "", "rif" if labels[j] == "auto" else labels[j])
                     continue
                 if relative_ok(abs(newton_value), newton_bound, rtol):
                     records[j] = (newton_value, newton_bound, True, "", "retrain")
                     continue
-            if method == "auto" and cert.newton is not None and cert.delta < previous.get(j, np.inf):
+            if cert.newton is not None and cert.delta < previous.get(j, np.inf):
                 current[j], labels[j], previous[j] = cert.newton, "retrain", cert.delta
                 still.append(j)
         active = still
     return records
 
 
-def _effect_bounds(problem, cert, target, reach):
-    """(f(theta_e) - f(theta^), f(theta_N) - f(theta^), a bound of |f(theta_N) - f(theta*)|) for one
-    certified set (see :func:`effect_records`)."""
+def _by_target(positions, targets):
+    """``positions`` grouped by the identity of their target (in order)."""
+    groups = {}
+    for j in positions:
+        groups.setdefault(id(targets[j]), []).append(j)
+    return list(groups.values())
+
+
+def _effect_bounds(problem, certs, estimates, target, reach):
+    """For certified sets sharing ``target``: (f(theta_e) - f(theta^) for each of ``estimates``,
+    f(theta_N) - f(theta^), a bound of |f(theta_N) - f(theta*)|), theta_N the Newton point of each
+    certificate's point (see :func:`effect_records`); one product with the target's rows for all."""
     from ._certify import certifier
 
-    dtheta_e = cert.theta_e - problem.theta
-    value, newton_value = (float(v) for v in target.changes(problem.theta, np.array([dtheta_e, cert.newton])))
-    theta_n = problem.theta + cert.newton
-    grad = target.gradient(theta_n)
-    first = float(np.sqrt(max(grad @ cert.inverse @ grad, 0.0))) * cert.newton_h
-    mu = float(_pencil_top(problem, cert.inverse[None])[0])
-    t = cert.newton_h * np.sqrt(mu * np.maximum(reach.q, 0.0))
-    kappa = certifier(problem)._phi_curvature(target, target.eta(theta_n), t)
-    second = 0.5 * _curvature_weighted_square(kappa, t**2, cert.newton_h**2 * mu * reach.top)
-    bound = first + second
-    return value, newton_value, (bound if np.isfinite(bound) else np.inf)
+    newtons = np.array([cert.newton for cert in certs])
+    changes = target.changes(problem.theta, np.concatenate([np.asarray(estimates, dtype=float), newtons]))
+    values, newton_values = changes[:len(certs)], changes[len(certs):]
+    thetas = problem.theta[None, :] + newtons
+    etas = _design.linear_predictor(target.X, thetas.T, target.fit_intercept)                 # (m, n_sets)
+    if target.offset is not None:
+        etas = etas + target.offset[:, None]
+    slopes = np.column_stack([target.per_sample(etas[:, k])[1] for k in range(len(certs))])   # phi_j'
+    grads = np.asarray(target.X.T @ slopes)
+    if target.fit_intercept:
+        grads = np.vstack([grads, slopes.sum(axis=0)])
+    grads = grads.T                                                                            # grad f(theta_N)
+    inverses = np.array([cert.inverse for cert in certs])
+    radii = np.array([cert.newton_h for cert in certs])
+    first = np.sqrt(np.maximum(np.einsum("bp,bpq,bq->b", grads, inverses, grads), 0.0)) * radii
+    mus = _pencil_top(problem, inverses)
+    bounds = np.empty(len(certs))
+    for k in range(len(certs)):
+        t = radii[k] * np.sqrt(mus[k] * np.maximum(reach.q, 0.0))
+        kappa = certifier(problem)._phi_curvature(target, etas[:, k], t)
+        bounds[k] = first[k] + 0.5 * _curvature_weighted_square(kappa, t**2, radii[k] ** 2 * mus[k] * reach.top)
+    return values, newton_values, np.where(np.isfinite(bounds), bounds, np.inf)
 
 
 def _pencil_top(problem, inverses):

@@ -244,3 +244,25 @@ def test_the_newton_point_bound_holds_where_its_first_order_term_vanishes(family
     error = np.linalg.norm(cert.newton - truth)
     assert error <= cert.newton_bound * (1 + 1e-9) + 1e-13
     assert np.linalg.norm(start - truth) <= cert.bound * (1 + 1e-9)
+
+
+def test_offsets_and_per_set_targets_through_exact_hessians(monkeypatch):
+    """A Poisson model with an offset: parameter bounds, and the self-loss effect (a target per
+    set, on training rows that carry the offset), each at or above the error of its estimate."""
+    from rif._attribution import AttributionMixin
+
+    X, y = _data("poisson", 200, 6, 13)
+    offset = np.linspace(-0.5, 0.5, 200)
+    problem = GLMProblem(X, y, "poisson", penalty=1.0, offset=offset, tol=1e-13)
+    assert _certify_dense.applies(problem)
+    rng = np.random.default_rng(3)
+    sets = [_set(X, rng, k, False) for k in (2, 10, 40)]
+    truth = problem.params_change(sets, "retrain")
+    monkeypatch.setattr(AttributionMixin, "_escalating", None)       # the route settles every set itself
+    for method in ("rif", "newton"):
+        cert = problem.params_change(sets, method, certify=True)
+        assert np.all(cert.certified)
+        assert np.all(np.linalg.norm(cert.value - truth, axis=1) <= cert.bound + 1e-12)
+        effect = problem.effect(sets, "self_loss", method=method, certify=True)
+        exact = problem.effect(sets, "self_loss", dtheta=truth)
+        assert np.all(effect.certified) and np.all(np.abs(effect.value - exact) <= effect.bound + 1e-12)
