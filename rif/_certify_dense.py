@@ -22,22 +22,24 @@ which the integral of (1 - low)^+ reaches delta. In the closed form, (1 - e^{-s 
 the thresholded form (:class:`rif._certify._Drift`) is tried for the estimates this leaves
 uncertified.
 
-**The Newton point** theta_N = theta_e - H_e^{-1} g: theta* - theta_N = (H_e^{-1} - H_bar^{-1}) g with
-H_bar the Hessian averaged over the segment to theta*, between (1 - low(rho)) H_e and
-(1 + high(rho)) H_e, so
+**The Newton point** theta_N = theta_e - w, w = H_e^{-1} g: theta* - theta_N = H_bar^{-1} (H_bar - H_e) w
+with H_bar the Hessian averaged over the segment to theta*, between (1 - low(rho)) H_e and
+(1 + high(rho)) H_e. Its distance is bounded twice: by min(max(high / (1 + high), low / (1 - low))
+delta, high rho) (second order: in the closed form high rho <= (x / 2) e^x rho for x = s rho), and
+sample by sample, with the first-order part of each sample's curvature change computed exactly
+(:func:`_newton_point_bounds`, third order left). A refit by Newton steps from theta_e converges
+quadratically, so the Newton point is usually certified to a far smaller error by the same
+evaluation; an estimate that is not certified itself is bounded through the first of its Newton
+points that is (:func:`certify_through`).
 
-    ||theta_N - theta*||_{H_e} <= min(max(high / (1 + high), low / (1 - low)) delta, high rho),
+**Norms.** ||theta_e - theta*||_2 <= min(rho / sqrt(lambda), ||w||_2 + e_N / sqrt(lambda)), lambda a
+proved lower bound of lambda_min(H_e) and e_N the Newton point's H_e-norm bound (the second
+through theta_N, by the triangle inequality). In the norm of H_0 = H_{-S}(theta^), H_0 <= e^m H_e
+with m = M max_{i not in S} |x~_i^T (theta_e - theta^)| (each sample's curvature ratio between the two
+points), so H_e-norm bounds grow by at most e^{m/2}, and ||w||_{H_0} is computed exactly.
 
-which is second order: x = s rho gives high <= e^x - 1, and in the closed form the average
-(e^x - 1) / x - 1 <= (x / 2) e^x. A refit by Newton steps from theta_e converges quadratically, so
-the Newton point is usually certified to a far smaller error by the same evaluation.
-
-**Norms.** In the 2-norm, ||theta_e - theta*||_2 <= min(rho, ||H_e^{-1} g||_2 sqrt(lambda) + e_N) /
-sqrt(lambda), lambda a proved lower bound of lambda_min(H_e) and e_N the Newton point's bound
-(the second through theta_N, by the triangle inequality). In the norm of H_0 = H_{-S}(theta^),
-H_0 <= e^m H_e with m = M max_{i not in S} |x~_i^T (theta_e - theta^)| (each sample's curvature ratio
-between the two points), so H_e-norm bounds grow by at most e^{m/2}, and ||H_e^{-1} g||_{H_0} is
-computed exactly.
+The route keeps X~ and the products of each row's pairs of entries on the problem
+(n p (p + 1) / 2 values, at most 16 MB).
 """
 
 from dataclasses import dataclass
@@ -198,7 +200,7 @@ def _certify_group(problem, products, M, sets, dthetas):
         # theta_N - theta^ is itself computed in floating point: its rounding joins its bounds
         rounding = _ROUNDING * (np.linalg.norm(thetas, axis=1) + step_norm)
         newton_bound = newton_h / root + rounding
-        newton_bound_h = grown(newton_h) + rounding * np.sqrt(np.abs(problem.hessian).max())
+        newton_bound_h = grown(newton_h) + rounding * np.sqrt(np.trace(problem.hessian))        # H_0 <= H <= tr H
         newton_h = newton_h + rounding * np.sqrt(np.trace(hessians, axis1=1, axis2=2))        # >= ||.||_{H_e}
     newtons = thetas - steps - problem.theta[None, :]
     out = []
@@ -320,8 +322,8 @@ def _newton_point_bounds(M, rho, r, low, reach, work, certified):
     lost = np.where(computed[open_] > 0, 0.0, np.abs(phi0))     # underflowed curvatures: all of phi in eps
     bounds = np.empty(int(open_.sum()))
     newton_point_remainders(np.ascontiguousarray(np.abs(w)), np.ascontiguousarray(reach[open_]),
-                                np.ascontiguousarray(above[open_] * w**2), np.ascontiguousarray(lost), rho[open_],
-                                r[open_], main, 1.0 / (1.0 - low[open_]), float(M), float(L), 3, bounds)
+                            np.ascontiguousarray(above[open_] * w**2), np.ascontiguousarray(lost), rho[open_],
+                            r[open_], main, 1.0 / (1.0 - low[open_]), float(M), float(L), 3, bounds)
     r[open_] = np.where(np.isfinite(bounds), np.minimum(bounds, r[open_]), r[open_])
     return r
 
