@@ -67,3 +67,36 @@ CONFIGS = [
     for intercept in (True, False)
     for weights in (False, True)
 ]
+
+
+def certify_data(family, n, d, seed, scale=2.0):
+    """(X, y) for the certificate tests: Gaussian features of total scale ``scale``, labels of the
+    family around a random linear predictor."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) * scale / np.sqrt(d)
+    return X, glm_labels(family, X @ rng.standard_normal(d), rng)
+
+
+def removal_set(X, rng, k, clustered):
+    """k random samples (never 0 or 1), or the k nearest neighbours of a random sample."""
+    n = X.shape[0]
+    if clustered:
+        centre = X[rng.integers(2, n)]
+        order = np.argsort(np.linalg.norm(X - centre, axis=1))
+        return np.sort(order[order >= 2][:k])
+    return np.sort(2 + rng.choice(n - 2, k, replace=False))
+
+
+def certify_case(family, n, ratio, intercept, scaling, weighted, clustered, fraction, seed):
+    """(problem, removal set) for the certificates' property tests: n samples, n / ratio features,
+    penalty 1 (fixed) or 1 / n (per sample), optional weights, a random or clustered set."""
+    from rif import GLMProblem
+
+    d = max(1, n // ratio)
+    X, y = certify_data(family, n, d, seed)
+    rng = np.random.default_rng(seed)
+    weights = rng.uniform(0.5, 2.0, n) if weighted else None
+    penalty = 1.0 if scaling == "fixed" else 1.0 / n
+    problem = GLMProblem(X, y, family, penalty=penalty, penalty_scaling=scaling, fit_intercept=intercept,
+                         sample_weight=weights, tol=1e-13)
+    return problem, removal_set(X, rng, max(1, int(fraction * n)), clustered)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rif
-from conftest import glm_labels
+from conftest import certify_case, certify_data, removal_set
 from rif import GLMProblem
 
 
@@ -19,21 +19,6 @@ def _through_the_leave_out_hessian(monkeypatch):
     monkeypatch.setattr("rif._certify_dense.MAX_WORK", 0.0)
 
 
-def _data(family, n, d, seed, scale=2.0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d)) * scale / np.sqrt(d)
-    return X, glm_labels(family, X @ rng.standard_normal(d), rng)
-
-
-def _sets(X, rng, k, clustered):
-    n = X.shape[0]
-    if clustered:                      # the k nearest neighbours of a random sample
-        centre = X[rng.integers(2, n)]
-        order = np.argsort(np.linalg.norm(X - centre, axis=1))
-        return np.sort(order[order >= 2][:k])
-    return np.sort(2 + rng.choice(n - 2, k, replace=False))
-
-
 @settings(max_examples=25, deadline=None)
 @given(family=st.sampled_from(["binomial", "gaussian", "poisson"]), n=st.integers(20, 200),
        ratio=st.sampled_from([2, 4, 8, 32, 128]), intercept=st.booleans(),
@@ -41,15 +26,8 @@ def _sets(X, rng, k, clustered):
        fraction=st.sampled_from([0.01, 0.05]), seed=st.integers(0, 2**16))
 def test_the_bound_is_never_below_the_error(family, n, ratio, intercept, scaling, weighted, clustered,
                                             fraction, seed):
-    d = max(1, n // ratio)
-    X, y = _data(family, n, d, seed)
-    rng = np.random.default_rng(seed)
-    weights = rng.uniform(0.5, 2.0, n) if weighted else None
-    penalty = 1.0 if scaling == "fixed" else 1.0 / n
-    problem = GLMProblem(X, y, family, penalty=penalty, penalty_scaling=scaling, fit_intercept=intercept,
-                         sample_weight=weights, tol=1e-13)
-    index = _sets(X, rng, max(1, int(fraction * n)), clustered)
-    X_eval, y_eval = _data(family, 10, d, seed + 1)
+    problem, index = certify_case(family, n, ratio, intercept, scaling, weighted, clustered, fraction, seed)
+    X_eval, y_eval = certify_data(family, 10, problem.n_features, seed + 1)
     targets = ["loss", "decision"] + (["proba"] if family == "binomial" else [])
     _check_bounds(problem, index, problem.params_change(index, "retrain"), targets, X_eval, y_eval, 1e-9)
 
@@ -69,7 +47,7 @@ def _check_bounds(problem, index, truth, targets, X_eval, y_eval, rounding):
 
 
 def test_bounds_are_tight_and_vanish_at_the_optimum():
-    X, y = _data("binomial", 4000, 20, 0)
+    X, y = certify_data("binomial", 4000, 20, 0)
     problem = GLMProblem(X, y, "binomial", penalty=1.0, tol=1e-13)
     index = np.arange(2, 42)
     truth = problem.params_change(index, "retrain")
@@ -80,7 +58,7 @@ def test_bounds_are_tight_and_vanish_at_the_optimum():
     at_optimum = problem.params_change(index, "retrain", certify=True)
     assert at_optimum.certified and at_optimum.bound < 1e-10 * np.linalg.norm(truth)
     # squared loss: the Newton step is exact and so is its certificate
-    Xg, yg = _data("gaussian", 300, 10, 1)
+    Xg, yg = certify_data("gaussian", 300, 10, 1)
     gaussian = GLMProblem(Xg, yg, "gaussian", penalty=1.0)
     newton = gaussian.params_change([3, 4, 5], "newton", certify=True)
     assert newton.bound < 1e-12 and newton.bound_h < 1e-12
@@ -91,10 +69,10 @@ def test_bounds_are_tight_and_vanish_at_the_optimum():
 
 
 def test_auto_takes_the_cheapest_estimate_that_proves_the_tolerance():
-    X, y = _data("binomial", 600, 150, 3)
+    X, y = certify_data("binomial", 600, 150, 3)
     problem = GLMProblem(X, y, "binomial", penalty=1.0, tol=1e-13)
     rng = np.random.default_rng(0)
-    sets = [_sets(X, rng, k, clustered) for k in (6, 30) for clustered in (False, True)]
+    sets = [removal_set(X, rng, k, clustered) for k in (6, 30) for clustered in (False, True)]
     result = problem.params_change(sets, "auto", certify=True, rtol=0.05)
     assert result.value.shape == (4, problem.n_params) and result.bound.shape == (4,)
     assert set(result.method) <= {"rif", "newton", "retrain"}
@@ -110,7 +88,7 @@ def test_auto_takes_the_cheapest_estimate_that_proves_the_tolerance():
 def test_certificates_on_the_dual_route_and_through_the_auditor():
     from sklearn.linear_model import LogisticRegression
 
-    X, y = _data("binomial", 60, 150, 5)
+    X, y = certify_data("binomial", 60, 150, 5)
     problem = GLMProblem(X, y, "binomial", penalty=1.0, fit_intercept=False, tol=1e-13)
     assert problem.route == "dual"
     index = np.array([3, 9, 20])
@@ -123,7 +101,7 @@ def test_certificates_on_the_dual_route_and_through_the_auditor():
 
 
 def test_bad_arguments_get_clear_answers():
-    X, y = _data("binomial", 100, 3, 7)
+    X, y = certify_data("binomial", 100, 3, 7)
     problem = GLMProblem(X, y, "binomial", penalty=1.0)
     for rtol in (0.0, -0.1, 1.0, float("nan")):
         with pytest.raises(ValueError, match="rtol"):
@@ -167,7 +145,7 @@ def _whitened_leave_out(problem, index):
 def test_the_floor_never_exceeds_the_curvature_kept(k, scaling):
     from rif._certify import certifier
 
-    X, y = _data("binomial", 300, 12, 4)
+    X, y = certify_data("binomial", 300, 12, 4)
     penalty = 1.0 if scaling == "fixed" else 3.0 / 300
     for weights in (None, np.random.default_rng(1).uniform(0.5, 2.0, 300)):
         problem = GLMProblem(X, y, "binomial", penalty=penalty, penalty_scaling=scaling, sample_weight=weights)
@@ -199,7 +177,7 @@ def test_one_pass_for_many_sets_is_the_pass_for_each():
     from rif import _design
     from rif._certify import certifier
 
-    X, y = _data("poisson", 500, 6, 3)
+    X, y = certify_data("poisson", 500, 6, 3)
     problem = GLMProblem(X, y, "poisson", penalty=0.5, offset=np.linspace(-0.2, 0.2, 500))
     rng = np.random.default_rng(3)
     sets = [np.sort(rng.choice(500, k, replace=False)) for k in (1, 7, 30)]
@@ -223,7 +201,7 @@ def test_the_curvature_drift_contains_the_hessians_nearby(family, seed, radius, 
     [1 - low(t), 1 + high(t)] (checked at random points of the ball and on its boundary)."""
     from rif._certify import _Drift, certifier
 
-    X, y = _data(family, n, 5, seed)
+    X, y = certify_data(family, n, 5, seed)
     problem = GLMProblem(X, y, family, penalty=0.5)
     rng = np.random.default_rng(seed)
     index = np.sort(rng.choice(n, 6, replace=False))
@@ -248,10 +226,10 @@ def test_the_curvature_drift_contains_the_hessians_nearby(family, seed, radius, 
 def test_auto_refits_stop_on_the_certificate():
     """Sets whose estimates do not prove rtol are settled by certified chord steps: the refit's
     iterates, each bounded by the pass before it, within rtol of a converged refit."""
-    X, y = _data("binomial", 300, 30, 8)
+    X, y = certify_data("binomial", 300, 30, 8)
     problem = GLMProblem(X, y, "binomial", penalty=1.0, tol=1e-13)
     rng = np.random.default_rng(5)
-    sets = [_sets(X, rng, 30, True) for _ in range(4)]
+    sets = [removal_set(X, rng, 30, True) for _ in range(4)]
     truth = problem.params_change(sets, "retrain")
     for rtol in (0.05, 1e-3, 1e-6):
         result = problem.params_change(sets, "auto", certify=True, rtol=rtol)
@@ -264,7 +242,7 @@ def test_auto_refits_stop_on_the_certificate():
 
 def test_a_dask_array_is_certified_pass_by_pass_with_the_same_bounds():
     da = pytest.importorskip("dask.array")
-    X, y = _data("binomial", 400, 5, 9)
+    X, y = certify_data("binomial", 400, 5, 9)
     rng = np.random.default_rng(9)
     sets = [np.sort(rng.choice(400, k, replace=False)) for k in (4, 20)]
     dense = GLMProblem(X, y, "binomial", penalty=1.0).params_change(sets, "rif", certify=True)
@@ -356,7 +334,7 @@ def test_multinomial_bounds_are_never_below_the_error(n, d, K, intercept, penalt
     try:
         problem = MultinomialProblem(X, y, K, penalty=penalty, fit_intercept=intercept, tol=1e-13)
         rng = np.random.default_rng(seed)
-        index = _sets(X, rng, max(1, int(fraction * n)), clustered)
+        index = removal_set(X, rng, max(1, int(fraction * n)), clustered)
         index = index[index >= K]                               # every class keeps a sample
         index = index if index.size else np.array([n - 1])
         with warnings.catch_warnings():
@@ -426,11 +404,11 @@ def test_effect_bounds_from_the_batched_products_are_the_set_by_set_ones():
     """prepare_effects reads X once for a group of sets; the bounds equal those computed per set."""
     from rif._certify import certifier
 
-    X, y = _data("binomial", 800, 10, 12)
+    X, y = certify_data("binomial", 800, 10, 12)
     problem = GLMProblem(X, y, "binomial", penalty=1.0)
     rng = np.random.default_rng(12)
     sets = [np.sort(rng.choice(800, k, replace=False)) for k in (8, 40, 40)]
-    X_eval, y_eval = _data("binomial", 30, 10, 13)
+    X_eval, y_eval = certify_data("binomial", 30, 10, 13)
     batched = problem.effect(sets, "loss", X_eval, y_eval, method="rif", certify=True)
     cert = certifier(problem)
     target = rif._attribution.operations(problem).make_target(problem, "loss", X_eval, y_eval)
@@ -449,7 +427,7 @@ def test_the_first_order_drift_bounds_the_gradient_of_the_true_error(family, k):
     Cauchy-Schwarz bound it refines."""
     from rif._certify import _FirstOrderDrift, certifier
 
-    X, y = _data(family, 600, 12, 21)
+    X, y = certify_data(family, 600, 12, 21)
     problem = GLMProblem(X, y, family, penalty=1.0, tol=1e-13)
     index = np.arange(5, 5 + k)
     truth = problem.params_change(index, "retrain")
@@ -476,7 +454,7 @@ def test_a_refit_started_from_an_estimate_reaches_the_same_optimum(monkeypatch):
     from rif._certify import certifier
     from rif._solvers import chord_refits
 
-    X, y = _data("binomial", 120, 90, 4)
+    X, y = certify_data("binomial", 120, 90, 4)
     problem = GLMProblem(X, y, "binomial", penalty=1e-3, penalty_scaling="per_sample", fit_intercept=False,
                          tol=1e-13)
     rng = np.random.default_rng(2)
@@ -522,7 +500,7 @@ def _leave_out_hessian(problem, index):
 
 def _sharpening_case(family, n, k, seed):
     """(problem, removal set, converged dtheta*, H_{-S}) for the sharpening tests."""
-    X, y = _data(family, n, 12, seed)
+    X, y = certify_data(family, n, 12, seed)
     problem = GLMProblem(X, y, family, penalty=1.0, tol=1e-13)
     index = np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
     return problem, index, problem.params_change(index, "retrain"), _leave_out_hessian(problem, index)
@@ -589,10 +567,10 @@ def test_the_curvature_weighted_square_bounds_every_direction(seed, m, p):
 def test_the_evaluation_rows_top_eigenvalue_is_an_upper_bound():
     from rif._certify import certifier
 
-    X, y = _data("binomial", 300, 8, 4)
+    X, y = certify_data("binomial", 300, 8, 4)
     for penalty, intercept in ((1.0, True), (1.0, False)):
         problem = GLMProblem(X, y, "binomial", penalty=penalty, fit_intercept=intercept)
-        X_eval, y_eval = _data("binomial", 50, 8, 5)
+        X_eval, y_eval = certify_data("binomial", 50, 8, 5)
         target = rif._attribution.operations(problem).make_target(problem, "loss", X_eval, y_eval)
         reach = certifier(problem).eval_leverage(target)
         rows = np.column_stack([X_eval, np.ones(50)]) if intercept else X_eval
@@ -632,7 +610,7 @@ def test_a_floor_that_cannot_be_proved_gives_a_valid_loose_bound_on_the_dual_rou
     a fifth of the penalty, and the additive floor 1 - gamma - delta_S / lambda can fall below zero. The
     certificate is then not certified, with the strong-convexity bound (no NaN, no RuntimeWarning, which
     this suite turns into errors), and the bound still holds."""
-    X, y = _data("binomial", 60, 150, 4)
+    X, y = certify_data("binomial", 60, 150, 4)
     problem = GLMProblem(X, y, "binomial", penalty=1e-3, penalty_scaling="per_sample", fit_intercept=False,
                          tol=1e-13)
     assert problem.route == "dual"
@@ -651,13 +629,13 @@ def test_a_floor_that_cannot_be_proved_gives_a_valid_loose_bound_on_the_dual_rou
 def test_bounds_on_the_dual_route_are_never_below_the_error(family, n, wide, scaling, fraction, clustered, seed):
     """p > n (the kernel route), both penalty conventions, sets up to a fifth of the data."""
     d = int(wide * n)
-    X, y = _data(family, n, d, seed)
+    X, y = certify_data(family, n, d, seed)
     penalty = 1.0 if scaling == "fixed" else 1e-2
     problem = GLMProblem(X, y, family, penalty=penalty, penalty_scaling=scaling, fit_intercept=False, tol=1e-13)
     assert problem.route == "dual"
     rng = np.random.default_rng(seed)
-    index = _sets(X, rng, max(1, int(fraction * n)), clustered)
-    X_eval, y_eval = _data(family, 10, d, seed + 1)
+    index = removal_set(X, rng, max(1, int(fraction * n)), clustered)
+    X_eval, y_eval = certify_data(family, 10, d, seed + 1)
     targets = ["loss", "decision"] + (["proba"] if family == "binomial" else [])
     _check_bounds(problem, index, problem.params_change(index, "retrain"), targets, X_eval, y_eval, 1e-9)
 
@@ -667,11 +645,11 @@ def test_sets_certified_in_chunks_get_the_bounds_they_get_together(monkeypatch):
     the values, bounds and methods do not depend on the chunk size."""
     import rif._attribution as attribution
 
-    X, y = _data("binomial", 400, 8, 3)
+    X, y = certify_data("binomial", 400, 8, 3)
     problem = GLMProblem(X, y, "binomial", penalty=1.0, tol=1e-13)
     rng = np.random.default_rng(4)
     sets = [np.sort(rng.choice(400, k, replace=False)) for k in (2, 8, 20, 40) * 3]
-    X_eval, y_eval = _data("binomial", 15, 8, 4)
+    X_eval, y_eval = certify_data("binomial", 15, 8, 4)
     runs = []
     for size in (64, 5):
         monkeypatch.setattr(attribution, "_escalation_chunk", lambda problem, size=size: size)
@@ -685,7 +663,7 @@ def test_sets_certified_in_chunks_get_the_bounds_they_get_together(monkeypatch):
 
 
 def test_a_certified_result_prints_in_one_line():
-    X, y = _data("binomial", 300, 5, 2)
+    X, y = certify_data("binomial", 300, 5, 2)
     problem = GLMProblem(X, y, "binomial", penalty=1.0)
     one = repr(problem.params_change([1, 2, 3], "rif", certify=True))
     batch = repr(problem.params_change([[1, 2, 3], [4, 5]], "auto", certify=True))
@@ -698,7 +676,7 @@ def test_a_certified_refit_factorises_each_set_once(monkeypatch):
     certificate then uses (one per set), and returns the plain refits' values."""
     from rif._certify import Certifier
 
-    X, y = _data("binomial", 500, 10, 6)
+    X, y = certify_data("binomial", 500, 10, 6)
     problem = GLMProblem(X, y, "binomial", penalty=1.0, tol=1e-12)
     rng = np.random.default_rng(6)
     sets = [np.sort(rng.choice(500, k, replace=False)) for k in (3, 30, 60)]
@@ -753,8 +731,8 @@ def test_a_pass_at_the_chord_point_tightens_loose_bounds_and_keeps_them_valid():
     from rif._certify import certifier
 
     for family in ("binomial", "poisson"):
-        X, y = _data(family, 400, 200, 5)
-        X_eval, y_eval = _data(family, 50, 200, 6)
+        X, y = certify_data(family, 400, 200, 5)
+        X_eval, y_eval = certify_data(family, 50, 200, 6)
         problem = GLMProblem(X, y, family, penalty=1.0, tol=1e-13)
         rng = np.random.default_rng(1)
         sets = [np.sort(rng.choice(400, 20, replace=False)) for _ in range(6)]

@@ -6,23 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import glm_labels
+from conftest import certify_case, certify_data, glm_labels, removal_set
 from rif import GLMProblem, _certify_dense
-
-
-def _data(family, n, d, seed, scale=2.0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d)) * scale / np.sqrt(d)
-    return X, glm_labels(family, X @ rng.standard_normal(d), rng)
-
-
-def _set(X, rng, k, clustered):
-    n = X.shape[0]
-    if clustered:                      # the k nearest neighbours of a random sample
-        centre = X[rng.integers(2, n)]
-        order = np.argsort(np.linalg.norm(X - centre, axis=1))
-        return np.sort(order[order >= 2][:k])
-    return np.sort(2 + rng.choice(n - 2, k, replace=False))
 
 
 def _leave_out_norm(problem, index, v):
@@ -42,15 +27,8 @@ def _leave_out_norm(problem, index, v):
        fraction=st.sampled_from([0.01, 0.05, 0.2]), seed=st.integers(0, 2**16))
 def test_the_bounds_are_never_below_the_error(family, n, ratio, intercept, scaling, weighted, clustered, fraction,
                                               seed):
-    d = max(1, n // ratio)
-    X, y = _data(family, n, d, seed)
-    rng = np.random.default_rng(seed)
-    weights = rng.uniform(0.5, 2.0, n) if weighted else None
-    penalty = 1.0 if scaling == "fixed" else 1.0 / n
-    problem = GLMProblem(X, y, family, penalty=penalty, penalty_scaling=scaling, fit_intercept=intercept,
-                         sample_weight=weights, tol=1e-13)
+    problem, index = certify_case(family, n, ratio, intercept, scaling, weighted, clustered, fraction, seed)
     assert _certify_dense.applies(problem)
-    index = _set(X, rng, max(1, int(fraction * n)), clustered)
     truth = problem.params_change(index, "retrain")
     slack = 1e-9 * (1.0 + np.linalg.norm(truth))
     estimates = {m: problem.params_change(index, m) for m in ("if", "rif", "newton", "retrain")}
@@ -63,7 +41,7 @@ def test_the_bounds_are_never_below_the_error(family, n, ratio, intercept, scali
         assert _leave_out_norm(problem, index, estimate - truth) <= cert.bound_h + slack, (method, cert)
         public = problem.params_change(index, method, certify=True)       # through the route's fallback too
         assert np.linalg.norm(public.value - truth) <= public.bound + slack, (method, public)
-    X_eval, y_eval = _data(family, 10, d, seed + 1)
+    X_eval, y_eval = certify_data(family, 10, problem.n_features, seed + 1)
     for target in ["loss", "decision"] + (["proba"] if family == "binomial" else []):
         exact = problem.effect(index, target, X_eval, y_eval, dtheta=truth)
         for method in ("rif", "newton"):
@@ -72,7 +50,7 @@ def test_the_bounds_are_never_below_the_error(family, n, ratio, intercept, scali
 
 
 def test_small_problems_take_the_exact_route_and_its_bounds_are_tight(monkeypatch):
-    X, y = _data("binomial", 600, 10, 0)
+    X, y = certify_data("binomial", 600, 10, 0)
     problem = GLMProblem(X, y, "binomial", penalty=1.0, tol=1e-13)
     sets = [np.arange(2, 8), np.arange(10, 40)]
     truth = problem.params_change(sets, "retrain")
@@ -87,7 +65,7 @@ def test_small_problems_take_the_exact_route_and_its_bounds_are_tight(monkeypatc
     at_optimum = problem.params_change(sets, "retrain", certify=True)
     assert np.all(at_optimum.bound < 1e-10 * np.linalg.norm(truth, axis=1))
     # squared loss: the Newton step is exact and so is its certificate
-    Xg, yg = _data("gaussian", 300, 10, 1)
+    Xg, yg = certify_data("gaussian", 300, 10, 1)
     newton = GLMProblem(Xg, yg, "gaussian", penalty=1.0).params_change([3, 4, 5], "newton", certify=True)
     assert newton.certified and newton.bound < 1e-12 and newton.bound_h < 1e-12
     # above MAX_WORK the route through H_{-S}(theta^) serves
@@ -99,10 +77,10 @@ def test_small_problems_take_the_exact_route_and_its_bounds_are_tight(monkeypatc
 
 @pytest.mark.parametrize("rtol", [0.05, 1e-3, 1e-8])
 def test_auto_through_exact_hessians_keeps_rtol(rtol):
-    X, y = _data("binomial", 400, 20, 3)
+    X, y = certify_data("binomial", 400, 20, 3)
     problem = GLMProblem(X, y, "binomial", penalty=1.0, tol=1e-13)
     rng = np.random.default_rng(0)
-    sets = [_set(X, rng, k, clustered) for k in (4, 20, 80) for clustered in (False, True)]
+    sets = [removal_set(X, rng, k, clustered) for k in (4, 20, 80) for clustered in (False, True)]
     truth = problem.params_change(sets, "retrain")
     result = problem.params_change(sets, "auto", certify=True, rtol=rtol)
     assert set(result.method) <= {"rif", "retrain"} and np.all(result.certified)
@@ -114,10 +92,10 @@ def test_auto_through_exact_hessians_keeps_rtol(rtol):
 
 
 def test_what_the_exact_route_cannot_certify_goes_through_the_leave_out_hessian(monkeypatch):
-    X, y = _data("binomial", 300, 8, 4)
+    X, y = certify_data("binomial", 300, 8, 4)
     problem = GLMProblem(X, y, "binomial", penalty=1.0, tol=1e-13)
     rng = np.random.default_rng(2)
-    sets = [_set(X, rng, k, False) for k in (3, 15, 30, 60)]
+    sets = [removal_set(X, rng, k, False) for k in (3, 15, 30, 60)]
     truth = problem.params_change(sets, "retrain")
     original = _certify_dense.certify
 
@@ -144,7 +122,7 @@ def test_what_the_exact_route_cannot_certify_goes_through_the_leave_out_hessian(
 
 
 def test_a_hessian_at_the_estimate_that_is_not_definite_certifies_nothing():
-    X, y = _data("poisson", 40, 12, 5)
+    X, y = certify_data("poisson", 40, 12, 5)
     problem = GLMProblem(X, y, "poisson", penalty=0.0, fit_intercept=False, tol=1e-12)
     index = np.arange(30)                               # 10 samples left for 12 parameters
     cert, = _certify_dense.certify(problem, [index], np.zeros((1, 12)))
@@ -154,7 +132,7 @@ def test_a_hessian_at_the_estimate_that_is_not_definite_certifies_nothing():
 def test_curvatures_that_underflow_do_not_vanish_from_the_drift():
     """Far from the optimum of a nearly separable fit every kept sample's curvature underflows to 0;
     a far-off point must not be certified through them (their curvature can grow back)."""
-    X, y = _data("binomial", 30, 12, 4)
+    X, y = certify_data("binomial", 30, 12, 4)
     problem = GLMProblem(X, y, "binomial", penalty=1e-6, fit_intercept=False, tol=1e-13)
     index = np.arange(2, 22)
     far = 1e6 * problem.params_change(index, "rif") / np.linalg.norm(problem.params_change(index, "rif"))
@@ -186,7 +164,7 @@ def test_the_smallest_eigenvalue_bound_is_below_it_and_close(p, decades, seed):
 def test_the_thresholded_drift_certifies_what_the_closed_form_cannot():
     """A set whose one far-reaching kept sample makes s delta >= 1: the closed form gives up, the
     thresholded drift (that sample carries little curvature) still bounds the error validly."""
-    X, y = _data("binomial", 200, 5, 6)
+    X, y = certify_data("binomial", 200, 5, 6)
     X[0] *= 40.0                                # a far, confidently classified sample
     y[0] = float(X[0] @ np.ones(5) > 0)
     problem = GLMProblem(X, y, "binomial", penalty=1.0, tol=1e-13)
@@ -204,11 +182,11 @@ def test_the_thresholded_drift_certifies_what_the_closed_form_cannot():
 
 @pytest.mark.parametrize("family", ["binomial", "poisson"])
 def test_effect_bounds_through_exact_hessians_are_tight_and_auto_keeps_rtol(family, monkeypatch):
-    X, y = _data(family, 500, 12, 8)
+    X, y = certify_data(family, 500, 12, 8)
     problem = GLMProblem(X, y, family, penalty=1.0, tol=1e-13)
-    X_eval, y_eval = _data(family, 40, 12, 9)
+    X_eval, y_eval = certify_data(family, 40, 12, 9)
     rng = np.random.default_rng(5)
-    sets = [_set(X, rng, k, clustered) for k in (5, 25) for clustered in (False, True)]
+    sets = [removal_set(X, rng, k, clustered) for k in (5, 25) for clustered in (False, True)]
     truth = problem.params_change(sets, "retrain")
     exact = problem.effect(sets, "loss", X_eval, y_eval, dtheta=truth)
     from rif._attribution import AttributionMixin
@@ -251,12 +229,12 @@ def test_offsets_and_per_set_targets_through_exact_hessians(monkeypatch):
     set, on training rows that carry the offset), each at or above the error of its estimate."""
     from rif._attribution import AttributionMixin
 
-    X, y = _data("poisson", 200, 6, 13)
+    X, y = certify_data("poisson", 200, 6, 13)
     offset = np.linspace(-0.5, 0.5, 200)
     problem = GLMProblem(X, y, "poisson", penalty=1.0, offset=offset, tol=1e-13)
     assert _certify_dense.applies(problem)
     rng = np.random.default_rng(3)
-    sets = [_set(X, rng, k, False) for k in (2, 10, 40)]
+    sets = [removal_set(X, rng, k, False) for k in (2, 10, 40)]
     truth = problem.params_change(sets, "retrain")
     monkeypatch.setattr(AttributionMixin, "_escalating", None)       # the route settles every set itself
     for method in ("rif", "newton"):
