@@ -523,6 +523,11 @@ def bench_certify_cost(full, n_sets, repeat):
                  " where certified" if ok.any() else "none certified")
         report(f"certified test-loss effects of {len(sets)} RIF estimates", (n, d), effect, effect_refit,
                "refitting every set", f"certified {np.mean(ok):.0%}", f"{name}; {tight}")
+        rif_estimates = prob.params_change(sets, "rif")
+        floor = measure(lambda: _certificate_floor(prob, sets, rif_estimates), repeat)
+        report("floor of a leave-out certificate (removed blocks' Gram + one pass)", (n, d), floor, refit,
+               "refitting every set", f"floor / refits {floor[0] / refit[0]:.2f}",
+               f"{name}; any bound of 1 - gamma needs the Gram, any bound of the error a pass")
         for rtol in (0.05, 1e-3, 1e-6):
             result, auto_passes = passes(lambda: prob.params_change(sets, "auto", certify=True, rtol=rtol))
             auto = measure(lambda: prob.params_change(sets, "auto", certify=True, rtol=rtol), repeat)
@@ -530,6 +535,23 @@ def bench_certify_cost(full, n_sets, repeat):
             shares = ", ".join(f"{m} {np.mean(result.method == m):.0%}" for m in ("rif", "newton", "retrain"))
             report(f"method='auto', rtol {rtol:g}", (n, d), auto, refit, "refitting every set",
                    f"max rel err {worst:.1e}", f"{name}; {shares}; {auto_passes}")
+
+
+def _certificate_floor(prob, sets, dthetas):
+    """The work no certificate through the leave-out Hessian can avoid: for each set, the Gram
+    matrix of its curvature-weighted removed rows C_S^{1/2} X~_S (k x k or p x p, whichever is
+    smaller; every bound of how far H_{-S} falls below H needs its largest eigenvalue), and one
+    pass over X at all the estimates together (the gradient there)."""
+    from rif import _design
+
+    for index in sets:
+        block = _design.rows(prob.X, index, prob.fit_intercept) * np.sqrt(prob.curvature[index])[:, None]
+        _ = block @ block.T if len(index) < block.shape[1] else block.T @ block
+    thetas = (prob.theta[None, :] + dthetas).T
+    weights = np.repeat(prob.sample_weight[:, None], len(sets), axis=1)
+    for k, index in enumerate(sets):
+        weights[index, k] = 0.0
+    return prob.value_gradients(thetas, weights)
 
 
 def bench_certify_multinomial(n, d, K, n_sets, repeat):

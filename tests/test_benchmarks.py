@@ -71,10 +71,12 @@ def test_certificate_cost_rows_run_and_auto_keeps_its_tolerance(bench):
     bench.ROWS.clear()
     bench.bench_certify_cost(False, 4, 1)
     autos = [row for row in bench.ROWS if row[0].startswith("method='auto'")]
-    assert len(bench.ROWS) == 18 and len(autos) == 9          # breast cancer, synthetic, ESC-50 shape; 3 rtols
+    floors = [row for row in bench.ROWS if row[0].startswith("floor of")]
+    assert len(bench.ROWS) == 21 and len(autos) == 9 and len(floors) == 3   # breast cancer, synthetic, ESC-50 shape
     for row in autos:
         rtol = float(row[0].split()[-1])
         assert float(row[8].split()[-1]) <= rtol
+    assert all(float(row[8].split()[-1]) > 0 for row in floors)
 
 
 def test_multinomial_certificate_row_runs_without_violations(bench):
