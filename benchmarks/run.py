@@ -387,7 +387,7 @@ def bench_certify(n, ratios, n_sets, repeat):
     """Certificates of RIF and Newton-step estimates: tightness (median bound / true error, in the
     H_{-S} norm and in test loss) and coverage (fraction certified); their cost is
     :func:`bench_certify_cost`. Each row names the route: exact Hessians at the estimates for small
-    problems (n p^2 <= rif._certify_dense.MAX_WORK), the leave-out Hessian H_-S otherwise."""
+    problems (rif._certify_dense.applies), the leave-out Hessian H_-S otherwise."""
     from rif import _certify_dense
 
     for family in ("binomial", "poisson", "gaussian"):

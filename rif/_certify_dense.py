@@ -56,6 +56,10 @@ from ._kernels import newton_point_remainders
 #: both took the same time near n p^2 = 8e6 (synthetic logistic data, 20 sets of 1-5 %), and the
 #: row products it keeps hold n p (p + 1) / 2 values (16 MB here)
 MAX_WORK = 4.0e6
+#: ... and with at most this many samples: each set's per-sample arithmetic (some 40 operations a
+#: sample) is not shared between sets as the other route's passes are, and the two routes took
+#: the same time near n = 10000 (200000 x 3: 3.4 times slower)
+MAX_SAMPLES = 10_000
 #: values in each of a group's (n_sets, n) and (n_sets, p (p + 1) / 2) work arrays together
 _GROUP_VALUES = 2**22
 #: Newton rounds ``method="auto"`` tries from each estimate before handing a set to the route
@@ -92,9 +96,10 @@ _NONE = DenseCertificate(np.inf, np.inf, False)
 
 def applies(problem):
     """Whether ``problem`` is certified through exact Hessians: a scalar GLM with a known
-    concordance constant, an in-memory dense X, and n p^2 <= :data:`MAX_WORK`."""
+    concordance constant, an in-memory dense X, n <= :data:`MAX_SAMPLES` and
+    n p^2 <= :data:`MAX_WORK`."""
     return (hasattr(problem, "family") and concordance(problem.family) is not None
-            and isinstance(problem.X, np.ndarray)
+            and isinstance(problem.X, np.ndarray) and problem.n_samples <= MAX_SAMPLES
             and problem.n_samples * problem.n_params ** 2 <= MAX_WORK)
 
 

@@ -68,7 +68,11 @@ def test_small_problems_take_the_exact_route_and_its_bounds_are_tight(monkeypatc
     Xg, yg = certify_data("gaussian", 300, 10, 1)
     newton = GLMProblem(Xg, yg, "gaussian", penalty=1.0).params_change([3, 4, 5], "newton", certify=True)
     assert newton.certified and newton.bound < 1e-12 and newton.bound_h < 1e-12
-    # above MAX_WORK the route through H_{-S}(theta^) serves
+    # above MAX_SAMPLES or MAX_WORK the route through H_{-S}(theta^) serves
+    monkeypatch.setattr(_certify_dense, "MAX_SAMPLES", problem.n_samples - 1)
+    assert not _certify_dense.applies(problem)
+    monkeypatch.setattr(_certify_dense, "MAX_SAMPLES", problem.n_samples)
+    assert _certify_dense.applies(problem)
     monkeypatch.setattr(_certify_dense, "MAX_WORK", problem.n_samples * problem.n_params ** 2 - 1)
     assert not _certify_dense.applies(problem)
     problem.params_change(sets, "rif", certify=True)
