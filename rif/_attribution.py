@@ -18,9 +18,9 @@ import numpy as np
 
 from . import _certify_dense
 from . import _estimators as est_
+from ._config import BLOCK_VALUES
 from ._frames import labelled_output
 from ._targets import eta_target, make_target
-from ._config import BLOCK_VALUES
 from ._validation import check_bool
 
 
@@ -104,6 +104,16 @@ def _anderson_candidate(theta, step, previous, history, memory=5):
     gamma = np.linalg.lstsq(dF, f, rcond=None)[0]
     candidate = theta + f - (dT + dF) @ gamma
     return candidate if np.all(np.isfinite(candidate)) else theta + f
+
+
+def _fill_open(records, settle):
+    """``records`` with each None replaced by what ``settle(positions)`` returns for the positions
+    still open (called once, only if any are)."""
+    rest = [j for j, record in enumerate(records) if record is None]
+    if rest:
+        for j, record in zip(rest, settle(rest)):
+            records[j] = record
+    return records
 
 
 def _certified_result(records):
@@ -395,20 +405,16 @@ class AttributionMixin:
             certifier(problem).refine_all(certs)
 
         sharpen = None if method == "retrain" else sharpen
-        records, rest = [None] * len(sets), list(range(len(sets)))
+        records = [None] * len(sets)
         if _certify_dense.applies(problem):
             # small problems: the exact Hessian at each estimate, for all the sets at once
             estimates = self._batch(problem, sets, method)
             for j, bounds in enumerate(_certify_dense.params_certificates(problem, sets, estimates)):
                 if bounds is not None:
                     records[j] = (estimates[j], _SetCertificate(*bounds, True, ""), method)
-            rest = [j for j in rest if records[j] is None]
-        if rest:
-            found = self._escalating(problem, [sets[j] for j in rest], (method,),
-                                     lambda j, m, estimate, cert, last: (estimate, cert.summary(), m), prepare=sharpen)
-            for j, record in zip(rest, found):
-                records[j] = record
-        return _certified_result(records)
+        return _certified_result(_fill_open(records, lambda rest: self._escalating(
+            problem, [sets[j] for j in rest], (method,),
+            lambda j, m, estimate, cert, last: (estimate, cert.summary(), m), prepare=sharpen)))
 
     def _auto_params(self, problem, sets, rtol):
         """RIF, else the exact refit's certified iterates from it (the Newton step only where RIF's
@@ -418,18 +424,15 @@ class AttributionMixin:
         open, through H_{-S}(theta^)."""
         from ._certify import _SetCertificate
 
-        records, rest = [None] * len(sets), list(range(len(sets)))
+        records = [None] * len(sets)
         if _certify_dense.applies(problem):
             found = _certify_dense.auto(problem, sets, self._batch(problem, sets, "rif"), rtol)
             for j, record in enumerate(found):
                 if record is not None:
                     value, bound, bound_h, method = record
                     records[j] = (value, _SetCertificate(bound, bound_h, True, ""), method)
-            rest = [j for j in rest if records[j] is None]
-        if rest:
-            for j, record in zip(rest, self._auto_through_leave_out(problem, [sets[j] for j in rest], rtol)):
-                records[j] = record
-        return _certified_result(records)
+        return _certified_result(_fill_open(records, lambda rest: self._auto_through_leave_out(
+            problem, [sets[j] for j in rest], rtol)))
 
     def _auto_through_leave_out(self, problem, sets, rtol):
         """:meth:`_auto_params`'s records through H_{-S}(theta^) (see :meth:`_escalating`)."""
@@ -582,29 +585,29 @@ class AttributionMixin:
                 leverage_cache[id(tgt)] = cert.eval_leverage(tgt)
             return leverage_cache[id(tgt)]
 
-        records, rest = [None] * len(sets), list(range(len(sets)))
+        records = [None] * len(sets)
         if _certify_dense.applies(problem) and all(isinstance(t, EtaTarget) for t in targets):
             # small problems: the exact Hessian at each estimate (the sets it leaves open go on below)
             start = self._batch(problem, sets, "rif" if method == "auto" else method)
             records = _certify_dense.effect_records(problem, sets, start, targets, leverage_of, method, rtol)
-            rest = [j for j in rest if records[j] is None]
-        open_targets = [targets[j] for j in rest]
 
-        def judge(j, m, estimate, set_cert, last):
-            tgt = open_targets[j]
-            value = float(tgt.changes(problem.theta, estimate[None], False)[0])
-            bound, ok, reason = cert.effect_bound(set_cert, tgt, leverage_of(tgt))
-            if method != "auto" or last or (ok and relative_ok(abs(value), bound, rtol)):
-                return value, bound, ok, reason, m
-            return None
+        def through_leave_out(rest):
+            open_targets = [targets[j] for j in rest]
 
-        if rest:
-            found = self._escalating(problem, [sets[j] for j in rest],
-                                     ("rif", "newton", "retrain") if method == "auto" else (method,), judge,
-                                     prepare=lambda positions, certs: cert.prepare_effects(
-                                         certs, [open_targets[j] for j in positions], refine=method != "auto"))
-            for j, record in zip(rest, found):
-                records[j] = record
+            def judge(j, m, estimate, set_cert, last):
+                tgt = open_targets[j]
+                value = float(tgt.changes(problem.theta, estimate[None], False)[0])
+                bound, ok, reason = cert.effect_bound(set_cert, tgt, leverage_of(tgt))
+                if method != "auto" or last or (ok and relative_ok(abs(value), bound, rtol)):
+                    return value, bound, ok, reason, m
+                return None
+
+            return self._escalating(problem, [sets[j] for j in rest],
+                                    ("rif", "newton", "retrain") if method == "auto" else (method,), judge,
+                                    prepare=lambda positions, certs: cert.prepare_effects(
+                                        certs, [open_targets[j] for j in positions], refine=method != "auto"))
+
+        records = _fill_open(records, through_leave_out)
         values, bounds, flags, reasons, methods = (np.array(column, dtype=dtype) for column, dtype in
                                                    zip(zip(*records), (float, float, bool, object, object)))
         result = Certified(values, bounds, np.full(len(sets), np.nan), flags, reasons, methods)

@@ -48,7 +48,14 @@ import numpy as np
 from scipy.linalg import lapack
 
 from . import _design
-from ._certify import _TOP, _Drift, _curvature_weighted_square, concordance, curvature_above, relative_ok
+from ._certify import (
+    _TOP,
+    _curvature_weighted_square,
+    _Drift,
+    concordance,
+    curvature_above,
+    relative_ok,
+)
 from ._kernels import newton_point_remainders
 
 #: the exact-Hessian route serves problems with n p^2 up to this: forming each set's Hessian
