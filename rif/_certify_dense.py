@@ -92,8 +92,7 @@ class DenseCertificate:
     newton_bound: float = np.inf
     newton_bound_h: float = np.inf
     delta: float = np.inf
-    # for effects: theta_e, ||theta_N - theta*||_{H_e} <= newton_h, and H_e^{-1}
-    theta_e: np.ndarray = None
+    # for effects: ||theta_N - theta*||_{H_e} <= newton_h, and H_e^{-1}
     newton_h: float = np.inf
     inverse: np.ndarray = None
 
@@ -223,8 +222,7 @@ def _certify_group(problem, products, M, sets, dthetas):
             out.append(DenseCertificate(np.inf, np.inf, False, newtons[b], delta=float(delta[b])))
         else:
             out.append(DenseCertificate(float(bound[b]), float(bound_h[b]), True, newtons[b], float(newton_bound[b]),
-                                        float(newton_bound_h[b]), float(delta[b]), thetas[b], float(newton_h[b]),
-                                        inverses[b]))
+                                        float(newton_bound_h[b]), float(delta[b]), float(newton_h[b]), inverses[b]))
     return out
 
 
@@ -398,12 +396,13 @@ def params_certificates(problem, sets, dthetas):
         else:
             point = chain[-2].newton                          # theta_k - theta^, certified by ``last``
             rows = _products(problem).rows
+
+            def h0_norm(v):
+                return _leave_out_norms(problem, [index], v[None], (rows @ v)[None])[0]
+
             bound = min(np.linalg.norm(dtheta - point) + last.bound,
                         np.linalg.norm(dtheta - last.newton) + last.newton_bound)
-            bound_h = min(_leave_out_norms(problem, [index], (dtheta - point)[None], (rows @ (dtheta - point))[None])[0]
-                          + last.bound_h,
-                          _leave_out_norms(problem, [index], (dtheta - last.newton)[None],
-                                           (rows @ (dtheta - last.newton))[None])[0] + last.newton_bound_h)
+            bound_h = min(h0_norm(dtheta - point) + last.bound_h, h0_norm(dtheta - last.newton) + last.newton_bound_h)
             out.append((float(bound), float(bound_h)))
     return out
 
