@@ -248,3 +248,26 @@ def test_offsets_and_per_set_targets_through_exact_hessians(monkeypatch):
         effect = problem.effect(sets, "self_loss", method=method, certify=True)
         exact = problem.effect(sets, "self_loss", dtheta=truth)
         assert np.all(effect.certified) and np.all(np.abs(effect.value - exact) <= effect.bound + 1e-12)
+
+
+def test_the_auditor_certifies_small_models_through_exact_hessians(monkeypatch):
+    from sklearn.linear_model import LogisticRegression, PoissonRegressor
+
+    from rif import InfluenceAuditor
+    from rif._attribution import AttributionMixin
+
+    monkeypatch.setattr(AttributionMixin, "_escalating", None)       # no set needs the other route here
+    rng = np.random.default_rng(4)
+    for family, model in (("binomial", LogisticRegression(C=0.5)), ("poisson", PoissonRegressor(alpha=0.05))):
+        X, y = certify_data(family, 300, 6, 14)
+        weights = rng.uniform(0.5, 2.0, 300)
+        aud = InfluenceAuditor(model).fit(X, y, sample_weight=weights)
+        sets = [np.arange(3, 9), np.arange(20, 50)]
+        truth = aud.params_change(sets, "retrain")
+        for method in ("rif", "newton", "auto"):
+            cert = aud.params_change(sets, method, certify=True)
+            errors = np.linalg.norm(cert.value - truth, axis=1)
+            assert np.all(cert.certified) and np.all(errors <= cert.bound + 1e-12), (family, method)
+        effect = aud.effect(sets[1], "loss", X[:30], y[:30], method="rif", certify=True)
+        exact = aud.effect(sets[1], "loss", X[:30], y[:30], method="retrain")
+        assert effect.certified and abs(effect.value - exact) <= effect.bound + 1e-10
