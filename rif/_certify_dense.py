@@ -179,7 +179,11 @@ def _certify_group(problem, products, M, sets, dthetas):
     inverses, definite = _inverses(hessians)
     usable &= definite
     low = _lambda_min_lower(hessians, inverses, 0.0 if problem.fit_intercept else lam)
-    usable &= low > 0.0
+    # the solves' relative error, at most about p eps times the condition number: the bounds are
+    # widened by twice that, and a set whose H_e is too ill-conditioned for it goes the other route
+    accuracy = _solve_accuracy(hessians, inverses)
+    usable &= (low > 0.0) & (accuracy < 1e-3)
+    widen = 1.0 + 2.0 * accuracy
     steps = np.einsum("bpq,bq->bp", inverses, grads)                                           # H_e^{-1} g
     delta = np.sqrt(np.maximum(np.einsum("bp,bp->b", grads, steps), 0.0))
     kept = weights > 0
@@ -213,6 +217,8 @@ def _certify_group(problem, products, M, sets, dthetas):
         newton_bound = newton_h / root + rounding
         newton_bound_h = grown(newton_h) + rounding * np.sqrt(np.trace(problem.hessian))        # H_0 <= H <= tr H
         newton_h = newton_h + rounding * np.sqrt(np.trace(hessians, axis1=1, axis2=2))        # >= ||.||_{H_e}
+    bound, bound_h, newton_bound, newton_bound_h, newton_h = (widen * v for v in (bound, bound_h, newton_bound,
+                                                                                newton_bound_h, newton_h))
     newtons = thetas - steps - problem.theta[None, :]
     out = []
     for b in range(B):
@@ -252,15 +258,20 @@ def _top_eigenvalue_upper(matrices):
     return scale * np.einsum("bij,bij->b", fourth, fourth) ** (1.0 / 8.0)
 
 
+def _solve_accuracy(hessians, inverses):
+    """4 p eps ||H_e||_F ||H_e^{-1}||_F per set: a bound, up to a small constant, of the relative
+    error of products with the computed inverse."""
+    cond = np.linalg.norm(hessians, axis=(1, 2)) * np.linalg.norm(inverses, axis=(1, 2))
+    return 4.0 * hessians.shape[1] * np.finfo(float).eps * cond
+
+
 def _lambda_min_lower(hessians, inverses, floor):
     """A lower bound of lambda_min(H_e) per set, from its inverse: lambda_max(H_e^{-1}) <=
     ||H_e^{-4}||_F^{1/4} = (sum_k mu_k^8)^{1/8}, at most p^{1/8} times it; less a margin for the
     inverse's rounding (p eps times the condition number ||H_e||_F ||H_e^{-1}||_F, relative), and
     never below ``floor`` (lambda, when no intercept is left unpenalised: H_e >= lambda I)."""
-    p = hessians.shape[1]
     top = _top_eigenvalue_upper(inverses)                                                  # >= lambda_max(H_e^{-1})
-    cond = np.linalg.norm(hessians, axis=(1, 2)) * np.linalg.norm(inverses, axis=(1, 2))
-    margin = 4.0 * p * np.finfo(float).eps * cond
+    margin = _solve_accuracy(hessians, inverses)
     with np.errstate(divide="ignore", invalid="ignore"):
         low = np.where(margin < 0.5, (1.0 - margin) / top, 0.0)
     return np.maximum(np.nan_to_num(low, nan=0.0), floor)
