@@ -43,6 +43,7 @@ The route keeps X~ and the products of each row's pairs of entries on the proble
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy.linalg import lapack
@@ -115,11 +116,20 @@ class _Products:
     each one matrix product for all the sets of a group."""
 
     def __init__(self, problem):
+        self.problem = problem
         self.rows = _design.rows(problem.X, np.arange(problem.n_samples), problem.fit_intercept)
         p = self.rows.shape[1]
         self.upper = np.triu_indices(p)
         self.pairs = self.rows[:, self.upper[0]] * self.rows[:, self.upper[1]]
         self.twice = np.where(self.upper[0] == self.upper[1], 1.0, 2.0)       # A's off-diagonal counted twice
+
+    @cached_property
+    def hessian_factor(self):
+        """(L, L^T) with H = L L^T at theta^ (for :func:`_pencil_top`)."""
+        from scipy.linalg import cholesky
+
+        chol = cholesky(self.problem.hessian, lower=True, check_finite=False)
+        return chol, np.ascontiguousarray(chol.T)
 
     def grams(self, curvatures):
         """sum_i c_bi x~_i x~_i^T for each row b of ``curvatures`` (B, n): (B, p, p)."""
@@ -156,13 +166,15 @@ def certify(problem, sets, dthetas):
     return out
 
 
-def _certify_group(problem, products, M, sets, dthetas):
+def _evaluate(problem, products, sets, dthetas):
+    """At theta_e = theta^ + dtheta for each set b (row b of every result): theta_e (B, p), its linear
+    predictors (B, n), the weights without the set (B, n), the curvatures w_i l''_i (B, n),
+    lambda(w) (B,), g = grad F_S(theta_e) (B, p) and H_e = grad^2 F_S(theta_e) (B, p, p)."""
     rows = products.rows
     n, p = rows.shape
     B = len(sets)
-    diag = np.arange(p)
-    thetas = problem.theta[None, :] + dthetas                                                  # (B, p)
-    etas = thetas @ rows.T                                                                     # (B, n)
+    thetas = problem.theta[None, :] + dthetas
+    etas = thetas @ rows.T
     if problem.offset is not None:
         etas += problem.offset[None, :]
     weights = np.repeat(problem.sample_weight[None, :], B, axis=0)
@@ -173,7 +185,15 @@ def _certify_group(problem, products, M, sets, dthetas):
     lam = np.array([problem.penalty_total(w) for w in weights])
     grads = (weights * d1) @ rows + lam[:, None] * problem.penalty_diag * thetas
     hessians = products.grams(curvature)
-    hessians[:, diag, diag] += lam[:, None] * problem.penalty_diag
+    hessians[:, np.arange(p), np.arange(p)] += lam[:, None] * problem.penalty_diag
+    return thetas, etas, weights, curvature, lam, grads, hessians
+
+
+def _certify_group(problem, products, M, sets, dthetas):
+    rows = products.rows
+    n, p = rows.shape
+    B = len(sets)
+    thetas, etas, weights, curvature, lam, grads, hessians = _evaluate(problem, products, sets, dthetas)
     usable = np.all(np.isfinite(grads), axis=1) & np.all(np.isfinite(hessians), axis=(1, 2))
     hessians[~usable] = np.eye(p)
     inverses, definite = _inverses(hessians)
@@ -373,6 +393,11 @@ def _leave_out_norms(problem, sets, steps, along):
     return np.sqrt(np.maximum(value, 0.0))
 
 
+def _leave_out_norm(problem, index, v):
+    """||v||_{H_0} for one set (see :func:`_leave_out_norms`)."""
+    return _leave_out_norms(problem, [index], v[None], (_products(problem).rows @ v)[None])[0]
+
+
 def certify_through(problem, sets, dthetas, rounds=None):
     """For each set, the certificates of its estimate and, while they are not certified, of its
     successive Newton points (up to ``rounds`` more evaluations, :data:`_THROUGH_ROUNDS` by
@@ -406,44 +431,55 @@ def params_certificates(problem, sets, dthetas):
             out.append((last.bound, last.bound_h))
         else:
             point = chain[-2].newton                          # theta_k - theta^, certified by ``last``
-            rows = _products(problem).rows
-
-            def h0_norm(v):
-                return _leave_out_norms(problem, [index], v[None], (rows @ v)[None])[0]
-
             bound = min(np.linalg.norm(dtheta - point) + last.bound,
                         np.linalg.norm(dtheta - last.newton) + last.newton_bound)
-            bound_h = min(h0_norm(dtheta - point) + last.bound_h, h0_norm(dtheta - last.newton) + last.newton_bound_h)
+            bound_h = min(_leave_out_norm(problem, index, dtheta - point) + last.bound_h,
+                          _leave_out_norm(problem, index, dtheta - last.newton) + last.newton_bound_h)
             out.append((float(bound), float(bound_h)))
     return out
 
 
-def auto(problem, sets, estimates, rtol):
-    """``method="auto"`` through exact Hessians: for each set, (value, bound, bound_h, method) for
-    the first of its estimate (RIF's) and the Newton points from it whose certified relative error
-    is at most ``rtol``, or None for the sets this does not settle in :data:`_AUTO_ROUNDS` rounds
-    (a round is one evaluation for all the sets still open)."""
+def _newton_rounds(problem, sets, estimates, judge):
+    """For each set, the record ``judge(positions, certificates, current, methods)`` returns (a dict
+    position -> record) for the first of its estimate (RIF's) and the Newton points from it that
+    it accepts, or None for the sets :data:`_AUTO_ROUNDS` rounds do not settle. A round is one
+    evaluation for all the sets still open; a set moves on to its Newton point while its Newton
+    decrement falls."""
     records = [None] * len(sets)
     current = np.array(estimates, dtype=float)
     methods = ["rif"] * len(sets)
-    active = list(range(len(sets)))
-    previous = {}
+    active, previous = list(range(len(sets))), {}
     for _ in range(_AUTO_ROUNDS):
         if not active:
             break
         certs = certify(problem, [sets[j] for j in active], current[active])
+        accepted = judge(active, certs, current, methods)
         still = []
         for j, cert in zip(active, certs):
-            if cert.certified and relative_ok(np.linalg.norm(current[j]), cert.bound, rtol):
-                records[j] = (current[j], cert.bound, cert.bound_h, methods[j])
-            elif cert.certified and relative_ok(np.linalg.norm(cert.newton), cert.newton_bound, rtol):
-                records[j] = (cert.newton, cert.newton_bound, cert.newton_bound_h, "retrain")
+            if j in accepted:
+                records[j] = accepted[j]
             elif cert.newton is not None and cert.delta < previous.get(j, np.inf):
                 # not proved yet: the Newton step from here, certified (or not) by the next round
                 current[j], methods[j], previous[j] = cert.newton, "retrain", cert.delta
                 still.append(j)
         active = still
     return records
+
+
+def auto(problem, sets, estimates, rtol):
+    """``method="auto"`` through exact Hessians: for each set, (value, bound, bound_h, method) for
+    the first of its estimate (RIF's) and the Newton points from it whose certified relative error
+    is at most ``rtol``, or None for the sets this does not settle (:func:`_newton_rounds`)."""
+    def judge(positions, certs, current, methods):
+        accepted = {}
+        for j, cert in zip(positions, certs):
+            if cert.certified and relative_ok(np.linalg.norm(current[j]), cert.bound, rtol):
+                accepted[j] = (current[j], cert.bound, cert.bound_h, methods[j])
+            elif cert.certified and relative_ok(np.linalg.norm(cert.newton), cert.newton_bound, rtol):
+                accepted[j] = (cert.newton, cert.newton_bound, cert.newton_bound_h, "retrain")
+        return accepted
+
+    return _newton_rounds(problem, sets, estimates, judge)
 
 
 # -- effects ---------------------------------------------------------------------------------------
@@ -464,7 +500,7 @@ def effect_records(problem, sets, estimates, targets, reach_of, method, rtol):
     every bound goes through the Newton point of the point certified: |f(theta_e) - f(theta_N)| +
     |f(theta_N) - f(theta*)|. ``method="auto"`` (``rtol`` its relative accuracy) returns the first
     of RIF's estimate (``estimates``) and the Newton points from it whose bound proves rtol, as for
-    the parameters (:func:`auto`)."""
+    the parameters (:func:`_newton_rounds`)."""
     records = [None] * len(sets)
     if method != "auto":
         chains = certify_through(problem, sets, estimates)
@@ -477,35 +513,22 @@ def effect_records(problem, sets, estimates, targets, reach_of, method, rtol):
                 # through the last Newton point: |f(theta_e) - f(theta_N)| + its own bound
                 records[j] = (float(value), float(abs(value - newton_value) + newton_bound), True, "", method)
         return records
-    current = np.array(estimates, dtype=float)
-    labels = [method] * len(sets)
-    active, previous = list(range(len(sets))), {}
-    for _ in range(_AUTO_ROUNDS):
-        if not active:
-            break
-        certs = dict(zip(active, certify(problem, [sets[j] for j in active], current[active])))
-        effects = {}
-        for group in _by_target([j for j in active if certs[j].certified], targets):
+
+    def judge(positions, certs, current, methods):
+        accepted = {}
+        done = {j: cert for j, cert in zip(positions, certs) if cert.certified}
+        for group in _by_target(list(done), targets):
             target = targets[group[0]]
-            found = _effect_bounds(problem, [certs[j] for j in group], current[group], target, reach_of(target))
-            effects.update({j: tuple(float(v[k]) for v in found) for k, j in enumerate(group)})
-        still = []
-        for j in active:
-            cert = certs[j]
-            if cert.certified:
-                value, newton_value, newton_bound = effects[j]
-                bound = abs(value - newton_value) + newton_bound
+            found = _effect_bounds(problem, [done[j] for j in group], current[group], target, reach_of(target))
+            for j, value, newton_value, newton_bound in zip(group, *found):
+                bound = float(abs(value - newton_value) + newton_bound)
                 if relative_ok(abs(value), bound, rtol):
-                    records[j] = (value, bound, True, "", "rif" if labels[j] == "auto" else labels[j])
-                    continue
-                if relative_ok(abs(newton_value), newton_bound, rtol):
-                    records[j] = (newton_value, newton_bound, True, "", "retrain")
-                    continue
-            if cert.newton is not None and cert.delta < previous.get(j, np.inf):
-                current[j], labels[j], previous[j] = cert.newton, "retrain", cert.delta
-                still.append(j)
-        active = still
-    return records
+                    accepted[j] = (float(value), bound, True, "", methods[j])
+                elif relative_ok(abs(newton_value), newton_bound, rtol):
+                    accepted[j] = (float(newton_value), float(newton_bound), True, "", "retrain")
+        return accepted
+
+    return _newton_rounds(problem, sets, estimates, judge)
 
 
 def _by_target(positions, targets):
@@ -550,13 +573,7 @@ def _pencil_top(problem, inverses):
     """Upper bounds of lambda_max(H_e^{-1} H) = lambda_max(L^T H_e^{-1} L) (H = L L^T, cached) for a
     stack of H_e^{-1}, by the same eighth-power argument as :func:`_lambda_min_lower`, plus the
     rounding of the two products, at most 4 p eps ||L||_F^2 ||H_e^{-1}||_F."""
-    cache = problem.__dict__.get("_dense_hessian_factor")
-    if cache is None:
-        from scipy.linalg import cholesky
-
-        chol = cholesky(problem.hessian, lower=True, check_finite=False)
-        cache = problem.__dict__["_dense_hessian_factor"] = (chol, np.ascontiguousarray(chol.T))
-    chol, chol_t = cache
+    chol, chol_t = _products(problem).hessian_factor
     pencil = chol_t[None] @ inverses @ chol[None]
     pencil = 0.5 * (pencil + pencil.transpose(0, 2, 1))
     rounding = 4.0 * pencil.shape[1] * np.finfo(float).eps * np.sum(chol**2) * np.linalg.norm(inverses, axis=(1, 2))

@@ -288,3 +288,33 @@ def test_nearly_collinear_features_keep_valid_bounds(gap):
         cert = problem.params_change(sets, method, certify=True)
         errors = np.linalg.norm(cert.value - truth, axis=1)
         assert np.all(errors <= cert.bound + 1e-7 * np.linalg.norm(truth, axis=1)), (gap, method, cert)
+
+
+@pytest.mark.parametrize("family", ["binomial", "poisson", "gaussian"])
+@pytest.mark.parametrize("scaling", ["fixed", "per_sample"])
+def test_the_batched_evaluation_is_the_problems_own_gradient_and_hessian(family, scaling):
+    """g and H_e of every set from the shared row products against GLMProblem.value_gradient and
+    hessian_at (their own passes), with weights and an offset; the rows' quadratic forms against
+    x~_i^T A x~_i directly; and the bound of lambda_max(H_e^{-1} H) against the pencil's eigenvalues."""
+    from scipy.linalg import eigh
+
+    X, y = certify_data(family, 80, 5, 16)
+    rng = np.random.default_rng(16)
+    problem = GLMProblem(X, y, family, penalty=0.5 if scaling == "fixed" else 0.01, penalty_scaling=scaling,
+                         sample_weight=rng.uniform(0.5, 2.0, 80), offset=rng.normal(0, 0.1, 80))
+    sets = [np.arange(3, 9), np.array([0, 40, 79])]
+    dthetas = 0.1 * rng.standard_normal((2, problem.n_params))
+    products = _certify_dense._products(problem)
+    thetas, _, weights, _, _, grads, hessians = _certify_dense._evaluate(problem, products, sets, dthetas)
+    for b in range(2):
+        _, want = problem.value_gradient(thetas[b], weights[b])
+        np.testing.assert_allclose(grads[b], want, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(hessians[b], problem.hessian_at(thetas[b], weights[b]), rtol=1e-10, atol=1e-12)
+    inverses, _ = _certify_dense._inverses(hessians)
+    rows = products.rows
+    np.testing.assert_allclose(products.quadratic_forms(inverses), np.einsum("ip,bpq,iq->bi", rows, inverses, rows),
+                               rtol=1e-10)
+    top = _certify_dense._pencil_top(problem, inverses)
+    for b in range(2):
+        exact = eigh(problem.hessian, hessians[b], eigvals_only=True)[-1]        # lambda_max(H_e^{-1} H)
+        assert exact <= top[b] <= exact * problem.n_params ** 0.125 * (1 + 1e-9)
