@@ -57,7 +57,7 @@ from ._certify import (
     curvature_above,
     relative_ok,
 )
-from ._kernels import newton_point_remainders
+from ._kernels import curvature_terms, newton_point_remainders
 
 #: the exact-Hessian route serves problems with n p^2 up to this: forming each set's Hessian
 #: then costs less than the per-set work of the route through H_{-S}(theta^) (see rif._certify);
@@ -169,7 +169,8 @@ def certify(problem, sets, dthetas):
 def _evaluate(problem, products, sets, dthetas):
     """At theta_e = theta^ + dtheta for each set b (row b of every result): theta_e (B, p), its linear
     predictors (B, n), the weights without the set (B, n), the curvatures w_i l''_i (B, n),
-    lambda(w) (B,), g = grad F_S(theta_e) (B, p) and H_e = grad^2 F_S(theta_e) (B, p, p)."""
+    lambda(w) (B,), g = grad F_S(theta_e) (B, p), H_e = grad^2 F_S(theta_e) (B, p, p) and the slopes
+    (log l'')' at the linear predictors (B, n)."""
     rows = products.rows
     n, p = rows.shape
     B = len(sets)
@@ -180,20 +181,21 @@ def _evaluate(problem, products, sets, dthetas):
     weights = np.repeat(problem.sample_weight[None, :], B, axis=0)
     for b, index in enumerate(sets):
         weights[b, index] = 0.0
-    _, d1, d2 = problem.family.derivatives(etas.ravel(), np.tile(problem.y, B))
-    d1, curvature = d1.reshape(B, n), weights * d2.reshape(B, n)
+    d1, d2, slopes = (np.empty((B, n)) for _ in range(3))
+    curvature_terms(etas.ravel(), np.tile(problem.y, B), problem.family.code, d1.ravel(), d2.ravel(), slopes.ravel())
+    curvature = weights * d2
     lam = np.array([problem.penalty_total(w) for w in weights])
     grads = (weights * d1) @ rows + lam[:, None] * problem.penalty_diag * thetas
     hessians = products.grams(curvature)
     hessians[:, np.arange(p), np.arange(p)] += lam[:, None] * problem.penalty_diag
-    return thetas, etas, weights, curvature, lam, grads, hessians
+    return thetas, etas, weights, curvature, lam, grads, hessians, slopes
 
 
 def _certify_group(problem, products, M, sets, dthetas):
     rows = products.rows
     n, p = rows.shape
     B = len(sets)
-    thetas, etas, weights, curvature, lam, grads, hessians = _evaluate(problem, products, sets, dthetas)
+    thetas, etas, weights, curvature, lam, grads, hessians, slopes = _evaluate(problem, products, sets, dthetas)
     usable = np.all(np.isfinite(grads), axis=1) & np.all(np.isfinite(hessians), axis=(1, 2))
     hessians[~usable] = np.eye(p)
     inverses, definite = _inverses(hessians)
@@ -219,7 +221,7 @@ def _certify_group(problem, products, M, sets, dthetas):
     rho, newton_h, low_rho = _radii(M, delta, s, reach, above, kept, usable)
     certified = np.isfinite(rho)
     if M > 0:
-        work = (rows, along, _log_curvature_slope(problem.family, etas), curvature, above, inverses,
+        work = (rows, along, slopes, curvature, above, inverses,
                 _bend(problem.family))
         newton_h = _newton_point_bounds(M, rho, newton_h, low_rho, reach, work, certified)
     root = np.sqrt(low)
@@ -367,13 +369,6 @@ def _newton_point_bounds(M, rho, r, low, reach, work, certified):
                             r[open_], main, 1.0 / (1.0 - low[open_]), float(M), float(L), 3, bounds)
     r[open_] = np.where(np.isfinite(bounds), np.minimum(bounds, r[open_]), r[open_])
     return r
-
-
-def _log_curvature_slope(family, etas):
-    """(log l'')' at each eta: 1 - 2 sigma(eta) = -tanh(eta / 2) for the logistic loss, 1 for Poisson."""
-    from ._families import Binomial
-
-    return -np.tanh(0.5 * etas) if isinstance(family, Binomial) else np.ones_like(etas)
 
 
 def _bend(family):

@@ -83,6 +83,30 @@ def poisson_log_derivatives(eta, y, loss, d1, d2):
         loss[i], d1[i], d2[i] = _poisson_log(eta[i], y[i])
 
 
+@njit(**JIT_OPTIONS)
+def curvature_terms(eta, y, family, d1, d2, slope):
+    """Per-sample l', l'' and the slope (log l'')' of the log curvature, without the loss.
+
+    For the logistic loss (log l'')' = 1 - 2 sigma(eta) = -tanh(eta / 2), formed as
+    -sign(eta) (1 - z) / (1 + z) with z = exp(-|eta|) and 1 - z = -expm1(-|eta|), which keeps its
+    relative accuracy near eta = 0; it is 1 for Poisson (l'' = e^eta) and 0 for squared loss.
+    l' and l'' are those of :func:`binomial_logit_derivatives` and its siblings. ``family`` is
+    one of the codes of :func:`dense_value_gradient`.
+    """
+    for i in range(eta.shape[0]):
+        e = eta[i]
+        if family == BINOMIAL_LOGIT:
+            _, d1[i], d2[i] = _binomial_logit(e, y[i])
+            gap = -np.expm1(-abs(e)) / (1.0 + np.exp(-abs(e)))          # tanh(|eta| / 2)
+            slope[i] = -gap if e > 0.0 else gap
+        elif family == GAUSSIAN_IDENTITY:
+            _, d1[i], d2[i] = _gaussian_identity(e, y[i])
+            slope[i] = 0.0
+        else:
+            _, d1[i], d2[i] = _poisson_log(e, y[i])
+            slope[i] = 1.0
+
+
 @njit(**REDUCTION_JIT_OPTIONS)
 def dense_value_gradient(X, beta, intercept, y, w, family, part_size, first, last, grad_parts, values):
     """sum_i w_i l(y_i, eta_i) and X~^T r, r_i = w_i l'(y_i, eta_i), in one pass over rows of X.

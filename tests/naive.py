@@ -25,6 +25,13 @@ TWINS = {
 }
 
 
+LOG_CURVATURE_SLOPES = {
+    "binomial": lambda eta: -np.tanh(0.5 * eta),          # (log sigma (1 - sigma))' = 1 - 2 sigma
+    "gaussian": np.zeros_like,
+    "poisson": np.ones_like,
+}
+
+
 def design(X, fit_intercept):
     """Dense x~ = (x, 1) rows."""
     X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=float)

@@ -305,11 +305,15 @@ def test_the_batched_evaluation_is_the_problems_own_gradient_and_hessian(family,
     sets = [np.arange(3, 9), np.array([0, 40, 79])]
     dthetas = 0.1 * rng.standard_normal((2, problem.n_params))
     products = _certify_dense._products(problem)
-    thetas, _, weights, _, _, grads, hessians = _certify_dense._evaluate(problem, products, sets, dthetas)
+    thetas, etas, weights, _, _, grads, hessians, slopes = _certify_dense._evaluate(problem, products, sets, dthetas)
     for b in range(2):
         _, want = problem.value_gradient(thetas[b], weights[b])
         np.testing.assert_allclose(grads[b], want, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(hessians[b], problem.hessian_at(thetas[b], weights[b]), rtol=1e-10, atol=1e-12)
+    # the slopes (log l'')' against a central difference of log l'' at the same linear predictors
+    step = 1e-5
+    log_curvature = [np.log(problem.family.derivatives(etas.ravel() + h, np.tile(y, 2))[2]) for h in (step, -step)]
+    np.testing.assert_allclose(slopes.ravel(), (log_curvature[0] - log_curvature[1]) / (2 * step), rtol=1e-6, atol=1e-8)
     inverses, _ = _certify_dense._inverses(hessians)
     rows = products.rows
     np.testing.assert_allclose(products.quadratic_forms(inverses), np.einsum("ip,bpq,iq->bi", rows, inverses, rows),

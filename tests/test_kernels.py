@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rif import _kernels
-from naive import TWINS
+from naive import LOG_CURVATURE_SLOPES, TWINS
 
 
 @pytest.mark.parametrize("family", sorted(TWINS))
@@ -28,6 +28,28 @@ def test_kernel_matches_numpy_twin(family):
     # a few ulps of 1, so compare with an absolute floor of 4 eps.
     for got, want in zip(out, TWINS[family](eta, y)):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=4 * np.finfo(float).eps)
+
+
+@pytest.mark.parametrize("family", sorted(TWINS))
+def test_curvature_terms_match_the_numpy_twins(family):
+    """l', l'' as the derivatives kernel gives them, and (log l'')' to a few ulps relative, also
+    at |eta| far below 1 where 1 - exp(-|eta|) would cancel."""
+    from rif._families import Binomial, Gaussian, Poisson
+
+    rng = np.random.default_rng(2)
+    eta = np.concatenate([rng.normal(scale=3, size=200), [-40.0, -1e-9, -1e-300, 0.0, 1e-300, 1e-12, 40.0, 800.0]])
+    if family == "poisson":
+        eta = np.minimum(eta, 40.0)
+    y = (rng.random(eta.size) < 0.5).astype(float)
+    code = {"binomial": Binomial, "gaussian": Gaussian, "poisson": Poisson}[family].code
+    d1, d2, slope = (np.empty_like(eta) for _ in range(3))
+    _kernels.curvature_terms(eta, y, code, d1, d2, slope)
+    want = [np.empty_like(eta) for _ in range(3)]
+    getattr(_kernels, {"binomial": "binomial_logit_derivatives", "gaussian": "gaussian_identity_derivatives",
+                       "poisson": "poisson_log_derivatives"}[family])(eta, y, *want)
+    np.testing.assert_array_equal(d1, want[1])
+    np.testing.assert_array_equal(d2, want[2])
+    np.testing.assert_allclose(slope, LOG_CURVATURE_SLOPES[family](eta), rtol=4 * np.finfo(float).eps, atol=0)
 
 
 def test_binomial_extreme_eta_is_finite_and_exact():
