@@ -570,20 +570,23 @@ class MultinomialProblem(AttributionMixin):
         coef = self.residual if coef is None else coef
         return (coef[index].T @ rows).ravel()
 
-    def leave_out_start(self, index, weights):
+    def leave_out_start(self, index, weights, estimate=True):
         """(theta_0, L_{-S}(theta_0), grad L_{-S}(theta_0)) to start the refit without ``index`` from.
 
         theta_0 = theta^, whose objective and gradient come from cached quantities without a pass
         over X, so that the first chord step is the Newton step (Woodbury chord matrix) or the
-        influence function (H^ as chord matrix). With H^ as chord matrix and the RIF coefficients
-        already computed, theta_0 is instead the RIF estimate, theta^ + H^^{-1} sum_S s_i (x) x~_i:
-        its error is about half the influence function's on random 1 % sets (measured at
-        20000 x 200, K = 10), which saves a chord step; its value and gradient are then left to the
-        caller (``None``), costing the pass the influence-function step would have needed next.
+        influence function (H^ as chord matrix). With H^ as chord matrix, the RIF coefficients
+        already computed and ``estimate``, theta_0 is instead the RIF estimate,
+        theta^ + H^^{-1} sum_S s_i (x) x~_i: its error is about half the influence function's on
+        random 1 % sets (measured at 20000 x 200, K = 10), which saves a chord step; its value and
+        gradient are then left to the caller (``None``), costing the pass the influence-function
+        step would have needed next. (Where the estimate is far off, its objective can exceed
+        theta^'s: the caller then starts from theta^ instead, ``estimate=False``.)
         """
         theta = np.array(self.theta_block)
         cached = self.__dict__.get("rif_coefficients")
-        if not self._woodbury_refit(index) and cached is not None and np.all(np.isfinite(cached[index])):
+        if (estimate and not self._woodbury_refit(index) and cached is not None
+                and np.all(np.isfinite(cached[index]))):
             return theta + self.factor.solve(self.removed_gradient(index, cached)), None, None
         Theta = theta.reshape(self.n_classes, self.p1) * self.penalty_diag[:self.p1]
         value = float(weights @ self.loss) + 0.5 * self.penalty * float(np.sum(Theta ** 2))

@@ -94,7 +94,8 @@ def newton_refit(problem, weights, theta0, *, tol=1e-10, max_iter=100):
     Each iteration solves H(theta) step = -grad(theta) by Cholesky. The full
     step is taken when it decreases the objective enough (Armijo) or, once the
     objective's change is lost in rounding near the optimum, when it at least
-    halves the gradient's inf-norm; otherwise the step is backtracked on the
+    halves the gradient's inf-norm without raising the objective by more than rounding
+    could (see :func:`_descent`); otherwise the step is backtracked on the
     objective. On convergence the result carries the Hessian of the last
     iterate but one, which differs from the Hessian at the returned theta by
     O(tol) relatively (the last step is below tol).
@@ -128,7 +129,8 @@ def _newton_refit(problem, weights, theta0, tol, max_iter):
             new_value, new_grad = problem.value_gradient(candidate, weights)
             if new_value <= value + _ARMIJO * t * slope:
                 break
-            if t == 1.0 and np.max(np.abs(new_grad)) <= 0.5 * grad_norm:
+            if (t == 1.0 and np.max(np.abs(new_grad)) <= 0.5 * grad_norm
+                    and new_value <= value + _ROUNDING_RISE * max(abs(value), 1.0)):
                 break
             t *= 0.5
         else:
@@ -270,6 +272,9 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter, start=None, solve
         theta, value, grad = problem.leave_out_start(index, weights)
         if grad is None:                            # a start away from theta^: one evaluation
             value, grad = yield theta
+            home = problem.leave_out_start(index, weights, estimate=False)
+            if not value <= home[1]:                # never start where the objective is above theta^'s
+                theta, value, grad = home
     else:
         theta = np.array(problem.theta)
         # -sum_{i in S} g~_i = -(X~_S^T r_S + sum_{i in S} penalty_i P^T P theta^)
@@ -445,11 +450,19 @@ _ANDERSON_MEMORY = 5
 
 
 def _descent(theta, value, grad, candidate, dot=np.dot, norm=_inf_norm):
-    """(candidate, value, gradient) if the move decreases L_w (Armijo) or halves the gradient.
+    """(candidate, value, gradient) if the move decreases L_w (Armijo), or halves the gradient
+    while L_w rises by no more than rounding could hide (:data:`_ROUNDING_RISE`, relative): near the
+    optimum the objective's changes are lost in rounding, far from it a step that only shrinks
+    the gradient can climb out of the basin (the iterates of a chord step from a poor start were
+    seen to run from an objective of 1e4 to 8e6 that way).
 
     A generator step: yields ``candidate`` and is sent back its value and gradient."""
     new_value, new_grad = yield candidate
     if (new_value <= value + _ARMIJO * dot(grad, candidate - theta)
-            or norm(new_grad) <= 0.5 * norm(grad)):
+            or (norm(new_grad) <= 0.5 * norm(grad) and new_value <= value + _ROUNDING_RISE * max(abs(value), 1.0))):
         return candidate, new_value, new_grad
     return None
+
+
+#: the largest relative rise of the objective a step accepted on its gradient alone may bring
+_ROUNDING_RISE = 1e-10

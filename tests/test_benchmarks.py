@@ -85,3 +85,12 @@ def test_multinomial_certificate_row_runs_without_violations(bench):
     row, auto = bench.ROWS
     assert row[8] == "violations 0"
     assert float(auto[8].split()[-1]) <= 0.05
+
+
+def test_multinomial_certificate_rows_run_on_digits(bench):
+    bench.ROWS.clear()
+    bench.bench_certify_multinomial(0, 0, 0, 2, 1, dataset="digits")
+    row, auto = bench.ROWS
+    assert row[1] == "1797x64" and row[0].startswith("digits, K=10")
+    assert row[8] == "violations 0" and "certified" in row[9]
+    assert float(auto[8].split()[-1]) <= 0.05

@@ -345,6 +345,50 @@ def test_refits_from_theta_hat_and_from_the_rif_estimate_agree():
     assert np.max(np.abs(grad)) < 1e-8
 
 
+def test_a_refit_never_starts_above_theta_hats_objective():
+    """Found by fuzzing (tests/data/softmax_far_start.npz: 109 x 13, K = 6, lambda = 3e-4,
+    weighted): nearly separable data where the RIF estimate for removing 23 samples has an
+    objective near 1e4 against theta^'s 1.6. Once the RIF coefficients are cached, the refit
+    must reach the same optimum as one from theta^; starting at the estimate, a chord step
+    accepted on its gradient alone climbed to an objective of 8e6, and the refit raised
+    SingularHessianError."""
+    from pathlib import Path
+
+    data = np.load(Path(__file__).parent / "data" / "softmax_far_start.npz")
+
+    def problem():
+        return MultinomialProblem(data["X"], data["y"], 6, penalty=float(data["penalty"]),
+                                  sample_weight=data["sample_weight"])
+
+    removed = data["removed"]
+    fresh, cached = problem(), problem()
+    cached.rif_coefficients
+    weights = cached.sample_weight.copy()
+    weights[removed] = 0.0
+    estimate = cached.leave_out_start(removed, weights)[0]
+    assert cached.value_gradient(estimate, weights)[0] > 1e3 * cached.leave_out_start(removed, weights, False)[1]
+    np.testing.assert_allclose(cached.params_change(removed, "retrain"), fresh.params_change(removed, "retrain"),
+                               rtol=1e-7, atol=1e-9)
+
+
+def test_a_step_accepted_on_its_gradient_may_not_climb():
+    """_descent takes a step that halves the gradient without Armijo's decrease only while the
+    objective rises by no more than rounding could hide."""
+    from rif._solvers import _descent
+
+    def judge(new_value):
+        step = _descent(np.zeros(2), 1.0, np.array([1.0, 0.0]), np.array([0.0, 1.0]))   # slope g^T d = 0
+        next(step)
+        try:
+            step.send((new_value, np.array([0.1, 0.0])))
+        except StopIteration as stop:
+            return stop.value
+
+    assert judge(0.5) is not None                  # Armijo
+    assert judge(1.0 + 1e-13) is not None          # a rounding-level rise, the gradient shrunk tenfold
+    assert judge(2.0) is None                      # a climb
+
+
 def test_softmax_residual_kernel_is_the_numpy_softmax():
     """The fused kernel against softmax_loss, with logits large enough to overflow a naive exp."""
     from rif._kernels import softmax_residual
