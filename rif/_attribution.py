@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from . import _certify_dense
+from . import _certify_dense, _certify_refit
 from . import _estimators as est_
 from ._config import BLOCK_VALUES
 from ._frames import labelled_output
@@ -412,9 +412,11 @@ class AttributionMixin:
             for j, bounds in enumerate(_certify_dense.params_certificates(problem, sets, estimates)):
                 if bounds is not None:
                     records[j] = (estimates[j], _SetCertificate(*bounds, True, ""), method)
-        return _certified_result(_fill_open(records, lambda rest: self._escalating(
+        records = _fill_open(records, lambda rest: self._escalating(
             problem, [sets[j] for j in rest], (method,),
-            lambda j, m, estimate, cert, last: (estimate, cert.summary(), m), prepare=sharpen)))
+            lambda j, m, estimate, cert, last: (estimate, cert.summary(), m), prepare=sharpen))
+        # refits far from theta^ that neither route certifies: through the Hessian at their result
+        return _certified_result(_certify_refit.fill_refits(problem, sets, records))
 
     def _auto_params(self, problem, sets, rtol):
         """RIF, else the exact refit's certified iterates from it (the Newton step only where RIF's
@@ -431,8 +433,8 @@ class AttributionMixin:
                 if record is not None:
                     value, bound, bound_h, method = record
                     records[j] = (value, _SetCertificate(bound, bound_h, True, ""), method)
-        return _certified_result(_fill_open(records, lambda rest: self._auto_through_leave_out(
-            problem, [sets[j] for j in rest], rtol)))
+        records = _fill_open(records, lambda rest: self._auto_through_leave_out(problem, [sets[j] for j in rest], rtol))
+        return _certified_result(_certify_refit.fill_refits(problem, sets, records))
 
     def _auto_through_leave_out(self, problem, sets, rtol):
         """:meth:`_auto_params`'s records through H_{-S}(theta^) (see :meth:`_escalating`)."""
