@@ -69,7 +69,7 @@ from functools import cached_property
 
 import numpy as np
 
-from . import _design
+from . import _design, _rounding
 from ._config import BLOCK_VALUES
 from ._families import Binomial, Gaussian, Poisson
 
@@ -177,6 +177,10 @@ class _SetCertificate:
     gradient: np.ndarray = None      # grad F_S(theta_e) and F_S(theta_e) from the pass (None: not known)
     value: float = None
     chord_point: object = None       # the certificate of theta_e - step from its own pass (refine_all)
+    # the computed gradient's rounding: a bound of ||fl(g) - g||_{H_0^{-1}}, and what it adds to every
+    # H_0-norm bound of theta* (rif._rounding; already included in rho, spread_h and the bounds)
+    gradient_error_h: float = 0.0
+    rounding: float = 0.0
 
     def summary(self):
         """The bound alone (bound, bound_h, certified, reason), without the per-set work arrays."""
@@ -352,6 +356,17 @@ class Certifier:
         except SingularHessianError:
             return _SetFactor(None, 0.0, "the leave-out Hessian is (numerically) singular")
 
+    def gradient_error(self, index, dtheta, weights, alpha):
+        """A bound of ||fl(g) - g||_2 for the gradient the pass computed at theta^ + dtheta
+        (:mod:`rif._rounding`), from the per-sample values at theta^ and each linear predictor's
+        move there: |eta_i - eta^_i| <= alpha_i / M, and ||x~_i|| ||dtheta|| for squared loss."""
+        problem, M = self.problem, self.M
+        move = alpha / M if M > 0 else _rounding.row_norms(problem) * float(np.linalg.norm(dtheta))
+        grown = np.expm1(M * move) / M if M > 0 else move            # int_0^move e^{M t} dt
+        residual = np.abs(problem.residual) + problem.curvature * grown
+        return _rounding.scalar_gradient_error(problem, weights, problem.theta + dtheta, residual,
+                                               problem.curvature, np.abs(problem.eta) + move, move, M)
+
     @staticmethod
     def _public(vector):
         """A parameter vector in the order the user sees (the problem's own here)."""
@@ -444,32 +459,40 @@ class Certifier:
         step = solve(g)
         delta_prime = float(np.sqrt(max(g @ step, 0.0)))
         step = self._public(step)
+        error = self.gradient_error(index, dtheta, weights, alpha)          # >= ||fl(g) - g||_2
         if factor.reason:
-            out = self._loose(g, lam_s, factor.reason)
+            out = self._loose(g, lam_s, factor.reason, error)
             out.solve, out.step, out.theta_e = solve, step, theta_e
             return out
+        lam_min_h0 = one_minus_gamma * self.lambda_min
+        root = np.sqrt(lam_min_h0) if lam_min_h0 > 0 else 0.0
+        error_h = error / root if root > 0 else np.inf                     # >= ||fl(g) - g||_{H_0^{-1}}
         drift = _Drift(self, index, alpha, one_minus_gamma)
+        # everything below holds for theta*_eps, the minimiser of the objective tilted by the rounding
+        # (whose gradient at theta_e is the computed g); rounding = the further way to theta*
         rho = drift.radius(delta_prime)
         if not np.isfinite(rho):
             out = self._loose(g, lam_s, "outside the self-concordant region (the curvature cannot be bounded "
-                                        "below far enough from the estimate)")
+                                        "below far enough from the estimate)", error)
             out.solve, out.step, out.theta_e, out.gamma = solve, step, theta_e, 1.0 - one_minus_gamma
             out.index, out.alpha, out.delta_prime = index, alpha, delta_prime       # for sharpen
+            out.gradient_error_h = error_h
             return out
         low, high = drift.bounds(np.array([rho]))
         low, high = float(low[0]), float(high[0])
         # the averaged Hessian on [theta_e, theta*] lies between (1 - low) H_0 and (1 + high) H_0
         inverse_drift = max(high / (1.0 + high), low / (1.0 - low) if low < 1.0 else np.inf)
         spread_h = float(min(inverse_drift * delta_prime, high * rho))
-        lam_min_h0 = one_minus_gamma * self.lambda_min
-        root = np.sqrt(lam_min_h0) if lam_min_h0 > 0 else 0.0
+        rounding = _rounding.tilt(error_h, rho, lambda r: 1.0 - float(drift.bounds(np.array([r]))[0][0]))
+        rho, spread_h = rho + rounding, spread_h + rounding
         spread = spread_h / root if root > 0 else np.inf
         bound = float(np.linalg.norm(step) + spread)
         if not np.isfinite(bound):
             return _SetCertificate(np.inf, float(rho), False, "the 2-norm bound overflows", step=step, solve=solve,
                                    theta_e=theta_e)
         return _SetCertificate(bound, float(rho), True, "", float(rho), spread_h, solve, step, theta_e,
-                               1.0 - one_minus_gamma, float(spread), spread_h, index, alpha, (low, high), delta_prime)
+                               1.0 - one_minus_gamma, float(spread), spread_h, index, alpha, (low, high), delta_prime,
+                               gradient_error_h=error_h, rounding=rounding)
 
     def sharpen(self, cert, xw):
         """Tighten a certificate's spread_h (and with it rho, the 2-norm bound and the chord point's
@@ -544,6 +567,10 @@ class Certifier:
             if not bound < radius:
                 break
             radius = bound
+        # radius bounds theta_c's distance to theta*_eps; theta* lies a further ``rounding`` away
+        rounding = cert.rounding if known else _rounding.tilt(
+            cert.gradient_error_h, radius, lambda r: 1.0 - float(hull.bounds(np.array([r]))[0][0]))
+        radius = radius + rounding
         if known and not radius < cert.spread_h:
             return
         lam_min_h0 = floor * self.lambda_min
@@ -555,7 +582,7 @@ class Certifier:
         cert.bound = min(bound, cert.bound)          # an uncertified estimate's loose bound may still be smaller
         cert.spread_h, cert.next_bound_h, cert.next_bound = radius, radius, next_bound
         cert.drift_at_rho = (low, high)
-        cert.certified, cert.reason = True, ""
+        cert.certified, cert.reason, cert.rounding = True, "", rounding
 
     def sharpen_all(self, certs):
         """:meth:`sharpen` for a batch of certificates: x~_i^T w for all of them as one product of X
@@ -612,8 +639,14 @@ class Certifier:
         bound = min(float(np.linalg.norm(cert.step)) + next_bound, cert.bound)
         if not np.isfinite(bound):
             return
-        # the drift along [theta_e, theta*], within the (new) rho of theta_e
-        low, high = _Drift(self, cert.index, cert.alpha, 1.0 - cert.gamma).bounds(np.array([rho]))
+        drift = _Drift(self, cert.index, cert.alpha, 1.0 - cert.gamma)
+        if not known:
+            # the effects' first-order term reads the estimate's own gradient as exact: the minimiser of
+            # that tilted objective lies within ``rounding`` of theta*
+            cert.rounding = _rounding.tilt(cert.gradient_error_h, rho,
+                                           lambda r: 1.0 - float(drift.bounds(np.array([r]))[0][0]))
+        # the drift along [theta_e, theta*] (and on to that minimiser), within the (new) rho of theta_e
+        low, high = drift.bounds(np.array([rho + cert.rounding]))
         low, high = float(low[0]), float(high[0])
         if known:
             low, high = min(low, cert.drift_at_rho[0]), min(high, cert.drift_at_rho[1])
@@ -624,10 +657,12 @@ class Certifier:
         cert.certified, cert.reason = True, ""
         cert.chord_point = point
 
-    def _loose(self, g, lam_s, reason):
+    def _loose(self, g, lam_s, reason, error=0.0):
         problem = self.problem
         if not problem.fit_intercept and lam_s > 0:
-            return _SetCertificate(float(np.linalg.norm(g) / lam_s), np.inf, False, reason)
+            # strong convexity: ||theta_e - theta*|| <= ||grad F_S(theta_e)|| / lambda, the true gradient
+            # within ``error`` of the computed one
+            return _SetCertificate(float((np.linalg.norm(g) + error) / lam_s), np.inf, False, reason)
         return _SetCertificate(np.inf, np.inf, False, reason + "; with an unpenalised intercept no loose bound holds")
 
     # -- effects -------------------------------------------------------------------------
@@ -799,7 +834,8 @@ class _FirstOrderDrift:
         out = []
         for bound, main, norm, (first, error, moved_a, moved_b) in zip(plain, mains, norms, self._terms(solved)):
             second = min(high * norm, moved_a) * min(high * cert.delta_prime, moved_b) / (1.0 - low)
-            out.append(min(bound, abs(main - first) + error + second))
+            # (for theta*_eps; theta* lies within ``rounding`` of it in H_0's norm)
+            out.append(min(bound, abs(main - first) + error + second + norm * cert.rounding))
         return out
 
     def _terms(self, solved):
@@ -961,6 +997,31 @@ class MultinomialCertifier(Certifier):
 
     def _public(self, vector):
         return self.problem.to_public(vector)
+
+    def gradient_error(self, index, dtheta, weights, alpha, spread=None):
+        """A bound of ||fl(g) - g||_2 for softmax regression (:mod:`rif._rounding`): |r_ic| <= w_i,
+        each p_c - y_c off by (K + 4) eps, and the linear predictors' rounding d_i moving p by at
+        most 2 tr(A_i) d_i in the 1-norm (the Jacobian diag p - p p^T has entries summing in absolute
+        value to 2 sum_c p_c (1 - p_c)), with tr A_i(theta_e) <= e^{alpha_i} tr A_i(theta^) and <= 1.
+        ``spread``, if given, is tr A_i(theta_e) itself (per unit weight)."""
+        problem = self.problem
+        K = problem.n_classes
+        kept = weights > 0
+        norms = _rounding.row_norms(problem)[kept]
+        theta = problem.theta_block + problem.from_public(dtheta)
+        theta_norm = float(np.linalg.norm(theta.reshape(K, problem.p1), axis=1).max())
+        w = weights[kept]
+        d = (problem.p1 + 2) * _rounding.EPS * norms * theta_norm
+        if spread is None:
+            hat = np.einsum("icc->i", problem.curvature[kept]) / np.where(w > 0, w, 1.0)   # tr A_i at theta^
+            with np.errstate(over="ignore"):
+                spread = np.minimum(hat * np.exp(alpha[kept] + self.M * d), 1.0)
+        else:
+            spread = np.minimum(spread[kept] * np.exp(self.M * d), 1.0)
+        per_sample = w * (K * (K + 4) * _rounding.EPS + 2.0 * spread * d + 2.0 * (kept.sum() + 1) * _rounding.EPS)
+        lam = problem.penalty
+        return float((1.0 + 4.0 * _rounding.EPS) * np.sum(per_sample * norms)
+                     + 2.0 * _rounding.EPS * lam * float(np.linalg.norm(theta)))
 
     def factor(self, index):
         """Woodbury on H^ (kK x kK) while kK <= P / 2, else H^_{-S} formed from the removed rows."""

@@ -48,7 +48,7 @@ from functools import cached_property
 import numpy as np
 from scipy.linalg import lapack
 
-from . import _design
+from . import _design, _rounding
 from ._certify import (
     _TOP,
     _curvature_weighted_square,
@@ -169,8 +169,8 @@ def certify(problem, sets, dthetas):
 def _evaluate(problem, products, sets, dthetas):
     """At theta_e = theta^ + dtheta for each set b (row b of every result): theta_e (B, p), its linear
     predictors (B, n), the weights without the set (B, n), the curvatures w_i l''_i (B, n),
-    lambda(w) (B,), g = grad F_S(theta_e) (B, p), H_e = grad^2 F_S(theta_e) (B, p, p) and the slopes
-    (log l'')' at the linear predictors (B, n)."""
+    lambda(w) (B,), g = grad F_S(theta_e) (B, p), H_e = grad^2 F_S(theta_e) (B, p, p), the slopes
+    (log l'')' at the linear predictors (B, n) and l' there (B, n)."""
     rows = products.rows
     n, p = rows.shape
     B = len(sets)
@@ -188,14 +188,14 @@ def _evaluate(problem, products, sets, dthetas):
     grads = (weights * d1) @ rows + lam[:, None] * problem.penalty_diag * thetas
     hessians = products.grams(curvature)
     hessians[:, np.arange(p), np.arange(p)] += lam[:, None] * problem.penalty_diag
-    return thetas, etas, weights, curvature, lam, grads, hessians, slopes
+    return thetas, etas, weights, curvature, lam, grads, hessians, slopes, d1
 
 
 def _certify_group(problem, products, M, sets, dthetas):
     rows = products.rows
     n, p = rows.shape
     B = len(sets)
-    thetas, etas, weights, curvature, lam, grads, hessians, slopes = _evaluate(problem, products, sets, dthetas)
+    thetas, etas, weights, curvature, lam, grads, hessians, slopes, d1 = _evaluate(problem, products, sets, dthetas)
     usable = np.all(np.isfinite(grads), axis=1) & np.all(np.isfinite(hessians), axis=(1, 2))
     hessians[~usable] = np.eye(p)
     inverses, definite = _inverses(hessians)
@@ -224,6 +224,16 @@ def _certify_group(problem, products, M, sets, dthetas):
         work = (rows, along, slopes, curvature, above, inverses,
                 _bend(problem.family))
         newton_h = _newton_point_bounds(M, rho, newton_h, low_rho, reach, work, certified)
+    # the bounds so far hold for the minimiser of the objective tilted by the gradient's rounding
+    # (rif._rounding), whose gradient at theta_e is the computed one; theta* lies a further
+    # ``tilted`` away in H_e's norm (the curvature within r of theta_e is at least e^{-s r} times H_e's)
+    tilted = np.full(B, np.inf)
+    for b in np.flatnonzero(certified):
+        error = _rounding.scalar_gradient_error(problem, weights[b], thetas[b], weights[b] * np.abs(d1[b]), curvature[b],
+                                                np.abs(etas[b]), 0.0, M)
+        tilted[b] = _rounding.tilt(error / np.sqrt(low[b]), float(rho[b]), lambda r, s_b=float(s[b]): np.exp(-s_b * r))
+    certified &= np.isfinite(tilted)
+    rho, newton_h = np.where(certified, rho + tilted, np.inf), np.where(certified, newton_h + tilted, np.inf)
     root = np.sqrt(low)
     step_norm = np.linalg.norm(steps, axis=1)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):

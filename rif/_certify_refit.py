@@ -29,6 +29,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import LinAlgError, cho_solve, cholesky
 
+from . import _design, _rounding
+
 #: a set whose solves with H_e may be off by more than this (relative) is left uncertified
 _MAX_SOLVE_ERROR = 1e-3
 
@@ -47,6 +49,10 @@ def _row_norms(problem):
         squares = np.einsum("ij,ij->i", X, X)
     elif sp.issparse(X):
         squares = np.asarray(X.multiply(X).sum(axis=1)).ravel()
+    elif _design.is_dask(X):
+        squares = np.asarray((X * X).sum(axis=1).compute())
+    elif hasattr(X, "blocks"):                      # a softmax design read in chunks
+        squares = np.concatenate([np.einsum("ij,ij->i", block, block) for _, block in X.blocks()])
     else:
         return None
     # (1 + 1e-12): above the computed norms' rounding
@@ -91,10 +97,31 @@ def refit_bound(problem, index, dtheta):
     if not s * delta < 1.0:
         return None
     rho = -np.log1p(-s * delta) / s if s > 0 else delta
-    bound = (1.0 + 2.0 * accuracy) * rho / np.sqrt(low)
+    # for the objective tilted by the gradient's rounding (rif._rounding); theta* lies within
+    # ``tilted`` of its minimiser, the curvature within r of theta_e being at least e^{-s r} times H_e's
+    error = _gradient_error(problem, theta, weights, M)
+    tilted = _rounding.tilt(error / np.sqrt(low), rho, lambda r: np.exp(-s * r))
+    bound = (1.0 + 2.0 * accuracy) * (rho + tilted) / np.sqrt(low)
     if not np.isfinite(bound):
         return None
     return float(bound), float(bound * np.sqrt(np.trace(problem.hessian)))        # H_{-S} <= H <= tr H
+
+
+def _gradient_error(problem, theta, weights, M):
+    """:mod:`rif._rounding`'s bound of ||fl(g) - g||_2 at theta, from the per-sample values there."""
+    from ._certify import certifier
+
+    if hasattr(problem, "theta_block"):               # softmax: tr A_i at theta per unit weight
+        eta = problem.eta_at(theta)
+        prob = np.exp(eta - eta.max(axis=1, keepdims=True))
+        prob /= prob.sum(axis=1, keepdims=True)
+        spread = np.sum(prob * (1.0 - prob), axis=1)
+        return certifier(problem).gradient_error(None, problem.to_public(theta - problem.theta_block), weights,
+                                                 None, spread)
+    eta = problem._eta_at(theta)
+    _, d1, d2 = problem.family.derivatives(eta, problem.y)
+    return _rounding.scalar_gradient_error(problem, weights, theta, weights * np.abs(d1), weights * d2,
+                                           np.abs(eta), 0.0, M)
 
 
 def fill_refits(problem, sets, records):

@@ -63,11 +63,13 @@ def test_small_problems_take_the_exact_route_and_its_bounds_are_tight(monkeypatc
         assert np.all(cert.certified) and np.all(errors <= cert.bound) and np.all(cert.bound <= 1.1 * errors)
     assert len(calls) == 2
     at_optimum = problem.params_change(sets, "retrain", certify=True)
-    assert np.all(at_optimum.bound < 1e-10 * np.linalg.norm(truth, axis=1))
+    # about 0: the computed gradient's worst-case rounding (rif._rounding), 1.6e-10 of the change here
+    assert np.all(at_optimum.bound < 1e-8 * np.linalg.norm(truth, axis=1))
     # squared loss: the Newton step is exact and so is its certificate
     Xg, yg = certify_data("gaussian", 300, 10, 1)
     newton = GLMProblem(Xg, yg, "gaussian", penalty=1.0).params_change([3, 4, 5], "newton", certify=True)
-    assert newton.certified and newton.bound < 1e-12 and newton.bound_h < 1e-12
+    # (exactly 0 in exact arithmetic: what is left is the computed gradient's worst-case rounding)
+    assert newton.certified and newton.bound < 1e-10 and newton.bound_h < 1e-10
     # above MAX_SAMPLES or MAX_WORK the route through H_{-S}(theta^) serves
     monkeypatch.setattr(_certify_dense, "MAX_SAMPLES", problem.n_samples - 1)
     assert not _certify_dense.applies(problem)
@@ -305,7 +307,7 @@ def test_the_batched_evaluation_is_the_problems_own_gradient_and_hessian(family,
     sets = [np.arange(3, 9), np.array([0, 40, 79])]
     dthetas = 0.1 * rng.standard_normal((2, problem.n_params))
     products = _certify_dense._products(problem)
-    thetas, etas, weights, _, _, grads, hessians, slopes = _certify_dense._evaluate(problem, products, sets, dthetas)
+    thetas, etas, weights, _, _, grads, hessians, slopes, _ = _certify_dense._evaluate(problem, products, sets, dthetas)
     for b in range(2):
         _, want = problem.value_gradient(thetas[b], weights[b])
         np.testing.assert_allclose(grads[b], want, rtol=1e-10, atol=1e-12)
