@@ -356,16 +356,19 @@ class Certifier:
         except SingularHessianError:
             return _SetFactor(None, 0.0, "the leave-out Hessian is (numerically) singular")
 
-    def gradient_error(self, index, dtheta, weights, alpha):
-        """A bound of ||fl(g) - g||_2 for the gradient the pass computed at theta^ + dtheta
-        (:mod:`rif._rounding`), from the per-sample values at theta^ and each linear predictor's
-        move there: |eta_i - eta^_i| <= alpha_i / M, and ||x~_i|| ||dtheta|| for squared loss."""
+    def gradient_error(self, index, dtheta, weights, alpha, floor):
+        """Bounds of fl(g) - g in the 2-norm and in H_0^{-1}'s (H_0 >= ``floor`` H) for the gradient
+        the pass computed at theta^ + dtheta (:mod:`rif._rounding`), from the per-sample values at
+        theta^ and each linear predictor's move there: |eta_i - eta^_i| <= alpha_i / M, and
+        ||x~_i|| ||dtheta|| for squared loss."""
         problem, M = self.problem, self.M
         move = alpha / M if M > 0 else _rounding.row_norms(problem) * float(np.linalg.norm(dtheta))
         grown = np.expm1(M * move) / M if M > 0 else move            # int_0^move e^{M t} dt
         residual = np.abs(problem.residual) + problem.curvature * grown
+        reference = curvature_above(problem.curvature, problem.sample_weight)          # H >= X~^T C X~
         return _rounding.scalar_gradient_error(problem, weights, problem.theta + dtheta, residual,
-                                               problem.curvature, np.abs(problem.eta) + move, move, M)
+                                               problem.curvature, np.abs(problem.eta) + move, move, M,
+                                               floor * self.lambda_min, reference, floor)
 
     @staticmethod
     def _public(vector):
@@ -459,14 +462,14 @@ class Certifier:
         step = solve(g)
         delta_prime = float(np.sqrt(max(g @ step, 0.0)))
         step = self._public(step)
-        error = self.gradient_error(index, dtheta, weights, alpha)          # >= ||fl(g) - g||_2
+        # >= ||fl(g) - g||_2 and ||fl(g) - g||_{H_0^{-1}}
+        error, error_h = self.gradient_error(index, dtheta, weights, alpha, one_minus_gamma)
         if factor.reason:
             out = self._loose(g, lam_s, factor.reason, error)
             out.solve, out.step, out.theta_e = solve, step, theta_e
             return out
         lam_min_h0 = one_minus_gamma * self.lambda_min
         root = np.sqrt(lam_min_h0) if lam_min_h0 > 0 else 0.0
-        error_h = error / root if root > 0 else np.inf                     # >= ||fl(g) - g||_{H_0^{-1}}
         drift = _Drift(self, index, alpha, one_minus_gamma)
         # everything below holds for theta*_eps, the minimiser of the objective tilted by the rounding
         # (whose gradient at theta_e is the computed g); rounding = the further way to theta*
@@ -998,12 +1001,15 @@ class MultinomialCertifier(Certifier):
     def _public(self, vector):
         return self.problem.to_public(vector)
 
-    def gradient_error(self, index, dtheta, weights, alpha, spread=None):
-        """A bound of ||fl(g) - g||_2 for softmax regression (:mod:`rif._rounding`): |r_ic| <= w_i,
-        each p_c - y_c off by (K + 4) eps, and the linear predictors' rounding d_i moving p by at
-        most 2 tr(A_i) d_i in the 1-norm (the Jacobian diag p - p p^T has entries summing in absolute
-        value to 2 sum_c p_c (1 - p_c)), with tr A_i(theta_e) <= e^{alpha_i} tr A_i(theta^) and <= 1.
-        ``spread``, if given, is tr A_i(theta_e) itself (per unit weight)."""
+    def gradient_error(self, index, dtheta, weights, alpha, floor, at_estimate=None):
+        """Bounds of fl(g) - g in the 2-norm and in the norm of A^{-1} for softmax regression
+        (:mod:`rif._rounding`), A = H^_{-S}(theta^) >= ``floor`` H^: |r_ic| <= w_i, each p_c - y_c
+        off by (K + 4) eps, and the linear predictors' rounding delta_i (|delta_ic| <= d_i) moving r_i by
+        A_i(theta_e) delta_i, at most 2 tr(A_i) d_i in the 1-norm; in A^{-1}'s norm the sum of those
+        moves is at most (sum_i delta_i^T A_i(theta_e) A_i^{+} A_i(theta_e) delta_i / floor)^{1/2}
+        <= (sum_i e^{2 alpha_i} K d_i^2 tr A_i / floor)^{1/2}, as A_i(theta_e) <= e^{alpha_i} A_i.
+        ``at_estimate`` = (tr A_i(theta_e) per unit weight, lambda_low) takes the blocks at theta_e
+        itself as the reference instead, A = H^(theta_e) with lambda_min(A) >= lambda_low."""
         problem = self.problem
         K = problem.n_classes
         kept = weights > 0
@@ -1012,16 +1018,24 @@ class MultinomialCertifier(Certifier):
         theta_norm = float(np.linalg.norm(theta.reshape(K, problem.p1), axis=1).max())
         w = weights[kept]
         d = (problem.p1 + 2) * _rounding.EPS * norms * theta_norm
-        if spread is None:
-            hat = np.einsum("icc->i", problem.curvature[kept]) / np.where(w > 0, w, 1.0)   # tr A_i at theta^
-            with np.errstate(over="ignore"):
-                spread = np.minimum(hat * np.exp(alpha[kept] + self.M * d), 1.0)
+        if at_estimate is None:
+            hat = np.einsum("icc->i", problem.curvature[kept])                    # tr A_i at theta^, weighted
+            with np.errstate(over="ignore", invalid="ignore"):
+                grow = np.exp(alpha[kept] + self.M * d)
+                spread, reference = np.minimum(hat * grow / np.where(w > 0, w, 1.0), 1.0), hat * grow**2
+            lam_low = floor * self.lambda_min
         else:
-            spread = np.minimum(spread[kept] * np.exp(self.M * d), 1.0)
-        per_sample = w * (K * (K + 4) * _rounding.EPS + 2.0 * spread * d + 2.0 * (kept.sum() + 1) * _rounding.EPS)
-        lam = problem.penalty
-        return float((1.0 + 4.0 * _rounding.EPS) * np.sum(per_sample * norms)
-                     + 2.0 * _rounding.EPS * lam * float(np.linalg.norm(theta)))
+            spread = np.minimum(at_estimate[0][kept] * np.exp(self.M * d), 1.0)
+            reference, lam_low, floor = w * spread * np.exp(self.M * d), at_estimate[1], 1.0
+        rest = w * (K * (K + 4) + 2.0 * (kept.sum() + 1)) * _rounding.EPS
+        rest = (1.0 + 4.0 * _rounding.EPS) * float(np.sum(rest * norms)) \
+            + 2.0 * _rounding.EPS * problem.penalty * float(np.linalg.norm(theta))
+        whole = rest + (1.0 + 4.0 * _rounding.EPS) * float(np.sum(2.0 * w * spread * d * norms))
+        if not lam_low > 0:
+            return whole, np.inf
+        with np.errstate(over="ignore", invalid="ignore"):
+            moved = np.sqrt(float(np.sum(K * d**2 * reference)) / floor)
+        return whole, (1.0 + 4.0 * _rounding.EPS) * moved + rest / np.sqrt(lam_low)
 
     def factor(self, index):
         """Woodbury on H^ (kK x kK) while kK <= P / 2, else H^_{-S} formed from the removed rows."""

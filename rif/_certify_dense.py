@@ -228,10 +228,10 @@ def _certify_group(problem, products, M, sets, dthetas):
     # (rif._rounding), whose gradient at theta_e is the computed one; theta* lies a further
     # ``tilted`` away in H_e's norm (the curvature within r of theta_e is at least e^{-s r} times H_e's)
     tilted = np.full(B, np.inf)
+    _, errors = _rounding.scalar_gradient_error(problem, weights, thetas, weights * np.abs(d1), curvature,
+                                                np.abs(etas), 0.0, M, low, curvature)          # H_e >= X~^T C_e X~
     for b in np.flatnonzero(certified):
-        error = _rounding.scalar_gradient_error(problem, weights[b], thetas[b], weights[b] * np.abs(d1[b]), curvature[b],
-                                                np.abs(etas[b]), 0.0, M)
-        tilted[b] = _rounding.tilt(error / np.sqrt(low[b]), float(rho[b]), lambda r, s_b=float(s[b]): np.exp(-s_b * r))
+        tilted[b] = _rounding.tilt(errors[b], float(rho[b]), lambda r, s_b=float(s[b]): np.exp(-s_b * r))
     certified &= np.isfinite(tilted)
     rho, newton_h = np.where(certified, rho + tilted, np.inf), np.where(certified, newton_h + tilted, np.inf)
     root = np.sqrt(low)

@@ -99,16 +99,17 @@ def refit_bound(problem, index, dtheta):
     rho = -np.log1p(-s * delta) / s if s > 0 else delta
     # for the objective tilted by the gradient's rounding (rif._rounding); theta* lies within
     # ``tilted`` of its minimiser, the curvature within r of theta_e being at least e^{-s r} times H_e's
-    error = _gradient_error(problem, theta, weights, M)
-    tilted = _rounding.tilt(error / np.sqrt(low), rho, lambda r: np.exp(-s * r))
+    error_h = _gradient_error(problem, theta, weights, M, low)
+    tilted = _rounding.tilt(error_h, rho, lambda r: np.exp(-s * r))
     bound = (1.0 + 2.0 * accuracy) * (rho + tilted) / np.sqrt(low)
     if not np.isfinite(bound):
         return None
     return float(bound), float(bound * np.sqrt(np.trace(problem.hessian)))        # H_{-S} <= H <= tr H
 
 
-def _gradient_error(problem, theta, weights, M):
-    """:mod:`rif._rounding`'s bound of ||fl(g) - g||_2 at theta, from the per-sample values there."""
+def _gradient_error(problem, theta, weights, M, low):
+    """:mod:`rif._rounding`'s bound of ||fl(g) - g||_{H_e^{-1}} at theta (lambda_min(H_e) >= ``low``),
+    from the per-sample values there."""
     from ._certify import certifier
 
     if hasattr(problem, "theta_block"):               # softmax: tr A_i at theta per unit weight
@@ -117,11 +118,11 @@ def _gradient_error(problem, theta, weights, M):
         prob /= prob.sum(axis=1, keepdims=True)
         spread = np.sum(prob * (1.0 - prob), axis=1)
         return certifier(problem).gradient_error(None, problem.to_public(theta - problem.theta_block), weights,
-                                                 None, spread)
+                                                 None, 1.0, (spread, low))[1]
     eta = problem._eta_at(theta)
     _, d1, d2 = problem.family.derivatives(eta, problem.y)
     return _rounding.scalar_gradient_error(problem, weights, theta, weights * np.abs(d1), weights * d2,
-                                           np.abs(eta), 0.0, M)
+                                           np.abs(eta), 0.0, M, low, weights * d2)[1]
 
 
 def fill_refits(problem, sets, records):

@@ -32,28 +32,25 @@ import numpy as np
 EPS = np.finfo(float).eps
 
 
-def _per_sample(n_params, n_samples, x_norms, theta_norm, offset, magnitude, slope_error, curvature, move, M, cap):
-    """The per-sample part: sum_i ||x~_i|| (w_i l'-error_i + min(c_i e^{M (move_i + d_i)}, cap_i) d_i
-    + (n + 1) eps |r_i|), d_i the linear predictor's rounding."""
-    d = (n_params + 2) * EPS * (x_norms * theta_norm + (0.0 if offset is None else np.abs(offset)))
-    with np.errstate(over="ignore"):
-        from_eta = np.minimum(curvature * np.exp(M * (move + d)), cap) * d
-    total = slope_error + from_eta + (n_samples + 1) * EPS * magnitude
-    with np.errstate(over="ignore", invalid="ignore"):
-        return float(np.sum(total * x_norms))
+def scalar_gradient_error(problem, weights, theta, residual, curvature, eta, move, M, lam_low, reference, floor=1.0):
+    """Bounds (in the 2-norm, and in the norm of A^{-1}) of fl(g) - g for a scalar GLM's gradient at
+    ``theta`` with ``weights``, given bounds (per sample, weighted) of |r_i| = w_i |l'_i|
+    (``residual``) and of c_i = w_i l''_i (``curvature``) there, and of |eta_i| (``eta``); ``move``
+    bounds how far eta_i lies from where ``curvature`` was taken (0 when it is taken at theta).
 
-
-def scalar_gradient_error(problem, weights, theta, residual, curvature, eta, move, M):
-    """A bound of ||fl(g) - g||_2 for a scalar GLM's gradient at ``theta`` with ``weights``, given
-    bounds (per sample, weighted) of |r_i| = w_i |l'_i| (``residual``) and of c_i = w_i l''_i
-    (``curvature``) there, and of |eta_i| (``eta``); ``move`` bounds how far eta_i lies from where
-    ``curvature`` was taken (0 when it is taken at theta itself)."""
+    A is the certificate's reference matrix: lambda_min(A) >= ``lam_low`` and
+    A >= ``floor`` sum_i reference_i x~_i x~_i^T. The linear predictors' rounding enters g as
+    X~^T (c o delta eta), whose A^{-1}-norm is at most (sum_i c_i^2 delta eta_i^2 / reference_i / floor)^{1/2}
+    (as C_ref^{1/2} X~ A^{-1} X~^T C_ref^{1/2} <= I / floor), far below the sum of its terms' norms;
+    the other parts are bounded term by term and divided by lam_low^{1/2}. Every per-sample array may
+    carry leading axes (one row per set, ``theta`` then (..., p), ``lam_low`` (...)); a removed sample
+    (weight 0) adds nothing."""
     from ._families import Binomial, Gaussian
 
-    y = problem.y
-    kept = weights > 0
-    family = problem.family
-    cap = np.full(len(y), np.inf)
+    y, family = problem.y, problem.family
+    norms = row_norms(problem)
+    theta_norm = np.linalg.norm(theta, axis=-1)[..., None]
+    cap = np.inf
     if isinstance(family, Binomial):
         slope = 4.0 * EPS * weights
         residual, cap = np.minimum(residual, weights), 0.25 * weights        # |p - y| <= 1, p (1 - p) <= 1/4
@@ -63,11 +60,21 @@ def scalar_gradient_error(problem, weights, theta, residual, curvature, eta, mov
         with np.errstate(over="ignore"):
             slope = 3.0 * EPS * weights * (np.exp(np.minimum(eta, 709.0)) + np.abs(y))
     offset = getattr(problem, "offset", None)
-    part = _per_sample(problem.n_params, int(kept.sum()), row_norms(problem)[kept], float(np.linalg.norm(theta)),
-                       None if offset is None else offset[kept], residual[kept], slope[kept], curvature[kept],
-                       move[kept] if np.ndim(move) else move, M, cap[kept])
-    lam = problem.penalty_total(weights)
-    return (1.0 + 4.0 * EPS) * part + 2.0 * EPS * lam * float(np.linalg.norm(theta))
+    # each linear predictor's rounding, and the change of l' it brings
+    d = (problem.n_params + 2) * EPS * (norms * theta_norm + (0.0 if offset is None else np.abs(offset)))
+    lam = np.array([problem.penalty_total(w) for w in np.reshape(weights, (-1, weights.shape[-1]))])
+    lam = lam.reshape(np.shape(theta_norm[..., 0]))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        from_eta = np.minimum(curvature * np.exp(M * (move + d)), cap) * d
+        rest = np.sum((slope + (problem.n_samples + 1) * EPS * residual) * norms, axis=-1)
+        rest = (1.0 + 4.0 * EPS) * rest + 2.0 * EPS * lam * theta_norm[..., 0]
+        whole = rest + (1.0 + 4.0 * EPS) * np.sum(from_eta * norms, axis=-1)
+        seen = reference > 0
+        weighted = np.sqrt(np.sum(np.where(seen, from_eta**2 / np.where(seen, reference, 1.0), 0.0), axis=-1) / floor)
+        unseen = np.sum(np.where(seen, 0.0, from_eta * norms), axis=-1)
+        in_a = (1.0 + 4.0 * EPS) * (weighted + unseen / np.sqrt(lam_low)) + rest / np.sqrt(lam_low)
+    in_a = np.where(np.asarray(lam_low) > 0, in_a, np.inf)
+    return (whole, in_a) if np.ndim(whole) else (float(whole), float(in_a))
 
 
 def row_norms(problem):

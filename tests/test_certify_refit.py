@@ -138,12 +138,15 @@ def test_the_gradient_error_bound_covers_the_rounding(family):
         weights[index] = 0.0
         theta = problem.theta + problem.params_change(index, "retrain")
         _, computed = problem.value_gradient(theta, weights)
-        error = float(np.linalg.norm(computed - _exact_gradient(problem, theta, weights).astype(float)))
+        gap = computed - _exact_gradient(problem, theta, weights).astype(float)
+        hessian = problem.hessian_at(theta, weights)
+        low = float(np.linalg.eigvalsh(hessian)[0]) * (1 - 1e-9)
         eta = problem._eta_at(theta)
         _, d1, d2 = problem.family.derivatives(eta, problem.y)
-        bound = scalar_gradient_error(problem, weights, theta, weights * np.abs(d1), weights * d2, np.abs(eta), 0.0,
-                                      certifier(problem).M)
-        assert error <= bound, (family, n, error, bound)
+        bound, bound_h = scalar_gradient_error(problem, weights, theta, weights * np.abs(d1), weights * d2, np.abs(eta),
+                                               0.0, certifier(problem).M, low, weights * d2)
+        assert np.linalg.norm(gap) <= bound, (family, n, gap, bound)
+        assert np.sqrt(gap @ np.linalg.solve(hessian, gap)) <= bound_h <= bound / np.sqrt(low) * (1 + 1e-12)
 
 
 def test_a_certified_effect_counts_the_gradients_rounding():
