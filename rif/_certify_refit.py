@@ -82,7 +82,10 @@ def refit_bound(problem, index, dtheta):
         chol = cholesky(hessian, lower=True, check_finite=False)
     except LinAlgError:
         return None
-    low = certified_floor(hessian, chol)                                # <= lambda_min(H_e)
+    # <= lambda_min(H_e): the penalty's own floor where it covers every coordinate (no factorisation
+    # needed; the data only add to it), else a proved one
+    penalised = float(np.min(problem.penalty_diag)) * (problem.penalty if softmax else problem.penalty_total(weights))
+    low = penalised if penalised > 0 else certified_floor(hessian, chol)
     if not low > 0.0:
         return None
     p = len(g)
