@@ -8,7 +8,7 @@ any estimate of a small problem, with a cruder reach that needs no inverse:
 
 * H_e = grad^2 F_S(theta_e) is formed exactly (for softmax models the lifted H^ = H + kappa Pi_N,
   which agrees with H on the space V in which every gradient and error lies), factorised, and
-  lambda_e <= lambda_min(H_e) is proved by :func:`rif._linalg.certified_floor`;
+  lambda_e <= lambda_min(H_e) is the penalty or is proved by :func:`rif._linalg.certified_floor`;
 * each kept sample's curvature at theta is at least e^{-M a_i} times its value at theta_e,
   with a_i the change of its linear predictor (for softmax the span of the K changes),
   a_i <= c ||x~_i||_2 ||theta - theta_e||_2 <= c ||x~_i||_2 ||theta - theta_e||_{H_e} / lambda_e^{1/2}
@@ -19,45 +19,22 @@ any estimate of a small problem, with a cruder reach that needs no inverse:
   ||theta_e - theta*||_2 <= rho / lambda_e^{1/2}; in the norm of H_{-S}(theta^) <= H, at most
   (tr H)^{1/2} times that.
 
-For a converged refit s delta is tiny (delta of order the gradient's rounding), so the bound is
-about delta / lambda_e^{1/2}: the refit's own remaining error, as for the other routes (which
-leave the gradient's rounding out too). Costs one Hessian (n p^2, for softmax n K^2 p^2 / 2) and
-two p x p factorisations per set, so only refits the other routes leave uncertified take it.
+Where the penalty covers every coordinate, lambda_e is the penalty itself, with no second
+factorisation. The gradient's rounding is counted as in every route (:mod:`rif._rounding`), with
+the curvature at theta_e as reference. For a converged refit s delta is tiny, so the bound is
+about that rounding over lambda_e^{1/2}. Costs one Hessian (n p^2, for softmax n K^2 p^2 / 2)
+and one or two p x p factorisations per set, so only refits the other routes leave
+uncertified take it.
 """
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.linalg import LinAlgError, cho_solve, cholesky
 
-from . import _design, _rounding
+from . import _rounding
+from ._rounding import _row_norms
 
 #: a set whose solves with H_e may be off by more than this (relative) is left uncertified
 _MAX_SOLVE_ERROR = 1e-3
-
-
-def _row_norms(problem):
-    """||x~_i||_2 for every training row (with the intercept's 1), or None for a design that is
-    neither dense nor SciPy sparse (read in chunks: not worth a pass for this)."""
-    cache = problem.__dict__.get("_refit_row_norms")
-    if cache is not None:
-        return cache
-    if hasattr(problem, "design"):                  # softmax models: X~ with its intercept column
-        X, extra = problem.design, 0.0
-    else:
-        X, extra = problem.X, float(problem.fit_intercept)
-    if isinstance(X, np.ndarray):
-        squares = np.einsum("ij,ij->i", X, X)
-    elif sp.issparse(X):
-        squares = np.asarray(X.multiply(X).sum(axis=1)).ravel()
-    elif _design.is_dask(X):
-        squares = np.asarray((X * X).sum(axis=1).compute())
-    elif hasattr(X, "blocks"):                      # a softmax design read in chunks
-        squares = np.concatenate([np.einsum("ij,ij->i", block, block) for _, block in X.blocks()])
-    else:
-        return None
-    # (1 + 1e-12): above the computed norms' rounding
-    cache = problem.__dict__["_refit_row_norms"] = np.sqrt(squares + extra) * (1.0 + 1e-12)
-    return cache
 
 
 def refit_bound(problem, index, dtheta):

@@ -28,6 +28,7 @@ plus the penalty:
 """
 
 import numpy as np
+import scipy.sparse as sp
 
 EPS = np.finfo(float).eps
 
@@ -77,11 +78,35 @@ def scalar_gradient_error(problem, weights, theta, residual, curvature, eta, mov
     return (whole, in_a) if np.ndim(whole) else (float(whole), float(in_a))
 
 
-def row_norms(problem):
-    """||x~_i||_2 for every training row, with the intercept's 1 (cached; inf for a design read in
-    chunks, for which no rounding bound is formed)."""
-    from ._certify_refit import _row_norms
+def _row_norms(problem):
+    """||x~_i||_2 for every training row (with the intercept's 1), cached on the problem, or None
+    for a design rif cannot read row by row."""
+    from ._certify import _row_norms_sq
+    from ._design import is_dask
 
+    cache = problem.__dict__.get("_row_norms")
+    if cache is not None:
+        return cache
+    if hasattr(problem, "design"):                  # softmax models: X~ with its intercept column
+        X, intercept = problem.design, False
+    else:
+        X, intercept = problem.X, problem.fit_intercept
+    if isinstance(X, np.ndarray) or sp.issparse(X):
+        squares = _row_norms_sq(X, intercept)
+    elif is_dask(X):
+        squares = np.asarray((X * X).sum(axis=1).compute()) + float(intercept)
+    elif hasattr(X, "blocks"):                      # a softmax design read in chunks
+        squares = np.concatenate([np.einsum("ij,ij->i", block, block) for _, block in X.blocks()])
+    else:
+        return None
+    # (1 + 1e-12): above the computed norms' rounding
+    cache = problem.__dict__["_row_norms"] = np.sqrt(squares) * (1.0 + 1e-12)
+    return cache
+
+
+def row_norms(problem):
+    """:func:`_row_norms`, inf where the design cannot be read row by row (no rounding bound is
+    then formed)."""
     norms = _row_norms(problem)
     return np.full(problem.n_samples, np.inf) if norms is None else norms
 

@@ -129,8 +129,7 @@ def _newton_refit(problem, weights, theta0, tol, max_iter):
             new_value, new_grad = problem.value_gradient(candidate, weights)
             if new_value <= value + _ARMIJO * t * slope:
                 break
-            if (t == 1.0 and np.max(np.abs(new_grad)) <= 0.5 * grad_norm
-                    and new_value <= value + _ROUNDING_RISE * max(abs(value), 1.0)):
+            if t == 1.0 and np.max(np.abs(new_grad)) <= 0.5 * grad_norm and _rounding_rise(new_value, value):
                 break
             t *= 0.5
         else:
@@ -459,10 +458,15 @@ def _descent(theta, value, grad, candidate, dot=np.dot, norm=_inf_norm):
     A generator step: yields ``candidate`` and is sent back its value and gradient."""
     new_value, new_grad = yield candidate
     if (new_value <= value + _ARMIJO * dot(grad, candidate - theta)
-            or (norm(new_grad) <= 0.5 * norm(grad) and new_value <= value + _ROUNDING_RISE * max(abs(value), 1.0))):
+            or (norm(new_grad) <= 0.5 * norm(grad) and _rounding_rise(new_value, value))):
         return candidate, new_value, new_grad
     return None
 
 
 #: the largest relative rise of the objective a step accepted on its gradient alone may bring
 _ROUNDING_RISE = 1e-10
+
+
+def _rounding_rise(new_value, value):
+    """Whether L_w rose from ``value`` to ``new_value`` by no more than rounding could hide."""
+    return new_value <= value + _ROUNDING_RISE * max(abs(value), 1.0)

@@ -172,3 +172,40 @@ def test_the_tilt_of_a_rounding_error():
     assert tilt(1e-12, 0.5, lambda r: np.exp(-3.0 * r)) == pytest.approx(2e-12 * np.exp(1.5))
     assert tilt(1e-12, 0.5, lambda r: 0.0) == np.inf
     assert tilt(0.1, 0.0, lambda r: np.exp(-50.0 * r)) == np.inf          # the path would leave the region
+
+
+def test_the_softmax_gradient_error_bound_covers_the_rounding():
+    """The softmax bound of fl(g) - g (both norms, at the refit itself and through theta^'s blocks)
+    against the gradient in long double, at a nearly interpolating and at a plain fit."""
+    from rif._certify import certifier
+
+    for n, d, penalty in ((40, 12, 1e-2), (300, 4, 1.0)):
+        problem = _softmax(n, d, 4, 5, penalty, True)
+        index = np.arange(5, 8)
+        weights = problem.sample_weight.copy()
+        weights[index] = 0.0
+        dtheta = problem.params_change(index, "retrain")
+        theta = problem.theta_block + problem.from_public(dtheta)
+        _, computed = problem.value_gradient(theta, weights)
+        X = np.asarray(problem.design, dtype=np.longdouble)
+        eta = X @ theta.reshape(4, -1).astype(np.longdouble).T
+        prob = np.exp(eta - eta.max(axis=1, keepdims=True))
+        prob /= prob.sum(axis=1, keepdims=True)
+        prob[np.arange(n), problem.y] -= 1
+        exact = (prob * weights[:, None]).T @ X
+        exact += problem.penalty * theta.reshape(4, -1) * problem.penalty_diag[:problem.p1]
+        gap = computed - exact.ravel().astype(float)
+        hessian = problem.hessian_at(theta, weights)
+        low = float(np.linalg.eigvalsh(hessian)[0]) * (1 - 1e-9)
+        p_at = problem.eta_at(theta)
+        p_at = np.exp(p_at - p_at.max(axis=1, keepdims=True))
+        p_at /= p_at.sum(axis=1, keepdims=True)
+        spread = np.sum(p_at * (1 - p_at), axis=1)
+        cert = certifier(problem)
+        bound, bound_h = cert.gradient_error(index, dtheta, weights, None, 1.0, (spread, low))
+        assert np.linalg.norm(gap) <= bound
+        assert np.sqrt(gap @ np.linalg.solve(hessian, gap)) <= bound_h
+        # through theta^'s blocks: the move of each span from theta^ bounds the curvature's growth
+        alpha = cert.M * np.ptp(problem.eta_at(theta) - problem.predictors, axis=1)
+        through, through_h = cert.gradient_error(index, dtheta, weights, alpha, 1.0)
+        assert np.linalg.norm(gap) <= through
