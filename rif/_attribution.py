@@ -254,7 +254,7 @@ class AttributionMixin:
 
     def _escalate(self, problem, sets, pending, records, methods, judge, accept_step, prepare, worth_sharpening):
         """:meth:`_escalating` for the sets at positions ``pending``, filling ``records``."""
-        factors, last_seen, deferred = [None] * len(sets), {}, []
+        factors, last_seen, deferred, anchors = [None] * len(sets), {}, [], {}
         for position, method in enumerate(methods):
             if not pending and not deferred:
                 break
@@ -275,8 +275,12 @@ class AttributionMixin:
                     break
             if not pending:
                 continue
-            estimates = self._stage_estimates(problem, sets, pending, method, factors, last_seen)
+            estimates = self._stage_estimates(problem, sets, pending, method, factors, last_seen, anchors)
             certificates = self._certify_pending(problem, sets, pending, estimates, factors, prepare)
+            if anchors:
+                # refits the leave-out route leaves open, through the last Hessian each refit formed
+                certificates = _certify_refit.fill_anchored(problem, [sets[j] for j in pending], estimates,
+                                                            certificates, [anchors.pop(j, None) for j in pending])
             # the refit's first chord step from each estimate is offered to accept_step: this very pass
             # bounds it
             judged = _judge_batch(problem, pending, method, estimates, certificates, last, judge, accept_step,
@@ -289,15 +293,16 @@ class AttributionMixin:
                     last_seen[j] = (estimate, certificate)
             pending = left
 
-    def _stage_estimates(self, problem, sets, pending, method, factors, last_seen=None):
+    def _stage_estimates(self, problem, sets, pending, method, factors, last_seen=None, anchors=None):
         """Estimates for the pending sets; the Newton step from each set's factorisation (built here
         if no certificate has built it yet), which its certificate then reuses; refits that follow
-        other methods start from the last estimate (see :meth:`_warm_refits`)."""
+        other methods start from the last estimate (see :meth:`_warm_refits`), and put the last
+        Hessian each formed in ``anchors`` (position -> (theta_j, factor))."""
         from ._certify import certifier
         from ._estimators import removed_gradient
 
         if method == "retrain":
-            warm = self._warm_refits(problem, sets, pending, factors, last_seen or {})
+            warm = self._warm_refits(problem, sets, pending, factors, last_seen or {}, anchors)
             if warm is not None:
                 return warm
 
@@ -309,13 +314,14 @@ class AttributionMixin:
                 return np.array([factors[j].solve(removed_gradient(problem, sets[j])) for j in pending])
         return self._batch(problem, [sets[j] for j in pending], method)
 
-    def _warm_refits(self, problem, sets, pending, factors, last_seen):
+    def _warm_refits(self, problem, sets, pending, factors, last_seen, anchors=None):
         """Refits to convergence (scalar GLMs, in-memory X) that start from each set's last
         estimate theta_e, whose pass (grad F_S and F_S at theta_e) and factorisation of
         H_{-S}(theta^) the certificate already made, rather than from theta^. A set with no
         estimate yet starts at theta^ with the factorisation its certificate will use (built
         here), so that it is built once. None where neither applies (the refits then start from
-        theta^ as usual)."""
+        theta^ as usual). Each refit's last Hessian (:attr:`rif._solvers.RefitResult.anchor`) goes
+        into ``anchors`` by position, if given."""
         from ._certify import certifier
         from ._design import is_dask
         from ._estimators import _warn_unconverged
@@ -338,6 +344,8 @@ class AttributionMixin:
         results = list(chord_refits(problem, [sets[j] for j in pending], tol=self.tol, max_iter=self.max_iter,
                                     starts=starts, solves=solves))
         _warn_unconverged(results)
+        if anchors is not None:
+            anchors.update((j, result.anchor) for j, result in zip(pending, results) if result.anchor is not None)
         return np.array([result.theta - problem.theta for result in results])
 
     @staticmethod

@@ -19,6 +19,14 @@ any estimate of a small problem, with a cruder reach that needs no inverse:
   ||theta_e - theta*||_2 <= rho / lambda_e^{1/2}; in the norm of H_{-S}(theta^) <= H, at most
   (tr H)^{1/2} times that.
 
+A refit that moved far has usually formed a Hessian of F_S itself, at an iterate theta_j (a
+Shamanskii refresh of its chord matrix, or Newton's last iteration: the ``anchor`` of
+:class:`rif._solvers.RefitResult`). For scalar GLMs A = grad^2 F_S(theta_j) then takes H_e's place
+at no new Hessian: each sample's curvature at theta is at least e^{-M |x~_i^T (theta - theta_j)|}
+times its value at theta_j, so within A-distance r of theta_e at least e^{-m - s r} A with
+m = M max_{i kept} |x~_i^T (theta_e - theta_j)| (one product of X with theta_e and theta_j), and
+the closed form becomes rho <= -log(1 - s delta e^m) / s for delta = ||g||_{A^{-1}}.
+
 Where the penalty covers every coordinate, lambda_e is the penalty itself, with no second
 factorisation. The gradient's rounding is counted as in every route (:mod:`rif._rounding`), with
 the curvature at theta_e as reference. For a converged refit s delta is tiny, so the bound is
@@ -37,12 +45,13 @@ from ._rounding import _row_norms
 _MAX_SOLVE_ERROR = 1e-3
 
 
-def refit_bound(problem, index, dtheta):
+def refit_bound(problem, index, dtheta, anchor=None):
     """(bound, bound_h) for the refit ``dtheta`` (the user's parameter order) of removing ``index``:
     bounds of ||dtheta - dtheta*||_2 and of the same in H_{-S}(theta^)'s norm; None where this
-    route proves nothing (see the module doc)."""
+    route proves nothing (see the module doc). ``anchor`` = (theta_j, factor), the refit's last
+    Hessian of F_S and where it was formed (:class:`rif._solvers.RefitResult`), is used in place
+    of H_e, with the curvature's drift from theta_j to theta_e (scalar GLMs)."""
     from ._certify import certifier
-    from ._linalg import certified_floor
 
     norms, M = _row_norms(problem), certifier(problem).M
     if norms is None or M is None:
@@ -52,21 +61,24 @@ def refit_bound(problem, index, dtheta):
     weights = problem.sample_weight.copy()
     weights[index] = 0.0
     _, g = problem.value_gradient(theta, weights)
-    hessian = problem.hessian_at(theta, weights)
-    if not (np.all(np.isfinite(g)) and np.all(np.isfinite(hessian))):
+    if not np.all(np.isfinite(g)):
         return None
-    try:
-        chol = cholesky(hessian, lower=True, check_finite=False)
-    except LinAlgError:
-        return None
-    # <= lambda_min(H_e): the penalty's own floor where it covers every coordinate (no factorisation
-    # needed; the data only add to it), else a proved one
-    penalised = float(np.min(problem.penalty_diag)) * (problem.penalty if softmax else problem.penalty_total(weights))
-    low = penalised if penalised > 0 else certified_floor(hessian, chol)
+    if anchor is None or softmax:
+        reference, hessian = theta, problem.hessian_at(theta, weights)
+        if not np.all(np.isfinite(hessian)):
+            return None
+        try:
+            chol = cholesky(hessian, lower=True, check_finite=False)
+        except LinAlgError:
+            return None
+    else:
+        reference, factor = anchor
+        hessian, chol = factor.hessian, factor.cholesky
+    low = _curvature_floor(problem, weights, hessian, chol, softmax)
     if not low > 0.0:
         return None
     p = len(g)
-    # the solves' relative error, at most about p eps cond(H_e) (||H_e^{-1}||_F <= p^{1/2} / lambda_e):
+    # the solves' relative error, at most about p eps cond(A) (||A^{-1}||_F <= p^{1/2} / lambda_min):
     # the bounds are widened by twice that
     accuracy = 4.0 * p * np.finfo(float).eps * np.linalg.norm(hessian) * np.sqrt(p) / low
     if not accuracy < _MAX_SOLVE_ERROR:
@@ -74,22 +86,55 @@ def refit_bound(problem, index, dtheta):
     delta = float(np.sqrt(max(g @ cho_solve((chol, True), g, check_finite=False), 0.0)))
     kept = weights > 0
     s = M * (np.sqrt(2.0) if softmax else 1.0) * float(norms[kept].max()) / np.sqrt(low)
-    if not s * delta < 1.0:
+    # the curvature at theta_e is at least e^{-M |x~_i^T (theta_e - theta_j)|} times its value at the
+    # anchor theta_j (0 without one), each sample's; so within A-distance r of theta_e, at least e^{-m - s r} A
+    eta, eta_anchor = _predictors(problem, theta, reference)
+    m = float(M * np.max(np.abs(eta - eta_anchor)[kept])) if reference is not theta else 0.0
+    # grad F_S(theta_e) = H_bar (theta_e - theta*) with H_bar >= e^{-m} (1 - e^{-s rho}) / (s rho) A on the
+    # segment, so 1 - e^{-s rho} <= s delta e^m
+    reach = s * delta * np.exp(m)
+    if not reach < 1.0:
         return None
-    rho = -np.log1p(-s * delta) / s if s > 0 else delta
+    rho = -np.log1p(-reach) / s if s > 0 else delta * np.exp(m)
     # for the objective tilted by the gradient's rounding (rif._rounding); theta* lies within
-    # ``tilted`` of its minimiser, the curvature within r of theta_e being at least e^{-s r} times H_e's
-    error_h = _gradient_error(problem, theta, weights, M, low)
-    tilted = _rounding.tilt(error_h, rho, lambda r: np.exp(-s * r))
+    # ``tilted`` of its minimiser
+    error_h = _gradient_error(problem, theta, weights, M, low, eta, eta_anchor)
+    tilted = _rounding.tilt(error_h, rho, lambda r: np.exp(-m - s * r))
     bound = (1.0 + 2.0 * accuracy) * (rho + tilted) / np.sqrt(low)
     if not np.isfinite(bound):
         return None
     return float(bound), float(bound * np.sqrt(np.trace(problem.hessian)))        # H_{-S} <= H <= tr H
 
 
-def _gradient_error(problem, theta, weights, M, low):
-    """:mod:`rif._rounding`'s bound of ||fl(g) - g||_{H_e^{-1}} at theta (lambda_min(H_e) >= ``low``),
-    from the per-sample values there."""
+def _curvature_floor(problem, weights, hessian, chol, softmax):
+    """<= lambda_min(A): the penalty's own floor where it covers every coordinate (no factorisation
+    needed; the data only add to it), else one proved by a factorisation."""
+    from ._linalg import certified_floor
+
+    penalised = float(np.min(problem.penalty_diag)) * (problem.penalty if softmax else problem.penalty_total(weights))
+    return penalised if penalised > 0 else certified_floor(hessian, chol)
+
+
+def _predictors(problem, theta, reference):
+    """The linear predictors at theta and at ``reference`` (the same array when it is theta), from
+    one product with X for both (scalar GLMs; None, None for softmax models)."""
+    if hasattr(problem, "theta_block"):
+        return None, None
+    if reference is theta:
+        eta = problem._eta_at(theta)
+        return eta, eta
+    from ._design import linear_predictor
+
+    both = linear_predictor(problem.X, np.column_stack([theta, reference]), problem.fit_intercept)
+    if problem.offset is not None:
+        both = both + problem.offset[:, None]
+    return both[:, 0], both[:, 1]
+
+
+def _gradient_error(problem, theta, weights, M, low, eta=None, eta_anchor=None):
+    """:mod:`rif._rounding`'s bound of ||fl(g) - g||_{A^{-1}} at theta (lambda_min(A) >= ``low``), from
+    the per-sample values there; A is the Hessian at theta, or for scalar GLMs the one at the
+    point whose linear predictors are ``eta_anchor`` (A >= X~^T diag(w l''(eta_anchor)) X~)."""
     from ._certify import certifier
 
     if hasattr(problem, "theta_block"):               # softmax: tr A_i at theta per unit weight
@@ -99,10 +144,24 @@ def _gradient_error(problem, theta, weights, M, low):
         spread = np.sum(prob * (1.0 - prob), axis=1)
         return certifier(problem).gradient_error(None, problem.to_public(theta - problem.theta_block), weights,
                                                  None, 1.0, (spread, low))[1]
-    eta = problem._eta_at(theta)
     _, d1, d2 = problem.family.derivatives(eta, problem.y)
+    reference = d2 if eta_anchor is eta else problem.family.derivatives(eta_anchor, problem.y)[2]
     return _rounding.scalar_gradient_error(problem, weights, theta, weights * np.abs(d1), weights * d2,
-                                           np.abs(eta), 0.0, M, low, weights * d2)[1]
+                                           np.abs(eta), 0.0, M, low, weights * reference)[1]
+
+
+def fill_anchored(problem, sets, estimates, certificates, anchors):
+    """``certificates`` of refits with each uncertified one that has an anchor (the refit's last
+    Hessian, or None) bounded through it by :func:`refit_bound` where that proves something."""
+    from ._certify import _SetCertificate
+
+    out = list(certificates)
+    for j, (cert, anchor) in enumerate(zip(certificates, anchors)):
+        if anchor is not None and not cert.certified:
+            found = refit_bound(problem, sets[j], np.asarray(estimates[j], dtype=float), anchor)
+            if found is not None:
+                out[j] = _SetCertificate(found[0], found[1], True, "")
+    return out
 
 
 def fill_refits(problem, sets, records):

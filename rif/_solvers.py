@@ -62,6 +62,10 @@ class RefitResult:
         Its lower Cholesky factor (upper triangle undefined).
     kernel : rif._dual.KernelHessian or None
         On the dual route, the factor of that Hessian instead.
+    anchor : tuple (theta_j, CholeskyFactor) or None
+        The last p x p Hessian the refit formed (a Shamanskii refresh or Newton's last
+        iteration), factorised, and the iterate theta_j it was formed at; certificates of the
+        result may use it in place of the Hessian at ``theta`` (:mod:`rif._certify_refit`).
     """
 
     theta: np.ndarray
@@ -71,6 +75,7 @@ class RefitResult:
     hessian: np.ndarray = None
     cholesky: np.ndarray = None
     kernel: object = None
+    anchor: tuple = None
 
 
 class CholeskyFactor:
@@ -136,7 +141,8 @@ def _newton_refit(problem, weights, theta0, tol, max_iter):
             return RefitResult(theta, it, bool(small), grad_norm)
         if small:
             if isinstance(factor, CholeskyFactor):
-                return RefitResult(candidate, it, True, grad_norm, factor.hessian, factor.cholesky)
+                return RefitResult(candidate, it, True, grad_norm, factor.hessian, factor.cholesky,
+                                   anchor=(theta, factor))
             return RefitResult(candidate, it, True, grad_norm, kernel=factor)
         theta, value, grad = candidate, new_value, new_grad
     return RefitResult(theta, max_iter, False, float(np.max(np.abs(grad))))
@@ -284,20 +290,23 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter, start=None, solve
     if solve is None:
         solve = _chord_solver(problem, index)
     state = (theta, value, grad)
-    total = 0
+    total, anchor = 0, None
     for refresh in range(max_iter + 1):
         state, n_iter, converged, progressed = yield from _chord_iterations(problem, state, solve, tol)
         total += n_iter
         if converged:
-            return RefitResult(state[0], total, True, float(np.max(np.abs(state[2]))))
+            return RefitResult(state[0], total, True, float(np.max(np.abs(state[2]))), anchor=anchor)
         if not progressed and refresh > 0:
             break       # even a fresh Newton step failed to descend: damped Newton from here
         # Shamanskii: refresh the Hessian at the current iterate and iterate again
-        solve = problem.newton_factor(
+        factor = problem.newton_factor(
             state[0], weights, "the Hessian of the objective without the removed samples is not positive "
-                               "definite").solve
+                               "definite")
+        solve = factor.solve
+        anchor = (np.array(state[0]), factor) if isinstance(factor, CholeskyFactor) else None
     result = newton_refit(problem, weights, state[0], tol=tol, max_iter=max_iter)
-    return RefitResult(result.theta, total + result.n_iter, result.converged, result.gradient_norm)
+    return RefitResult(result.theta, total + result.n_iter, result.converged, result.gradient_norm,
+                       anchor=result.anchor)
 
 
 def _chord_solver(problem, index):

@@ -209,3 +209,76 @@ def test_the_softmax_gradient_error_bound_covers_the_rounding():
         alpha = cert.M * np.ptp(problem.eta_at(theta) - problem.predictors, axis=1)
         through, through_h = cert.gradient_error(index, dtheta, weights, alpha, 1.0)
         assert np.linalg.norm(gap) <= through
+
+
+# -- through the refit's last Hessian (an anchor away from the estimate) ------------------------------------
+@pytest.mark.parametrize("case", ["binomial", "binomial-no-intercept", "poisson-offset", "gaussian"])
+def test_the_bound_through_an_anchor_holds(case):
+    """With A = H_{-S}(theta_j) at an anchor theta_j away from the estimate (the refit's last
+    Hessian), the bound of ||e||_2 at theta* + e is never below ||e||_2, for anchors from theta* itself
+    to far from it; at theta* it is about 0."""
+    from rif._solvers import cholesky_factor
+
+    rng = np.random.default_rng(11)
+    family = case.split("-")[0]
+    X, y = certify_data(family, 150, 6, 5)
+    options = {"fit_intercept": case != "binomial-no-intercept"}
+    if case == "poisson-offset":
+        options["offset"] = rng.uniform(-0.5, 0.5, len(y))
+    problem = GLMProblem(X, y, family, penalty=0.05, tol=1e-13, **options)
+    index = np.sort(rng.choice(problem.n_samples, 20, replace=False))
+    weights = problem.sample_weight.copy()
+    weights[index] = 0.0
+    truth = problem.params_change(index, "retrain")
+    checked = 0
+    for anchor_size in (0.0, 1e-2, 0.3):
+        anchor_move = rng.standard_normal(problem.n_params)
+        anchor_theta = problem.theta + truth + anchor_size * anchor_move / np.linalg.norm(anchor_move)
+        anchor = (anchor_theta, cholesky_factor(problem.hessian_at(anchor_theta, weights), "anchor"))
+        exact = _certify_refit.refit_bound(problem, index, truth, anchor)
+        assert exact is not None and exact[0] < 1e-7 * max(1.0, np.linalg.norm(truth)), (case, anchor_size, exact)
+        for size in (1e-6, 1e-3, 1e-1, 1.0):
+            move = rng.standard_normal(problem.n_params)
+            move *= size / np.linalg.norm(move)
+            found = _certify_refit.refit_bound(problem, index, truth + move, anchor)
+            if found is None:
+                continue
+            checked += 1
+            assert found[0] >= size * (1 - 1e-9) - exact[0], (case, anchor_size, size, found)
+    assert checked >= 6
+
+
+def test_refits_that_refresh_their_hessian_are_certified_through_it(monkeypatch):
+    """Where removing a set moves theta too far for H_{-S}(theta^) to say anything (p ~ n / 3, a
+    small penalty), the chord refits refresh their Hessian; the certificate of each result then
+    uses the last one (one pass), not a Hessian of its own."""
+    rng = np.random.default_rng(2)
+    n, d = 240, 80
+    X = rng.standard_normal((n, d))
+    y = (X @ rng.standard_normal(d) * 0.5 + rng.logistic(size=n) > 0).astype(float)
+    problem = GLMProblem(X, y, "binomial", penalty=1e-3, penalty_scaling="per_sample", fit_intercept=False,
+                         tol=1e-10)
+    sets = [np.sort(rng.choice(n, 12, replace=False)) for _ in range(6)]
+    own, anchored = [], []
+    original = _certify_refit.refit_bound
+
+    def counted(problem, index, dtheta, anchor=None):
+        (own if anchor is None else anchored).append(len(index))
+        return original(problem, index, dtheta, anchor)
+
+    from rif import _certify_dense
+
+    monkeypatch.setattr(_certify_refit, "refit_bound", counted)
+    # (the route of larger shapes: this one is small enough for exact Hessians at every estimate)
+    monkeypatch.setattr(_certify_dense, "applies", lambda problem: False)
+    result = problem.params_change(sets, "retrain", certify=True)
+    assert anchored and not own
+    assert np.all(result.certified)
+    weights = problem.sample_weight
+    from rif._solvers import newton_refit
+
+    for index, value, bound in zip(sets, result.value, result.bound):
+        w = weights.copy()
+        w[index] = 0.0
+        tight = newton_refit(problem, w, problem.theta + value, tol=1e-14).theta - problem.theta
+        assert np.linalg.norm(value - tight) <= bound
