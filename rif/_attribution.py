@@ -305,6 +305,8 @@ class AttributionMixin:
             warm = self._warm_refits(problem, sets, pending, factors, last_seen or {}, anchors)
             if warm is not None:
                 return warm
+            if anchors is not None and hasattr(problem, "theta_block") and self.n_jobs in (None, 1):
+                return self._softmax_refits(problem, sets, pending, anchors)
 
         if method == "newton" and hasattr(problem, "family"):        # the GLMs' removed gradient
             for j in pending:
@@ -347,6 +349,22 @@ class AttributionMixin:
         if anchors is not None:
             anchors.update((j, result.anchor) for j, result in zip(pending, results) if result.anchor is not None)
         return np.array([result.theta - problem.theta for result in results])
+
+    def _softmax_refits(self, problem, sets, pending, anchors):
+        """Softmax models' refits of the pending sets (as :meth:`_batch` runs them), with the last
+        Hessian each formed put in ``anchors`` by position."""
+        from ._estimators import _warn_unconverged
+        from ._multinomial import refit
+
+        out, results = [], []
+        for j in pending:
+            dtheta, result = refit(problem, sets[j], self.tol, self.max_iter)
+            out.append(dtheta)
+            results.append(result)
+            if result.anchor is not None:
+                anchors[j] = result.anchor
+        _warn_unconverged(results)
+        return problem.to_public(np.array(out))
 
     @staticmethod
     def _certify_pending(problem, sets, pending, estimates, factors, prepare=None):

@@ -1001,7 +1001,7 @@ class MultinomialCertifier(Certifier):
     def _public(self, vector):
         return self.problem.to_public(vector)
 
-    def gradient_error(self, index, dtheta, weights, alpha, floor, at_estimate=None):
+    def gradient_error(self, index, dtheta, weights, alpha, floor, at_estimate=None, anchor=None):
         """Bounds of fl(g) - g in the 2-norm and in the norm of A^{-1} for softmax regression
         (:mod:`rif._rounding`), A = H^_{-S}(theta^) >= ``floor`` H^: |r_ic| <= w_i, each p_c - y_c
         off by (K + 4) eps, and the linear predictors' rounding delta_i (|delta_ic| <= d_i) moving r_i by
@@ -1009,7 +1009,10 @@ class MultinomialCertifier(Certifier):
         moves is at most (sum_i delta_i^T A_i(theta_e) A_i^{+} A_i(theta_e) delta_i / floor)^{1/2}
         <= (sum_i e^{2 alpha_i} K d_i^2 tr A_i / floor)^{1/2}, as A_i(theta_e) <= e^{alpha_i} A_i.
         ``at_estimate`` = (tr A_i(theta_e) per unit weight, lambda_low) takes the blocks at theta_e
-        itself as the reference instead, A = H^(theta_e) with lambda_min(A) >= lambda_low."""
+        itself as the reference instead, A = H^(theta_e) with lambda_min(A) >= lambda_low.
+        ``anchor`` = (w_i tr A_i(theta_j), lambda_low) takes those at another point theta_j,
+        A = H^(theta_j) with lambda_min(A) >= lambda_low, ``alpha`` then bounding M times each span of
+        the change of eta_i from theta_j."""
         problem = self.problem
         K = problem.n_classes
         kept = weights > 0
@@ -1019,11 +1022,12 @@ class MultinomialCertifier(Certifier):
         w = weights[kept]
         d = (problem.p1 + 2) * _rounding.EPS * norms * theta_norm
         if at_estimate is None:
-            hat = np.einsum("icc->i", problem.curvature[kept])                    # tr A_i at theta^, weighted
+            # tr A_i at the reference point, weighted
+            hat = np.einsum("icc->i", problem.curvature[kept]) if anchor is None else anchor[0][kept]
             with np.errstate(over="ignore", invalid="ignore"):
                 grow = np.exp(alpha[kept] + self.M * d)
                 spread, reference = np.minimum(hat * grow / np.where(w > 0, w, 1.0), 1.0), hat * grow**2
-            lam_low = floor * self.lambda_min
+            lam_low = floor * self.lambda_min if anchor is None else anchor[1]
         else:
             spread = np.minimum(at_estimate[0][kept] * np.exp(self.M * d), 1.0)
             reference, lam_low, floor = w * spread * np.exp(self.M * d), at_estimate[1], 1.0

@@ -21,10 +21,11 @@ any estimate of a small problem, with a cruder reach that needs no inverse:
 
 A refit that moved far has usually formed a Hessian of F_S itself, at an iterate theta_j (a
 Shamanskii refresh of its chord matrix, or Newton's last iteration: the ``anchor`` of
-:class:`rif._solvers.RefitResult`). For scalar GLMs A = grad^2 F_S(theta_j) then takes H_e's place
-at no new Hessian: each sample's curvature at theta is at least e^{-M |x~_i^T (theta - theta_j)|}
-times its value at theta_j, so within A-distance r of theta_e at least e^{-m - s r} A with
-m = M max_{i kept} |x~_i^T (theta_e - theta_j)| (one product of X with theta_e and theta_j), and
+:class:`rif._solvers.RefitResult`). A = grad^2 F_S(theta_j) then takes H_e's place at no new
+Hessian: each sample's curvature at theta is at least e^{-M |x~_i^T (theta - theta_j)|} times its
+value at theta_j (for softmax, e^{-M a_i} with a_i the span of the K changes), so within
+A-distance r of theta_e at least e^{-m - s r} A with m = M max_{i kept} |x~_i^T (theta_e - theta_j)|
+(one product of X with theta_e and theta_j), and
 the closed form becomes rho <= -log(1 - s delta e^m) / s for delta = ||g||_{A^{-1}}.
 
 Where the penalty covers every coordinate, lambda_e is the penalty itself, with no second
@@ -50,7 +51,7 @@ def refit_bound(problem, index, dtheta, anchor=None):
     bounds of ||dtheta - dtheta*||_2 and of the same in H_{-S}(theta^)'s norm; None where this
     route proves nothing (see the module doc). ``anchor`` = (theta_j, factor), the refit's last
     Hessian of F_S and where it was formed (:class:`rif._solvers.RefitResult`), is used in place
-    of H_e, with the curvature's drift from theta_j to theta_e (scalar GLMs)."""
+    of H_e, with the curvature's drift from theta_j to theta_e."""
     from ._certify import certifier
 
     norms, M = _row_norms(problem), certifier(problem).M
@@ -63,7 +64,7 @@ def refit_bound(problem, index, dtheta, anchor=None):
     _, g = problem.value_gradient(theta, weights)
     if not np.all(np.isfinite(g)):
         return None
-    if anchor is None or softmax:
+    if anchor is None:
         reference, hessian = theta, problem.hessian_at(theta, weights)
         if not np.all(np.isfinite(hessian)):
             return None
@@ -88,8 +89,10 @@ def refit_bound(problem, index, dtheta, anchor=None):
     s = M * (np.sqrt(2.0) if softmax else 1.0) * float(norms[kept].max()) / np.sqrt(low)
     # the curvature at theta_e is at least e^{-M |x~_i^T (theta_e - theta_j)|} times its value at the
     # anchor theta_j (0 without one), each sample's; so within A-distance r of theta_e, at least e^{-m - s r} A
+    # (for softmax models the span of the K changes of eta_i, as in s)
     eta, eta_anchor = _predictors(problem, theta, reference)
-    m = float(M * np.max(np.abs(eta - eta_anchor)[kept])) if reference is not theta else 0.0
+    moves = np.ptp(eta - eta_anchor, axis=1) if softmax else np.abs(eta - eta_anchor)
+    m = float(M * np.max(moves[kept])) if reference is not theta else 0.0
     # grad F_S(theta_e) = H_bar (theta_e - theta*) with H_bar >= e^{-m} (1 - e^{-s rho}) / (s rho) A on the
     # segment, so 1 - e^{-s rho} <= s delta e^m
     reach = s * delta * np.exp(m)
@@ -117,9 +120,10 @@ def _curvature_floor(problem, weights, hessian, chol, softmax):
 
 def _predictors(problem, theta, reference):
     """The linear predictors at theta and at ``reference`` (the same array when it is theta), from
-    one product with X for both (scalar GLMs; None, None for softmax models)."""
+    one product with X for both ((n, K) arrays for softmax models)."""
     if hasattr(problem, "theta_block"):
-        return None, None
+        eta = problem.eta_at(theta)
+        return eta, (eta if reference is theta else problem.eta_at(reference))
     if reference is theta:
         eta = problem._eta_at(theta)
         return eta, eta
@@ -131,23 +135,31 @@ def _predictors(problem, theta, reference):
     return both[:, 0], both[:, 1]
 
 
-def _gradient_error(problem, theta, weights, M, low, eta=None, eta_anchor=None):
+def _gradient_error(problem, theta, weights, M, low, eta, eta_anchor):
     """:mod:`rif._rounding`'s bound of ||fl(g) - g||_{A^{-1}} at theta (lambda_min(A) >= ``low``), from
-    the per-sample values there; A is the Hessian at theta, or for scalar GLMs the one at the
-    point whose linear predictors are ``eta_anchor`` (A >= X~^T diag(w l''(eta_anchor)) X~)."""
+    the per-sample values there; A is the Hessian at theta (``eta_anchor`` is ``eta``), or the one at
+    the point whose linear predictors are ``eta_anchor`` (A >= X~^T diag(w l''(eta_anchor)) X~, and
+    for softmax models A >= sum_i w_i A_i(theta_j) (x) x~_i x~_i^T)."""
     from ._certify import certifier
 
-    if hasattr(problem, "theta_block"):               # softmax: tr A_i at theta per unit weight
-        eta = problem.eta_at(theta)
-        prob = np.exp(eta - eta.max(axis=1, keepdims=True))
-        prob /= prob.sum(axis=1, keepdims=True)
-        spread = np.sum(prob * (1.0 - prob), axis=1)
-        return certifier(problem).gradient_error(None, problem.to_public(theta - problem.theta_block), weights,
-                                                 None, 1.0, (spread, low))[1]
+    if hasattr(problem, "theta_block"):               # softmax: tr A_i per unit weight
+        cert, dtheta = certifier(problem), problem.to_public(theta - problem.theta_block)
+        spread = _softmax_spread(eta_anchor)
+        if eta_anchor is eta:
+            return cert.gradient_error(None, dtheta, weights, None, 1.0, (spread, low))[1]
+        alpha = M * np.ptp(eta - eta_anchor, axis=1)
+        return cert.gradient_error(None, dtheta, weights, alpha, 1.0, anchor=(weights * spread, low))[1]
     _, d1, d2 = problem.family.derivatives(eta, problem.y)
     reference = d2 if eta_anchor is eta else problem.family.derivatives(eta_anchor, problem.y)[2]
     return _rounding.scalar_gradient_error(problem, weights, theta, weights * np.abs(d1), weights * d2,
                                            np.abs(eta), 0.0, M, low, weights * reference)[1]
+
+
+def _softmax_spread(eta):
+    """tr A_i = sum_k p_ik (1 - p_ik) for linear predictors ``eta`` (n, K)."""
+    prob = np.exp(eta - eta.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    return np.sum(prob * (1.0 - prob), axis=1)
 
 
 def fill_anchored(problem, sets, estimates, certificates, anchors):
