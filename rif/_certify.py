@@ -719,6 +719,8 @@ class Certifier:
             self.prepare_effects([cert], [target])          # the products with X, and the sharpened spread
         if not cert.certified:
             return self._loose_effect(cert, target), False, cert.reason
+        if cert.step is None:
+            return _finite_or_not(self._ball_effect(cert, target))
         floor = 1.0 - cert.gamma
         reach = np.sqrt(eval_leverage.q / floor)                          # ||x~_j||_{H_0^{-1}} bounds
         # around theta_e: the first-order term through H_0^{-1} g, the second over the radius rho;
@@ -760,6 +762,17 @@ class Certifier:
         with np.errstate(over="ignore"):
             return np.minimum(np.maximum(d2, CURVATURE_FLOOR) * np.exp(t), _SIGMOID_CURVATURE)
 
+    def _ball_effect(self, cert, target):
+        """|f(theta*) - f(theta_e)| for a certificate that holds theta* within ``cert.bound`` of
+        theta_e in the 2-norm and nothing more (a refit's, :mod:`rif._certify_refit`): each eta_j
+        moves by at most t_j = ||x~_j|| bound, so |phi_j(eta_j + d) - phi_j(eta_j)| <= |phi_j'| t_j +
+        kappa_j t_j^2 / 2 with kappa_j >= |phi_j''| within t_j of eta_j."""
+        eta = target.eta(cert.theta_e)
+        t = np.sqrt(_row_norms_sq(target.X, target.fit_intercept)) * cert.bound
+        slope = np.abs(target.per_sample(eta)[1])
+        with np.errstate(over="ignore", invalid="ignore"):
+            return float(slope @ t + 0.5 * self._phi_curvature(target, eta, t) @ t**2)
+
     def _loose_effect(self, cert, target):
         """Lipschitz bound from the parameter bound, where phi' is bounded (else inf)."""
         from ._targets import _decision
@@ -774,6 +787,13 @@ class Certifier:
             lipschitz = 1.0 if target.change is not None else 0.25
             return float(lipschitz * row_norms.sum() * cert.bound)
         return np.inf
+
+
+def _finite_or_not(bound):
+    """(bound, certified, reason) of an effect bound that is rigorous wherever it is finite."""
+    if not np.isfinite(bound):
+        return np.inf, False, "the target's bound is not finite"
+    return bound, True, ""
 
 
 def _curvature_weighted_square(kappa, t2, scale):
@@ -1154,6 +1174,8 @@ class MultinomialCertifier(Certifier):
             self.sharpen_all([cert])                        # may certify it
         if not cert.certified:
             return np.inf, False, cert.reason
+        if cert.step is None:
+            return _finite_or_not(self._ball_effect(cert, target))
         problem, floor = self.problem, 1.0 - cert.gamma
         blocks, top = reach.q, reach.top / floor
         size = np.einsum("jcc->j", blocks) / floor                     # ||delta_j||^2 per unit r^2
@@ -1178,6 +1200,16 @@ class MultinomialCertifier(Certifier):
         if not np.isfinite(bound):
             return np.inf, False, "the target's bound is not finite"
         return bound, True, ""
+
+    def _ball_effect(self, cert, target):
+        """:meth:`Certifier._ball_effect` for a SoftmaxTarget: eta_j = Theta x~_j moves by
+        ||delta_j||_2 <= ||x~_j|| ||dTheta||_F <= t_j = ||x~_j|| bound, with a span of at most
+        2^{1/2} t_j, so |phi_j(eta_j + delta_j) - phi_j(eta_j)| <= ||grad phi_j|| t_j + kappa_j t_j^2 / 2."""
+        eta = target.eta(self.problem.from_public(cert.theta_e))
+        t = np.sqrt(_row_norms_sq(target.rows, False)) * cert.bound
+        slope = np.linalg.norm(target.phi(eta, target.y)[1], axis=1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return float(slope @ t + 0.5 * self._phi_curvature(target, eta, np.sqrt(2.0) * t) @ t**2)
 
     def _phi_curvature(self, target, eta, span):
         """Bounds of ||grad^2 phi_j|| while eta_j moves by a span of at most ``span``."""

@@ -170,9 +170,12 @@ def fill_anchored(problem, sets, estimates, certificates, anchors):
     out = list(certificates)
     for j, (cert, anchor) in enumerate(zip(certificates, anchors)):
         if anchor is not None and not cert.certified:
-            found = refit_bound(problem, sets[j], np.asarray(estimates[j], dtype=float), anchor)
+            estimate = np.asarray(estimates[j], dtype=float)
+            found = refit_bound(problem, sets[j], estimate, anchor)
             if found is not None:
-                out[j] = _SetCertificate(found[0], found[1], True, "")
+                # a ball around theta_e (no chord step): effects are bounded over it
+                # (Certifier.effect_bound)
+                out[j] = _SetCertificate(found[0], found[1], True, "", theta_e=problem.theta + estimate)
     return out
 
 

@@ -292,3 +292,78 @@ def test_refits_that_refresh_their_hessian_are_certified_through_it(monkeypatch)
         w[index] = 0.0
         tight = newton_refit(problem, w, problem.theta + value, tol=1e-14).theta - problem.theta
         assert np.linalg.norm(value - tight) <= bound
+
+
+@pytest.mark.parametrize("case", ["binomial-loss", "binomial-proba", "poisson-loss", "gaussian-loss",
+                                  "binomial-decision", "softmax-loss", "softmax-proba", "softmax-decision"])
+def test_an_effect_over_a_ball_is_bounded(case):
+    """A certificate that only holds theta* within a 2-norm ball around theta_e (a refit's) bounds
+    |f(theta) - f(theta_e)| for every theta in the ball: checked at random points on its sphere."""
+    from rif._certify import _SetCertificate, certifier
+
+    family, target = case.split("-")
+    rng = np.random.default_rng(3)
+    if family == "softmax":
+        problem = _softmax(100, 4, 3, 1, 0.1, True)
+        X_eval, y_eval = rng.standard_normal((15, 4)) * 2.0, rng.integers(0, 3, 15)
+    else:
+        X, y = certify_data(family, 100, 4, 2)
+        problem = GLMProblem(X, y, family, penalty=0.1)
+        X_eval, y_eval = X[:15] + 0.3, y[:15]
+    f = problem.effect([np.arange(3)], target, X_eval, y_eval, dtheta=np.zeros((1, problem.n_params)))
+    assert f[0] == 0.0
+    center = rng.standard_normal(problem.n_params) * 0.3
+    for radius in (1e-6, 1e-2, 0.5):
+        cert = _SetCertificate(radius, np.inf, True, "", theta_e=problem.theta + center)
+        from rif._attribution import operations
+
+        tgt = operations(problem).make_target(problem, target, X_eval, y_eval)
+        bound = certifier(problem)._ball_effect(cert, tgt)
+        worst = 0.0
+        for _ in range(30):
+            move = rng.standard_normal(problem.n_params)
+            move *= radius / np.linalg.norm(move)
+            change = problem.effect([np.arange(3)], target, X_eval, y_eval, dtheta=np.array([center + move]))[0] \
+                - problem.effect([np.arange(3)], target, X_eval, y_eval, dtheta=np.array([center]))[0]
+            worst = max(worst, abs(change))
+        assert worst <= bound * (1 + 1e-9) + 1e-14, (case, radius, worst, bound)
+        if radius <= 1e-2:                          # and, for small balls (a refit's), not far above it
+            assert bound < 50 * worst + 1e-12, (case, radius, worst, bound)
+
+
+def test_effects_of_far_moved_refits_are_certified(monkeypatch):
+    """The refits' effects (method='retrain', certify=True) where the leave-out route cannot bound
+    them: through the certificate of each refit's parameters, over the ball it proves."""
+    from rif import _certify_dense
+    from rif._solvers import newton_refit
+
+    monkeypatch.setattr(_certify_dense, "applies", lambda problem: False)
+    rng = np.random.default_rng(2)
+    n, d = 240, 80
+    X = rng.standard_normal((n, d))
+    y = (X @ rng.standard_normal(d) * 0.5 + rng.logistic(size=n) > 0).astype(float)
+    problem = GLMProblem(X, y, "binomial", penalty=1e-3, penalty_scaling="per_sample", fit_intercept=False)
+    sets = [np.sort(rng.choice(n, 12, replace=False)) for _ in range(4)]
+    X_eval = rng.standard_normal((30, d))
+    y_eval = (rng.random(30) < 0.5).astype(float)
+    tight = []
+    for index, value in zip(sets, problem.params_change(sets, "retrain")):
+        w = problem.sample_weight.copy()
+        w[index] = 0.0
+        tight.append(newton_refit(problem, w, problem.theta + value, tol=1e-14).theta - problem.theta)
+    for target in ("loss", "proba", "decision"):
+        result = problem.effect(sets, target, X_eval, y_eval, method="retrain", certify=True)
+        exact = problem.effect(sets, target, X_eval, y_eval, dtheta=np.array(tight))
+        assert np.all(result.certified), (target, result.reason)
+        assert np.all(np.abs(result.value - exact) <= result.bound), target
+        assert np.all(result.bound < 1e-5 * np.abs(exact)), target
+    # softmax: tests/data/softmax_far_start.npz
+    problem, removed = _far_start_problem()
+    tight_problem, _ = _far_start_problem(1e-12)
+    truth = tight_problem.params_change(removed, "retrain")
+    X_eval, y_eval = problem.design[:20, :-1] + 0.1, np.arange(20) % 6
+    for target in ("loss", "proba", "decision"):
+        result = problem.effect([removed], target, X_eval, y_eval, method="retrain", certify=True)
+        exact = problem.effect([removed], target, X_eval, y_eval, dtheta=truth[None])
+        assert result.certified[0], (target, result.reason)
+        assert abs(result.value[0] - exact[0]) <= result.bound[0] + 1e-9, target
