@@ -771,22 +771,27 @@ class Certifier:
         t = np.sqrt(_row_norms_sq(target.X, target.fit_intercept)) * cert.bound
         slope = np.abs(target.per_sample(eta)[1])
         with np.errstate(over="ignore", invalid="ignore"):
-            return float(slope @ t + 0.5 * self._phi_curvature(target, eta, t) @ t**2)
+            bound = float(slope @ t + 0.5 * self._phi_curvature(target, eta, t) @ t**2)
+        return np.inf if np.isnan(bound) else bound
 
     def _loose_effect(self, cert, target):
-        """Lipschitz bound from the parameter bound, where phi' is bounded (else inf)."""
+        """Lipschitz bound from the parameter bound, where phi' is bounded, and the second-order
+        bound over the same ball (:meth:`_ball_effect`) where the estimate is known."""
         from ._targets import _decision
 
         if not np.isfinite(cert.bound):
             return np.inf
         family = self.problem.family
         row_norms = np.sqrt(_row_norms_sq(target.X, target.fit_intercept))
+        bound = np.inf
         if target.phi is _decision:
-            return float(row_norms.sum() * cert.bound)
-        if isinstance(family, Binomial):
+            bound = float(row_norms.sum() * cert.bound)
+        elif isinstance(family, Binomial):
             lipschitz = 1.0 if target.change is not None else 0.25
-            return float(lipschitz * row_norms.sum() * cert.bound)
-        return np.inf
+            bound = float(lipschitz * row_norms.sum() * cert.bound)
+        if cert.theta_e is not None:
+            bound = min(bound, self._ball_effect(cert, target))
+        return bound
 
 
 def _finite_or_not(bound):
@@ -1173,7 +1178,9 @@ class MultinomialCertifier(Certifier):
         if not cert.certified:
             self.sharpen_all([cert])                        # may certify it
         if not cert.certified:
-            return np.inf, False, cert.reason
+            # the loose bound over its ball, where it has one
+            loose = self._ball_effect(cert, target) if cert.theta_e is not None and np.isfinite(cert.bound) else np.inf
+            return loose, False, cert.reason
         if cert.step is None:
             return _finite_or_not(self._ball_effect(cert, target))
         problem, floor = self.problem, 1.0 - cert.gamma
@@ -1209,7 +1216,8 @@ class MultinomialCertifier(Certifier):
         t = np.sqrt(_row_norms_sq(target.rows, False)) * cert.bound
         slope = np.linalg.norm(target.phi(eta, target.y)[1], axis=1)
         with np.errstate(over="ignore", invalid="ignore"):
-            return float(slope @ t + 0.5 * self._phi_curvature(target, eta, np.sqrt(2.0) * t) @ t**2)
+            bound = float(slope @ t + 0.5 * self._phi_curvature(target, eta, np.sqrt(2.0) * t) @ t**2)
+        return np.inf if np.isnan(bound) else bound
 
     def _phi_curvature(self, target, eta, span):
         """Bounds of ||grad^2 phi_j|| while eta_j moves by a span of at most ``span``."""
