@@ -221,7 +221,8 @@ class AttributionMixin:
 
         return result if batch else unbatch(result)
 
-    def _escalating(self, problem, sets, methods, judge, accept_step=None, prepare=None, worth_sharpening=None):
+    def _escalating(self, problem, sets, methods, judge, accept_step=None, prepare=None, worth_sharpening=None,
+                    enough=None):
         """For each set, the record ``judge(j, method, estimate, certificate, last)`` returns for the
         first of ``methods`` it accepts (None: try the next method); estimates and certificates are
         computed in batches of the sets still pending, and each set's leave-out factorisation is
@@ -243,16 +244,22 @@ class AttributionMixin:
         ``judge`` turns down those to tighten with one more product of X (see
         :meth:`rif._certify.Certifier.sharpen`), which are then judged again.
 
+        Refits that the leave-out route leaves uncertified are bounded through the last Hessian each
+        formed (:func:`rif._certify_refit.fill_anchored`); ``enough(estimate, bound)``, if given, also
+        accepts the cruder bound through H_{-S}(theta^) itself for a refit that formed none (else such
+        a refit is left to its own Hessian, :func:`rif._certify_refit.fill_refits`).
+
         Sets go through in chunks (:func:`_escalation_chunk`), so that the per-set work arrays
         (factorisations, each sample's move, the effects' products) of only one chunk are alive."""
         records = [None] * len(sets)
         size = _escalation_chunk(problem)
         for start in range(0, len(sets), size):
             self._escalate(problem, sets, list(range(start, min(start + size, len(sets)))), records, methods,
-                           judge, accept_step, prepare, worth_sharpening)
+                           judge, accept_step, prepare, worth_sharpening, enough)
         return records
 
-    def _escalate(self, problem, sets, pending, records, methods, judge, accept_step, prepare, worth_sharpening):
+    def _escalate(self, problem, sets, pending, records, methods, judge, accept_step, prepare, worth_sharpening,
+                  enough=None):
         """:meth:`_escalating` for the sets at positions ``pending``, filling ``records``."""
         factors, last_seen, deferred, anchors = [None] * len(sets), {}, [], {}
         for position, method in enumerate(methods):
@@ -277,10 +284,17 @@ class AttributionMixin:
                 continue
             estimates = self._stage_estimates(problem, sets, pending, method, factors, last_seen, anchors)
             certificates = self._certify_pending(problem, sets, pending, estimates, factors, prepare)
-            if anchors:
-                # refits the leave-out route leaves open, through the last Hessian each refit formed
+            if method == "retrain":
+                # refits the leave-out route leaves open: through the last Hessian each refit formed
+                references = [anchors.pop(j, None) for j in pending]
                 certificates = _certify_refit.fill_anchored(problem, [sets[j] for j in pending], estimates,
-                                                            certificates, [anchors.pop(j, None) for j in pending])
+                                                            certificates, references)
+                if enough is not None:
+                    # else through H_{-S}(theta^) itself with the curvature's worst drift from theta^, where
+                    # that bound is enough (before a Hessian of their own, in fill_refits)
+                    references = [_certify_refit.leave_out_anchor(problem, factors[j]) for j in pending]
+                    certificates = _certify_refit.fill_anchored(problem, [sets[j] for j in pending], estimates,
+                                                                certificates, references, enough)
             # the refit's first chord step from each estimate is offered to accept_step: this very pass
             # bounds it
             judged = _judge_batch(problem, pending, method, estimates, certificates, last, judge, accept_step,
@@ -483,7 +497,8 @@ class AttributionMixin:
                     and relative_ok(np.linalg.norm(estimate - cert.step), cert.next_bound / _SHARPEN_REACH, rtol))
 
         return self._escalating(problem, sets, ("rif", "newton", "retrain"), judge, accept_step,
-                                worth_sharpening=worth_sharpening)
+                                worth_sharpening=worth_sharpening,
+                                enough=lambda estimate, bound: relative_ok(np.linalg.norm(estimate), bound, rtol))
 
     def _batch(self, problem, sets, method):
         return operations(problem).params_change_batch(problem, sets, method, self.tol, self.max_iter, self.n_jobs,

@@ -26,7 +26,9 @@ Hessian: each sample's curvature at theta is at least e^{-M |x~_i^T (theta - the
 value at theta_j (for softmax, e^{-M a_i} with a_i the span of the K changes), so within
 A-distance r of theta_e at least e^{-m - s r} A with m = M max_{i kept} |x~_i^T (theta_e - theta_j)|
 (one product of X with theta_e and theta_j), and
-the closed form becomes rho <= -log(1 - s delta e^m) / s for delta = ||g||_{A^{-1}}.
+the closed form becomes rho <= -log(1 - s delta e^m) / s for delta = ||g||_{A^{-1}}. A refit that
+formed none may take H_{-S}(theta^) itself (theta_j = theta^, :func:`leave_out_anchor`), whose
+e^m is large when the set moves far: method='auto' keeps that bound only where it proves rtol.
 
 Where the penalty covers every coordinate, lambda_e is the penalty itself, with no second
 factorisation. The gradient's rounding is counted as in every route (:mod:`rif._rounding`), with
@@ -64,27 +66,19 @@ def refit_bound(problem, index, dtheta, anchor=None):
     _, g = problem.value_gradient(theta, weights)
     if not np.all(np.isfinite(g)):
         return None
-    if anchor is None:
-        reference, hessian = theta, problem.hessian_at(theta, weights)
-        if not np.all(np.isfinite(hessian)):
-            return None
-        try:
-            chol = cholesky(hessian, lower=True, check_finite=False)
-        except LinAlgError:
-            return None
-    else:
-        reference, factor = anchor
-        hessian, chol = factor.hessian, factor.cholesky
-    low = _curvature_floor(problem, weights, hessian, chol, softmax)
+    found = _reference(problem, weights, theta, anchor, softmax)
+    if found is None:
+        return None
+    reference, solve, low, size = found
     if not low > 0.0:
         return None
     p = len(g)
     # the solves' relative error, at most about p eps cond(A) (||A^{-1}||_F <= p^{1/2} / lambda_min):
     # the bounds are widened by twice that
-    accuracy = 4.0 * p * np.finfo(float).eps * np.linalg.norm(hessian) * np.sqrt(p) / low
+    accuracy = 4.0 * p * np.finfo(float).eps * size * np.sqrt(p) / low
     if not accuracy < _MAX_SOLVE_ERROR:
         return None
-    delta = float(np.sqrt(max(g @ cho_solve((chol, True), g, check_finite=False), 0.0)))
+    delta = float(np.sqrt(max(g @ solve(g), 0.0)))
     kept = weights > 0
     s = M * (np.sqrt(2.0) if softmax else 1.0) * float(norms[kept].max()) / np.sqrt(low)
     # the curvature at theta_e is at least e^{-M |x~_i^T (theta_e - theta_j)|} times its value at the
@@ -107,6 +101,28 @@ def refit_bound(problem, index, dtheta, anchor=None):
     if not np.isfinite(bound):
         return None
     return float(bound), float(bound * np.sqrt(np.trace(problem.hessian)))        # H_{-S} <= H <= tr H
+
+
+def _reference(problem, weights, theta, anchor, softmax):
+    """(theta_j, solve with A, lambda_min(A) bound, ||A||_F bound) for the reference matrix
+    A = grad^2 F_S(theta_j): the Hessian at theta itself (anchor None), a refit's factorised one
+    (theta_j, CholeskyFactor), or (theta_j, solve, floor, size) as given (the leave-out factor at
+    theta^); None where the Hessian at theta is not definite."""
+    if anchor is not None and len(anchor) == 4:
+        return anchor
+    if anchor is None:
+        reference, hessian = theta, problem.hessian_at(theta, weights)
+        if not np.all(np.isfinite(hessian)):
+            return None
+        try:
+            chol = cholesky(hessian, lower=True, check_finite=False)
+        except LinAlgError:
+            return None
+    else:
+        reference, factor = anchor
+        hessian, chol = factor.hessian, factor.cholesky
+    return (reference, lambda b: cho_solve((chol, True), b, check_finite=False),
+            _curvature_floor(problem, weights, hessian, chol, softmax), float(np.linalg.norm(hessian)))
 
 
 def _curvature_floor(problem, weights, hessian, chol, softmax):
@@ -162,9 +178,22 @@ def _softmax_spread(eta):
     return np.sum(prob * (1.0 - prob), axis=1)
 
 
-def fill_anchored(problem, sets, estimates, certificates, anchors):
+def leave_out_anchor(problem, factor):
+    """The anchor (theta^, solve, floor, size) of H_0 = H_{-S}(theta^) = grad^2 F_S(theta^) from the
+    set's leave-out factor (:class:`rif._certify._SetFactor`): lambda_min(H_0) >= floor lambda_min(H),
+    and ||H_0||_F <= ||H||_F as 0 <= H_0 <= H; None where the factor is not usable."""
+    from ._certify import certifier
+
+    if factor is None or factor.solve is None or factor.reason or not factor.floor > 0.0:
+        return None
+    theta = problem.theta_block if hasattr(problem, "theta_block") else problem.theta
+    return theta, factor.solve, factor.floor * certifier(problem).lambda_min, float(np.linalg.norm(problem.hessian))
+
+
+def fill_anchored(problem, sets, estimates, certificates, anchors, enough=None):
     """``certificates`` of refits with each uncertified one that has an anchor (the refit's last
-    Hessian, or None) bounded through it by :func:`refit_bound` where that proves something."""
+    Hessian, the leave-out one at theta^, or None) bounded through it by :func:`refit_bound` where
+    that proves something (and ``enough(estimate, bound)``, if given, accepts the bound)."""
     from ._certify import _SetCertificate
 
     out = list(certificates)
@@ -172,7 +201,7 @@ def fill_anchored(problem, sets, estimates, certificates, anchors):
         if anchor is not None and not cert.certified:
             estimate = np.asarray(estimates[j], dtype=float)
             found = refit_bound(problem, sets[j], estimate, anchor)
-            if found is not None:
+            if found is not None and (enough is None or enough(estimate, found[0])):
                 # a ball around theta_e (no chord step): effects are bounded over it
                 # (Certifier.effect_bound)
                 out[j] = _SetCertificate(found[0], found[1], True, "", theta_e=problem.theta + estimate)
