@@ -358,7 +358,7 @@ class AttributionMixin:
         if all(solve is None for solve in solves):
             return None
         results = list(chord_refits(problem, [sets[j] for j in pending], tol=self.tol, max_iter=self.max_iter,
-                                    starts=starts, solves=solves))
+                                    starts=starts, solves=solves, keep_anchor=anchors is not None))
         _warn_unconverged(results)
         if anchors is not None:
             anchors.update((j, result.anchor) for j, result in zip(pending, results) if result.anchor is not None)
@@ -372,7 +372,7 @@ class AttributionMixin:
 
         out, results = [], []
         for j in pending:
-            dtheta, result = refit(problem, sets[j], self.tol, self.max_iter)
+            dtheta, result = refit(problem, sets[j], self.tol, self.max_iter, keep_anchor=True)
             out.append(dtheta)
             results.append(result)
             if result.anchor is not None:

@@ -666,11 +666,12 @@ def removal_sets(problem, remove):
     return split_sets(remove, lambda index, position: _one_set(problem, index, position))
 
 
-def refit(problem, index, tol, max_iter):
-    """(dtheta in block order, RefitResult) of the exact leave-``index``-out refit."""
+def refit(problem, index, tol, max_iter, keep_anchor=False):
+    """(dtheta in block order, RefitResult) of the exact leave-``index``-out refit (with its last
+    Hessian, :attr:`rif._solvers.RefitResult.anchor`, when ``keep_anchor``)."""
     from ._solvers import chord_refit
 
-    result = chord_refit(problem, index, tol=tol, max_iter=max_iter)
+    result = chord_refit(problem, index, tol=tol, max_iter=max_iter, keep_anchor=keep_anchor)
     return result.theta - problem.theta_block, result
 
 

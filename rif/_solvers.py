@@ -151,7 +151,7 @@ def _newton_refit(problem, weights, theta0, tol, max_iter):
 _MAX_CHORD_ITER = 2000
 
 
-def chord_refit(problem, index, *, tol=1e-10, max_iter=100):
+def chord_refit(problem, index, *, tol=1e-10, max_iter=100, keep_anchor=False):
     """Minimise the leave-``index``-out objective by chord iterations from theta^.
 
     See the module docstring. The first gradient and objective value come
@@ -166,6 +166,9 @@ def chord_refit(problem, index, *, tol=1e-10, max_iter=100):
     ``max_iter`` bounds the Hessian refreshes and the Newton iterations of the
     fallback.
 
+    ``keep_anchor``: the result carries the last Hessian the refit formed
+    (:attr:`RefitResult.anchor`, p x p arrays; otherwise dropped).
+
     Returns
     -------
     RefitResult
@@ -173,11 +176,12 @@ def chord_refit(problem, index, *, tol=1e-10, max_iter=100):
     """
     weights = _without(problem, index)
     with _single_threaded_blas():
-        return _drive(_chord_refit_steps(problem, index, weights, tol, max_iter),
+        return _drive(_chord_refit_steps(problem, index, weights, tol, max_iter, keep_anchor=keep_anchor),
                       lambda theta: problem.value_gradient(theta, weights))
 
 
-def chord_refits(problem, sets, *, tol=1e-10, max_iter=100, group_size=None, starts=None, solves=None):
+def chord_refits(problem, sets, *, tol=1e-10, max_iter=100, group_size=None, starts=None, solves=None,
+                 keep_anchor=False):
     """:func:`chord_refit` for many removal sets, iterated in lockstep.
 
     The sets' iterations are those of :func:`chord_refit` (the same generator,
@@ -190,7 +194,8 @@ def chord_refits(problem, sets, *, tol=1e-10, max_iter=100, group_size=None, sta
     set, in order. Dense row-major X only (callers fall back to
     :func:`chord_refit` otherwise). ``starts`` and ``solves``, one (or None) per
     set, may give a set's start (theta, L_w(theta), grad L_w(theta)) in place of
-    theta^ and its factorisation of H_{-S}(theta^) (see :func:`_chord_refit_steps`).
+    theta^ and its factorisation of H_{-S}(theta^) (see :func:`_chord_refit_steps`);
+    ``keep_anchor`` keeps each result's last Hessian (:attr:`RefitResult.anchor`).
     """
     n = problem.n_samples
     group_size = group_size or int(min(64, max(1, BLOCK_VALUES // n)))
@@ -203,7 +208,7 @@ def chord_refits(problem, sets, *, tol=1e-10, max_iter=100, group_size=None, sta
             start = None if starts is None else starts[start_at + k]
             solve = None if solves is None else solves[start_at + k]
             steps.append(_chord_refit_steps(problem, index, np.ascontiguousarray(weights[:, k]), tol, max_iter,
-                                            start, solve))
+                                            start, solve, keep_anchor))
         results = [None] * len(group)
         pending = {}                                   # set -> candidate theta awaiting its gradient
         with _single_threaded_blas():
@@ -261,14 +266,15 @@ def _single_threaded_blas():
     return _parallel.blas_limit(1)
 
 
-def _chord_refit_steps(problem, index, weights, tol, max_iter, start=None, solve=None):
+def _chord_refit_steps(problem, index, weights, tol, max_iter, start=None, solve=None, keep_anchor=False):
     """The refit of :func:`chord_refit` as a generator: it yields each candidate theta and is
     sent back (L_w(theta), grad L_w(theta)); it returns the RefitResult. ``weights`` are the
     sample weights without the set. Hessian refreshes and the Newton fallback evaluate
     directly. ``start`` = (theta, L_w(theta), grad L_w(theta)) starts the chord iterations at
     theta instead of at theta^ (e.g. at an estimate whose pass a certificate already made);
     ``solve`` = H_{-S}(theta^)^{-1} gives the chord matrix's factorisation (e.g. the one that
-    certificate used) instead of building it."""
+    certificate used) instead of building it. ``keep_anchor``: the result carries the last Hessian
+    formed (:attr:`RefitResult.anchor`)."""
     from ._design import rows
 
     if start is not None:
@@ -303,10 +309,10 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter, start=None, solve
             state[0], weights, "the Hessian of the objective without the removed samples is not positive "
                                "definite")
         solve = factor.solve
-        anchor = (np.array(state[0]), factor) if isinstance(factor, CholeskyFactor) else None
+        anchor = (np.array(state[0]), factor) if keep_anchor and isinstance(factor, CholeskyFactor) else None
     result = newton_refit(problem, weights, state[0], tol=tol, max_iter=max_iter)
     return RefitResult(result.theta, total + result.n_iter, result.converged, result.gradient_norm,
-                       anchor=result.anchor)
+                       anchor=result.anchor if keep_anchor else None)
 
 
 def _chord_solver(problem, index):

@@ -292,6 +292,11 @@ def test_refits_that_refresh_their_hessian_are_certified_through_it(monkeypatch)
     result = problem.params_change(sets, "retrain", certify=True)
     assert anchored and not own
     assert np.all(result.certified)
+    # plain refits do not keep their p x p Hessians (only the certificates ask for them)
+    from rif._solvers import chord_refits
+
+    assert all(r.anchor is None for r in chord_refits(problem, sets))
+    assert any(r.anchor is not None for r in chord_refits(problem, sets, keep_anchor=True))
     # method='auto' at rtol 1e-6 refits them all too, and needs no Hessian of their own either
     del anchored[:]
     auto = problem.params_change(sets, "auto", certify=True, rtol=1e-6)
