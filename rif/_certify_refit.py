@@ -25,8 +25,8 @@ Shamanskii refresh of its chord matrix, or Newton's last iteration: the ``anchor
 Hessian: each sample's curvature at theta is at least e^{-M |x~_i^T (theta - theta_j)|} times its
 value at theta_j (for softmax, e^{-M a_i} with a_i the span of the K changes), so within
 A-distance r of theta_e at least e^{-m - s r} A with m = M max_{i kept} |x~_i^T (theta_e - theta_j)|
-(one product of X with theta_e and theta_j), and
-the closed form becomes rho <= -log(1 - s delta e^m) / s for delta = ||g||_{A^{-1}}. A refit that
+(one product of X with theta_e and theta_j), and the closed form becomes
+rho <= -log(1 - s delta e^m) / s for delta = ||g||_{A^{-1}}. A refit that
 formed none may take H_{-S}(theta^) itself (theta_j = theta^, :func:`leave_out_anchor`), whose
 e^m is large when the set moves far: method='auto' keeps that bound only where it proves rtol.
 
@@ -52,8 +52,9 @@ def refit_bound(problem, index, dtheta, anchor=None):
     """(bound, bound_h) for the refit ``dtheta`` (the user's parameter order) of removing ``index``:
     bounds of ||dtheta - dtheta*||_2 and of the same in H_{-S}(theta^)'s norm; None where this
     route proves nothing (see the module doc). ``anchor`` = (theta_j, factor), the refit's last
-    Hessian of F_S and where it was formed (:class:`rif._solvers.RefitResult`), is used in place
-    of H_e, with the curvature's drift from theta_j to theta_e."""
+    Hessian of F_S and where it was formed (:class:`rif._solvers.RefitResult`), or
+    (theta^, solve, floor, size) from :func:`leave_out_anchor`, is used in place of H_e, with the
+    curvature's drift from theta_j to theta_e."""
     from ._certify import certifier
 
     norms, M = _row_norms(problem), certifier(problem).M

@@ -61,7 +61,7 @@ def test_the_bound_holds_around_the_optimum(case):
 
 def test_a_softmax_refit_far_from_theta_hat_is_certified(monkeypatch):
     """tests/data/softmax_far_start.npz: removing 23 of 109 samples moves theta by about 70, where
-    H_{-S}(theta^) says nothing of the curvature; the refit's own Hessian certifies it."""
+    H_{-S}(theta^) says nothing of the curvature; the refit's last Hessian (or its own) certifies it."""
     problem, removed = _far_start_problem()
     tight, _ = _far_start_problem(1e-12)
     truth = tight.params_change(removed, "retrain")
@@ -211,9 +211,10 @@ def test_the_softmax_gradient_error_bound_covers_the_rounding():
 @pytest.mark.parametrize("case", ["binomial", "binomial-no-intercept", "poisson-offset", "gaussian", "softmax",
                                   "softmax-no-intercept"])
 def test_the_bound_through_an_anchor_holds(case):
-    """With A = H_{-S}(theta_j) at an anchor theta_j away from the estimate (the refit's last
-    Hessian), the bound of ||e||_2 at theta* + e is never below ||e||_2, for anchors from theta* itself
-    to far from it; at theta* it is about 0."""
+    """With A = grad^2 F_S(theta_j) at an anchor theta_j away from the estimate (the refit's last
+    Hessian, or H_{-S}(theta^)), the bound of ||e||_2 at theta* + e is never below ||e||_2, for anchors
+    from theta* itself to far from it; at theta* it is about 0."""
+    from rif._certify import certifier
     from rif._solvers import cholesky_factor
 
     rng = np.random.default_rng(11)
@@ -239,8 +240,6 @@ def test_the_bound_through_an_anchor_holds(case):
         return move
 
     checked = 0
-    from rif._certify import certifier
-
     for anchor_size in (0.0, 1e-2, 0.3, "theta^"):
         if anchor_size == "theta^":
             # H_{-S}(theta^) from the set's leave-out factor, as method='auto' uses it
