@@ -635,17 +635,22 @@ class AttributionMixin:
             records = _certify_dense.effect_records(problem, sets, start, targets, leverage_of, method, rtol)
 
         def through_leave_out(rest):
-            open_targets = [targets[j] for j in rest]
+            open_targets, open_sets = [targets[j] for j in rest], [sets[j] for j in rest]
 
             def judge(j, m, estimate, set_cert, last):
                 tgt = open_targets[j]
                 value = float(tgt.changes(problem.theta, estimate[None], False)[0])
                 bound, ok, reason = cert.effect_bound(set_cert, tgt, leverage_of(tgt))
+                if m == "retrain" and last and not ok:
+                    # a converged refit neither the leave-out route nor its last Hessian bounds: over the
+                    # ball the Hessian at its own result proves (rif._certify_refit)
+                    bound, ok, reason = _certify_refit.refit_effect_bound(problem, open_sets[j], estimate, tgt,
+                                                                          leverage_of(tgt), (bound, ok, reason))
                 if method != "auto" or last or (ok and relative_ok(abs(value), bound, rtol)):
                     return value, bound, ok, reason, m
                 return None
 
-            return self._escalating(problem, [sets[j] for j in rest],
+            return self._escalating(problem, open_sets,
                                     ("rif", "newton", "retrain") if method == "auto" else (method,), judge,
                                     prepare=lambda positions, certs: cert.prepare_effects(
                                         certs, [open_targets[j] for j in positions], refine=method != "auto"))

@@ -209,6 +209,20 @@ def fill_anchored(problem, sets, estimates, certificates, anchors, enough=None):
     return out
 
 
+def refit_effect_bound(problem, index, dtheta, target, reach, found):
+    """(bound, certified, reason) of a refit's effect on ``target``: ``found`` (the leave-out
+    route's) unless :func:`refit_bound` through the Hessian at the result certifies the refit, then
+    the bound over the ball that proves (:meth:`rif._certify.Certifier.effect_bound`)."""
+    from ._certify import _SetCertificate, certifier
+
+    proved = refit_bound(problem, index, np.asarray(dtheta, dtype=float))
+    if proved is None:
+        return found
+    ball = _SetCertificate(proved[0], proved[1], True, "", theta_e=problem.theta + dtheta)
+    bound, ok, reason = certifier(problem).effect_bound(ball, target, reach)
+    return (bound, ok, reason) if ok else found
+
+
 def fill_refits(problem, sets, records):
     """``records`` (estimate, certificate, method) with each uncertified refit ("retrain") bounded
     by :func:`refit_bound` where that proves something."""

@@ -379,6 +379,13 @@ def test_effects_of_far_moved_refits_are_certified(monkeypatch):
         assert np.all(result.certified), (target, result.reason)
         assert np.all(np.abs(result.value - exact) <= result.bound), target
         assert np.all(result.bound < 1e-5 * np.abs(exact)), target
+    # without the refits' last Hessians: through the Hessian at each result
+    monkeypatch.setattr(_certify_refit, "fill_anchored", lambda problem, sets, estimates, certs, anchors, *rest: certs)
+    result = problem.effect(sets, "loss", X_eval, y_eval, method="retrain", certify=True)
+    exact = problem.effect(sets, "loss", X_eval, y_eval, dtheta=np.array(tight))
+    assert np.all(result.certified) and np.all(np.abs(result.value - exact) <= result.bound)
+    monkeypatch.undo()
+    monkeypatch.setattr(_certify_dense, "applies", lambda problem: False)
     # softmax: tests/data/softmax_far_start.npz
     problem, removed = _far_start_problem()
     tight_problem, _ = _far_start_problem(1e-12)
