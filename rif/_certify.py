@@ -368,7 +368,8 @@ class Certifier:
         reference = curvature_above(problem.curvature, problem.sample_weight)          # H >= X~^T C X~
         return _rounding.scalar_gradient_error(problem, weights, problem.theta + dtheta, residual,
                                                problem.curvature, np.abs(problem.eta) + move, move, M,
-                                               floor * self.lambda_min, reference, floor)
+                                               floor * self.lambda_min, reference, floor,
+                                               _rounding.summation_length(problem))
 
     @staticmethod
     def _public(vector):

@@ -169,7 +169,8 @@ def _gradient_error(problem, theta, weights, M, low, eta, eta_anchor):
     _, d1, d2 = problem.family.derivatives(eta, problem.y)
     reference = d2 if eta_anchor is eta else problem.family.derivatives(eta_anchor, problem.y)[2]
     return _rounding.scalar_gradient_error(problem, weights, theta, weights * np.abs(d1), weights * d2,
-                                           np.abs(eta), 0.0, M, low, weights * reference)[1]
+                                           np.abs(eta), 0.0, M, low, weights * reference, 1.0,
+                                           _rounding.summation_length(problem))[1]
 
 
 def _softmax_spread(eta):

@@ -23,7 +23,9 @@ plus the penalty:
   (p - y with p, y in [0, 1]), 3 eps (e^eta + y) for Poisson, eps (|eta| + |y|) for squared loss,
   (K + 4) eps per class for softmax;
 * the sum over n samples, in any order, is off by at most n eps sum_i |r_i| ||x~_i|| (in the
-  2-norm over coordinates), and the product r_i = w_i l'_i by eps |r_i|;
+  2-norm over coordinates), and the product r_i = w_i l'_i by eps |r_i|; where every gradient
+  rif forms for the problem sums its rows in parts (:func:`summation_length`), each coordinate's
+  sum passes through at most L <= n partial sums in a row and n becomes L;
 * the penalty term and the final addition by 2 eps (||g|| + lambda ||theta||).
 """
 
@@ -33,7 +35,26 @@ import scipy.sparse as sp
 EPS = np.finfo(float).eps
 
 
-def scalar_gradient_error(problem, weights, theta, residual, curvature, eta, move, M, lam_low, reference, floor=1.0):
+def summation_length(problem):
+    """A bound L of the number of terms any coordinate of a scalar GLM's gradient is summed over in
+    a row, for every route rif computes it by (:func:`rif._design.loss_gradients` for the
+    certificates' passes, :func:`rif._design.loss_gradient` for single evaluations): both cut a
+    dense C-ordered float64 X without offset into ``parts`` row blocks of at most ceil(n / parts)
+    rows, summed within a block (by BLAS or the compiled kernel, in any order) and then over the
+    blocks, so L = ceil(n / parts) + parts; n for any other design."""
+    from ._config import FUSED_PARTS
+
+    X, n = problem.X, problem.n_samples
+    fused = (isinstance(X, np.ndarray) and X.flags.c_contiguous and X.dtype == np.float64
+             and getattr(problem, "offset", None) is None and problem.family.code is not None)
+    if not fused:
+        return n
+    parts = max(1, min(FUSED_PARTS, n // 1024))
+    return min(n, -(-n // parts) + parts)
+
+
+def scalar_gradient_error(problem, weights, theta, residual, curvature, eta, move, M, lam_low, reference, floor=1.0,
+                          terms=None):
     """Bounds (in the 2-norm, and in the norm of A^{-1}) of fl(g) - g for a scalar GLM's gradient at
     ``theta`` with ``weights``, given bounds (per sample, weighted) of |r_i| = w_i |l'_i|
     (``residual``) and of c_i = w_i l''_i (``curvature``) there, and of |eta_i| (``eta``); ``move``
@@ -45,7 +66,8 @@ def scalar_gradient_error(problem, weights, theta, residual, curvature, eta, mov
     (as C_ref^{1/2} X~ A^{-1} X~^T C_ref^{1/2} <= I / floor), far below the sum of its terms' norms;
     the other parts are bounded term by term and divided by lam_low^{1/2}. Every per-sample array may
     carry leading axes (one row per set, ``theta`` then (..., p), ``lam_low`` (...)); a removed sample
-    (weight 0) adds nothing."""
+    (weight 0) adds nothing. ``terms``: how many terms each coordinate's sum passes through in a row
+    (:func:`summation_length`; n by default, right for any order)."""
     from ._families import Binomial, Gaussian
 
     y, family = problem.y, problem.family
@@ -67,7 +89,8 @@ def scalar_gradient_error(problem, weights, theta, residual, curvature, eta, mov
     lam = lam.reshape(np.shape(theta_norm[..., 0]))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         from_eta = np.minimum(curvature * np.exp(M * (move + d)), cap) * d
-        rest = np.sum((slope + (problem.n_samples + 1) * EPS * residual) * norms, axis=-1)
+        terms = problem.n_samples if terms is None else terms
+        rest = np.sum((slope + (terms + 1) * EPS * residual) * norms, axis=-1)
         rest = (1.0 + 4.0 * EPS) * rest + 2.0 * EPS * lam * theta_norm[..., 0]
         whole = rest + (1.0 + 4.0 * EPS) * np.sum(from_eta * norms, axis=-1)
         seen = reference > 0
