@@ -285,10 +285,12 @@ class AttributionMixin:
             estimates = self._stage_estimates(problem, sets, pending, method, factors, last_seen, anchors)
             certificates = self._certify_pending(problem, sets, pending, estimates, factors, prepare)
             if method == "retrain":
-                # refits the leave-out route leaves open: through the last Hessian each refit formed
+                # refits the leave-out route leaves open: through the last Hessian each refit formed, where
+                # that bound proves what is asked (rtol; for certified refits, about the rounding floor)
                 references = [anchors.pop(j, None) for j in pending]
                 certificates = _certify_refit.fill_anchored(problem, [sets[j] for j in pending], estimates,
-                                                            certificates, references)
+                                                            certificates, references,
+                                                            enough or _certify_refit.near_floor)
                 if enough is not None:
                     # else through H_{-S}(theta^) itself with the curvature's worst drift from theta^, where
                     # that bound is enough (before a Hessian of their own, in fill_refits)

@@ -765,14 +765,14 @@ class Certifier:
 
     def _ball_effect(self, cert, target):
         """|f(theta*) - f(theta_e)| for a certificate that holds theta* within ``cert.bound`` of
-        theta_e in the 2-norm and nothing more (a refit's, :mod:`rif._certify_refit`): each eta_j
-        moves by at most t_j = ||x~_j|| bound, so |phi_j(eta_j + d) - phi_j(eta_j)| <= |phi_j'| t_j +
-        kappa_j t_j^2 / 2 with kappa_j >= |phi_j''| within t_j of eta_j."""
+        theta_e in the 2-norm and nothing more (a refit's, :mod:`rif._certify_refit`): by Taylor,
+        |f(theta*) - f(theta_e)| <= ||grad f(theta_e)|| bound + sum_j kappa_j t_j^2 / 2, as each eta_j
+        moves by at most t_j = ||x~_j|| bound and kappa_j >= |phi_j''| within t_j of eta_j."""
         eta = target.eta(cert.theta_e)
         t = np.sqrt(_row_norms_sq(target.X, target.fit_intercept)) * cert.bound
-        slope = np.abs(target.per_sample(eta)[1])
+        first = float(np.linalg.norm(target.gradient(cert.theta_e))) * cert.bound
         with np.errstate(over="ignore", invalid="ignore"):
-            bound = float(slope @ t + 0.5 * self._phi_curvature(target, eta, t) @ t**2)
+            bound = first + 0.5 * float(self._phi_curvature(target, eta, t) @ t**2)
         return np.inf if np.isnan(bound) else bound
 
     def _loose_effect(self, cert, target):
@@ -1212,12 +1212,12 @@ class MultinomialCertifier(Certifier):
     def _ball_effect(self, cert, target):
         """:meth:`Certifier._ball_effect` for a SoftmaxTarget: eta_j = Theta x~_j moves by
         ||delta_j||_2 <= ||x~_j|| ||dTheta||_F <= t_j = ||x~_j|| bound, with a span of at most
-        2^{1/2} t_j, so |phi_j(eta_j + delta_j) - phi_j(eta_j)| <= ||grad phi_j|| t_j + kappa_j t_j^2 / 2."""
+        2^{1/2} t_j, so |f(theta*) - f(theta_e)| <= ||grad f(theta_e)|| bound + sum_j kappa_j t_j^2 / 2."""
         eta = target.eta(self.problem.from_public(cert.theta_e))
         t = np.sqrt(_row_norms_sq(target.rows, False)) * cert.bound
-        slope = np.linalg.norm(target.phi(eta, target.y)[1], axis=1)
+        first = float(np.linalg.norm(target.gradient(cert.theta_e))) * cert.bound
         with np.errstate(over="ignore", invalid="ignore"):
-            bound = float(slope @ t + 0.5 * self._phi_curvature(target, eta, np.sqrt(2.0) * t) @ t**2)
+            bound = first + 0.5 * float(self._phi_curvature(target, eta, np.sqrt(2.0) * t) @ t**2)
         return np.inf if np.isnan(bound) else bound
 
     def _phi_curvature(self, target, eta, span):

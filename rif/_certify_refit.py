@@ -47,6 +47,18 @@ from ._rounding import _row_norms
 #: a set whose solves with H_e may be off by more than this (relative) is left uncertified
 _MAX_SOLVE_ERROR = 1e-3
 
+#: a certified refit's bound through an anchor is kept when at most this share of max(1, ||dtheta||)
+#: (else the Hessian at the result, whose bound is near the rounding floor, is formed)
+ANCHORED_SHARE = 1e-6
+
+
+def near_floor(estimate, bound):
+    """Whether a refit's bound through an anchor is close enough to the rounding floor to keep
+    (:data:`ANCHORED_SHARE`): the anchor's drift factor e^m grows with how far the refit went on
+    after forming it (digits' softmax refits: up to 5e-5 of the change, against 7e-8 through the
+    Hessian at the result)."""
+    return bound <= ANCHORED_SHARE * max(1.0, float(np.linalg.norm(estimate)))
+
 
 def refit_bound(problem, index, dtheta, anchor=None):
     """(bound, bound_h) for the refit ``dtheta`` (the user's parameter order) of removing ``index``:
