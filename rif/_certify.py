@@ -363,8 +363,9 @@ class Certifier:
         ||x~_i|| ||dtheta|| for squared loss."""
         problem, M = self.problem, self.M
         move = alpha / M if M > 0 else _rounding.row_norms(problem) * float(np.linalg.norm(dtheta))
-        grown = np.expm1(M * move) / M if M > 0 else move            # int_0^move e^{M t} dt
-        residual = np.abs(problem.residual) + problem.curvature * grown
+        with np.errstate(over="ignore", invalid="ignore"):
+            grown = np.expm1(M * move) / M if M > 0 else move        # int_0^move e^{M t} dt (inf past floats)
+            residual = np.abs(problem.residual) + np.where(problem.curvature > 0, problem.curvature * grown, 0.0)
         reference = curvature_above(problem.curvature, problem.sample_weight)          # H >= X~^T C X~
         return _rounding.scalar_gradient_error(problem, weights, problem.theta + dtheta, residual,
                                                problem.curvature, np.abs(problem.eta) + move, move, M,

@@ -279,6 +279,10 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter, start=None, solve
 
     if start is not None:
         theta, value, grad = start
+        if not hasattr(problem, "leave_out_start"):
+            home = _home_start(problem, index, weights)
+            if not value <= home[1]:                # never start where the objective is above theta^'s
+                theta, value, grad = home
     elif hasattr(problem, "leave_out_start"):         # a problem that states its own start (multinomial)
         theta, value, grad = problem.leave_out_start(index, weights)
         if grad is None:                            # a start away from theta^: one evaluation
@@ -287,12 +291,7 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter, start=None, solve
             if not value <= home[1]:                # never start where the objective is above theta^'s
                 theta, value, grad = home
     else:
-        theta = np.array(problem.theta)
-        # -sum_{i in S} g~_i = -(X~_S^T r_S + sum_{i in S} penalty_i P^T P theta^)
-        grad = -(rows(problem.X, index, problem.fit_intercept).T @ problem.residual[index]
-                 + problem.sample_penalty[index].sum() * problem.penalty_diag * theta)
-        penalty_norm = problem.penalty_diag @ theta**2
-        value = (weights @ problem.loss + 0.5 * problem.penalty_total(weights) * penalty_norm)
+        theta, value, grad = _home_start(problem, index, weights)
     if solve is None:
         solve = _chord_solver(problem, index)
     state = (theta, value, grad)
@@ -313,6 +312,19 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter, start=None, solve
     result = newton_refit(problem, weights, state[0], tol=tol, max_iter=max_iter)
     return RefitResult(result.theta, total + result.n_iter, result.converged, result.gradient_norm,
                        anchor=result.anchor if keep_anchor else None)
+
+
+def _home_start(problem, index, weights):
+    """(theta^, F_S(theta^), grad F_S(theta^)) of a scalar GLM from cached quantities (no pass)."""
+    from ._design import rows
+
+    theta = np.array(problem.theta)
+    # -sum_{i in S} g~_i = -(X~_S^T r_S + sum_{i in S} penalty_i P^T P theta^)
+    grad = -(rows(problem.X, index, problem.fit_intercept).T @ problem.residual[index]
+             + problem.sample_penalty[index].sum() * problem.penalty_diag * theta)
+    penalty_norm = problem.penalty_diag @ theta**2
+    value = weights @ problem.loss + 0.5 * problem.penalty_total(weights) * penalty_norm
+    return theta, value, grad
 
 
 def _chord_solver(problem, index):

@@ -424,3 +424,26 @@ def test_the_rounding_bound_counts_the_row_parts_of_the_sum():
     for gap in (computed - exact, evaluated - exact):
         assert np.linalg.norm(gap) <= parted
     assert parted < anywise / 10
+
+
+def test_auto_on_a_nearly_separable_problem_refits_from_theta_hat_where_its_estimates_are_worse(monkeypatch):
+    """Found by fuzzing (tests/data/binomial_far_start.npz: 254 x 45, no intercept, lambda = 1.3e-4):
+    the chord points of two sets lie where the objective is far above theta^'s, so the refits that
+    auto started there did not converge (one 8e4 away from the refit), and one set's loose bound was
+    NaN (a linear predictor's move past floats, times a zero curvature). Now the refits start at
+    theta^ there, and the bounds are finite."""
+    import warnings
+
+    from rif import _certify_dense
+
+    data = np.load(DATA / "binomial_far_start.npz")
+    problem = GLMProblem(data["X"], data["y"], "binomial", penalty=float(data["penalty"]), fit_intercept=False,
+                         sample_weight=data["sample_weight"])
+    sets = [data["set0"], data["set1"], data["set2"]]
+    monkeypatch.setattr(_certify_dense, "applies", lambda problem: False)     # (the route of larger shapes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")              # no unconverged refit, no overflow turned NaN
+        result = problem.params_change(sets, "auto", certify=True, rtol=1e-6)
+    truth = problem.params_change(sets, "retrain")
+    assert np.all(result.certified) and not np.any(np.isnan(result.bound))
+    assert np.all(np.linalg.norm(result.value - truth, axis=1) <= result.bound + 1e-9)
