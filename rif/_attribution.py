@@ -294,7 +294,8 @@ class AttributionMixin:
                 if enough is not None:
                     # else through H_{-S}(theta^) itself with the curvature's worst drift from theta^, where
                     # that bound is enough (before a Hessian of their own, in fill_refits)
-                    references = [_certify_refit.leave_out_anchor(problem, factors[j]) for j in pending]
+                    references = [None if c.certified else _certify_refit.leave_out_anchor(problem, factors[j])
+                                  for j, c in zip(pending, certificates)]
                     certificates = _certify_refit.fill_anchored(problem, [sets[j] for j in pending], estimates,
                                                                 certificates, references, enough)
             # the refit's first chord step from each estimate is offered to accept_step: this very pass
@@ -369,18 +370,12 @@ class AttributionMixin:
     def _softmax_refits(self, problem, sets, pending, anchors):
         """Softmax models' refits of the pending sets (as :meth:`_batch` runs them), with the last
         Hessian each formed put in ``anchors`` by position."""
-        from ._estimators import _warn_unconverged
-        from ._multinomial import refit
+        from ._multinomial import _refits
 
-        out, results = [], []
-        for j in pending:
-            dtheta, result = refit(problem, sets[j], self.tol, self.max_iter, keep_anchor=True)
-            out.append(dtheta)
-            results.append(result)
-            if result.anchor is not None:
-                anchors[j] = result.anchor
-        _warn_unconverged(results)
-        return problem.to_public(np.array(out))
+        found = {}
+        out = _refits(problem, [sets[j] for j in pending], self.tol, self.max_iter, self.progress, anchors=found)
+        anchors.update((pending[k], anchor) for k, anchor in found.items())
+        return problem.to_public(out)
 
     @staticmethod
     def _certify_pending(problem, sets, pending, estimates, factors, prepare=None):

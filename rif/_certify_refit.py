@@ -173,7 +173,7 @@ def _gradient_error(problem, theta, weights, M, low, eta, eta_anchor):
 
     if hasattr(problem, "theta_block"):               # softmax: tr A_i per unit weight
         cert, dtheta = certifier(problem), problem.to_public(theta - problem.theta_block)
-        spread = _softmax_spread(eta_anchor)
+        spread = _softmax_spread(problem, eta_anchor)
         if eta_anchor is eta:
             return cert.gradient_error(None, dtheta, weights, None, 1.0, (spread, low))[1]
         alpha = M * np.ptp(eta - eta_anchor, axis=1)
@@ -185,10 +185,11 @@ def _gradient_error(problem, theta, weights, M, low, eta, eta_anchor):
                                            _rounding.summation_length(problem))[1]
 
 
-def _softmax_spread(eta):
+def _softmax_spread(problem, eta):
     """tr A_i = sum_k p_ik (1 - p_ik) for linear predictors ``eta`` (n, K)."""
-    prob = np.exp(eta - eta.max(axis=1, keepdims=True))
-    prob /= prob.sum(axis=1, keepdims=True)
+    from ._multinomial import softmax_loss
+
+    prob = softmax_loss(eta, problem.y)[1]
     return np.sum(prob * (1.0 - prob), axis=1)
 
 

@@ -682,17 +682,20 @@ def _refit_chunk(problem, sets, tol, max_iter):
         return [refit(problem, index, tol, max_iter) for index in sets]
 
 
-def _refits(problem, sets, tol, max_iter, progress, n_jobs=None):
+def _refits(problem, sets, tol, max_iter, progress, n_jobs=None, anchors=None):
     """Exact refits of ``sets`` (block order), one after the other or, with ``n_jobs``, in chunks
-    through joblib (whose backend, e.g. dask, may spread them over a cluster)."""
+    through joblib (whose backend, e.g. dask, may spread them over a cluster). ``anchors``, a dict,
+    receives the last Hessian each refit formed (:attr:`rif._solvers.RefitResult.anchor`) by
+    position in ``sets``, for refits run one after the other."""
     from joblib import Parallel, delayed, effective_n_jobs
     from tqdm.auto import tqdm
 
     from ._estimators import _progress_disabled, _warn_unconverged
 
     bar = tqdm(total=len(sets), desc="exact refits", disable=_progress_disabled(progress, len(sets)))
+    keep = anchors is not None and n_jobs in (None, 1)
     if n_jobs in (None, 1):
-        chunks = ([refit(problem, index, tol, max_iter)] for index in sets)
+        chunks = ([refit(problem, index, tol, max_iter, keep)] for index in sets)
     else:
         size = max(1, -(-len(sets) // (4 * effective_n_jobs(n_jobs))))
         chunks = Parallel(n_jobs=n_jobs, return_as="generator")(
@@ -701,6 +704,8 @@ def _refits(problem, sets, tol, max_iter, progress, n_jobs=None):
     with bar:
         for chunk in chunks:
             for dtheta, result in chunk:
+                if keep and result.anchor is not None:
+                    anchors[len(results)] = result.anchor
                 out[len(results)] = dtheta
                 results.append(result)
             bar.update(len(chunk))

@@ -275,8 +275,6 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter, start=None, solve
     ``solve`` = H_{-S}(theta^)^{-1} gives the chord matrix's factorisation (e.g. the one that
     certificate used) instead of building it. ``keep_anchor``: the result carries the last Hessian
     formed (:attr:`RefitResult.anchor`)."""
-    from ._design import rows
-
     if start is not None:
         theta, value, grad = start
         if not hasattr(problem, "leave_out_start"):
