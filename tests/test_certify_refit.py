@@ -205,6 +205,18 @@ def test_the_softmax_gradient_error_bound_covers_the_rounding():
         alpha = cert.M * np.ptp(problem.eta_at(theta) - problem.predictors, axis=1)
         through, through_h = cert.gradient_error(index, dtheta, weights, alpha, 1.0)
         assert np.linalg.norm(gap) <= through
+        # through an anchor theta_j's blocks (a refit's last Hessian), in the norm of H^(theta_j)^{-1}
+        from rif._certify_refit import _softmax_spread
+
+        move = np.random.default_rng(1).standard_normal(theta.shape)
+        anchor = theta + 0.3 * move / np.linalg.norm(move)
+        at_anchor = problem.hessian_at(anchor, weights)
+        low_anchor = float(np.linalg.eigvalsh(at_anchor)[0]) * (1 - 1e-9)
+        eta_anchor = problem.eta_at(anchor)
+        alpha = cert.M * np.ptp(problem.eta_at(theta) - eta_anchor, axis=1)
+        _, anchored_h = cert.gradient_error(index, dtheta, weights, alpha, 1.0,
+                                            anchor=(weights * _softmax_spread(problem, eta_anchor), low_anchor))
+        assert np.sqrt(gap @ np.linalg.solve(at_anchor, gap)) <= anchored_h
 
 
 # -- through the refit's last Hessian (an anchor away from the estimate) ------------------------------------
