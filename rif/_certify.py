@@ -362,15 +362,23 @@ class Certifier:
         theta^ and each linear predictor's move there: |eta_i - eta^_i| <= alpha_i / M, and
         ||x~_i|| ||dtheta|| for squared loss."""
         problem, M = self.problem, self.M
+        residual_hat, eta_hat, reference, curved = self._at_theta_hat
         move = alpha / M if M > 0 else _rounding.row_norms(problem) * float(np.linalg.norm(dtheta))
         with np.errstate(over="ignore", invalid="ignore"):
-            grown = np.expm1(M * move) / M if M > 0 else move        # int_0^move e^{M t} dt (inf past floats)
-            residual = np.abs(problem.residual) + np.where(problem.curvature > 0, problem.curvature * grown, 0.0)
-        reference = curvature_above(problem.curvature, problem.sample_weight)          # H >= X~^T C X~
+            grown = np.expm1(alpha) / M if M > 0 else move        # int_0^move e^{M t} dt (inf past floats)
+            residual = residual_hat + np.where(curved, problem.curvature * grown, 0.0)
         return _rounding.scalar_gradient_error(problem, weights, problem.theta + dtheta, residual,
-                                               problem.curvature, np.abs(problem.eta) + move, move, M,
+                                               problem.curvature, eta_hat + move, move, M,
                                                floor * self.lambda_min, reference, floor,
                                                _rounding.summation_length(problem))
+
+    @cached_property
+    def _at_theta_hat(self):
+        """|r_i|, |eta_i| and curvature_above(c_i) at theta^ (H >= X~^T C X~), and where c_i > 0:
+        what :meth:`gradient_error` grows from."""
+        problem = self.problem
+        return (np.abs(problem.residual), np.abs(problem.eta),
+                curvature_above(problem.curvature, problem.sample_weight), problem.curvature > 0)
 
     @staticmethod
     def _public(vector):

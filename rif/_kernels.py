@@ -299,3 +299,55 @@ def newton_point_remainders(moves, reach, form, lost, radius, bound, main, scale
                 break
             r = candidate
         out[s] = r
+
+
+@njit(**JIT_OPTIONS)
+def gradient_rounding_sums(code, weights, residual, curvature, eta, move, reference, norms, y, offset, theta_norm,
+                           M, eta_eps, sum_eps, out):
+    """The per-sample sums of :func:`rif._rounding.scalar_gradient_error` in one pass over the
+    samples, for each row b of the (B, n) arrays (``norms``, ``y`` and ``offset`` = |offset_i| are
+    (n,), ``theta_norm`` (B,)). With d_i = ``eta_eps`` (||x~_i|| ||theta_b|| + |offset_i|) the
+    rounding of eta_i, the change of l' it brings e_i = min(c_i e^{M (move_i + d_i)}, cap_i) d_i and
+    the slope s_i of l' (family ``code``; for the logistic loss r_i <= w_i and cap_i = w_i / 4, else
+    cap_i = inf), writes into ``out`` (B, 4):
+
+        sum_i (s_i + sum_eps r_i) ||x~_i||,   sum_i e_i ||x~_i||,
+        sum_{ref_i > 0} e_i^2 / ref_i,   sum_{ref_i <= 0} e_i ||x~_i||.
+
+    NaN (0 times an overflowed exponential) propagates as in NumPy."""
+    B, n = weights.shape
+    eps = np.finfo(np.float64).eps
+    for b in range(B):
+        rest = 0.0
+        whole = 0.0
+        weighted = 0.0
+        unseen = 0.0
+        for i in range(n):
+            w = weights[b, i]
+            r = residual[b, i]
+            if code == BINOMIAL_LOGIT:
+                slope = 4.0 * eps * w
+                if w < r:
+                    r = w
+                cap = 0.25 * w
+            elif code == GAUSSIAN_IDENTITY:
+                slope = eps * w * (eta[b, i] + abs(y[i]))
+                cap = np.inf
+            else:
+                slope = 3.0 * eps * w * (np.exp(min(eta[b, i], 709.0)) + abs(y[i]))
+                cap = np.inf
+            d = eta_eps * (norms[i] * theta_norm[b] + offset[i])
+            e = curvature[b, i] * np.exp(M * (move[b, i] + d))
+            if e > cap:
+                e = cap
+            e *= d
+            rest += (slope + sum_eps * r) * norms[i]
+            whole += e * norms[i]
+            if reference[b, i] > 0.0:
+                weighted += e * e / reference[b, i]
+            else:
+                unseen += e * norms[i]
+        out[b, 0] = rest
+        out[b, 1] = whole
+        out[b, 2] = weighted
+        out[b, 3] = unseen

@@ -373,7 +373,8 @@ class LeaveOutHessian:
         self.woodbury = k < p
         if self.woodbury:
             self.wd = w * self.d
-            self.inner = np.eye(k) - self.wd @ w.T
+            root = w if np.all(self.d == 1.0) else w * np.sqrt(self.d)
+            self.inner = np.eye(k) - root @ root.T          # W D W^T as a symmetric rank-k update
         else:
             self.inner = np.diag(1.0 / self.d) - w.T @ w
         self.chol = equilibrated_cholesky(self.inner, what)   # ``inner`` is kept for certificates

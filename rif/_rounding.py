@@ -68,36 +68,38 @@ def scalar_gradient_error(problem, weights, theta, residual, curvature, eta, mov
     carry leading axes (one row per set, ``theta`` then (..., p), ``lam_low`` (...)); a removed sample
     (weight 0) adds nothing. ``terms``: how many terms each coordinate's sum passes through in a row
     (:func:`summation_length`; n by default, right for any order)."""
-    from ._families import Binomial, Gaussian
+    from ._kernels import gradient_rounding_sums
 
-    y, family = problem.y, problem.family
-    norms = row_norms(problem)
-    theta_norm = np.linalg.norm(theta, axis=-1)[..., None]
-    cap = np.inf
-    if isinstance(family, Binomial):
-        slope = 4.0 * EPS * weights
-        residual, cap = np.minimum(residual, weights), 0.25 * weights        # |p - y| <= 1, p (1 - p) <= 1/4
-    elif isinstance(family, Gaussian):
-        slope = EPS * weights * (eta + np.abs(y))
-    else:                                                    # Poisson: e^eta - y
-        with np.errstate(over="ignore"):
-            slope = 3.0 * EPS * weights * (np.exp(np.minimum(eta, 709.0)) + np.abs(y))
+    n, code = problem.n_samples, problem.family.code
+    theta = np.asarray(theta, dtype=float)
+    per_sample = [np.asarray(a, dtype=float) for a in (weights, residual, curvature, eta, move, reference)]
+    shape = np.broadcast_shapes(theta.shape[:-1] + (n,), *(a.shape for a in per_sample))
+    lead, rows = shape[:-1], int(np.prod(shape[:-1], dtype=int))
+    if code is None:                # no bound of l' and its rounding known for the family
+        return (np.full(lead, np.inf), np.full(lead, np.inf)) if lead else (np.inf, np.inf)
+    weights, residual, curvature, eta, move, reference = (
+        np.broadcast_to(a, shape).reshape(rows, n) for a in per_sample)
+    theta_norm = np.broadcast_to(np.linalg.norm(theta, axis=-1), lead).reshape(rows)
     offset = getattr(problem, "offset", None)
-    # each linear predictor's rounding, and the change of l' it brings
-    d = (problem.n_params + 2) * EPS * (norms * theta_norm + (0.0 if offset is None else np.abs(offset)))
-    lam = np.array([problem.penalty_total(w) for w in np.reshape(weights, (-1, weights.shape[-1]))])
-    lam = lam.reshape(np.shape(theta_norm[..., 0]))
+    offset = np.zeros(n) if offset is None else np.abs(np.asarray(offset, dtype=float))
+    terms = n if terms is None else terms
+    sums = np.empty((rows, 4))
+    # each linear predictor is off by (p + 2) eps (||x~_i|| ||theta|| + |offset_i|), and l' by the
+    # change that brings; the other terms per sample (see the module doc)
+    gradient_rounding_sums(code, weights, residual, curvature, eta, move, reference,
+                           row_norms(problem), np.asarray(problem.y, dtype=float), offset, theta_norm, float(M),
+                           (problem.n_params + 2) * EPS, (terms + 1) * EPS, sums)
+    # (each sum of n non-negative terms, formed in order, is within (n - 1) eps of its value)
+    sums *= 1.0 + n * EPS
+    lam = np.array([problem.penalty_total(w) for w in weights])
+    lam_low = np.broadcast_to(np.asarray(lam_low, dtype=float), lead).reshape(rows)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        from_eta = np.minimum(curvature * np.exp(M * (move + d)), cap) * d
-        terms = problem.n_samples if terms is None else terms
-        rest = np.sum((slope + (terms + 1) * EPS * residual) * norms, axis=-1)
-        rest = (1.0 + 4.0 * EPS) * rest + 2.0 * EPS * lam * theta_norm[..., 0]
-        whole = rest + (1.0 + 4.0 * EPS) * np.sum(from_eta * norms, axis=-1)
-        seen = reference > 0
-        weighted = np.sqrt(np.sum(np.where(seen, from_eta**2 / np.where(seen, reference, 1.0), 0.0), axis=-1) / floor)
-        unseen = np.sum(np.where(seen, 0.0, from_eta * norms), axis=-1)
-        in_a = (1.0 + 4.0 * EPS) * (weighted + unseen / np.sqrt(lam_low)) + rest / np.sqrt(lam_low)
-    in_a = np.where(np.asarray(lam_low) > 0, in_a, np.inf)
+        rest = (1.0 + 4.0 * EPS) * sums[:, 0] + 2.0 * EPS * lam * theta_norm
+        whole = rest + (1.0 + 4.0 * EPS) * sums[:, 1]
+        weighted = np.sqrt(sums[:, 2] / floor)
+        in_a = (1.0 + 4.0 * EPS) * (weighted + sums[:, 3] / np.sqrt(lam_low)) + rest / np.sqrt(lam_low)
+    in_a = np.where(lam_low > 0, in_a, np.inf)
+    whole, in_a = whole.reshape(lead), in_a.reshape(lead)
     return (whole, in_a) if np.ndim(whole) else (float(whole), float(in_a))
 
 

@@ -129,3 +129,26 @@ def newton_point_remainders(moves, reach, form, lost, radius, bound, main, scale
         candidate = scale * np.minimum(expanded, whole)
         r = np.where(candidate < r, candidate, r)
     return r
+
+
+def gradient_rounding_sums(code, weights, residual, curvature, eta, move, reference, norms, y, offset, theta_norm,
+                           M, eta_eps, sum_eps):
+    """rif._kernels.gradient_rounding_sums as array expressions: the sums (B, 4)."""
+    eps = np.finfo(float).eps
+    cap = np.inf
+    if code == 0:                                        # logistic
+        slope = 4.0 * eps * weights
+        residual, cap = np.minimum(residual, weights), 0.25 * weights
+    elif code == 1:                                      # squared loss
+        slope = eps * weights * (eta + np.abs(y))
+    else:                                                # Poisson
+        slope = 3.0 * eps * weights * (np.exp(np.minimum(eta, 709.0)) + np.abs(y))
+    d = eta_eps * (norms * theta_norm[:, None] + offset)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        from_eta = np.minimum(curvature * np.exp(M * (move + d)), cap) * d
+        seen = reference > 0
+        return np.column_stack([
+            ((slope + sum_eps * residual) * norms).sum(axis=1),
+            (from_eta * norms).sum(axis=1),
+            np.where(seen, from_eta**2 / np.where(seen, reference, 1.0), 0.0).sum(axis=1),
+            np.where(seen, 0.0, from_eta * norms).sum(axis=1)])

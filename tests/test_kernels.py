@@ -125,3 +125,29 @@ def test_first_order_drift_terms_match_the_numpy_twin(seed, n, m):
     want, want_moved = first_order_drift_terms(at_estimate, at_hat, alpha, reach, xw, xv, 1.0, 0.8, 0.3, 0.05)
     np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(moved, want_moved, rtol=1e-10, atol=1e-14)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.sampled_from([1, 7, 400]), sets=st.sampled_from([1, 3]),
+       code=st.sampled_from([_kernels.BINOMIAL_LOGIT, _kernels.GAUSSIAN_IDENTITY, _kernels.POISSON_LOG]))
+def test_gradient_rounding_sums_match_the_numpy_twin(seed, n, sets, code):
+    """The fused sums of the gradient's rounding bound against the array expressions, with removed
+    samples (weight 0), samples of no reference curvature, and moves for which e^{M (move + d)}
+    overflows (NaN where it meets a zero curvature, in both)."""
+    from naive import gradient_rounding_sums
+
+    rng = np.random.default_rng(seed)
+    weights = rng.exponential(1.0, (sets, n)) * (rng.random((sets, n)) < 0.9)
+    residual, curvature = rng.exponential(0.3, (sets, n)), rng.exponential(0.2, (sets, n))
+    curvature[rng.random((sets, n)) < 0.05] = 0.0
+    eta = rng.exponential(2.0, (sets, n))
+    move = np.where(rng.random((sets, n)) < 0.03, 800.0, rng.exponential(0.2, (sets, n)))
+    reference = curvature * (rng.random((sets, n)) < 0.9)
+    norms, y, offset = rng.exponential(3.0, n), rng.poisson(2.0, n).astype(float), rng.exponential(0.1, n)
+    theta_norm = rng.exponential(2.0, sets)
+    args = (code, weights, residual, curvature, eta, move, reference, norms, y, offset, theta_norm, 1.0, 1e-14, 3e-12)
+    out = np.empty((sets, 4))
+    _kernels.gradient_rounding_sums(*args, out)
+    want = gradient_rounding_sums(*args)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
+    np.testing.assert_allclose(out, want, rtol=1e-12)
