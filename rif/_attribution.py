@@ -323,7 +323,7 @@ class AttributionMixin:
             if warm is not None:
                 return warm
             if anchors is not None and hasattr(problem, "theta_block") and self.n_jobs in (None, 1):
-                return self._softmax_refits(problem, sets, pending, anchors)
+                return self._softmax_refits(problem, sets, pending, anchors, factors, last_seen or {})
 
         if method == "newton" and hasattr(problem, "family"):        # the GLMs' removed gradient
             for j in pending:
@@ -367,13 +367,25 @@ class AttributionMixin:
             anchors.update((j, result.anchor) for j, result in zip(pending, results) if result.anchor is not None)
         return np.array([result.theta - problem.theta for result in results])
 
-    def _softmax_refits(self, problem, sets, pending, anchors):
+    def _softmax_refits(self, problem, sets, pending, anchors, factors, last_seen):
         """Softmax models' refits of the pending sets (as :meth:`_batch` runs them), with the last
-        Hessian each formed put in ``anchors`` by position."""
+        Hessian each formed put in ``anchors`` by position. As in :meth:`_warm_refits`, a set whose
+        certificate made a pass at an estimate starts there, with that certificate's factorisation
+        of H_{-S}(theta^) as its chord matrix."""
         from ._multinomial import _refits
 
+        starts, solves = [], []
+        for j in pending:
+            factor = factors[j]
+            usable = factor is not None and factor.solve is not None and not factor.reason
+            solves.append(factor.solve if usable else None)
+            cert = last_seen[j][1] if last_seen.get(j) is not None else None
+            warm = (usable and cert is not None and cert.theta_e is not None and cert.value is not None
+                    and cert.gradient is not None)
+            starts.append((problem.from_public(cert.theta_e), cert.value, cert.gradient) if warm else None)
         found = {}
-        out = _refits(problem, [sets[j] for j in pending], self.tol, self.max_iter, self.progress, anchors=found)
+        out = _refits(problem, [sets[j] for j in pending], self.tol, self.max_iter, self.progress, anchors=found,
+                      starts=starts, solves=solves)
         anchors.update((pending[k], anchor) for k, anchor in found.items())
         return problem.to_public(out)
 

@@ -666,12 +666,14 @@ def removal_sets(problem, remove):
     return split_sets(remove, lambda index, position: _one_set(problem, index, position))
 
 
-def refit(problem, index, tol, max_iter, keep_anchor=False):
+def refit(problem, index, tol, max_iter, keep_anchor=False, start=None, solve=None):
     """(dtheta in block order, RefitResult) of the exact leave-``index``-out refit (with its last
-    Hessian, :attr:`rif._solvers.RefitResult.anchor`, when ``keep_anchor``)."""
+    Hessian, :attr:`rif._solvers.RefitResult.anchor`, when ``keep_anchor``); ``start`` and
+    ``solve`` as in :func:`rif._solvers.chord_refit`, in block order."""
     from ._solvers import chord_refit
 
-    result = chord_refit(problem, index, tol=tol, max_iter=max_iter, keep_anchor=keep_anchor)
+    result = chord_refit(problem, index, tol=tol, max_iter=max_iter, keep_anchor=keep_anchor, start=start,
+                         solve=solve)
     return result.theta - problem.theta_block, result
 
 
@@ -682,11 +684,12 @@ def _refit_chunk(problem, sets, tol, max_iter):
         return [refit(problem, index, tol, max_iter) for index in sets]
 
 
-def _refits(problem, sets, tol, max_iter, progress, n_jobs=None, anchors=None):
+def _refits(problem, sets, tol, max_iter, progress, n_jobs=None, anchors=None, starts=None, solves=None):
     """Exact refits of ``sets`` (block order), one after the other or, with ``n_jobs``, in chunks
     through joblib (whose backend, e.g. dask, may spread them over a cluster). ``anchors``, a dict,
     receives the last Hessian each refit formed (:attr:`rif._solvers.RefitResult.anchor`) by
-    position in ``sets``, for refits run one after the other."""
+    position in ``sets``, for refits run one after the other; so may ``starts`` and ``solves``
+    (one or None per set) give each refit its start and chord matrix (:func:`refit`)."""
     from joblib import Parallel, delayed, effective_n_jobs
     from tqdm.auto import tqdm
 
@@ -695,7 +698,9 @@ def _refits(problem, sets, tol, max_iter, progress, n_jobs=None, anchors=None):
     bar = tqdm(total=len(sets), desc="exact refits", disable=_progress_disabled(progress, len(sets)))
     keep = anchors is not None and n_jobs in (None, 1)
     if n_jobs in (None, 1):
-        chunks = ([refit(problem, index, tol, max_iter, keep)] for index in sets)
+        starts, solves = starts or [None] * len(sets), solves or [None] * len(sets)
+        chunks = ([refit(problem, index, tol, max_iter, keep, start, solve)]
+                  for index, start, solve in zip(sets, starts, solves))
     else:
         size = max(1, -(-len(sets) // (4 * effective_n_jobs(n_jobs))))
         chunks = Parallel(n_jobs=n_jobs, return_as="generator")(

@@ -151,7 +151,7 @@ def _newton_refit(problem, weights, theta0, tol, max_iter):
 _MAX_CHORD_ITER = 2000
 
 
-def chord_refit(problem, index, *, tol=1e-10, max_iter=100, keep_anchor=False):
+def chord_refit(problem, index, *, tol=1e-10, max_iter=100, keep_anchor=False, start=None, solve=None):
     """Minimise the leave-``index``-out objective by chord iterations from theta^.
 
     See the module docstring. The first gradient and objective value come
@@ -167,7 +167,8 @@ def chord_refit(problem, index, *, tol=1e-10, max_iter=100, keep_anchor=False):
     fallback.
 
     ``keep_anchor``: the result carries the last Hessian the refit formed
-    (:attr:`RefitResult.anchor`, p x p arrays; otherwise dropped).
+    (:attr:`RefitResult.anchor`, p x p arrays; otherwise dropped). ``start`` and ``solve`` are
+    those of :func:`_chord_refit_steps`.
 
     Returns
     -------
@@ -176,7 +177,7 @@ def chord_refit(problem, index, *, tol=1e-10, max_iter=100, keep_anchor=False):
     """
     weights = _without(problem, index)
     with _single_threaded_blas():
-        return _drive(_chord_refit_steps(problem, index, weights, tol, max_iter, keep_anchor=keep_anchor),
+        return _drive(_chord_refit_steps(problem, index, weights, tol, max_iter, start, solve, keep_anchor),
                       lambda theta: problem.value_gradient(theta, weights))
 
 
@@ -277,10 +278,10 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter, start=None, solve
     formed (:attr:`RefitResult.anchor`)."""
     if start is not None:
         theta, value, grad = start
-        if not hasattr(problem, "leave_out_start"):
-            home = _home_start(problem, index, weights)
-            if not value <= home[1]:                # never start where the objective is above theta^'s
-                theta, value, grad = home
+        home = (problem.leave_out_start(index, weights, estimate=False) if hasattr(problem, "leave_out_start")
+                else _home_start(problem, index, weights))
+        if not value <= home[1]:                    # never start where the objective is above theta^'s
+            theta, value, grad = home
     elif hasattr(problem, "leave_out_start"):         # a problem that states its own start (multinomial)
         theta, value, grad = problem.leave_out_start(index, weights)
         if grad is None:                            # a start away from theta^: one evaluation
