@@ -373,6 +373,33 @@ def test_multinomial_certificates_are_tight_and_auto_keeps_rtol():
     assert np.all(np.abs(loss.value - exact) <= 0.01 * np.abs(exact) + 1e-12)
 
 
+
+def test_softmax_refits_in_auto_start_at_the_certified_estimate_with_its_factorisation(monkeypatch):
+    """``auto`` with rtol 1e-8 refits the sets of a softmax model: each refit starts at the estimate
+    its certificate evaluated and iterates with that certificate's H_{-S}(theta^) (no chord matrix of
+    its own), and lands on the plain refit."""
+    from rif._multinomial import MultinomialProblem
+
+    X, y = _softmax_data(600, 6, 3, 4)
+    problem = MultinomialProblem(X, y, 3, penalty=0.3, tol=1e-13)
+    rng = np.random.default_rng(5)
+    sets = [np.sort(3 + rng.choice(597, k, replace=False)) for k in (6, 40)]
+    truth = problem.params_change(sets, "retrain")
+    starts = []
+    original = rif._solvers._chord_refit_steps
+
+    def spy(problem_, index, weights, tol, max_iter, start=None, solve=None, keep_anchor=False):
+        starts.append((start is not None, solve is not None))
+        return original(problem_, index, weights, tol, max_iter, start, solve, keep_anchor)
+
+    monkeypatch.setattr(rif._solvers, "_chord_refit_steps", spy)
+    monkeypatch.setattr(MultinomialProblem, "refit_solver", lambda self, index: pytest.fail("own chord matrix"))
+    result = problem.params_change(sets, "auto", certify=True, rtol=1e-8)
+    # (a set the certified chord steps settle needs no refit to convergence)
+    assert list(result.method) == ["retrain", "retrain"] and starts and set(starts) == {(True, True)}
+    np.testing.assert_allclose(result.value, truth, rtol=1e-8, atol=1e-10)
+    assert np.all(result.certified) and np.all(np.linalg.norm(result.value - truth, axis=1) <= result.bound)
+
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**16), radius=st.sampled_from([0.01, 0.1, 0.5]), K=st.integers(2, 4))
 def test_the_softmax_drift_contains_the_hessians_nearby(seed, radius, K):
