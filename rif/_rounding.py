@@ -27,6 +27,10 @@ plus the penalty:
   rif forms for the problem sums its rows in parts (:func:`summation_length`), each coordinate's
   sum passes through at most L <= n partial sums in a row and n becomes L;
 * the penalty term and the final addition by 2 eps (||g|| + lambda ||theta||).
+
+The bound's own sums over the samples are formed in one compiled pass
+(:func:`rif._kernels.gradient_rounding_sums`) and taken (1 + n eps) larger, above their own
+rounding.
 """
 
 import numpy as np
