@@ -173,7 +173,8 @@ class _SetCertificate:
     drift_at_rho: tuple = (np.inf, np.inf)
     delta_prime: float = np.inf
     effect_columns: tuple = None     # (gradients, their H_0^{-1} solves) made by prepare_effects
-    effect_rows: np.ndarray = None   # X~ [dtheta_est, step, solves], (n, 4)
+    effect_rows: np.ndarray = None   # X~ [step, solves], (n, 3)
+    curvature_e: np.ndarray = None   # l''(eta_i) at theta_e from the pass (scalar GLMs; None: not known)
     gradient: np.ndarray = None      # grad F_S(theta_e) and F_S(theta_e) from the pass (None: not known)
     value: float = None
     chord_point: object = None       # the certificate of theta_e - step from its own pass (refine_all)
@@ -403,8 +404,9 @@ class Certifier:
 
     # -- one pass at the estimates ---------------------------------------------------------------
     def evaluate(self, sets, dthetas):
-        """(g, alpha, F_S(theta_e)) per set: g = grad F_S(theta_e) and alpha_i = M |x~_i^T dtheta_est|
-        for the kept samples (0 for the removed ones), shape (n,).
+        """(g, alpha, F_S(theta_e), l''(eta_e)) per set: g = grad F_S(theta_e), alpha_i =
+        M |x~_i^T dtheta_est| for the kept samples (0 for the removed ones) and each sample's
+        unweighted curvature at theta_e (for the effects' drift terms), both of shape (n,).
 
         In-memory X: one pass for up to 64 sets at once, eta = X~ Theta_e and X~^T (W o l'(eta))
         as matrix products; a dask X: one pass per set."""
@@ -417,12 +419,12 @@ class Certifier:
                 theta_e = problem.theta + dtheta
                 eta_e = problem._eta_at(theta_e)
                 deviation = np.where(weights > 0, np.abs(eta_e - problem.eta), 0.0)
-                loss, d1, _ = problem.family.derivatives(eta_e, problem.y)
+                loss, d1, d2 = problem.family.derivatives(eta_e, problem.y)
                 lam = problem.penalty_total(weights)
                 g = (_design.rmatvec(problem.X, weights * d1, problem.fit_intercept)
                      + lam * problem.penalty_diag * theta_e)
                 value = float(weights @ loss + 0.5 * lam * (problem.penalty_diag @ theta_e**2))
-                out.append((g, self.M * deviation, value))
+                out.append((g, self.M * deviation, value, d2))
             return out
         group = int(min(64, max(1, BLOCK_VALUES // problem.n_samples)))
         for start in range(0, len(sets), group):
@@ -431,14 +433,14 @@ class Certifier:
             weights = np.repeat(problem.sample_weight[:, None], len(chunk), axis=1)
             for k, index in enumerate(chunk):
                 weights[index, k] = 0.0
-            values, grads, deviation = _design.loss_gradients(problem.X, thetas, problem.fit_intercept, problem.y,
-                                                              weights, problem.family, problem.offset,
-                                                              reference=problem.eta)
+            values, grads, deviation, second = _design.loss_gradients(
+                problem.X, thetas, problem.fit_intercept, problem.y, weights, problem.family, problem.offset,
+                reference=problem.eta, curvatures=True)
             for k in range(len(chunk)):
                 lam = problem.penalty_total(weights[:, k])
                 g = grads[:, k] + lam * problem.penalty_diag * thetas[:, k]
                 value = float(values[k] + 0.5 * lam * (problem.penalty_diag @ thetas[:, k]**2))
-                out.append((g, self.M * deviation[:, k], value))
+                out.append((g, self.M * deviation[:, k], value, np.ascontiguousarray(second[:, k])))
         return out
 
     # -- the certificate -----------------------------------------------------------------------
@@ -446,14 +448,15 @@ class Certifier:
         """The :class:`_SetCertificate` of the estimate ``dtheta`` for removing ``index``."""
         if self.M is None:
             return _SetCertificate(np.inf, np.inf, False, f"no certificate for the {self.problem.family.name} family")
-        (g, alpha, value), = self.evaluate([index], [dtheta])
-        return self.certify(index, dtheta, g, alpha, self.factor(index) if factor is None else factor, value)
+        (g, alpha, value, *curvature), = self.evaluate([index], [dtheta])
+        return self.certify(index, dtheta, g, alpha, self.factor(index) if factor is None else factor, value,
+                            *curvature)
 
-    def certify(self, index, dtheta, g, alpha, factor, value=None):
+    def certify(self, index, dtheta, g, alpha, factor, value=None, curvature=None):
         """The certificate from the pass at the estimate (``g``, ``alpha``, and the objective
-        ``value`` if known) and the set's ``factor``."""
+        ``value`` and each sample's curvature l''(eta_e) if known) and the set's ``factor``."""
         out = self._certify(index, dtheta, g, alpha, factor)
-        out.gradient, out.value = g, value
+        out.gradient, out.value, out.curvature_e = g, value, curvature
         return out
 
     def _certify(self, index, dtheta, g, alpha, factor):
@@ -698,11 +701,13 @@ class Certifier:
             for c, t in chunk:
                 grads = [t.gradient(c.theta_e), t.gradient(c.theta_e - c.step)]
                 c.effect_columns = (grads, [c.solve(grad) for grad in grads])
-                columns += [c.theta_e - problem.theta, c.step] + c.effect_columns[1]
-            rows = _design.linear_predictor(problem.X, np.column_stack(columns), problem.fit_intercept)
+                columns += [c.step] + c.effect_columns[1]
+            # (each set's columns come out contiguous)
+            rows = np.asfortranarray(_design.linear_predictor(problem.X, np.column_stack(columns),
+                                                              problem.fit_intercept))
             for k, (c, _) in enumerate(chunk):
-                c.effect_rows = rows[:, 4 * k:4 * k + 4]
-                self.sharpen(c, c.effect_rows[:, 1])         # may certify an estimate the pass alone did not
+                c.effect_rows = rows[:, 3 * k:3 * k + 3]
+                self.sharpen(c, c.effect_rows[:, 0])         # may certify an estimate the pass alone did not
         if refine:
             from ._targets import CallableTarget
 
@@ -878,28 +883,31 @@ class _FirstOrderDrift:
 
     def _terms(self, solved):
         """(T_1, its error bound, the bounds of ||D a|| and ||D b||) for each v in ``solved``: one
-        product of X with [dtheta_est, w, v...] gives eta at theta_e, x~_i^T w and every x~_i^T v."""
+        product of X with [w, v...] gives x~_i^T w and every x~_i^T v; the curvature at theta_e is
+        the pass's (else one more product gives eta there)."""
         certifier, cert = self.certifier, self.cert
         problem = certifier.problem
         rows = getattr(self, "_cached_rows", None)
         if rows is None:
-            columns = [cert.theta_e - problem.theta, cert.step] + list(solved)
+            columns = [cert.step] + list(solved)
             rows = _design.linear_predictor(problem.X, np.column_stack(columns), problem.fit_intercept)
         from ._kernels import first_order_drift_terms
 
         weights = problem.sample_weight.copy()
         weights[cert.index] = 0.0
-        _, _, d2 = problem.family.derivatives(problem.eta + rows[:, 0], problem.y)
+        d2 = cert.curvature_e
+        if d2 is None:
+            d2 = problem.family.derivatives(problem._eta_at(cert.theta_e), problem.y)[2]
         at_estimate = weights * d2
         at_hat = problem.curvature.copy()
         at_hat[cert.index] = 0.0
         # how far eta_i can move from theta_e along [theta_e, theta*]: at most beta_i rho, and, since
         # theta* lies within spread_h of theta_e - w, at most M |x~_i^T w| + beta_i spread_h (the
         # kernel forms the sums of the class docstring over the samples)
-        sums = np.zeros((rows.shape[1] - 2, 3))
+        sums = np.zeros((rows.shape[1] - 1, 3))
         moved_w = first_order_drift_terms(at_estimate, at_hat, np.ascontiguousarray(cert.alpha, dtype=float),
-                                          certifier.reach, np.ascontiguousarray(rows[:, 1]),
-                                          np.ascontiguousarray(rows[:, 2:]), float(certifier.M),
+                                          certifier.reach, np.ascontiguousarray(rows[:, 0]),
+                                          rows[:, 1:], float(certifier.M),
                                           1.0 - cert.gamma, float(cert.rho), float(cert.spread_h), sums)
         moved_b = float(np.sqrt(max(moved_w, 0.0)))
         return [(float(first), float(error), float(np.sqrt(max(moved_a, 0.0))), moved_b)
@@ -1298,10 +1306,10 @@ def certify_params(problem, sets, dthetas, factors=None):
     if cert.M is None:
         return [cert.certify_set(index, d) for index, d in zip(sets, dthetas)]
     certs = []
-    for j, (index, dtheta, (g, m, value)) in enumerate(zip(sets, dthetas, cert.evaluate(sets, dthetas))):
+    for j, (index, dtheta, (g, m, value, *curvature)) in enumerate(zip(sets, dthetas, cert.evaluate(sets, dthetas))):
         if factors[j] is None:
             factors[j] = cert.factor(index)
-        certs.append(cert.certify(index, dtheta, g, m, factors[j], value))
+        certs.append(cert.certify(index, dtheta, g, m, factors[j], value, *curvature))
     return certs
 
 

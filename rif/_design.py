@@ -104,7 +104,7 @@ def _deviation(eta, reference, weights):
     return np.where(weights > 0, np.abs(eta - reference[:, None]), 0.0)
 
 
-def loss_gradients(X, thetas, fit_intercept, y, weights, family, offset=None, reference=None):
+def loss_gradients(X, thetas, fit_intercept, y, weights, family, offset=None, reference=None, curvatures=False):
     """:func:`loss_gradient` for g pairs at once: ``thetas`` (p, g), ``weights`` (n, g).
 
     eta = X~ Theta and X~^T (W o l'(eta)) as matrix products, which read X once
@@ -113,7 +113,8 @@ def loss_gradients(X, thetas, fit_intercept, y, weights, family, offset=None, re
     l' and the part's gradient formed while its rows are in cache.
     A fixed per-row ``offset`` (n,) is added to every column of eta.
     Returns values (g,) and gradients (p, g); with a ``reference`` eta (n,), also
-    |eta - reference| on the rows of positive weight (0 on the others), shape (n, g).
+    |eta - reference| on the rows of positive weight (0 on the others), shape (n, g); with
+    ``curvatures``, last, l''(eta) of every row (unweighted), shape (n, g).
     """
     n, d = X.shape
     g = thetas.shape[1]
@@ -121,13 +122,15 @@ def loss_gradients(X, thetas, fit_intercept, y, weights, family, offset=None, re
         eta = linear_predictor(X, thetas, fit_intercept)
         if offset is not None:
             eta = eta + offset[:, None]
-        loss, d1, _ = family.derivatives(eta.ravel(), np.repeat(y, g))
+        loss, d1, d2 = family.derivatives(eta.ravel(), np.repeat(y, g))
         r = weights * d1.reshape(n, g)
         out = np.einsum("ik,ik->k", weights, loss.reshape(n, g)), rmatmat(X, r, fit_intercept)
-        return out if reference is None else out + (_deviation(eta, reference, weights),)
+        out = out if reference is None else out + (_deviation(eta, reference, weights),)
+        return out + (d2.reshape(n, g),) if curvatures else out
     parts = max(1, min(FUSED_PARTS, n // 1024))
     values = np.zeros((parts, g))
     deviations = None if reference is None else np.empty((n, g))
+    second = np.empty((n, g)) if curvatures else None
     grads = np.zeros((parts, d + int(fit_intercept), g))
     beta = np.ascontiguousarray(thetas[:d])
     kernel = type(family)._kernel
@@ -152,10 +155,13 @@ def loss_gradients(X, thetas, fit_intercept, y, weights, family, offset=None, re
                 grads[k, d] = r.sum(axis=0)
             if reference is not None:
                 deviations[sl] = _deviation(eta, reference[sl], weights[sl])
+            if curvatures:
+                second[sl] = d2
 
     _parallel.run_part_groups(run, parts)
     out = values.sum(axis=0), grads.sum(axis=0)
-    return out if reference is None else out + (deviations,)
+    out = out if reference is None else out + (deviations,)
+    return out + (second,) if curvatures else out
 
 
 def rmatmat(X, A, fit_intercept):

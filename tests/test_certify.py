@@ -185,7 +185,7 @@ def test_one_pass_for_many_sets_is_the_pass_for_each():
     rng = np.random.default_rng(3)
     sets = [np.sort(rng.choice(500, k, replace=False)) for k in (1, 7, 30)]
     dthetas = rng.standard_normal((3, problem.n_params)) * 0.01
-    for (g, alpha, value), index, dtheta in zip(certifier(problem).evaluate(sets, dthetas), sets, dthetas):
+    for (g, alpha, value, curvature), index, dtheta in zip(certifier(problem).evaluate(sets, dthetas), sets, dthetas):
         weights = problem.sample_weight.copy()
         weights[index] = 0.0
         theta = problem.theta + dtheta
@@ -194,6 +194,7 @@ def test_one_pass_for_many_sets_is_the_pass_for_each():
         np.testing.assert_allclose(value, want_value, rtol=1e-12)
         eta = _design.linear_predictor(X, theta, True) + problem.offset
         np.testing.assert_allclose(alpha, np.where(weights > 0, np.abs(eta - problem.eta), 0.0), atol=1e-13)
+        np.testing.assert_allclose(curvature, problem.family.derivatives(eta, y)[2], rtol=1e-12)
 
 
 @settings(max_examples=15, deadline=None)
@@ -211,7 +212,7 @@ def test_the_curvature_drift_contains_the_hessians_nearby(family, seed, radius, 
     cert = certifier(problem)
     factor = cert.factor(index)
     dtheta = problem.params_change(index, "rif")
-    (_, alpha, _), = cert.evaluate([index], [dtheta])
+    (_, alpha, *_), = cert.evaluate([index], [dtheta])
     low, high = _Drift(cert, index, alpha, factor.floor).bounds(np.array([radius]))
     h0 = _whitened_leave_out(problem, index)[1]
     vals, vecs = np.linalg.eigh(h0)
@@ -413,7 +414,7 @@ def test_the_softmax_drift_contains_the_hessians_nearby(seed, radius, K):
     cert = certifier(problem)
     factor = cert.factor(index)
     dtheta = problem.params_change(index, "rif")
-    (_, alpha, _), = cert.evaluate([index], [dtheta])
+    (_, alpha, *_), = cert.evaluate([index], [dtheta])
     low, high = _Drift(cert, index, alpha, factor.floor).bounds(np.array([radius]))
     weights = problem.sample_weight.copy()
     weights[index] = 0.0
