@@ -57,8 +57,9 @@ _SHARPEN_REACH = 3.0
 def _escalation_chunk(problem):
     """How many sets :meth:`AttributionMixin._escalating` takes at a time: up to 64 (the certificate
     pass's own group), fewer when each set's factorisation (up to 2 p^2 values) and per-sample arrays
-    (about 4 n values) would exceed 16 BLOCK_VALUES together."""
-    per_set = 4 * problem.n_samples + 2 * problem.n_params ** 2
+    (about 5 n values: each sample's move and curvature at the estimate, and the effects' three
+    products) would exceed 16 BLOCK_VALUES together."""
+    per_set = 5 * problem.n_samples + 2 * problem.n_params ** 2
     return int(min(64, max(4, 16 * BLOCK_VALUES // per_set)))
 
 
