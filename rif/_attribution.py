@@ -660,8 +660,19 @@ class AttributionMixin:
                     return value, bound, ok, reason, m
                 return None
 
+            def accept_step(j, candidate, set_cert):
+                # the refit's first chord step from the estimate: its effect is bounded by the pass
+                # that judged the estimate (see Certifier.effect_bound)
+                tgt = open_targets[j]
+                bound = cert.chord_effect_bound(set_cert, tgt)
+                if not np.isfinite(bound):
+                    return None
+                value = float(tgt.changes(problem.theta, np.asarray(candidate)[None], False)[0])
+                return (value, bound, True, "", "retrain") if relative_ok(abs(value), bound, rtol) else None
+
             return self._escalating(problem, open_sets,
                                     ("rif", "newton", "retrain") if method == "auto" else (method,), judge,
+                                    accept_step if method == "auto" else None,
                                     prepare=lambda positions, certs: cert.prepare_effects(
                                         certs, [open_targets[j] for j in positions], refine=method != "auto"))
 

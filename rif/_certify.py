@@ -175,6 +175,7 @@ class _SetCertificate:
     effect_columns: tuple = None     # (gradients, their H_0^{-1} solves) made by prepare_effects
     effect_rows: np.ndarray = None   # X~ [step, solves], (n, 3)
     curvature_e: np.ndarray = None   # l''(eta_i) at theta_e from the pass (scalar GLMs; None: not known)
+    chord_effect: tuple = None       # (target, bound of |f(theta_c) - f(theta*)|) from effect_bound
     gradient: np.ndarray = None      # grad F_S(theta_e) and F_S(theta_e) from the pass (None: not known)
     value: float = None
     chord_point: object = None       # the certificate of theta_e - step from its own pass (refine_all)
@@ -749,14 +750,23 @@ class Certifier:
         kappa_c = self._phi_curvature(target, target.eta(theta_c), t_c)
         exact = abs(float(target.changes(cert.theta_e, -cert.step[None])[0]))
         top = eval_leverage.top / floor                                    # >= lambda_max(X~_t H_0^{-1} X~_t^T)
-        bound = min(first + 0.5 * _curvature_weighted_square(kappa, t**2, cert.rho**2 * top),
-                    exact + first_c + 0.5 * _curvature_weighted_square(kappa_c, t_c**2, cert.spread_h**2 * top))
+        # |f(theta_c) - f(theta*)| <= first_c + the second-order term over spread_h
+        at_chord = first_c + 0.5 * _curvature_weighted_square(kappa_c, t_c**2, cert.spread_h**2 * top)
         if cert.chord_point is not None and cert.chord_point.certified:
-            # through the chord point's own certificate: |f(theta_e) - f(theta_c)| + |f(theta_c) - f(theta*)|
-            bound = min(bound, exact + self.effect_bound(cert.chord_point, target, eval_leverage)[0])
+            # through the chord point's own certificate
+            at_chord = min(at_chord, self.effect_bound(cert.chord_point, target, eval_leverage)[0])
+        cert.chord_effect = (target, float(at_chord) if np.isfinite(at_chord) else np.inf)
+        bound = min(first + 0.5 * _curvature_weighted_square(kappa, t**2, cert.rho**2 * top), exact + at_chord)
         if not np.isfinite(bound):
             return np.inf, False, "the target's bound is not finite"
         return bound, True, ""
+
+    @staticmethod
+    def chord_effect_bound(cert, target):
+        """The bound of |f(theta_c) - f(theta*)| at the chord point theta_c = theta_e - H_0^{-1} g that
+        :meth:`effect_bound` found for ``target`` along the way (inf if it found none)."""
+        found = cert.chord_effect
+        return found[1] if found is not None and found[0] is target else np.inf
 
     def _phi_curvature(self, target, eta, t):
         """Bounds of |phi_j''| within t_j of eta_j."""

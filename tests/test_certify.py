@@ -787,3 +787,27 @@ def test_a_pass_at_the_chord_point_tightens_loose_bounds_and_keeps_them_valid():
         if family == "binomial":
             plain = np.median([c.bound for c in one_pass] / errors)
             assert plain > 5.0 and ratio < 1.2, (plain, ratio)          # RIF: 7-143x or none -> 1.1x
+
+
+def test_auto_effects_take_the_chord_step_the_first_pass_bounds(monkeypatch):
+    """``effect(..., method="auto")``: where RIF's effect is not within rtol, the refit's first chord
+    step from it is, and the pass that judged RIF bounds that step's effect too (|f(theta_c) - f(theta*)|,
+    the chord-point half of the effect bound), so one pass settles every set; the bounds hold against
+    the refits' effects."""
+    from rif._certify import Certifier
+
+    X, y = certify_data("binomial", 3000, 40, 3)
+    problem = GLMProblem(X, y, "binomial", penalty=1.0, tol=1e-12)
+    rng = np.random.default_rng(4)
+    sets = [np.sort(rng.choice(3000, 150, replace=False)) for _ in range(4)]
+    X_test, y_test = X[:200], y[:200]
+    exact = problem.effect(sets, "loss", X_test, y_test, method="retrain")
+    rif_errors = np.abs(problem.effect(sets, "loss", X_test, y_test, method="rif") - exact) / np.abs(exact)
+    assert np.all(rif_errors > 0.01)
+    passes = []
+    original = Certifier.evaluate
+    monkeypatch.setattr(Certifier, "evaluate", lambda self, s, d: passes.append(len(s)) or original(self, s, d))
+    result = problem.effect(sets, "loss", X_test, y_test, method="auto", certify=True, rtol=0.01)
+    assert passes == [4] and list(result.method) == ["retrain"] * 4 and np.all(result.certified)
+    errors = np.abs(result.value - exact)
+    assert np.all(errors <= result.bound) and np.all(errors <= 0.01 * np.abs(exact))
