@@ -523,6 +523,11 @@ def bench_certify_cost(full, n_sets, repeat):
                  " where certified" if ok.any() else "none certified")
         report(f"certified test-loss effects of {len(sets)} RIF estimates", (n, d), effect, effect_refit,
                "refitting every set", f"certified {np.mean(ok):.0%}", f"{name}; {tight}")
+        effect_auto = measure(lambda: prob.effect(sets, "loss", X_test, y_test, method="auto", certify=True), repeat)
+        worst = np.max(np.abs(effect_auto[2].value - exact) / np.abs(exact))
+        shares = ", ".join(f"{m} {np.mean(effect_auto[2].method == m):.0%}" for m in ("rif", "newton", "retrain"))
+        report("test-loss effects, method='auto', rtol 0.05", (n, d), effect_auto, effect_refit,
+               "refitting every set", f"max rel err {worst:.1e}", f"{name}; {shares}")
         rif_estimates = prob.params_change(sets, "rif")
         floor = measure(lambda: _certificate_floor(prob, sets, rif_estimates), repeat)
         report("floor of a leave-out certificate (gamma + one pass)", (n, d), floor, refit,

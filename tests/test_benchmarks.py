@@ -72,8 +72,10 @@ def test_certificate_cost_rows_run_and_auto_keeps_its_tolerance(bench):
     bench.bench_certify_cost(False, 4, 1)
     autos = [row for row in bench.ROWS if row[0].startswith("method='auto'")]
     floors = [row for row in bench.ROWS if row[0].startswith("floor of")]
-    assert len(bench.ROWS) == 21 and len(autos) == 9 and len(floors) == 3   # breast cancer, synthetic, ESC-50 shape
-    for row in autos:
+    effects = [row for row in bench.ROWS if row[0].startswith("test-loss effects, method='auto'")]
+    assert len(bench.ROWS) == 24 and len(autos) == 9 and len(floors) == 3   # breast cancer, synthetic, ESC-50 shape
+    assert len(effects) == 3
+    for row in autos + effects:
         rtol = float(row[0].split()[-1])
         assert float(row[8].split()[-1]) <= rtol
     assert all(float(row[8].split()[-1]) > 0 for row in floors)
