@@ -1051,6 +1051,11 @@ class MultinomialCertifier(Certifier):
     def leverages(self):
         return self.problem.leverage
 
+    @cached_property
+    def _curvature_traces(self):
+        """tr A_i at theta^ (weighted), for every sample."""
+        return np.einsum("icc->i", self.problem.curvature)
+
     def _public(self, vector):
         return self.problem.to_public(vector)
 
@@ -1076,7 +1081,7 @@ class MultinomialCertifier(Certifier):
         d = (problem.p1 + 2) * _rounding.EPS * norms * theta_norm
         if at_estimate is None:
             # tr A_i at the reference point, weighted
-            hat = np.einsum("icc->i", problem.curvature[kept]) if anchor is None else anchor[0][kept]
+            hat = self._curvature_traces[kept] if anchor is None else anchor[0][kept]
             with np.errstate(over="ignore", invalid="ignore"):
                 grow = np.exp(alpha[kept] + self.M * d)
                 spread, reference = np.minimum(hat * grow / np.where(w > 0, w, 1.0), 1.0), hat * grow**2
