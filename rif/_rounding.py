@@ -82,7 +82,7 @@ def scalar_gradient_error(problem, weights, theta, residual, curvature, eta, mov
     if code is None:                # no bound of l' and its rounding known for the family
         return (np.full(lead, np.inf), np.full(lead, np.inf)) if lead else (np.inf, np.inf)
     weights, residual, curvature, eta, move, reference = (
-        np.broadcast_to(a, shape).reshape(rows, n) for a in per_sample)
+        (a if a.shape == shape else np.broadcast_to(a, shape)).reshape(rows, n) for a in per_sample)
     theta_norm = np.broadcast_to(np.linalg.norm(theta, axis=-1), lead).reshape(rows)
     offset = getattr(problem, "offset", None)
     offset = np.zeros(n) if offset is None else np.abs(np.asarray(offset, dtype=float))
