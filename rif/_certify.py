@@ -1232,11 +1232,12 @@ class MultinomialCertifier(Certifier):
         first, first_c = _SoftmaxFirstOrderDrift(self, cert).bounds(
             [problem.from_public(grad), problem.from_public(grad_c)], [float(grad @ cert.step), 0.0])
         exact = abs(float(target.changes(cert.theta_e, -cert.step[None])[0]))
-        bound = min(first + second_order(cert.theta_e, cert.rho),
-                    exact + first_c + second_order(theta_c, cert.spread_h))
+        at_chord = first_c + second_order(theta_c, cert.spread_h)          # >= |f(theta_c) - f(theta*)|
         if cert.chord_point is not None and cert.chord_point.certified:
             # through the chord point's own certificate (see Certifier.effect_bound)
-            bound = min(bound, exact + self.effect_bound(cert.chord_point, target, reach)[0])
+            at_chord = min(at_chord, self.effect_bound(cert.chord_point, target, reach)[0])
+        cert.chord_effect = (target, float(at_chord) if np.isfinite(at_chord) else np.inf)
+        bound = min(first + second_order(cert.theta_e, cert.rho), exact + at_chord)
         if not np.isfinite(bound):
             return np.inf, False, "the target's bound is not finite"
         return bound, True, ""
