@@ -937,19 +937,24 @@ class _SoftmaxFirstOrderDrift(_FirstOrderDrift):
     the spread is sharpened first (:meth:`Certifier.sharpen`, with W_i^T A_i W_i as each form).
     """
 
-    def _sample_terms(self):
+    def _sample_terms(self, eta=None, w_rows=None):
+        """The per-sample arrays of the drift terms, from eta = X~ Theta_e and W = X~ w (formed here
+        unless given)."""
+        from ._kernels import softmax_blocks
+
         if self._rows is None:
             certifier, cert = self.certifier, self.cert
             problem = certifier.problem
+            if eta is None:
+                eta, w_rows = _class_rows(problem, [problem.from_public(cert.theta_e), problem.from_public(cert.step)])
             weights = problem.sample_weight.copy()
             weights[cert.index] = 0.0
-            eta = problem.eta_at(problem.from_public(cert.theta_e))
             prob = np.exp(eta - eta.max(axis=1, keepdims=True))
             prob /= prob.sum(axis=1, keepdims=True)
-            at_estimate = np.einsum("ic,cd->icd", prob, np.eye(problem.n_classes)) - prob[:, :, None] * prob[:, None, :]
+            at_estimate = np.empty((len(prob), problem.n_classes, problem.n_classes))
+            softmax_blocks(prob, at_estimate)
             at_estimate *= weights[:, None, None]
             at_hat = problem.curvature * (weights > 0)[:, None, None]
-            w_rows = problem.eta_at(problem.from_public(cert.step))                       # X~_i w, (n, K)
             move, forms_hat = certifier._sharpen_rows(cert, w_rows, at_hat)
             beta = certifier.M * np.sqrt(certifier.reach / (1.0 - cert.gamma))
             # the span of eta_i's move from theta_e along [theta_e, theta*] (see _FirstOrderDrift)
@@ -961,11 +966,17 @@ class _SoftmaxFirstOrderDrift(_FirstOrderDrift):
         return self._rows
 
     def _terms(self, solved):
-        w_rows, change, at_estimate, grow, moved, at_hat, root_w = self._sample_terms()
+        problem, cert = self.certifier.problem, self.cert
+        if self._rows is None:          # X~ Theta_e, X~ w and every X~ v as one product
+            eta, w_rows, *solved_rows = _class_rows(
+                problem, [problem.from_public(cert.theta_e), problem.from_public(cert.step)] + list(solved))
+            self._sample_terms(eta, w_rows)
+        else:
+            solved_rows = _class_rows(problem, list(solved))
+        w_rows, change, at_estimate, grow, moved, at_hat, root_w = self._rows
         out = []
-        for v in solved:
-            v_rows = self.certifier.problem.eta_at(v)
-            first = float(np.einsum("ic,icd,id->", v_rows, change, w_rows))
+        for v_rows in solved_rows:
+            first = float(np.sum(_bilinear_forms(v_rows, change, w_rows)))
             root_v = np.sqrt(np.clip(_quadratic_forms(v_rows, at_estimate), 0.0, None))
             moved_a = float(np.sqrt(max(moved @ _quadratic_forms(v_rows, at_hat), 0.0)))
             out.append((first, float(np.sum(grow * root_v * root_w)), moved_a, self._moved_b))
@@ -1268,9 +1279,31 @@ class MultinomialCertifier(Certifier):
         return 2.0 * np.minimum(1.0, p_label * np.exp(span))
 
 
+def _class_rows(problem, vectors):
+    """X~_i V for each block-order vector V of a softmax model, shape (n, K) each, from one product
+    with the design."""
+    from ._multinomial import _dense
+
+    K, p1 = problem.n_classes, problem.p1
+    if not vectors:
+        return []
+    stacked = np.concatenate([np.asarray(v, dtype=float).reshape(K, p1) for v in vectors])       # (B K, p1)
+    rows = _dense(problem.design @ stacked.T)
+    return [rows[:, b * K:(b + 1) * K] for b in range(len(vectors))]
+
+
 def _quadratic_forms(rows, blocks):
-    """Y_i^T B_i Y_i for rows Y (n, K) and blocks B (n, K, K), as batched matrix products."""
-    return (rows[:, None, :] @ blocks @ rows[:, :, None])[:, 0, 0]
+    """Y_i^T B_i Y_i for rows Y (n, K) and blocks B (n, K, K)."""
+    return _bilinear_forms(rows, blocks, rows)
+
+
+def _bilinear_forms(left, blocks, right):
+    """V_i^T B_i W_i for rows V, W (n, K) and blocks B (n, K, K) (:func:`rif._kernels.block_forms`)."""
+    from ._kernels import block_forms
+
+    out = np.empty(len(left))
+    block_forms(np.asarray(left, dtype=float), np.asarray(blocks, dtype=float), np.asarray(right, dtype=float), out)
+    return out
 
 
 def _row_span(rows):

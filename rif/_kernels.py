@@ -351,3 +351,30 @@ def gradient_rounding_sums(code, weights, residual, curvature, eta, move, refere
         out[b, 1] = whole
         out[b, 2] = weighted
         out[b, 3] = unseen
+
+
+@njit(**JIT_OPTIONS)
+def block_forms(left, blocks, right, out):
+    """out_i = left_i^T B_i right_i for rows ``left``, ``right`` (n, K) and blocks B (n, K, K): the
+    softmax models' per-sample forms, without the batched products' small-matrix overhead."""
+    n, K = left.shape
+    for i in range(n):
+        total = 0.0
+        for c in range(K):
+            inner = 0.0
+            for d in range(K):
+                inner += blocks[i, c, d] * right[i, d]
+            total += left[i, c] * inner
+        out[i] = total
+
+
+@njit(**JIT_OPTIONS)
+def softmax_blocks(prob, out):
+    """The softmax curvature blocks A_i = diag(p_i) - p_i p_i^T for probabilities ``prob`` (n, K),
+    written into ``out`` (n, K, K)."""
+    n, K = prob.shape
+    for i in range(n):
+        for c in range(K):
+            for d in range(K):
+                out[i, c, d] = -prob[i, c] * prob[i, d]
+            out[i, c, c] += prob[i, c]

@@ -152,3 +152,13 @@ def gradient_rounding_sums(code, weights, residual, curvature, eta, move, refere
             (from_eta * norms).sum(axis=1),
             np.where(seen, from_eta**2 / np.where(seen, reference, 1.0), 0.0).sum(axis=1),
             np.where(seen, 0.0, from_eta * norms).sum(axis=1)])
+
+
+def block_forms(left, blocks, right):
+    """rif._kernels.block_forms as a batched matrix product."""
+    return (left[:, None, :] @ blocks @ right[:, :, None])[:, 0, 0]
+
+
+def softmax_blocks(prob):
+    """rif._kernels.softmax_blocks as array expressions."""
+    return np.einsum("ic,cd->icd", prob, np.eye(prob.shape[1])) - prob[:, :, None] * prob[:, None, :]

@@ -151,3 +151,23 @@ def test_gradient_rounding_sums_match_the_numpy_twin(seed, n, sets, code):
     want = gradient_rounding_sums(*args)
     np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
     np.testing.assert_allclose(out, want, rtol=1e-12)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.sampled_from([1, 9, 300]), K=st.integers(2, 6))
+def test_softmax_block_kernels_match_the_numpy_twins(seed, n, K):
+    """The softmax curvature blocks and their per-sample forms V_i^T B_i W_i against the array
+    expressions, on non-contiguous rows."""
+    from naive import block_forms, softmax_blocks
+
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3, (n, K))
+    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    blocks = np.empty((n, K, K))
+    _kernels.softmax_blocks(prob, blocks)
+    np.testing.assert_allclose(blocks, softmax_blocks(prob), rtol=1e-14, atol=1e-17)
+    left, right = rng.normal(0, 1, (n, 2 * K))[:, ::2], rng.normal(0, 1, (n, K))
+    out = np.empty(n)
+    _kernels.block_forms(left, blocks, right, out)
+    np.testing.assert_allclose(out, block_forms(left, blocks, right), rtol=1e-12, atol=1e-15)
