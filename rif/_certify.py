@@ -939,9 +939,8 @@ class _SoftmaxFirstOrderDrift(_FirstOrderDrift):
 
     def _sample_terms(self, eta=None, w_rows=None):
         """The per-sample arrays of the drift terms, from eta = X~ Theta_e and W = X~ w (formed here
-        unless given)."""
-        from ._kernels import softmax_blocks
-
+        unless given). A_i(theta_e) = w_i (diag p_i - p_i p_i^T) enters only through its forms, from
+        the probabilities (:func:`rif._kernels.softmax_forms`); A_i at theta^ through the stored blocks."""
         if self._rows is None:
             certifier, cert = self.certifier, self.cert
             problem = certifier.problem
@@ -949,20 +948,17 @@ class _SoftmaxFirstOrderDrift(_FirstOrderDrift):
                 eta, w_rows = _class_rows(problem, [problem.from_public(cert.theta_e), problem.from_public(cert.step)])
             weights = problem.sample_weight.copy()
             weights[cert.index] = 0.0
+            kept = weights > 0
             prob = np.exp(eta - eta.max(axis=1, keepdims=True))
             prob /= prob.sum(axis=1, keepdims=True)
-            at_estimate = np.empty((len(prob), problem.n_classes, problem.n_classes))
-            softmax_blocks(prob, at_estimate)
-            at_estimate *= weights[:, None, None]
-            at_hat = problem.curvature * (weights > 0)[:, None, None]
-            move, forms_hat = certifier._sharpen_rows(cert, w_rows, at_hat)
+            move, forms_hat = certifier._sharpen_rows(cert, w_rows, kept)
             beta = certifier.M * np.sqrt(certifier.reach / (1.0 - cert.gamma))
             # the span of eta_i's move from theta_e along [theta_e, theta*] (see _FirstOrderDrift)
             along = np.minimum(beta * cert.rho, move + beta * cert.spread_h)
-            forms_w = _quadratic_forms(w_rows, at_estimate)
-            self._rows = (w_rows, at_estimate - at_hat, at_estimate, np.expm1(along),
-                          np.expm1(cert.alpha + along) ** 2, at_hat, np.sqrt(np.clip(forms_w, 0.0, None)))
-            self._moved_b = float(np.sqrt(max(forms_hat @ self._rows[4], 0.0)))
+            forms_w = weights * _softmax_forms(prob, w_rows, w_rows)
+            self._rows = (w_rows, prob, weights, kept, np.expm1(along), np.expm1(cert.alpha + along) ** 2,
+                          np.sqrt(np.clip(forms_w, 0.0, None)))
+            self._moved_b = float(np.sqrt(max(forms_hat @ self._rows[5], 0.0)))
         return self._rows
 
     def _terms(self, solved):
@@ -973,12 +969,16 @@ class _SoftmaxFirstOrderDrift(_FirstOrderDrift):
             self._sample_terms(eta, w_rows)
         else:
             solved_rows = _class_rows(problem, list(solved))
-        w_rows, change, at_estimate, grow, moved, at_hat, root_w = self._rows
+        w_rows, prob, weights, kept, grow, moved, root_w = self._rows
+        curvature = problem.curvature
         out = []
         for v_rows in solved_rows:
-            first = float(np.sum(_bilinear_forms(v_rows, change, w_rows)))
-            root_v = np.sqrt(np.clip(_quadratic_forms(v_rows, at_estimate), 0.0, None))
-            moved_a = float(np.sqrt(max(moved @ _quadratic_forms(v_rows, at_hat), 0.0)))
+            # T_1 = sum_i V_i^T (A_i(theta_e) - A_i) W_i over the kept samples
+            first = float(np.sum(weights * _softmax_forms(prob, v_rows, w_rows))
+                          - np.sum(np.where(kept, _bilinear_forms(v_rows, curvature, w_rows), 0.0)))
+            root_v = np.sqrt(np.clip(weights * _softmax_forms(prob, v_rows, v_rows), 0.0, None))
+            hat_v = np.where(kept, _quadratic_forms(v_rows, curvature), 0.0)
+            moved_a = float(np.sqrt(max(moved @ hat_v, 0.0)))
             out.append((first, float(np.sum(grow * root_v * root_w)), moved_a, self._moved_b))
         return out
 
@@ -1018,12 +1018,14 @@ class MultinomialCertifier(Certifier):
             for k, cert in enumerate(chunk):
                 kept = problem.sample_weight > 0
                 kept[cert.index] = False
-                self._sharpen_rows(cert, np.ascontiguousarray(rows[:, k]), problem.curvature * kept[:, None, None])
+                self._sharpen_rows(cert, np.ascontiguousarray(rows[:, k]), kept)
 
-    def _sharpen_rows(self, cert, w_rows, at_hat):
-        """:meth:`_sharpen_with` from W_i = X~_i w (n, K) and the kept samples' curvature blocks A_i
-        (0 for the removed ones); returns each sample's move M span(W_i) and form W_i^T A_i W_i."""
-        move, forms = self.M * _row_span(w_rows), _quadratic_forms(w_rows, at_hat)
+    def _sharpen_rows(self, cert, w_rows, kept):
+        """:meth:`_sharpen_with` from W_i = X~_i w (n, K) and the curvature blocks A_i of the ``kept``
+        samples (a mask; the removed ones count 0); returns each sample's move M span(W_i) and form
+        W_i^T A_i W_i."""
+        move = self.M * _row_span(w_rows)
+        forms = np.where(kept, _quadratic_forms(w_rows, self.problem.curvature), 0.0)
         self._sharpen_with(cert, move, forms)
         return move, forms
 
@@ -1290,6 +1292,16 @@ def _class_rows(problem, vectors):
     stacked = np.concatenate([np.asarray(v, dtype=float).reshape(K, p1) for v in vectors])       # (B K, p1)
     rows = _dense(problem.design @ stacked.T)
     return [rows[:, b * K:(b + 1) * K] for b in range(len(vectors))]
+
+
+def _softmax_forms(prob, left, right):
+    """V_i^T (diag p_i - p_i p_i^T) W_i for probabilities p (n, K) and rows V, W (n, K)
+    (:func:`rif._kernels.softmax_forms`)."""
+    from ._kernels import softmax_forms
+
+    out = np.empty(len(prob))
+    softmax_forms(np.asarray(prob, dtype=float), np.asarray(left, dtype=float), np.asarray(right, dtype=float), out)
+    return out
 
 
 def _quadratic_forms(rows, blocks):

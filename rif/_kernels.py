@@ -369,12 +369,18 @@ def block_forms(left, blocks, right, out):
 
 
 @njit(**JIT_OPTIONS)
-def softmax_blocks(prob, out):
-    """The softmax curvature blocks A_i = diag(p_i) - p_i p_i^T for probabilities ``prob`` (n, K),
-    written into ``out`` (n, K, K)."""
+def softmax_forms(prob, left, right, out):
+    """out_i = V_i^T (diag p_i - p_i p_i^T) W_i = sum_c p_ic (V_ic - p_i^T V_i)(W_ic - p_i^T W_i) for
+    probabilities ``prob`` (n, K) and rows ``left`` V, ``right`` W (n, K): the softmax curvature's
+    forms without forming its blocks, centred (so V_i^T A_i V_i >= 0 as computed)."""
     n, K = prob.shape
     for i in range(n):
+        mean_left = 0.0
+        mean_right = 0.0
         for c in range(K):
-            for d in range(K):
-                out[i, c, d] = -prob[i, c] * prob[i, d]
-            out[i, c, c] += prob[i, c]
+            mean_left += prob[i, c] * left[i, c]
+            mean_right += prob[i, c] * right[i, c]
+        total = 0.0
+        for c in range(K):
+            total += prob[i, c] * (left[i, c] - mean_left) * (right[i, c] - mean_right)
+        out[i] = total

@@ -159,6 +159,7 @@ def block_forms(left, blocks, right):
     return (left[:, None, :] @ blocks @ right[:, :, None])[:, 0, 0]
 
 
-def softmax_blocks(prob):
-    """rif._kernels.softmax_blocks as array expressions."""
-    return np.einsum("ic,cd->icd", prob, np.eye(prob.shape[1])) - prob[:, :, None] * prob[:, None, :]
+def softmax_forms(prob, left, right):
+    """rif._kernels.softmax_forms through the blocks diag(p_i) - p_i p_i^T."""
+    blocks = np.einsum("ic,cd->icd", prob, np.eye(prob.shape[1])) - prob[:, :, None] * prob[:, None, :]
+    return block_forms(left, blocks, right)

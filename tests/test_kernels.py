@@ -155,19 +155,23 @@ def test_gradient_rounding_sums_match_the_numpy_twin(seed, n, sets, code):
 
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**16), n=st.sampled_from([1, 9, 300]), K=st.integers(2, 6))
-def test_softmax_block_kernels_match_the_numpy_twins(seed, n, K):
-    """The softmax curvature blocks and their per-sample forms V_i^T B_i W_i against the array
-    expressions, on non-contiguous rows."""
-    from naive import block_forms, softmax_blocks
+def test_softmax_form_kernels_match_the_numpy_twins(seed, n, K):
+    """The per-sample forms V_i^T B_i W_i of given blocks, and V_i^T (diag p_i - p_i p_i^T) W_i from the
+    probabilities alone, against the batched matrix products, on non-contiguous rows; the centred
+    quadratic form is never negative."""
+    from naive import block_forms, softmax_forms
 
     rng = np.random.default_rng(seed)
     logits = rng.normal(0, 3, (n, K))
     prob = np.exp(logits - logits.max(axis=1, keepdims=True))
     prob /= prob.sum(axis=1, keepdims=True)
-    blocks = np.empty((n, K, K))
-    _kernels.softmax_blocks(prob, blocks)
-    np.testing.assert_allclose(blocks, softmax_blocks(prob), rtol=1e-14, atol=1e-17)
     left, right = rng.normal(0, 1, (n, 2 * K))[:, ::2], rng.normal(0, 1, (n, K))
+    blocks = rng.normal(0, 1, (n, K, K))
     out = np.empty(n)
     _kernels.block_forms(left, blocks, right, out)
-    np.testing.assert_allclose(out, block_forms(left, blocks, right), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(out, block_forms(left, blocks, right), rtol=1e-12, atol=1e-14)
+    _kernels.softmax_forms(prob, left, right, out)
+    np.testing.assert_allclose(out, softmax_forms(prob, left, right), rtol=1e-10, atol=1e-14)
+    _kernels.softmax_forms(prob, left + 5.0, left + 5.0, out)          # nearly constant across classes
+    assert np.all(out >= 0.0)
+    np.testing.assert_allclose(out, softmax_forms(prob, left, left), rtol=1e-9, atol=1e-13)
