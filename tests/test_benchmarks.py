@@ -84,15 +84,15 @@ def test_certificate_cost_rows_run_and_auto_keeps_its_tolerance(bench):
 def test_multinomial_certificate_row_runs_without_violations(bench):
     bench.ROWS.clear()
     bench.bench_certify_multinomial(400, 4, 3, 4, 1)
-    row, auto = bench.ROWS
-    assert row[8] == "violations 0"
+    row, effects, auto = bench.ROWS
+    assert row[8] == "violations 0" and "test-loss effects" in effects[0]
     assert float(auto[8].split()[-1]) <= 0.05
 
 
 def test_multinomial_certificate_rows_run_on_digits(bench):
     bench.ROWS.clear()
     bench.bench_certify_multinomial(0, 0, 0, 2, 1, dataset="digits")
-    row, auto = bench.ROWS
+    row, effects, auto = bench.ROWS
     assert row[1] == "1797x64" and row[0].startswith("digits, K=10")
     assert row[8] == "violations 0" and "certified" in row[9]
     assert float(auto[8].split()[-1]) <= 0.05
