@@ -223,7 +223,7 @@ class AttributionMixin:
         return result if batch else unbatch(result)
 
     def _escalating(self, problem, sets, methods, judge, accept_step=None, prepare=None, worth_sharpening=None,
-                    enough=None):
+                    enough=None, curvatures=False):
         """For each set, the record ``judge(j, method, estimate, certificate, last)`` returns for the
         first of ``methods`` it accepts (None: try the next method); estimates and certificates are
         computed in batches of the sets still pending, and each set's leave-out factorisation is
@@ -251,16 +251,17 @@ class AttributionMixin:
         a refit is left to its own Hessian, :func:`rif._certify_refit.fill_refits`).
 
         Sets go through in chunks (:func:`_escalation_chunk`), so that the per-set work arrays
-        (factorisations, each sample's move, the effects' products) of only one chunk are alive."""
+        (factorisations, each sample's move, the effects' products) of only one chunk are alive.
+        ``curvatures``: the certificates keep each sample's curvature at their estimates (effects)."""
         records = [None] * len(sets)
         size = _escalation_chunk(problem)
         for start in range(0, len(sets), size):
             self._escalate(problem, sets, list(range(start, min(start + size, len(sets)))), records, methods,
-                           judge, accept_step, prepare, worth_sharpening, enough)
+                           judge, accept_step, prepare, worth_sharpening, enough, curvatures)
         return records
 
     def _escalate(self, problem, sets, pending, records, methods, judge, accept_step, prepare, worth_sharpening,
-                  enough=None):
+                  enough=None, curvatures=False):
         """:meth:`_escalating` for the sets at positions ``pending``, filling ``records``."""
         factors, last_seen, deferred, anchors = [None] * len(sets), {}, [], {}
         for position, method in enumerate(methods):
@@ -277,14 +278,14 @@ class AttributionMixin:
             if method == "retrain" and position > 0:
                 pending = self._certified_chord_rounds(problem, sets, sorted(pending + deferred), factors,
                                                        last_seen, records, judge, accept_step, prepare,
-                                                       worth_sharpening)
+                                                       worth_sharpening, curvatures)
                 deferred = []
                 if not pending:
                     break
             if not pending:
                 continue
             estimates = self._stage_estimates(problem, sets, pending, method, factors, last_seen, anchors)
-            certificates = self._certify_pending(problem, sets, pending, estimates, factors, prepare)
+            certificates = self._certify_pending(problem, sets, pending, estimates, factors, prepare, curvatures)
             if method == "retrain":
                 # refits the leave-out route leaves open: through the last Hessian each refit formed, where
                 # that bound proves what is asked (rtol; for certified refits, about the rounding floor)
@@ -391,11 +392,11 @@ class AttributionMixin:
         return problem.to_public(out)
 
     @staticmethod
-    def _certify_pending(problem, sets, pending, estimates, factors, prepare=None):
+    def _certify_pending(problem, sets, pending, estimates, factors, prepare=None, curvatures=False):
         from ._certify import certify_params
 
         shared = [factors[j] for j in pending]
-        certificates = certify_params(problem, [sets[j] for j in pending], estimates, shared)
+        certificates = certify_params(problem, [sets[j] for j in pending], estimates, shared, curvatures)
         for j, factor in zip(pending, shared):
             factors[j] = factor
         if prepare is not None:
@@ -403,7 +404,7 @@ class AttributionMixin:
         return certificates
 
     def _certified_chord_rounds(self, problem, sets, pending, factors, last_seen, records, judge, accept_step,
-                                prepare=None, worth_sharpening=None):
+                                prepare=None, worth_sharpening=None, curvatures=False):
         """Chord steps theta <- theta - H_0^{-1} g from each pending set's last estimate (see
         :meth:`_escalating`); returns the sets they did not settle."""
         active = [j for j in pending if last_seen.get(j) is not None and last_seen[j][1].step is not None]
@@ -420,7 +421,7 @@ class AttributionMixin:
                 candidates.append(_anderson_candidate(estimate, certificate.step, previous_step.get(j), history[j]))
                 previous_step[j] = (estimate, certificate.step, certificate.next_bound)
             estimates = np.array(candidates)
-            certificates = self._certify_pending(problem, sets, moving, estimates, factors, prepare)
+            certificates = self._certify_pending(problem, sets, moving, estimates, factors, prepare, curvatures)
             judged = _judge_batch(problem, moving, "retrain", estimates, certificates, False, judge, accept_step,
                                   worth_sharpening)
             active = []
@@ -674,7 +675,8 @@ class AttributionMixin:
                                     ("rif", "newton", "retrain") if method == "auto" else (method,), judge,
                                     accept_step if method == "auto" else None,
                                     prepare=lambda positions, certs: cert.prepare_effects(
-                                        certs, [open_targets[j] for j in positions], refine=method != "auto"))
+                                        certs, [open_targets[j] for j in positions], refine=method != "auto"),
+                                    curvatures=True)
 
         records = _fill_open(records, through_leave_out)
         values, bounds, flags, reasons, methods = (np.array(column, dtype=dtype) for column, dtype in

@@ -404,10 +404,10 @@ class Certifier:
         return float(np.linalg.eigvalsh(0.5 * (block + block.T))[-1]) + share
 
     # -- one pass at the estimates ---------------------------------------------------------------
-    def evaluate(self, sets, dthetas):
-        """(g, alpha, F_S(theta_e), l''(eta_e)) per set: g = grad F_S(theta_e), alpha_i =
-        M |x~_i^T dtheta_est| for the kept samples (0 for the removed ones) and each sample's
-        unweighted curvature at theta_e (for the effects' drift terms), both of shape (n,).
+    def evaluate(self, sets, dthetas, curvatures=False):
+        """(g, alpha, F_S(theta_e)) per set, and with ``curvatures`` l''(eta_e) last: g = grad F_S(theta_e),
+        alpha_i = M |x~_i^T dtheta_est| for the kept samples (0 for the removed ones) and each
+        sample's unweighted curvature at theta_e (for the effects' drift terms), both of shape (n,).
 
         In-memory X: one pass for up to 64 sets at once, eta = X~ Theta_e and X~^T (W o l'(eta))
         as matrix products; a dask X: one pass per set."""
@@ -425,7 +425,7 @@ class Certifier:
                 g = (_design.rmatvec(problem.X, weights * d1, problem.fit_intercept)
                      + lam * problem.penalty_diag * theta_e)
                 value = float(weights @ loss + 0.5 * lam * (problem.penalty_diag @ theta_e**2))
-                out.append((g, self.M * deviation, value, d2))
+                out.append((g, self.M * deviation, value) + ((d2,) if curvatures else ()))
             return out
         group = int(min(64, max(1, BLOCK_VALUES // problem.n_samples)))
         for start in range(0, len(sets), group):
@@ -434,14 +434,15 @@ class Certifier:
             weights = np.repeat(problem.sample_weight[:, None], len(chunk), axis=1)
             for k, index in enumerate(chunk):
                 weights[index, k] = 0.0
-            values, grads, deviation, second = _design.loss_gradients(
+            values, grads, deviation, *second = _design.loss_gradients(
                 problem.X, thetas, problem.fit_intercept, problem.y, weights, problem.family, problem.offset,
-                reference=problem.eta, curvatures=True)
+                reference=problem.eta, curvatures=curvatures)
             for k in range(len(chunk)):
                 lam = problem.penalty_total(weights[:, k])
                 g = grads[:, k] + lam * problem.penalty_diag * thetas[:, k]
                 value = float(values[k] + 0.5 * lam * (problem.penalty_diag @ thetas[:, k]**2))
-                out.append((g, self.M * deviation[:, k], value, np.ascontiguousarray(second[:, k])))
+                out.append((g, self.M * deviation[:, k], value)
+                           + ((np.ascontiguousarray(second[0][:, k]),) if curvatures else ()))
         return out
 
     # -- the certificate -----------------------------------------------------------------------
@@ -449,7 +450,7 @@ class Certifier:
         """The :class:`_SetCertificate` of the estimate ``dtheta`` for removing ``index``."""
         if self.M is None:
             return _SetCertificate(np.inf, np.inf, False, f"no certificate for the {self.problem.family.name} family")
-        (g, alpha, value, *curvature), = self.evaluate([index], [dtheta])
+        (g, alpha, value, *curvature), = self.evaluate([index], [dtheta], curvatures=True)
         return self.certify(index, dtheta, g, alpha, self.factor(index) if factor is None else factor, value,
                             *curvature)
 
@@ -614,7 +615,7 @@ class Certifier:
             for k, c in enumerate(chunk):
                 self.sharpen(c, np.asarray(rows[:, k]))
 
-    def refine_all(self, certs):
+    def refine_all(self, certs, curvatures=False):
         """Tighten loose certificates through their chord points, with one more pass for all of them.
 
         The chord point theta_c = theta_e - w (w = H_0^{-1} g) lies far closer to theta* than theta_e
@@ -629,7 +630,8 @@ class Certifier:
         effects). An estimate the pass at theta_e did not certify is certified when its chord point
         is. Only the certificates whose H_0-norm bound exceeds delta' by more than
         ``_REFINE_LOOSENESS`` (or that are not certified) take the pass; the chord points' passes are
-        one matrix product per group of sets."""
+        one matrix product per group of sets (keeping each sample's curvature at the chord points
+        with ``curvatures``, for their effects' bounds)."""
         problem = self.problem
         work = [c for c in certs
                 if c.step is not None and c.alpha is not None and c.theta_e is not None and c.solve is not None
@@ -638,7 +640,7 @@ class Certifier:
             return
         points = certify_params(problem, [c.index for c in work],
                                 [c.theta_e - c.step - problem.theta for c in work],
-                                [_SetFactor(c.solve, 1.0 - c.gamma) for c in work])
+                                [_SetFactor(c.solve, 1.0 - c.gamma) for c in work], curvatures)
         for cert, point in zip(work, points):
             if point.certified:
                 self._through_chord_point(cert, point)
@@ -713,7 +715,7 @@ class Certifier:
             from ._targets import CallableTarget
 
             # (callable targets are not certified: their sets need no pass at the chord point)
-            self.refine_all([c for c, t in zip(certs, targets) if not isinstance(t, CallableTarget)])
+            self.refine_all([c for c, t in zip(certs, targets) if not isinstance(t, CallableTarget)], curvatures=True)
             # the chord points' own effect bounds (effect_bound), with their products batched too
             points = [(c.chord_point, t) for c, t in zip(certs, targets) if c.chord_point is not None]
             if points:
@@ -1132,10 +1134,11 @@ class MultinomialCertifier(Certifier):
         except SingularHessianError:
             return _SetFactor(None, 0.0, "the leave-out Hessian is (numerically) singular")
 
-    def evaluate(self, sets, dthetas):
+    def evaluate(self, sets, dthetas, curvatures=False):
         """(g in block order, alpha_i = M times the max-minus-min over classes of the change of eta_i,
         and F_S(theta_e) where the pass forms it); a dense X~ takes one pass for up to 64 sets at
-        once (:func:`rif._multinomial.dense_softmax_passes`)."""
+        once (:func:`rif._multinomial.dense_softmax_passes`). ``curvatures`` is not used here (the
+        effects' drift terms form their own)."""
         from ._kernels import softmax_residual
         from ._multinomial import _dense, dense_softmax_passes
 
@@ -1358,16 +1361,18 @@ def certifier(problem):
     return cache
 
 
-def certify_params(problem, sets, dthetas, factors=None):
+def certify_params(problem, sets, dthetas, factors=None, curvatures=False):
     """The :class:`_SetCertificate` of each parameter change in ``dthetas`` (n_sets, p) for ``sets``;
     ``factors``, a list of :class:`_SetFactor` (or None) per set, is filled in where missing and
-    reused."""
+    reused; with ``curvatures``, each scalar GLM certificate keeps the pass's curvature at its
+    estimate (for effects)."""
     cert = certifier(problem)
     factors = [None] * len(sets) if factors is None else factors
     if cert.M is None:
         return [cert.certify_set(index, d) for index, d in zip(sets, dthetas)]
     certs = []
-    for j, (index, dtheta, (g, m, value, *curvature)) in enumerate(zip(sets, dthetas, cert.evaluate(sets, dthetas))):
+    for j, (index, dtheta, (g, m, value, *curvature)) in enumerate(zip(sets, dthetas,
+                                                                       cert.evaluate(sets, dthetas, curvatures))):
         if factors[j] is None:
             factors[j] = cert.factor(index)
         certs.append(cert.certify(index, dtheta, g, m, factors[j], value, *curvature))
