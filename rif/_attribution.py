@@ -88,6 +88,27 @@ def _judge_batch(problem, positions, method, estimates, certificates, last, judg
     return records
 
 
+def _refit_starts(pending, factors, last_seen, to_block=None):
+    """(starts, solves) for the refits of the pending sets: each set's factorisation of
+    H_{-S}(theta^) where usable (else None: the refit builds, and judges, its own), and, with it,
+    the start (theta_e, F_S(theta_e), grad F_S(theta_e)) its last certificate's pass made (None where
+    there is none); ``to_block`` maps theta_e to the refit's parameter order (softmax models)."""
+    starts, solves = [], []
+    for j in pending:
+        factor = factors[j]
+        usable = factor is not None and factor.solve is not None and not factor.reason
+        solves.append(factor.solve if usable else None)
+        cert = last_seen[j][1] if last_seen.get(j) is not None else None
+        warm = (usable and cert is not None and cert.theta_e is not None and cert.value is not None
+                and cert.gradient is not None)
+        if warm:
+            theta = cert.theta_e if to_block is None else to_block(cert.theta_e)
+            starts.append((theta, cert.value, cert.gradient))
+        else:
+            starts.append(None)
+    return starts, solves
+
+
 def _anderson_candidate(theta, step, previous, history, memory=5):
     """The next iterate of chord steps theta - step (step = H_0^{-1} grad) with Anderson mixing over
     the last ``memory`` iterates, as in the refit's chord iterations (rif._solvers._chord_iterations):
@@ -350,16 +371,10 @@ class AttributionMixin:
 
         if not hasattr(problem, "family") or is_dask(problem.X):
             return None
-        starts, solves = [], []
         for j in pending:
-            cert = last_seen[j][1] if last_seen.get(j) is not None else None
-            if cert is None and factors[j] is None:
+            if last_seen.get(j) is None and factors[j] is None:
                 factors[j] = certifier(problem).factor(sets[j])
-            usable = factors[j] is not None and factors[j].solve is not None and not factors[j].reason
-            # (otherwise the refit builds, and judges, its own factorisation)
-            solves.append(factors[j].solve if usable else None)
-            warm = usable and cert is not None and cert.theta_e is not None and cert.value is not None
-            starts.append((cert.theta_e, cert.value, cert.gradient) if warm else None)
+        starts, solves = _refit_starts(pending, factors, last_seen)
         if all(solve is None for solve in solves):
             return None
         results = list(chord_refits(problem, [sets[j] for j in pending], tol=self.tol, max_iter=self.max_iter,
@@ -376,15 +391,7 @@ class AttributionMixin:
         of H_{-S}(theta^) as its chord matrix."""
         from ._multinomial import _refits
 
-        starts, solves = [], []
-        for j in pending:
-            factor = factors[j]
-            usable = factor is not None and factor.solve is not None and not factor.reason
-            solves.append(factor.solve if usable else None)
-            cert = last_seen[j][1] if last_seen.get(j) is not None else None
-            warm = (usable and cert is not None and cert.theta_e is not None and cert.value is not None
-                    and cert.gradient is not None)
-            starts.append((problem.from_public(cert.theta_e), cert.value, cert.gradient) if warm else None)
+        starts, solves = _refit_starts(pending, factors, last_seen, problem.from_public)
         found = {}
         out = _refits(problem, [sets[j] for j in pending], self.tol, self.max_iter, self.progress, anchors=found,
                       starts=starts, solves=solves)

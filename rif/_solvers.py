@@ -276,21 +276,22 @@ def _chord_refit_steps(problem, index, weights, tol, max_iter, start=None, solve
     ``solve`` = H_{-S}(theta^)^{-1} gives the chord matrix's factorisation (e.g. the one that
     certificate used) instead of building it. ``keep_anchor``: the result carries the last Hessian
     formed (:attr:`RefitResult.anchor`)."""
-    if start is not None:
+    own_start = hasattr(problem, "leave_out_start")     # a problem that states its own start (multinomial)
+    away = start is not None
+    if away:
         theta, value, grad = start
-        home = (problem.leave_out_start(index, weights, estimate=False) if hasattr(problem, "leave_out_start")
-                else _home_start(problem, index, weights))
-        if not value <= home[1]:                    # never start where the objective is above theta^'s
-            theta, value, grad = home
-    elif hasattr(problem, "leave_out_start"):         # a problem that states its own start (multinomial)
+    elif own_start:
         theta, value, grad = problem.leave_out_start(index, weights)
         if grad is None:                            # a start away from theta^: one evaluation
             value, grad = yield theta
-            home = problem.leave_out_start(index, weights, estimate=False)
-            if not value <= home[1]:                # never start where the objective is above theta^'s
-                theta, value, grad = home
+            away = True
     else:
         theta, value, grad = _home_start(problem, index, weights)
+    if away:
+        home = problem.leave_out_start(index, weights, estimate=False) if own_start else _home_start(
+            problem, index, weights)
+        if not value <= home[1]:                    # never start where the objective is above theta^'s
+            theta, value, grad = home
     if solve is None:
         solve = _chord_solver(problem, index)
     state = (theta, value, grad)
