@@ -452,10 +452,10 @@ class _PassCounter:
                 self.count += 0.5 * (thetas.shape[1] if np.ndim(thetas) == 2 else 1)
             return product(X, thetas, *args, **kwargs)
 
-        def dense(problem, sets, dthetas):
+        def dense(problem, sets, dthetas, *rest):
             self.count += len(sets)
             self.hessians += len(sets)
-            return self.dense_original(problem, sets, dthetas)
+            return self.dense_original(problem, sets, dthetas, *rest)
 
         self.design.loss_gradient, self.design.loss_gradients, self.design.linear_predictor = one, batch, half
         self.dense.certify = dense

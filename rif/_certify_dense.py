@@ -76,6 +76,8 @@ _AUTO_ROUNDS = 6
 #: evaluations at successive Newton points that certify=True tries for an estimate the evaluation
 #: at it does not certify (the estimate is then bounded through the first one certified)
 _THROUGH_ROUNDS = 2
+#: products with the row products of at most this many sets are formed one set at a time
+_FEW = 3
 #: the rounding of theta_e - w - theta^, relative to the norms of its terms
 _ROUNDING = 8 * np.finfo(float).eps
 
@@ -135,14 +137,22 @@ class _Products:
         """sum_i c_bi x~_i x~_i^T for each row b of ``curvatures`` (B, n): (B, p, p)."""
         p = self.rows.shape[1]
         out = np.empty((len(curvatures), p, p))
-        packed = curvatures @ self.pairs
+        packed = _times(curvatures, self.pairs)
         out[:, self.upper[0], self.upper[1]] = packed
         out[:, self.upper[1], self.upper[0]] = packed
         return out
 
     def quadratic_forms(self, matrices):
         """x~_i^T A_b x~_i for each symmetric A_b of ``matrices`` (B, p, p): (B, n)."""
-        return (matrices[:, self.upper[0], self.upper[1]] * self.twice) @ self.pairs.T
+        return _times(matrices[:, self.upper[0], self.upper[1]] * self.twice, self.pairs.T)
+
+
+def _times(A, B):
+    """A @ B, a row of A at a time for a few rows (BLAS's matrix products run far slower than
+    its matrix-vector products on two or three rows)."""
+    if len(A) > _FEW:
+        return A @ B
+    return np.array([a @ B for a in A]).reshape(len(A), B.shape[1])
 
 
 def _products(problem):
@@ -152,9 +162,12 @@ def _products(problem):
     return cache
 
 
-def certify(problem, sets, dthetas):
+def certify(problem, sets, dthetas, rtol=None):
     """The :class:`DenseCertificate` of each change in ``dthetas`` (n_sets, p) for ``sets``, a group
-    of sets at a time (each step one array program over the group)."""
+    of sets at a time (each step one array program over the group). With ``rtol``, an estimate
+    whose bound proves that relative accuracy before its Newton point's sample-by-sample bound
+    (:func:`_newton_point_bounds`) is formed keeps the Newton point's second-order bound (valid,
+    looser): ``method="auto"`` takes the estimate itself then."""
     products = _products(problem)
     n, p = products.rows.shape
     dthetas = np.asarray(dthetas, dtype=float).reshape(len(sets), p)
@@ -162,7 +175,7 @@ def certify(problem, sets, dthetas):
     out = []
     for start in range(0, len(sets), group):
         out += _certify_group(problem, products, concordance(problem.family), sets[start:start + group],
-                              dthetas[start:start + group])
+                              dthetas[start:start + group], rtol)
     return out
 
 
@@ -170,7 +183,7 @@ def _evaluate(problem, products, sets, dthetas):
     """At theta_e = theta^ + dtheta for each set b (row b of every result): theta_e (B, p), its linear
     predictors (B, n), the weights without the set (B, n), the curvatures w_i l''_i (B, n),
     lambda(w) (B,), g = grad F_S(theta_e) (B, p), H_e = grad^2 F_S(theta_e) (B, p, p), the slopes
-    (log l'')' at the linear predictors (B, n) and l' there (B, n)."""
+    (log l'')' at the linear predictors (B, n), l' there (B, n) and the sets' indicators (B, n)."""
     rows = products.rows
     n, p = rows.shape
     B = len(sets)
@@ -178,9 +191,8 @@ def _evaluate(problem, products, sets, dthetas):
     etas = thetas @ rows.T
     if problem.offset is not None:
         etas += problem.offset[None, :]
-    weights = np.repeat(problem.sample_weight[None, :], B, axis=0)
-    for b, index in enumerate(sets):
-        weights[b, index] = 0.0
+    removed = _removal_mask(n, sets)
+    weights = problem.sample_weight[None, :] * (1.0 - removed)
     d1, d2, slopes = (np.empty((B, n)) for _ in range(3))
     curvature_terms(etas.ravel(), np.tile(problem.y, B), problem.family.code, d1.ravel(), d2.ravel(), slopes.ravel())
     curvature = weights * d2
@@ -188,22 +200,23 @@ def _evaluate(problem, products, sets, dthetas):
     grads = (weights * d1) @ rows + lam[:, None] * problem.penalty_diag * thetas
     hessians = products.grams(curvature)
     hessians[:, np.arange(p), np.arange(p)] += lam[:, None] * problem.penalty_diag
-    return thetas, etas, weights, curvature, lam, grads, hessians, slopes, d1
+    return thetas, etas, weights, curvature, lam, grads, hessians, slopes, d1, removed
 
 
-def _certify_group(problem, products, M, sets, dthetas):
+def _certify_group(problem, products, M, sets, dthetas, rtol=None):
     rows = products.rows
     n, p = rows.shape
     B = len(sets)
-    thetas, etas, weights, curvature, lam, grads, hessians, slopes, d1 = _evaluate(problem, products, sets, dthetas)
+    thetas, etas, weights, curvature, lam, grads, hessians, slopes, d1, removed = _evaluate(problem, products, sets,
+                                                                                        dthetas)
     usable = np.all(np.isfinite(grads), axis=1) & np.all(np.isfinite(hessians), axis=(1, 2))
     hessians[~usable] = np.eye(p)
     inverses, definite = _inverses(hessians)
     usable &= definite
-    low = _lambda_min_lower(hessians, inverses, 0.0 if problem.fit_intercept else lam)
     # the solves' relative error, at most about p eps times the condition number: the bounds are
     # widened by twice that, and a set whose H_e is too ill-conditioned for it goes the other route
     accuracy = _solve_accuracy(hessians, inverses)
+    low = _lambda_min_lower(hessians, inverses, 0.0 if problem.fit_intercept else lam, accuracy)
     usable &= (low > 0.0) & (accuracy < 1e-3)
     widen = 1.0 + 2.0 * accuracy
     steps = np.einsum("bpq,bq->bp", inverses, grads)                                           # H_e^{-1} g
@@ -220,22 +233,25 @@ def _certify_group(problem, products, M, sets, dthetas):
     above = curvature_above(curvature, weights)
     rho, newton_h, low_rho = _radii(M, delta, s, reach, above, kept, usable)
     certified = np.isfinite(rho)
-    if M > 0:
-        work = (rows, along, slopes, curvature, above, inverses,
-                _bend(problem.family))
-        newton_h = _newton_point_bounds(M, rho, newton_h, low_rho, reach, work, certified)
     # the bounds so far hold for the minimiser of the objective tilted by the gradient's rounding
     # (rif._rounding), whose gradient at theta_e is the computed one; theta* lies a further
     # ``tilted`` away in H_e's norm (the curvature within r of theta_e is at least e^{-s r} times H_e's)
-    tilted = np.full(B, np.inf)
     _, errors = _rounding.scalar_gradient_error(problem, weights, thetas, weights * np.abs(d1), curvature,
                                                 np.abs(etas), 0.0, M, low, curvature)          # H_e >= X~^T C_e X~
-    for b in np.flatnonzero(certified):
-        tilted[b] = _rounding.tilt(errors[b], float(rho[b]), lambda r, s_b=float(s[b]): np.exp(-s_b * r))
+    tilted = np.where(certified, _rounding.exponential_tilts(errors, rho, s), np.inf)
     certified &= np.isfinite(tilted)
-    rho, newton_h = np.where(certified, rho + tilted, np.inf), np.where(certified, newton_h + tilted, np.inf)
     root = np.sqrt(low)
     step_norm = np.linalg.norm(steps, axis=1)
+    if M > 0:
+        refine = certified
+        if rtol is not None:         # estimates proved to rtol already need no sharper Newton point
+            with np.errstate(invalid="ignore", divide="ignore"):
+                first = widen * np.minimum(rho + tilted, step_norm * root + newton_h + tilted) / root
+            refine = certified & ~np.array([relative_ok(np.linalg.norm(d), b, rtol) for d, b in zip(dthetas, first)])
+        work = (rows, along, slopes, curvature, above, inverses,
+                _bend(problem.family))
+        newton_h = _newton_point_bounds(M, rho, newton_h, low_rho, reach, work, refine)
+    rho, newton_h = np.where(certified, rho + tilted, np.inf), np.where(certified, newton_h + tilted, np.inf)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         grow = np.exp(0.5 * m)
 
@@ -243,7 +259,7 @@ def _certify_group(problem, products, M, sets, dthetas):
             return np.where(v > 0, grow * v, 0.0)
 
         bound = np.minimum(rho / root, step_norm + newton_h / root)
-        bound_h = np.minimum(grown(rho), _leave_out_norms(problem, sets, steps, along) + grown(newton_h))
+        bound_h = np.minimum(grown(rho), _leave_out_norms(problem, removed, steps, along) + grown(newton_h))
         # theta_N - theta^ is itself computed in floating point: its rounding joins its bounds
         rounding = _ROUNDING * (np.linalg.norm(thetas, axis=1) + step_norm)
         newton_bound = newton_h / root + rounding
@@ -297,13 +313,14 @@ def _solve_accuracy(hessians, inverses):
     return 4.0 * hessians.shape[1] * np.finfo(float).eps * cond
 
 
-def _lambda_min_lower(hessians, inverses, floor):
+def _lambda_min_lower(hessians, inverses, floor, margin=None):
     """A lower bound of lambda_min(H_e) per set, from its inverse: lambda_max(H_e^{-1}) <=
     ||H_e^{-4}||_F^{1/4} = (sum_k mu_k^8)^{1/8}, at most p^{1/8} times it; less a margin for the
     inverse's rounding (p eps times the condition number ||H_e||_F ||H_e^{-1}||_F, relative), and
-    never below ``floor`` (lambda, when no intercept is left unpenalised: H_e >= lambda I)."""
+    never below ``floor`` (lambda, when no intercept is left unpenalised: H_e >= lambda I).
+    ``margin``: :func:`_solve_accuracy`'s, where already computed."""
     top = _top_eigenvalue_upper(inverses)                                                  # >= lambda_max(H_e^{-1})
-    margin = _solve_accuracy(hessians, inverses)
+    margin = _solve_accuracy(hessians, inverses) if margin is None else margin
     with np.errstate(divide="ignore", invalid="ignore"):
         low = np.where(margin < 0.5, (1.0 - margin) / top, 0.0)
     return np.maximum(np.nan_to_num(low, nan=0.0), floor)
@@ -388,19 +405,26 @@ def _bend(family):
     return 0.5 if isinstance(family, Binomial) else 0.0
 
 
-def _leave_out_norms(problem, sets, steps, along):
+def _leave_out_norms(problem, removed, steps, along):
     """||w||_{H_0} per set, H_0 = H - X~_S^T C_S X~_S - (lambda(w) - lambda(w_S)) P^T P, from
-    ``along`` = X~ w."""
+    ``along`` = X~ w and the sets' indicators ``removed`` (B, n)."""
     value = np.einsum("bp,pq,bq->b", steps, problem.hessian, steps)
-    for b, index in enumerate(sets):
-        value[b] -= (problem.curvature[index] @ along[b, index] ** 2
-                     + problem.sample_penalty[index].sum() * (problem.penalty_diag @ steps[b] ** 2))
+    value -= (removed * along**2) @ problem.curvature + (removed @ problem.sample_penalty) * (steps**2 @ problem.penalty_diag)
     return np.sqrt(np.maximum(value, 0.0))
+
+
+def _removal_mask(n, sets):
+    """(len(sets), n): 1.0 where sample i is in set b, else 0.0."""
+    mask = np.zeros((len(sets), n))
+    lengths = [len(index) for index in sets]
+    mask[np.repeat(np.arange(len(sets)), lengths), np.concatenate(sets) if sets else []] = 1.0
+    return mask
 
 
 def _leave_out_norm(problem, index, v):
     """||v||_{H_0} for one set (see :func:`_leave_out_norms`)."""
-    return _leave_out_norms(problem, [index], v[None], (_products(problem).rows @ v)[None])[0]
+    return _leave_out_norms(problem, _removal_mask(problem.n_samples, [index]), v[None],
+                            (_products(problem).rows @ v)[None])[0]
 
 
 def certify_through(problem, sets, dthetas, rounds=None):
@@ -444,12 +468,12 @@ def params_certificates(problem, sets, dthetas):
     return out
 
 
-def _newton_rounds(problem, sets, estimates, judge):
+def _newton_rounds(problem, sets, estimates, judge, rtol=None):
     """For each set, the record ``judge(positions, certificates, current, methods)`` returns (a dict
     position -> record) for the first of its estimate (RIF's) and the Newton points from it that
     it accepts, or None for the sets :data:`_AUTO_ROUNDS` rounds do not settle. A round is one
     evaluation for all the sets still open; a set moves on to its Newton point while its Newton
-    decrement falls."""
+    decrement falls. ``rtol`` goes to :func:`certify`."""
     records = [None] * len(sets)
     current = np.array(estimates, dtype=float)
     methods = ["rif"] * len(sets)
@@ -457,7 +481,7 @@ def _newton_rounds(problem, sets, estimates, judge):
     for _ in range(_AUTO_ROUNDS):
         if not active:
             break
-        certs = certify(problem, [sets[j] for j in active], current[active])
+        certs = certify(problem, [sets[j] for j in active], current[active], rtol)
         accepted = judge(active, certs, current, methods)
         still = []
         for j, cert in zip(active, certs):
@@ -484,7 +508,7 @@ def auto(problem, sets, estimates, rtol):
                 accepted[j] = (cert.newton, cert.newton_bound, cert.newton_bound_h, "retrain")
         return accepted
 
-    return _newton_rounds(problem, sets, estimates, judge)
+    return _newton_rounds(problem, sets, estimates, judge, rtol)
 
 
 # -- effects ---------------------------------------------------------------------------------------

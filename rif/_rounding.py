@@ -155,3 +155,14 @@ def tilt(error_h, radius, kappa):
     t = 2.0 * error_h / near
     far = kappa(radius + t)
     return float(t) if far > 0.0 and error_h / far <= t else np.inf
+
+
+def exponential_tilts(error_h, radius, s):
+    """:func:`tilt` for kappa(r) = exp(-s r), for arrays of sets at once (inf where ``radius`` is
+    not finite)."""
+    error_h, radius, s = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (error_h, radius, s)))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        t = 2.0 * error_h / np.exp(-s * radius)
+        far = np.exp(-s * (radius + t))
+        ok = np.isfinite(error_h) & np.isfinite(radius) & (np.exp(-s * radius) > 0.0) & (far > 0.0) & (error_h / far <= t)
+    return np.where(error_h == 0.0, 0.0, np.where(ok, t, np.inf))

@@ -41,12 +41,38 @@ def test_the_bounds_are_never_below_the_error(family, n, ratio, intercept, scali
         assert _leave_out_norm(problem, index, estimate - truth) <= cert.bound_h + slack, (method, cert)
         public = problem.params_change(index, method, certify=True)       # through the route's fallback too
         assert np.linalg.norm(public.value - truth) <= public.bound + slack, (method, public)
+    # with rtol, estimates proved to it keep their Newton point's second-order bound: looser, still valid
+    for cert, quick, estimate in zip(certs, _certify_dense.certify(problem, [index] * 4, np.array(list(
+            estimates.values())), rtol=0.05), estimates.values()):
+        assert quick.certified == cert.certified and quick.delta == cert.delta
+        if quick.certified:
+            # (up to the rounding of the refinement's products, which run over fewer sets)
+            assert cert.bound <= quick.bound * (1 + 1e-12) and cert.newton_bound <= quick.newton_bound * (1 + 1e-12)
+            assert np.linalg.norm(estimate - truth) <= quick.bound + slack
+            assert np.linalg.norm(quick.newton - truth) <= quick.newton_bound + slack
     X_eval, y_eval = certify_data(family, 10, problem.n_features, seed + 1)
     for target in ["loss", "decision"] + (["proba"] if family == "binomial" else []):
         exact = problem.effect(index, target, X_eval, y_eval, dtheta=truth)
         for method in ("rif", "newton"):
             effect = problem.effect(index, target, X_eval, y_eval, method=method, certify=True)
             assert abs(effect.value - exact) <= effect.bound + 1e-9 * (1 + abs(exact)), (method, target, effect)
+
+
+def test_hessians_and_forms_of_a_few_sets_match_those_of_many():
+    """Groups of up to _FEW sets take one matrix-vector product per set; larger ones one product."""
+    X, y = certify_data("binomial", 90, 6, 3)
+    products = _certify_dense._products(GLMProblem(X, y, "binomial", penalty=1.0))
+    curvatures = np.random.default_rng(4).uniform(0.0, 0.25, (_certify_dense._FEW + 2, 90))
+    many = products.grams(curvatures)
+    one_by_one = np.array([products.grams(c[None])[0] for c in curvatures])
+    assert len(curvatures) > _certify_dense._FEW
+    np.testing.assert_allclose(one_by_one, many, rtol=1e-13)
+    np.testing.assert_allclose(one_by_one, np.einsum("bi,ij,ik->bjk", curvatures, products.rows, products.rows),
+                               rtol=1e-12)
+    inverses = np.linalg.inv(many + np.eye(7))
+    forms = products.quadratic_forms(inverses)
+    np.testing.assert_allclose(np.array([products.quadratic_forms(A[None])[0] for A in inverses]), forms, rtol=1e-12)
+    np.testing.assert_allclose(forms, np.einsum("ij,bjk,ik->bi", products.rows, inverses, products.rows), rtol=1e-12)
 
 
 def test_small_problems_take_the_exact_route_and_its_bounds_are_tight(monkeypatch):
@@ -105,9 +131,9 @@ def test_what_the_exact_route_cannot_certify_goes_through_the_leave_out_hessian(
     truth = problem.params_change(sets, "retrain")
     original = _certify_dense.certify
 
-    def every_other(problem, sets, dthetas):        # the route certifies only the even positions
+    def every_other(problem, sets, dthetas, *rest):        # the route certifies only the even positions
         return [cert if k % 2 == 0 else _certify_dense.DenseCertificate(np.inf, np.inf, False)
-                for k, cert in enumerate(original(problem, sets, dthetas))]
+                for k, cert in enumerate(original(problem, sets, dthetas, *rest))]
 
     monkeypatch.setattr(_certify_dense, "certify", every_other)
     general = []
@@ -307,7 +333,7 @@ def test_the_batched_evaluation_is_the_problems_own_gradient_and_hessian(family,
     sets = [np.arange(3, 9), np.array([0, 40, 79])]
     dthetas = 0.1 * rng.standard_normal((2, problem.n_params))
     products = _certify_dense._products(problem)
-    thetas, etas, weights, _, _, grads, hessians, slopes, _ = _certify_dense._evaluate(problem, products, sets, dthetas)
+    thetas, etas, weights, _, _, grads, hessians, slopes, _, _ = _certify_dense._evaluate(problem, products, sets, dthetas)
     for b in range(2):
         _, want = problem.value_gradient(thetas[b], weights[b])
         np.testing.assert_allclose(grads[b], want, rtol=1e-10, atol=1e-12)

@@ -170,6 +170,20 @@ def test_the_tilt_of_a_rounding_error():
     assert tilt(0.1, 0.0, lambda r: np.exp(-50.0 * r)) == np.inf          # the path would leave the region
 
 
+def test_exponential_tilts_are_the_tilt_of_exp_minus_s_r_set_by_set():
+    from rif._rounding import exponential_tilts, tilt
+
+    rng = np.random.default_rng(5)
+    errors = np.concatenate([10.0 ** rng.uniform(-16, 0, 200), [0.0, 0.0, np.inf, np.nan, 1e-12, 0.1]])
+    radii = np.concatenate([10.0 ** rng.uniform(-6, 1, 200), [0.5, np.inf, 0.5, 0.5, 0.5, 0.0]])
+    slopes = np.concatenate([rng.choice([0.0, 1.0, 10.0, 50.0], 200), [1.0, 1.0, 1.0, 1.0, 800.0, 50.0]])
+    got = exponential_tilts(errors, radii, slopes)
+    want = [tilt(e, r, lambda t, s=s: np.exp(-s * t)) if np.isfinite(r) or e == 0.0 else np.inf
+            for e, r, s in zip(errors, radii, slopes)]
+    assert np.isfinite(got).sum() > 100 and np.isinf(got).sum() > 3
+    np.testing.assert_array_equal(got, want)
+
+
 def test_the_softmax_gradient_error_bound_covers_the_rounding():
     """The softmax bound of fl(g) - g (both norms, at the refit itself and through theta^'s blocks)
     against the gradient in long double, at a nearly interpolating and at a plain fit."""
