@@ -3,6 +3,7 @@
 import importlib.util
 import pathlib
 
+import numpy as np
 import pytest
 
 RUN = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
@@ -73,8 +74,10 @@ def test_certificate_cost_rows_run_and_auto_keeps_its_tolerance(bench):
     autos = [row for row in bench.ROWS if row[0].startswith("method='auto'")]
     floors = [row for row in bench.ROWS if row[0].startswith("floor of")]
     effects = [row for row in bench.ROWS if row[0].startswith("test-loss effects, method='auto'")]
-    assert len(bench.ROWS) == 24 and len(autos) == 9 and len(floors) == 3   # breast cancer, synthetic, ESC-50 shape
-    assert len(effects) == 3
+    newton = [row for row in bench.ROWS if row[0].startswith("certificates of 4 Newton-step")]
+    assert len(bench.ROWS) == 27 and len(autos) == 9 and len(floors) == 3   # breast cancer, synthetic, ESC-50 shape
+    assert len(effects) == 3 and len(newton) == 3
+    assert all(np.isfinite(float(row[8].split()[-1])) and row[9].split()[-1].endswith("%") for row in newton)
     for row in autos + effects:
         rtol = float(row[0].split()[-1])
         assert float(row[8].split()[-1]) <= rtol
