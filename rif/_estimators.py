@@ -326,14 +326,23 @@ def _additive_batch(problem, sets, method):
     return _solve_set_sums(problem, problem.base_factor, coef, share, sets)
 
 
+#: a dense X's product with the sets' coefficient matrix takes that matrix dense (building a sparse
+#: one costs about 0.1 ms) when the dense product has at most this many multiply-adds (n p per set)
+_DENSE_INDICATOR_WORK = 2**21
+
+
 def _solve_set_sums(problem, factor, coef, share, sets):
-    """F^{-1} (X~^T A + P^T P theta^ shares^T) for each set, (n_sets, p): A the sparse (n, n_sets)
-    matrix of each set's coefficients, ``shares`` each set's sum of ``share``; one sparse product
-    and one solve for the whole batch."""
+    """F^{-1} (X~^T A + P^T P theta^ shares^T) for each set, (n_sets, p): A the (n, n_sets) matrix
+    of each set's coefficients (sparse, or dense for a small dense X), ``shares`` each set's sum of
+    ``share``; one product and one solve for the whole batch."""
     lengths = [len(s) for s in sets]
     rows = np.concatenate(sets)
     cols = np.repeat(np.arange(len(sets)), lengths)
-    indicator = sp.csc_matrix((coef[rows], (rows, cols)), shape=(problem.n_samples, len(sets)))
+    if isinstance(problem.X, np.ndarray) and problem.n_samples * problem.n_params * len(sets) <= _DENSE_INDICATOR_WORK:
+        indicator = np.zeros((problem.n_samples, len(sets)))
+        indicator[rows, cols] = coef[rows]
+    else:
+        indicator = sp.csc_matrix((coef[rows], (rows, cols)), shape=(problem.n_samples, len(sets)))
     grads = _design.rmatmat(problem.X, indicator, problem.fit_intercept)   # sum_{i in S} s_i x~_i
     shares = np.bincount(cols, weights=share[rows], minlength=len(sets))
     if shares.any():

@@ -119,6 +119,22 @@ def test_batch_equals_one_set_at_a_time(family, scaling, intercept, weights, met
 
 @pytest.mark.parametrize("family,scaling,intercept,weights", CONFIGS)
 @pytest.mark.parametrize("method", ["if", "rif"])
+def test_sets_coefficients_dense_or_sparse_give_the_same_batch(family, scaling, intercept, weights, method,
+                                                               monkeypatch):
+    from rif import _estimators
+
+    prob = make_problem(family, n=40, d=5, scaling=scaling, intercept=intercept, weights=weights)
+    rng = np.random.default_rng(8)
+    sets = [np.sort(rng.choice(40, size=k, replace=False)) for k in (1, 3, 8, 12)]
+    assert isinstance(prob.X, np.ndarray) and 40 * prob.n_params * len(sets) <= _estimators._DENSE_INDICATOR_WORK
+    dense = params_change_batch(prob, sets, method)
+    monkeypatch.setattr(_estimators, "_DENSE_INDICATOR_WORK", 0)
+    sparse = params_change_batch(prob, sets, method)
+    np.testing.assert_allclose(dense, sparse, rtol=1e-12, atol=1e-15 * np.abs(sparse).max())
+
+
+@pytest.mark.parametrize("family,scaling,intercept,weights", CONFIGS)
+@pytest.mark.parametrize("method", ["if", "rif"])
 def test_all_sample_routes_equal_one_set_at_a_time(family, scaling, intercept, weights, method):
     prob = make_problem(family, n=30, d=4, scaling=scaling, intercept=intercept, weights=weights)
     loo = loo_params_change(prob, method)
