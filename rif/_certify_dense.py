@@ -409,7 +409,8 @@ def _leave_out_norms(problem, removed, steps, along):
     """||w||_{H_0} per set, H_0 = H - X~_S^T C_S X~_S - (lambda(w) - lambda(w_S)) P^T P, from
     ``along`` = X~ w and the sets' indicators ``removed`` (B, n)."""
     value = np.einsum("bp,pq,bq->b", steps, problem.hessian, steps)
-    value -= (removed * along**2) @ problem.curvature + (removed @ problem.sample_penalty) * (steps**2 @ problem.penalty_diag)
+    value -= ((removed * along**2) @ problem.curvature
+              + (removed @ problem.sample_penalty) * (steps**2 @ problem.penalty_diag))
     return np.sqrt(np.maximum(value, 0.0))
 
 

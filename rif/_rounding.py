@@ -158,11 +158,12 @@ def tilt(error_h, radius, kappa):
 
 
 def exponential_tilts(error_h, radius, s):
-    """:func:`tilt` for kappa(r) = exp(-s r), for arrays of sets at once (inf where ``radius`` is
-    not finite)."""
+    """:func:`tilt` for kappa(r) = exp(-s r), for arrays of sets at once: 0 where ``error_h`` is 0,
+    inf where it or ``radius`` is not finite or the test fails."""
     error_h, radius, s = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (error_h, radius, s)))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        t = 2.0 * error_h / np.exp(-s * radius)
+        near = np.exp(-s * radius)
+        t = 2.0 * error_h / near
         far = np.exp(-s * (radius + t))
-        ok = np.isfinite(error_h) & np.isfinite(radius) & (np.exp(-s * radius) > 0.0) & (far > 0.0) & (error_h / far <= t)
+        ok = np.isfinite(error_h) & np.isfinite(radius) & (near > 0.0) & (far > 0.0) & (error_h / far <= t)
     return np.where(error_h == 0.0, 0.0, np.where(ok, t, np.inf))

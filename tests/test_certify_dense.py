@@ -333,7 +333,8 @@ def test_the_batched_evaluation_is_the_problems_own_gradient_and_hessian(family,
     sets = [np.arange(3, 9), np.array([0, 40, 79])]
     dthetas = 0.1 * rng.standard_normal((2, problem.n_params))
     products = _certify_dense._products(problem)
-    thetas, etas, weights, _, _, grads, hessians, slopes, _, _ = _certify_dense._evaluate(problem, products, sets, dthetas)
+    thetas, etas, weights, _, _, grads, hessians, slopes, *_ = _certify_dense._evaluate(problem, products, sets,
+                                                                                       dthetas)
     for b in range(2):
         _, want = problem.value_gradient(thetas[b], weights[b])
         np.testing.assert_allclose(grads[b], want, rtol=1e-10, atol=1e-12)
