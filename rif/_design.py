@@ -314,10 +314,13 @@ def map_rows(X, fit_intercept, func, n_cols=None, row_values=None):
 
         def on_chunk(block, *values):
             return func(_with_intercept(block, fit_intercept), *values)
+        # (``meta`` given: dask would otherwise call func on an empty block to infer it, and LAPACK
+        # prints an error for an empty right-hand side)
         if n_cols is None:
-            mapped = da.map_blocks(on_chunk, *args, drop_axis=1, dtype=np.float64)
+            mapped = da.map_blocks(on_chunk, *args, drop_axis=1, dtype=np.float64, meta=np.empty((0,)))
         else:
-            mapped = da.map_blocks(on_chunk, *args, chunks=(X.chunks[0], (n_cols,)), dtype=np.float64)
+            mapped = da.map_blocks(on_chunk, *args, chunks=(X.chunks[0], (n_cols,)), dtype=np.float64,
+                                   meta=np.empty((0, 0)))
         return _as_numpy(mapped)
     out = np.empty((X.shape[0],) if n_cols is None else (X.shape[0], n_cols))
     for sl, block in row_blocks(X, fit_intercept):
