@@ -68,6 +68,14 @@ def test_certificate_rows_run_without_violations(bench):
     assert all(row[8] == "violations 0" for row in rows)
 
 
+def test_calls_timed_in_turn_give_each_its_median_and_result(bench):
+    calls = {"first": lambda: 1, "second": lambda: [2]}
+    out = bench.measure_all(calls, rounds=3)
+    assert out["first"][2] == 1 and out["second"][2] == [2]
+    assert all(t >= 0 and peak >= 0 for t, peak, _ in out.values())
+    assert set(bench.measure_all(calls, repeat=2)) == set(calls)
+
+
 def test_certificate_cost_rows_run_and_auto_keeps_its_tolerance(bench):
     bench.ROWS.clear()
     bench.bench_certify_cost(False, 4, 1)
