@@ -657,7 +657,12 @@ class AttributionMixin:
 
             def judge(j, m, estimate, set_cert, last):
                 tgt = open_targets[j]
-                value = float(tgt.changes(problem.theta, estimate[None], False)[0])
+                try:
+                    value = float(tgt.changes(problem.theta, estimate[None], False)[0])
+                except OverflowError:
+                    if method == "auto" and not last:
+                        return None         # an iterate far out (a chord step from a poor estimate): go on
+                    raise
                 bound, ok, reason = cert.effect_bound(set_cert, tgt, leverage_of(tgt))
                 if m == "retrain" and last and not ok:
                     # a converged refit neither the leave-out route nor its last Hessian bounds: over the
@@ -675,7 +680,10 @@ class AttributionMixin:
                 bound = cert.chord_effect_bound(set_cert, tgt)
                 if not np.isfinite(bound):
                     return None
-                value = float(tgt.changes(problem.theta, np.asarray(candidate)[None], False)[0])
+                try:
+                    value = float(tgt.changes(problem.theta, np.asarray(candidate)[None], False)[0])
+                except OverflowError:
+                    return None
                 return (value, bound, True, "", "retrain") if relative_ok(abs(value), bound, rtol) else None
 
             return self._escalating(problem, open_sets,

@@ -104,6 +104,19 @@ def _deviation(eta, reference, weights):
     return np.where(weights > 0, np.abs(eta - reference[:, None]), 0.0)
 
 
+def _weighted_terms(weights, loss, d1):
+    """(sum_i w_i l_i per column, w o l'), with rows of weight 0 (removed samples) adding nothing even
+    where their loss or l' overflowed (as in :func:`rif._kernels.dense_value_gradient`)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf: fixed below, where it occurs
+        r = weights * d1
+        value = np.einsum("ik,ik->k", weights, loss)
+    if not (np.isfinite(value).all() and np.isfinite(r).all()):
+        kept = weights != 0
+        r = np.where(kept, r, 0.0)
+        value = np.einsum("ik,ik->k", weights, np.where(kept, loss, 0.0))
+    return value, r
+
+
 def loss_gradients(X, thetas, fit_intercept, y, weights, family, offset=None, reference=None, curvatures=False):
     """:func:`loss_gradient` for g pairs at once: ``thetas`` (p, g), ``weights`` (n, g).
 
@@ -123,8 +136,9 @@ def loss_gradients(X, thetas, fit_intercept, y, weights, family, offset=None, re
         if offset is not None:
             eta = eta + offset[:, None]
         loss, d1, d2 = family.derivatives(eta.ravel(), np.repeat(y, g))
-        r = weights * d1.reshape(n, g)
-        out = np.einsum("ik,ik->k", weights, loss.reshape(n, g)), rmatmat(X, r, fit_intercept)
+        value, r = _weighted_terms(weights, loss.reshape(n, g), d1.reshape(n, g))
+        with np.errstate(invalid="ignore", over="ignore"):          # far points: inf and NaN, unannounced
+            out = value, rmatmat(X, r, fit_intercept)
         out = out if reference is None else out + (_deviation(eta, reference, weights),)
         return out + (d2.reshape(n, g),) if curvatures else out
     parts = max(1, min(FUSED_PARTS, n // 1024))
@@ -148,9 +162,9 @@ def loss_gradients(X, thetas, fit_intercept, y, weights, family, offset=None, re
                 eta += offset[sl, None]
             loss, d1, d2 = np.empty_like(eta), np.empty_like(eta), np.empty_like(eta)
             kernel(eta.ravel(), np.repeat(y[sl], g), loss.ravel(), d1.ravel(), d2.ravel())
-            r = weights[sl] * d1
-            values[k] = np.einsum("ik,ik->k", weights[sl], loss)
-            grads[k, :d] = X[sl].T @ r
+            values[k], r = _weighted_terms(weights[sl], loss, d1)
+            with np.errstate(invalid="ignore", over="ignore"):      # far points: inf and NaN, unannounced
+                grads[k, :d] = X[sl].T @ r
             if fit_intercept:
                 grads[k, d] = r.sum(axis=0)
             if reference is not None:

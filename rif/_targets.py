@@ -66,7 +66,8 @@ class EtaTarget:
         return float(np.sum(self.per_sample(self.eta(theta))[0]))
 
     def gradient(self, theta):
-        return _design.rmatvec(self.X, self.per_sample(self.eta(theta))[1], self.fit_intercept)
+        with np.errstate(invalid="ignore", over="ignore"):     # far points (rejected iterates): inf, NaN
+            return _design.rmatvec(self.X, self.per_sample(self.eta(theta))[1], self.fit_intercept)
 
     def changes(self, theta, dthetas, linear=False):
         """f(theta + dtheta_s) - f(theta) (or its linearisation) for each row of ``dthetas``.

@@ -817,3 +817,24 @@ def test_auto_effects_take_the_chord_step_the_first_pass_bounds(monkeypatch):
     assert passes == [4] and list(result.method) == ["retrain"] * 4 and np.all(result.certified)
     errors = np.abs(result.value - exact)
     assert np.all(errors <= result.bound) and np.all(errors <= 0.01 * np.abs(exact))
+
+
+def test_auto_effects_pass_over_chord_steps_whose_effect_overflows():
+    """Where RIF is far off (Poisson, p close to n), the chord step from it can move linear
+    predictors so far that the loss overflows there: ``auto`` goes on to the refit instead of
+    raising, quietly, and its effects stay within their bounds."""
+    rng = np.random.default_rng(9)
+    n, d = 55, 37
+    X = rng.standard_normal((n, d)) * 4.0 / np.sqrt(d)
+    y = rng.poisson(np.exp(0.5 * np.clip(X @ rng.standard_normal(d), -5, 5))).astype(float)
+    y[0] = 1.0
+    problem = GLMProblem(X, y, "poisson", penalty=0.1, tol=1e-13)
+    sets = [np.sort(rng.choice(n, k, replace=False)) for k in (11, 5, 2, 11)]
+    X_eval = rng.standard_normal((7, d)) * 4.0 / np.sqrt(d)
+    exact = problem.effect(sets, "loss", X_eval, y[:7], method="retrain")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = problem.effect(sets, "loss", X_eval, y[:7], method="auto", certify=True)
+    errors = np.abs(result.value - exact)
+    assert np.all(errors <= result.bound + 1e-9 * np.abs(exact)) and not np.any(np.isnan(result.bound))
+    assert np.all(errors <= 0.05 * np.abs(exact) + 1e-12)

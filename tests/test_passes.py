@@ -167,3 +167,30 @@ def test_joint_pass_equals_one_pass_per_column(family, layout, fit_intercept):
         value, grad = _two_passes(X, thetas[:, k], fit_intercept, y, weights[:, k], fam)
         np.testing.assert_allclose(values[k], value, rtol=1e-12)
         np.testing.assert_allclose(grads[:, k], grad, rtol=1e-11, atol=1e-11 * np.abs(grad).max())
+
+
+@pytest.mark.parametrize("layout", ["C", "csr"])
+def test_removed_samples_whose_loss_overflows_add_nothing_to_the_joint_pass(layout):
+    """A sample of weight 0 adds nothing even where its Poisson loss and l' overflow at a far point
+    (as in the single pass's kernel); kept samples that overflow still give inf."""
+    import warnings
+
+    import scipy.sparse as sps
+
+    X, y, _, _ = _data("poisson", n=2500)
+    fam = get_family("poisson")
+    X[:, 0], X[0] = 0.0, 0.0
+    X[0, 0] = 1.0                                     # below, eta_0 = 800 and every other eta 0
+    thetas = np.zeros((X.shape[1] + 1, 2))
+    thetas[0] = 800.0
+    weights = np.ones((X.shape[0], 2))
+    weights[0, 0] = 0.0                               # removed in the first column, kept in the second
+    Xl = sps.csr_matrix(X) if layout == "csr" else X
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values, grads = _design.loss_gradients(Xl, thetas, True, y, weights, fam)
+    value, grad = _design.loss_gradient(X, thetas[:, 0], True, y, weights[:, 0], fam)
+    assert np.all(np.isfinite(grads[:, 0])) and np.isfinite(values[0])
+    np.testing.assert_allclose(values[0], value, rtol=1e-12)
+    np.testing.assert_allclose(grads[:, 0], grad, rtol=1e-11, atol=1e-11 * np.abs(grad).max())
+    assert not np.all(np.isfinite(grads[:, 1])) and values[1] == np.inf
