@@ -563,7 +563,9 @@ class Certifier:
                 along = move + beta * radii[k]
                 if known:           # theta* also lies within rho of theta_e
                     along = np.minimum(along, beta * cert.rho)
-                moved = float(np.sqrt(max(np.expm1(cert.alpha + along) ** 2 @ form, 0.0)))
+                with np.errstate(over="ignore", invalid="ignore"):       # far moves: no bound from this term
+                    moved = float(np.sqrt(max(np.expm1(cert.alpha + along) ** 2 @ form, 0.0)))
+                moved = moved if np.isfinite(moved) else np.inf
                 drift_k = max(high[k] / (1.0 + high[k]), low[k] / (1.0 - low[k]))
                 out[k] = min(drift_k * delta_prime, moved / (1.0 - low[k]))
                 if not known and out[k] <= radii[k]:

@@ -1,0 +1,196 @@
+"""Search for certificates below the true error.
+
+Draws random problems, removal sets and evaluation points, asks for every estimator with
+``certify=True`` (and ``method="auto"`` at several tolerances), and checks each bound against
+the true change: a refit of rif's, polished by Newton's method to about 1e-15 (scalar GLMs) or
+converged to 1e-13 (softmax). A bound below the true error, or a NaN bound, is a violation.
+
+    python benchmarks/fuzz_certificates.py --route exact --seeds 1 2 3 --cases 100
+    python benchmarks/fuzz_certificates.py --route leave-out --seeds 1 --cases 30 --hard
+
+``--route exact``: scalar GLMs small enough for the exact Hessian at each estimate (n ≤ 400);
+``leave-out``: larger ones, certified through the leave-out Hessian; ``softmax``: multinomial
+models. ``--hard``: features 3-8 times larger and penalties 1e-4 to 1e-2 (far moves, nearly
+separable fits). An error or a floating-point RuntimeWarning is a finding too. Prints each finding
+and a summary; the exit status is 1 if any was found.
+"""
+
+import argparse
+import sys
+import warnings
+
+import numpy as np
+
+import rif
+
+SCALAR_METHODS = (("if", None), ("rif", None), ("newton", None), ("auto", 0.05), ("auto", 1e-3), ("auto", 1e-6),
+                  ("retrain", None))
+EFFECT_METHODS = (("rif", None), ("newton", None), ("auto", 0.05), ("retrain", None))
+SOFTMAX_METHODS = (("rif", None), ("newton", None), ("auto", 0.05), ("auto", 1e-4), ("retrain", None))
+
+
+def _labels(family, eta, rng):
+    n = len(eta)
+    if family == "binomial":
+        y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
+        y[:2] = [0.0, 1.0]
+    elif family == "gaussian":
+        y = eta + rng.standard_normal(n)
+    else:
+        y = rng.poisson(np.exp(0.5 * np.clip(eta, -5, 5))).astype(float)
+        y[0] = 1.0
+    return y
+
+
+def _removal_sets(X, rng, first, fractions):
+    """1-5 random or clustered sets (never the first ``first`` samples)."""
+    n = X.shape[0]
+    sets = []
+    for _ in range(int(rng.integers(1, 6))):
+        k = max(1, int(rng.choice(fractions) * n))
+        if rng.random() < 0.5:
+            order = np.argsort(np.linalg.norm(X - X[rng.integers(first, n)], axis=1))
+            sets.append(np.sort(order[order >= first][:k]))
+        else:
+            sets.append(np.sort(first + rng.choice(n - first, k, replace=False)))
+    return sets
+
+
+def scalar_case(rng, route, hard):
+    """(problem, sets, X_eval, y_eval), or None where the draw does not take ``route``."""
+    family = str(rng.choice(["binomial", "gaussian", "poisson"]))
+    if route == "exact":
+        n = int(rng.integers(15, 400))
+        d = int(rng.integers(1, min(40, n - 2)))
+    else:
+        n = int(rng.integers(600, 2500))
+        d = int(rng.integers(max(2, int(np.sqrt(4.2e6 / n))), 90))
+    scale = float(rng.choice([4.0, 8.0] if hard else [0.5, 1.0, 2.0, 4.0]))
+    X = rng.standard_normal((n, d)) * scale / np.sqrt(d)
+    if rng.random() < 0.3:
+        X[rng.integers(n)] *= rng.uniform(3, 10)                       # one high-leverage row
+    y = _labels(family, X @ rng.standard_normal(d), rng)
+    scaling = str(rng.choice(["fixed", "per_sample"]))
+    penalty = float(rng.choice([1e-4, 1e-3, 1e-2] if hard else [1e-3, 1e-2, 0.1, 1.0, 5.0]))
+    options = dict(penalty=penalty, penalty_scaling=scaling, fit_intercept=bool(rng.random() < 0.6), tol=1e-13)
+    if rng.random() < 0.3:
+        options["sample_weight"] = rng.uniform(0.3, 3.0, n)
+    if rng.random() < 0.2 and scaling == "fixed":
+        options["offset"] = rng.normal(0, 0.3, n)
+    try:
+        problem = rif.GLMProblem(X, y, family, **options)
+    except ValueError:                 # separable, singular: refused, as documented
+        return None
+    if rif._certify_dense.applies(problem) != (route == "exact"):
+        return None
+    sets = _removal_sets(X, rng, 2, [0.01, 0.05, 0.1, 0.2])
+    return problem, sets, rng.standard_normal((7, d)) * scale / np.sqrt(d), y[:7]
+
+
+def softmax_case(rng, hard):
+    K = int(rng.integers(3, 6))
+    n = int(rng.integers(60, 600))
+    d = int(rng.integers(1, min(30, n // K)))
+    scale = float(rng.choice([3.0, 6.0] if hard else [0.5, 1.0, 2.0]))
+    X = rng.standard_normal((n, d)) * scale / np.sqrt(d)
+    logits = X @ rng.standard_normal((K, d)).T
+    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    y = (prob.cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)
+    y[:K] = np.arange(K)
+    options = dict(penalty=float(rng.choice([1e-4, 1e-3, 1e-2] if hard else [1e-2, 0.1, 1.0])), tol=1e-13)
+    if rng.random() < 0.3:
+        options["sample_weight"] = rng.uniform(0.3, 3.0, n)
+    try:
+        problem = rif.MultinomialProblem(X, y, K, **options)
+    except ValueError:
+        return None
+    sets = _removal_sets(X, rng, K, [0.01, 0.05, 0.1])
+    return problem, sets, rng.standard_normal((6, d)) * scale / np.sqrt(d), y[:6]
+
+
+def polished(problem, sets):
+    """Each set's exact change: rif's refit, then Newton steps on the objective without the set."""
+    refits = problem.params_change(sets, "retrain")
+    if not hasattr(problem, "family"):
+        return refits
+    out = []
+    for index, dtheta in zip(sets, refits):
+        weights = problem.sample_weight.copy()
+        weights[index] = 0.0
+        theta = problem.theta + dtheta
+        for _ in range(6):
+            _, grad = problem.value_gradient(theta, weights)
+            step = np.linalg.solve(problem.hessian_at(theta, weights), grad)
+            theta = theta - step
+            if np.linalg.norm(step) < 1e-15 * (1 + np.linalg.norm(theta)):
+                break
+        out.append(theta - problem.theta)
+    return np.array(out)
+
+
+def check(problem, sets, X_eval, y_eval, label, report):
+    """Every certified estimate of parameters and effects against the truth; returns the number of
+    bounds checked."""
+    truth = polished(problem, sets)
+    scale = np.linalg.norm(truth, axis=1)
+    scalar = hasattr(problem, "family")
+    count = 0
+    for method, rtol in SCALAR_METHODS if scalar else SOFTMAX_METHODS:
+        extra = {} if rtol is None else {"rtol": rtol}
+        result = problem.params_change(sets, method, certify=True, **extra)
+        errors = np.linalg.norm(result.value - truth, axis=1)
+        bad = (errors > result.bound + 1e-11 * (1 + scale)) | np.isnan(result.bound)
+        count += len(sets)
+        for j in np.flatnonzero(bad):
+            report(f"{label}: params, {method} {extra}: error {errors[j]:.3e} > bound {result.bound[j]:.3e}")
+        if rtol is not None:
+            provable = scale > 1e-10 * (1 + np.linalg.norm(problem.theta))        # a change above rounding
+            for j in np.flatnonzero(provable & (errors > rtol * (1 + 1e-6) * scale)):
+                report(f"{label}: auto at rtol {rtol:g} returned a relative error {errors[j] / scale[j]:.3e}")
+    targets = ("loss", "decision", "proba") if not scalar or problem.family.name == "binomial" else ("loss", "decision")
+    for target in targets:
+        exact = problem.effect(sets, target, X_eval, y_eval, dtheta=truth)
+        for method, rtol in EFFECT_METHODS if scalar else (("rif", None), ("auto", 0.05)):
+            extra = {} if rtol is None else {"rtol": rtol}
+            result = problem.effect(sets, target, X_eval, y_eval, method=method, certify=True, **extra)
+            errors = np.abs(result.value - exact)
+            bad = (errors > result.bound + 1e-11 * (1 + np.abs(exact))) | np.isnan(result.bound)
+            count += len(sets)
+            for j in np.flatnonzero(bad):
+                report(f"{label}: {target} effect, {method} {extra}: error {errors[j]:.3e} > bound "
+                       f"{result.bound[j]:.3e}")
+    return count
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--route", choices=("exact", "leave-out", "softmax"), default="exact")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--cases", type=int, default=50, help="draws per seed")
+    parser.add_argument("--hard", action="store_true", help="larger features, smaller penalties")
+    args = parser.parse_args(argv)
+    found, checked = [], 0
+    for seed in args.seeds:
+        for case in range(args.cases):
+            rng = np.random.default_rng([seed, case])
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RuntimeWarning)     # floating-point noise is a finding too
+                warnings.simplefilter("ignore", rif.RetrainConvergenceWarning)
+                drawn = softmax_case(rng, args.hard) if args.route == "softmax" else scalar_case(rng, args.route,
+                                                                                                 args.hard)
+                if drawn is None:
+                    continue
+                label = f"seed {seed} case {case}"
+                try:
+                    checked += check(*drawn, label, lambda line: (found.append(line), print(line, flush=True)))
+                except Exception as error:      # an error is a finding too
+                    line = f"{label}: {type(error).__name__}: {error}"
+                    found.append(line)
+                    print(line, flush=True)
+    print(f"{args.route}{' (hard)' if args.hard else ''}: {checked} bounds checked, {len(found)} findings")
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
