@@ -129,6 +129,25 @@ def polished(problem, sets):
     return np.array(out)
 
 
+def _calling(call):
+    """call(), and whether it warned that method='auto' could not prove rtol for some set."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", rif.CertificationWarning)
+        result = call()
+    others = [w for w in caught if not issubclass(w.category, rif.CertificationWarning)]
+    for w in others:                      # anything else keeps the caller's filters (errors for RuntimeWarning)
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return result, len(others) < len(caught)
+
+
+def _check_warned(values, bounds, rtol, warned, label, report):
+    """auto warns exactly when some set's bound does not prove rtol: bound <= rtol (|value| - bound)."""
+    proved = np.isfinite(bounds) & (bounds <= rtol * np.maximum(values - bounds, 0.0))
+    if warned == bool(proved.all()):
+        report(f"{label}: auto at rtol {rtol:g} {'warned' if warned else 'did not warn'} with "
+               f"{int((~proved).sum())} set(s) unproved")
+
+
 def check(problem, sets, X_eval, y_eval, label, report):
     """Every certified estimate of parameters and effects against the truth; returns the number of
     bounds checked."""
@@ -138,22 +157,28 @@ def check(problem, sets, X_eval, y_eval, label, report):
     count = 0
     for method, rtol in SCALAR_METHODS if scalar else SOFTMAX_METHODS:
         extra = {} if rtol is None else {"rtol": rtol}
-        result = problem.params_change(sets, method, certify=True, **extra)
+        result, warned = _calling(lambda: problem.params_change(sets, method, certify=True, **extra))
         errors = np.linalg.norm(result.value - truth, axis=1)
         bad = (errors > result.bound + 1e-11 * (1 + scale)) | np.isnan(result.bound)
         count += len(sets)
         for j in np.flatnonzero(bad):
             report(f"{label}: params, {method} {extra}: error {errors[j]:.3e} > bound {result.bound[j]:.3e}")
         if rtol is not None:
+            _check_warned(np.linalg.norm(result.value, axis=1), result.bound, rtol, warned, f"{label}: params", report)
             provable = scale > 1e-10 * (1 + np.linalg.norm(problem.theta))        # a change above rounding
             for j in np.flatnonzero(provable & (errors > rtol * (1 + 1e-6) * scale)):
-                report(f"{label}: auto at rtol {rtol:g} returned a relative error {errors[j] / scale[j]:.3e}")
+                if not warned:
+                    report(f"{label}: auto at rtol {rtol:g} returned a relative error {errors[j] / scale[j]:.3e} "
+                           f"without a warning")
     targets = ("loss", "decision", "proba") if not scalar or problem.family.name == "binomial" else ("loss", "decision")
     for target in targets:
         exact = problem.effect(sets, target, X_eval, y_eval, dtheta=truth)
         for method, rtol in EFFECT_METHODS if scalar else (("rif", None), ("auto", 0.05)):
             extra = {} if rtol is None else {"rtol": rtol}
-            result = problem.effect(sets, target, X_eval, y_eval, method=method, certify=True, **extra)
+            result, warned = _calling(lambda: problem.effect(sets, target, X_eval, y_eval, method=method,
+                                                             certify=True, **extra))
+            if rtol is not None:
+                _check_warned(np.abs(result.value), result.bound, rtol, warned, f"{label}: {target} effect", report)
             errors = np.abs(result.value - exact)
             bad = (errors > result.bound + 1e-11 * (1 + np.abs(exact))) | np.isnan(result.bound)
             count += len(sets)

@@ -21,6 +21,7 @@ Errors and warnings are typed; every error subclasses ``ValueError``.
 """
 
 from ._errors import (
+    CertificationWarning,
     LeverageWarning,
     NearSingularLeverageError,
     RetrainConvergenceWarning,
@@ -53,6 +54,7 @@ __all__ = [
     "NearSingularLeverageError",
     "SeparationError",
     "UnsupportedEstimatorError",
+    "CertificationWarning",
     "LeverageWarning",
     "RetrainConvergenceWarning",
     "datasets",

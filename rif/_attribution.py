@@ -148,6 +148,37 @@ def _certified_result(records):
                      np.array([c.reason for c in certs], dtype=object), np.array([r[2] for r in records], dtype=object))
 
 
+def _caller_level():
+    """warnings' stacklevel of the first frame outside rif (counted from the warning's caller)."""
+    import os
+    import sys
+
+    root, frame, level = os.path.dirname(os.path.abspath(__file__)), sys._getframe(2), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(root + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _warn_unproved(values, bounds, rtol):
+    """Warn (:class:`rif.CertificationWarning`) naming the sets whose ``method="auto"`` answer,
+    their converged refit, has no bound proving ``rtol``; ``values`` are the answers' norms (or
+    absolute values), one per set."""
+    from ._certify import relative_ok
+
+    unproved = [j for j, (value, bound) in enumerate(zip(values, bounds)) if not relative_ok(value, bound, rtol)]
+    if not unproved:
+        return
+    import warnings
+
+    from ._errors import CertificationWarning
+
+    shown = ", ".join(str(j) for j in unproved[:10]) + (", ..." if len(unproved) > 10 else "")
+    warnings.warn(f"method='auto' could not prove rtol={rtol:g} for {len(unproved)} of {len(values)} set(s) "
+                  f"(positions {shown}): their exact refits are returned with the bound that was proved "
+                  f"(see certify=True). A change this close to zero, or to the bound's rounding floor, needs a "
+                  f"larger rtol.", CertificationWarning, stacklevel=_caller_level())
+
+
 def operations(problem):
     """The estimator operations for ``problem``: its own ``operations`` (multinomial problems),
     else those of the scalar GLMs."""
@@ -220,7 +251,9 @@ class AttributionMixin:
             pass at its landing point; see :mod:`rif._certify`); binomial,
             Poisson, Gaussian and multinomial models.
         rtol : float in (0, 1), default 0.05
-            The relative accuracy ``method="auto"`` must prove.
+            The relative accuracy ``method="auto"`` must prove. Sets for which even the
+            converged refit's bound does not prove it (a change near the bounds' rounding
+            floor) are returned as refits with a :class:`rif.CertificationWarning`.
 
         Returns
         -------
@@ -492,7 +525,9 @@ class AttributionMixin:
                     value, bound, bound_h, method = record
                     records[j] = (value, _SetCertificate(bound, bound_h, True, ""), method)
         records = _fill_open(records, lambda rest: self._auto_through_leave_out(problem, [sets[j] for j in rest], rtol))
-        return _certified_result(_certify_refit.fill_refits(problem, sets, records))
+        result = _certified_result(_certify_refit.fill_refits(problem, sets, records))
+        _warn_unproved(np.linalg.norm(result.value, axis=1), result.bound, rtol)
+        return result
 
     def _auto_through_leave_out(self, problem, sets, rtol):
         """:meth:`_auto_params`'s records through H_{-S}(theta^) (see :meth:`_escalating`)."""
@@ -576,7 +611,8 @@ class AttributionMixin:
             Certified targets: "decision", "proba", "loss", "self_loss", "train_loss"
             (exact, not ``linear``); callable targets get ``inf``.
         rtol : float in (0, 1), default 0.05
-            The relative accuracy of the effect that ``method="auto"`` must prove.
+            The relative accuracy of the effect that ``method="auto"`` must prove (as for
+            :meth:`params_change`, with a :class:`rif.CertificationWarning` where it cannot).
 
         Returns
         -------
@@ -697,6 +733,8 @@ class AttributionMixin:
         values, bounds, flags, reasons, methods = (np.array(column, dtype=dtype) for column, dtype in
                                                    zip(zip(*records), (float, float, bool, object, object)))
         result = Certified(values, bounds, np.full(len(sets), np.nan), flags, reasons, methods)
+        if method == "auto":
+            _warn_unproved(np.abs(values), bounds, rtol)
         if not certify:
             return values if batch else float(values[0])
         if batch:

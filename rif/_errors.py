@@ -38,6 +38,15 @@ class RetrainConvergenceWarning(UserWarning):
     """A warm-started exact refit did not reach its tolerance."""
 
 
+class CertificationWarning(UserWarning):
+    """``method="auto"`` could not prove the requested ``rtol`` for some sets.
+
+    Their exact refits, converged, are returned with the bound that could be proved. This happens
+    when the change is so small that the bound's floor (the rounding of the gradient it is computed
+    from) exceeds ``rtol`` times the change, or when no certificate applies (``bound`` is ``inf``).
+    """
+
+
 class SeparationError(SingularHessianError):
     """Unpenalised binary logistic regression on (quasi-)completely separated data.
 

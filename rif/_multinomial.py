@@ -177,6 +177,12 @@ def dense_softmax_passes(design, Thetas, y, weights, reference=None):
     return values.sum(axis=0), grads.sum(axis=0).reshape(g, K, p1), spans
 
 
+def _logsumexp(eta):
+    """log sum_k exp(eta_k) per row, stable (the shifted sum is at least 1)."""
+    top = eta.max(axis=1)
+    return top + np.log(np.exp(eta - top[:, None]).sum(axis=1))
+
+
 def softmax_loss(eta, labels):
     """Per-row loss logsumexp(eta) - eta[y] and probabilities softmax(eta), stable."""
     top = eta.max(axis=1, keepdims=True)
@@ -795,17 +801,16 @@ class SoftmaxTarget:
 
     def phi_change(self, eta, d_eta, labels):
         """phi(eta + d_eta) - phi(eta) row by row, computed stably for the loss:
-        log sum_k p_k exp(d_k) - d_y = log1p(sum_k p_k expm1(d_k)) - d_y."""
+        log sum_k p_k exp(d_k) - d_y = log1p(sum_k p_k expm1(d_k)) - d_y where every |d_k| < 1,
+        else logsumexp(eta + d) - logsumexp(eta) - d_y (the probabilities p_k may underflow there)."""
         m = np.arange(len(eta))
         if self.kind == "loss":
             _, prob = softmax_loss(eta, labels)
-            shift = d_eta.max(axis=1, keepdims=True)
-            # sum_k p_k e^{d_k} = e^{shift} sum_k p_k e^{d_k - shift}; log1p form when shift is small
             small = np.abs(d_eta).max(axis=1) < 1.0
             out = np.empty(len(eta))
             out[small] = np.log1p(np.sum(prob[small] * np.expm1(d_eta[small]), axis=1))
             big = ~small
-            out[big] = (shift[big, 0] + np.log(np.sum(prob[big] * np.exp(d_eta[big] - shift[big]), axis=1)))
+            out[big] = _logsumexp(eta[big] + d_eta[big]) - _logsumexp(eta[big])
             return out - d_eta[m, labels]
         return self.phi(eta + d_eta, labels)[0] - self.phi(eta, labels)[0]
 

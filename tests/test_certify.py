@@ -518,7 +518,8 @@ def test_a_refit_started_from_an_estimate_reaches_the_same_optimum(monkeypatch):
         return out
 
     monkeypatch.setattr(AttributionMixin, "_warm_refits", spy)
-    auto = problem.params_change(sets, "auto", certify=True, rtol=1e-10)
+    with pytest.warns(rif.CertificationWarning, match="could not prove rtol=1e-10"):   # p ~ n: nothing proves it
+        auto = problem.params_change(sets, "auto", certify=True, rtol=1e-10)
     assert warm == [True] and list(auto.method) == ["retrain", "retrain"]
     np.testing.assert_allclose(auto.value, truth, rtol=1e-7, atol=1e-9)
     assert np.all(np.linalg.norm(auto.value - truth, axis=1) <= auto.bound + 1e-12)
@@ -838,3 +839,29 @@ def test_auto_effects_pass_over_chord_steps_whose_effect_overflows():
     errors = np.abs(result.value - exact)
     assert np.all(errors <= result.bound + 1e-9 * np.abs(exact)) and not np.any(np.isnan(result.bound))
     assert np.all(errors <= 0.05 * np.abs(exact) + 1e-12)
+
+
+@pytest.mark.parametrize("dense", [True, False])         # the exact-Hessian and the leave-out routes
+def test_auto_warns_for_the_sets_whose_refit_cannot_prove_rtol(dense, monkeypatch):
+    """Below the bounds' rounding floor (about 1e-10 of the change) no certificate proves rtol:
+    ``auto`` then returns the converged refit with the bound it has, and says so, naming the sets;
+    where rtol is proved it says nothing."""
+    if dense:
+        monkeypatch.undo()
+    n, d = 300, 8
+    X, y = certify_data("binomial", n, d, 7)
+    problem = GLMProblem(X, y, "binomial", penalty=1.0, tol=1e-13)
+    assert rif._certify_dense.applies(problem) == dense
+    rng = np.random.default_rng(3)
+    sets = [np.sort(rng.choice(n, k, replace=False)) for k in (2, n // 20)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rif.CertificationWarning)
+        problem.params_change(sets, "auto", rtol=0.05)
+        problem.effect(sets, "loss", X[:9], y[:9], method="auto", rtol=0.05)
+    with pytest.warns(rif.CertificationWarning, match=r"rtol=1e-14 for 2 of 2 set\(s\) \(positions 0, 1\)"):
+        result = problem.params_change(sets, "auto", certify=True, rtol=1e-14)
+    assert list(result.method) == ["retrain", "retrain"]
+    assert np.all(result.bound > 1e-14 * np.linalg.norm(result.value, axis=1))
+    np.testing.assert_allclose(result.value, problem.params_change(sets, "retrain"), rtol=1e-9, atol=1e-13)
+    with pytest.warns(rif.CertificationWarning, match="of 1 set"):
+        problem.effect(sets[1], "loss", X[:9], y[:9], method="auto", rtol=1e-14)

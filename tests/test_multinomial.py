@@ -315,6 +315,26 @@ def test_target_gradients_are_finite_differences(kind):
     np.testing.assert_allclose(target.gradient(theta), fd, rtol=1e-6, atol=1e-8)
 
 
+def test_loss_changes_stay_finite_where_the_probabilities_underflow():
+    """phi(eta + d) - phi(eta) for the loss, against a difference of stable losses: a class whose
+    probability underflows (eta_k - max eta < -745) that the change lifts to the top, small
+    changes (the log1p form) and changes of mixed size, without floating-point warnings."""
+    problem, _, _ = _problem(n=30, d=3, K=3, seed=14)
+    target = problem.operations.eta_target(problem, "loss", np.zeros((4, 3)), np.array([0, 1, 2, 0]))
+    eta = np.array([[0.0, -800.0, 1.0], [2.0, -0.5, 0.3], [5.0, -900.0, -2.0], [0.0, 0.0, 0.0]])
+    d_eta = np.array([[0.0, 803.0, 0.0], [1e-9, -2e-9, 3e-9], [-10.0, 910.0, 0.5], [0.2, -0.4, 30.0]])
+    labels = np.array([0, 1, 2, 0])
+    with np.errstate(divide="raise", over="raise", invalid="raise"):
+        change = target.phi_change(eta, d_eta, labels)
+    direct = softmax_loss(eta + d_eta, labels)[0] - softmax_loss(eta, labels)[0]
+    np.testing.assert_allclose(change[[0, 2, 3]], direct[[0, 2, 3]], rtol=1e-13)
+    np.testing.assert_allclose(change[0], np.logaddexp(0.0, np.logaddexp(3.0, 1.0)) - np.logaddexp(0.0, 1.0),
+                               rtol=1e-13)
+    # small changes: the first-order term p^T d - d_y, to 1e-9 relative
+    prob = softmax_loss(eta[1:2], labels[1:2])[1][0]
+    np.testing.assert_allclose(change[1], prob @ d_eta[1] - d_eta[1, 1], rtol=1e-6)
+
+
 def test_leave_out_solve_is_the_dense_one():
     problem, _, _ = _problem(n=40, d=3, K=3, seed=16)
     index = np.array([5, 11])
