@@ -102,7 +102,8 @@ def refit_bound(problem, index, dtheta, anchor=None):
     m = float(M * np.max(moves[kept])) if reference is not theta else 0.0
     # grad F_S(theta_e) = H_bar (theta_e - theta*) with H_bar >= e^{-m} (1 - e^{-s rho}) / (s rho) A on the
     # segment, so 1 - e^{-s rho} <= s delta e^m
-    reach = s * delta * np.exp(m)
+    with np.errstate(over="ignore", invalid="ignore"):     # e^m overflows for a far anchor: no bound from it
+        reach = s * delta * np.exp(m)
     if not reach < 1.0:
         return None
     rho = -np.log1p(-reach) / s if s > 0 else delta * np.exp(m)

@@ -291,6 +291,23 @@ def test_the_bound_through_an_anchor_holds(case):
     assert checked >= 5
 
 
+def test_an_anchor_too_far_for_its_curvature_bound_proves_nothing_quietly():
+    """Through an anchor whose linear predictors lie thousands away from the estimate's, the
+    curvature bound e^{-m} underflows (e^m overflows): no bound, and no floating-point warning."""
+    from rif._solvers import cholesky_factor
+
+    X, y = certify_data("binomial", 150, 6, 5)
+    problem = GLMProblem(X, y, "binomial", penalty=0.05, tol=1e-13)
+    index = np.arange(3, 13)
+    weights = problem.sample_weight.copy()
+    weights[index] = 0.0
+    truth = problem.params_change(index, "retrain")
+    anchor_theta = problem.theta + truth + 2000.0 * np.ones(problem.n_params)
+    anchor = (anchor_theta, cholesky_factor(problem.hessian_at(problem.theta + truth, weights), "anchor"))
+    with np.errstate(all="raise"):
+        assert _certify_refit.refit_bound(problem, index, truth, anchor) is None
+
+
 def test_refits_that_refresh_their_hessian_are_certified_through_it(monkeypatch):
     """Where removing a set moves theta too far for H_{-S}(theta^) to say anything (p ~ n / 3, a
     small penalty), the chord refits refresh their Hessian; the certificate of each result then
