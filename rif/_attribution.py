@@ -263,10 +263,10 @@ class AttributionMixin:
         problem = self._problem()
         method, certify, rtol = _check_certify_args(method, certify, rtol)
         sets, batch = self._removal_sets(problem, remove)
-        if method == "auto":
-            result = self._auto_params(problem, sets, rtol)
-        elif certify:
-            result = self._certified_params(problem, sets, method)
+        if method == "auto" or certify:
+            with est_.small_solves(problem):
+                result = (self._auto_params(problem, sets, rtol) if method == "auto"
+                          else self._certified_params(problem, sets, method))
         else:
             out = self._batch(problem, sets, method)
             return out if batch else out[0]
@@ -623,7 +623,9 @@ class AttributionMixin:
         elif certify or method == "auto":
             raise ValueError("certify and method='auto' compute their own estimates; do not pass dtheta")
         if certify or method == "auto":
-            return self._certified_effect(remove, target, X, y, method, rtol, certify, linear, target_gradient)
+            with est_.small_solves(self._problem()):
+                return self._certified_effect(remove, target, X, y, method, rtol, certify, linear,
+                                              target_gradient)
         if dtheta is None:
             method = est_.check_method(method)
         problem = self._problem()

@@ -416,10 +416,12 @@ def _direct_newton_group(problem, sets):
     return out
 
 
-def _small_solves(problem):
-    """BLAS held to one thread for the O(k p^2) solves of IF, RIF and NS below THREADED_BLAS_SIZE
-    parameters: two threads gain nothing there, and on a busy machine their spinning cost up to
-    50x (measured: an NS for one set at 20000 x 200 took 232 ms on two threads, 4-6 ms on one)."""
+def small_solves(problem):
+    """BLAS held to one thread for the O(k p^2) solves of IF, RIF and NS, and for the certificates'
+    factorisations and solves, below THREADED_BLAS_SIZE parameters: two threads gain nothing there,
+    and their spinning while rif's pass threads run cost up to 50x (measured: an NS for one set at
+    20000 x 200 took 232 ms on two threads, 4-6 ms on one; the 40 eight-column solves of 20 RIF
+    certificates there 300 ms against 2 ms)."""
     return _parallel.blas_limit(1) if problem.n_params < THREADED_BLAS_SIZE else contextlib.nullcontext()
 
 
@@ -427,7 +429,7 @@ def params_change_batch(problem, sets, method, tol=1e-10, max_iter=100, n_jobs=N
     """dtheta for each removal set (validated), shape (n_sets, p); see :func:`_params_change_batch`."""
     if method == "retrain":
         return _params_change_batch(problem, sets, method, tol, max_iter, n_jobs, progress)
-    with _small_solves(problem):
+    with small_solves(problem):
         return _params_change_batch(problem, sets, method, tol, max_iter, n_jobs, progress)
 
 

@@ -865,3 +865,32 @@ def test_auto_warns_for_the_sets_whose_refit_cannot_prove_rtol(dense, monkeypatc
     np.testing.assert_allclose(result.value, problem.params_change(sets, "retrain"), rtol=1e-9, atol=1e-13)
     with pytest.warns(rif.CertificationWarning, match="of 1 set"):
         problem.effect(sets[1], "loss", X[:9], y[:9], method="auto", rtol=1e-14)
+
+
+def test_certificates_hold_blas_to_one_thread_below_its_size(monkeypatch):
+    """The certificates' many small factorisations and solves run on one BLAS thread (the pass
+    threads share the cores instead), as the estimators' and refits' own do; BLAS's setting outside
+    is left as it was."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from rif._certify import Certifier
+
+    seen = []
+    original = Certifier.factor
+
+    def spy(self, index):
+        seen.append(max(info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"))
+        return original(self, index)
+
+    monkeypatch.setattr(Certifier, "factor", spy)
+    X, y = certify_data("binomial", 400, 12, 2)
+    problem = GLMProblem(X, y, "binomial", penalty=1.0, tol=1e-13)
+    sets = [np.arange(5, 25), np.arange(40, 48)]
+    with threadpool_limits(2, user_api="blas"):
+        before = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+        problem.params_change(sets, "rif", certify=True)
+        problem.params_change(sets, "auto")
+        problem.effect(sets, "loss", X[:5], y[:5], method="auto")
+        after = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    assert seen and set(seen) == {1}
+    assert after == before
