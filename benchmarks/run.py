@@ -596,20 +596,22 @@ def _certificate_floor(prob, sets, dthetas):
     H needs it), at its least cost: below p samples the whitened rows Z = L^{-1} X~_S^T C_S^{1/2}
     (H = L L^T) and their k x k Gram matrix, from p on the p x p Gram matrix X~_S^T C_S X~_S and one
     Cholesky factorisation of H_{-S} (which a proof of gamma's bound needs at least); and one pass
-    over X at all the estimates together (the gradient there)."""
+    over X at all the estimates together (the gradient there). BLAS runs on one thread below 2048
+    parameters, as in rif's certificates (two threads beside the pass threads only slow it)."""
     from scipy.linalg import cholesky, solve_triangular
 
     from rif import _design
 
-    chol = cholesky(prob.hessian, lower=True)
-    for index in sets:
-        block = _design.rows(prob.X, index, prob.fit_intercept) * np.sqrt(prob.curvature[index])[:, None]
-        if len(index) < block.shape[1]:
-            white = solve_triangular(chol, block.T, lower=True, check_finite=False)
-            _ = white.T @ white
-        else:
-            cholesky(prob.hessian - block.T @ block, lower=True, check_finite=False)
-    return _pass_at(prob, sets, dthetas)
+    with threadpool_limits(1 if prob.n_params < 2048 else None, user_api="blas"):
+        chol = cholesky(prob.hessian, lower=True)
+        for index in sets:
+            block = _design.rows(prob.X, index, prob.fit_intercept) * np.sqrt(prob.curvature[index])[:, None]
+            if len(index) < block.shape[1]:
+                white = solve_triangular(chol, block.T, lower=True, check_finite=False)
+                _ = white.T @ white
+            else:
+                cholesky(prob.hessian - block.T @ block, lower=True, check_finite=False)
+        return _pass_at(prob, sets, dthetas)
 
 
 def _pass_at(prob, sets, dthetas):
