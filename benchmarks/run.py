@@ -600,9 +600,10 @@ def _certificate_floor(prob, sets, dthetas):
     parameters, as in rif's certificates (two threads beside the pass threads only slow it)."""
     from scipy.linalg import cholesky, solve_triangular
 
-    from rif import _design
+    from rif import _design, _parallel
 
-    with threadpool_limits(1 if prob.n_params < 2048 else None, user_api="blas"):
+    # (rif's cached controller: threadpoolctl's own context rescans the libraries, about 4 ms a call)
+    with _parallel.blas_limit(1 if prob.n_params < 2048 else _parallel.available_threads()):
         chol = cholesky(prob.hessian, lower=True)
         for index in sets:
             block = _design.rows(prob.X, index, prob.fit_intercept) * np.sqrt(prob.curvature[index])[:, None]
