@@ -42,6 +42,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.special import logsumexp
 
 from ._attribution import AttributionMixin
 from . import _parallel
@@ -175,12 +176,6 @@ def dense_softmax_passes(design, Thetas, y, weights, reference=None):
         with _parallel.blas_limit(1):       # the parts' threads, not BLAS's, share the cores
             _parallel.run_part_groups(run, parts)
     return values.sum(axis=0), grads.sum(axis=0).reshape(g, K, p1), spans
-
-
-def _logsumexp(eta):
-    """log sum_k exp(eta_k) per row, stable (the shifted sum is at least 1)."""
-    top = eta.max(axis=1)
-    return top + np.log(np.exp(eta - top[:, None]).sum(axis=1))
 
 
 def softmax_loss(eta, labels):
@@ -810,7 +805,7 @@ class SoftmaxTarget:
             out = np.empty(len(eta))
             out[small] = np.log1p(np.sum(prob[small] * np.expm1(d_eta[small]), axis=1))
             big = ~small
-            out[big] = _logsumexp(eta[big] + d_eta[big]) - _logsumexp(eta[big])
+            out[big] = logsumexp(eta[big] + d_eta[big], axis=1) - logsumexp(eta[big], axis=1)
             return out - d_eta[m, labels]
         return self.phi(eta + d_eta, labels)[0] - self.phi(eta, labels)[0]
 
