@@ -709,7 +709,7 @@ class Certifier:
                 columns += [c.step] + c.effect_columns[1]
             # (each set's columns come out contiguous)
             rows = np.asfortranarray(_design.linear_predictor(problem.X, np.column_stack(columns),
-                                                              problem.fit_intercept))
+                                                              problem.fit_intercept))   # (a no-op when X is dense)
             for k, (c, _) in enumerate(chunk):
                 c.effect_rows = rows[:, 3 * k:3 * k + 3]
                 self.sharpen(c, c.effect_rows[:, 0])         # may certify an estimate the pass alone did not

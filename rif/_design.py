@@ -44,11 +44,21 @@ def _as_numpy(a):
 
 
 def linear_predictor(X, theta, fit_intercept):
-    """eta = X beta + b: shape (n,) for theta of shape (p,), (n, m) for theta of shape (p, m)."""
+    """eta = X beta + b: shape (n,) for theta of shape (p,), (n, m) for theta of shape (p, m).
+
+    For a dense ``X`` and several columns the result is column-major (each column
+    contiguous, as the callers that take one column at a time want): it is formed as
+    (beta^T X^T)^T, one product into its final layout with the intercept added in place.
+    """
+    beta = theta[:-1] if fit_intercept else theta
+    if isinstance(X, np.ndarray):
+        eta = (beta.T @ X.T).T if theta.ndim == 2 else X @ beta
+        if fit_intercept:
+            eta += theta[-1]
+        return eta
+    eta = _as_numpy(X @ beta)
     if fit_intercept:
-        eta = _as_numpy(X @ theta[:-1]) + theta[-1]
-    else:
-        eta = _as_numpy(X @ theta)
+        eta = eta + theta[-1]
     return eta.ravel() if theta.ndim == 1 else eta
 
 
@@ -234,7 +244,7 @@ def _dense_gram(X, c, fit_intercept, threads):
     if threads and p >= THREADED_BLAS_SIZE:       # large enough for BLAS's own threads
         with _parallel.blas_limit(_parallel.available_threads()):
             return _dense_gram(X, c, fit_intercept, False)
-    step = max(1, BLOCK_VALUES // p)     # BLAS-3 gains from tall blocks; the buffer stays bounded
+    step = max(1, min(BLOCK_VALUES // p, n))   # BLAS-3 gains from tall blocks; the buffer stays bounded
     if threads:
         step = min(step, max(1, -(-n // GRAM_PARTS)))
     n_blocks = -(-n // step)
