@@ -172,8 +172,8 @@ class _SetCertificate:
     alpha: np.ndarray = None
     drift_at_rho: tuple = (np.inf, np.inf)
     delta_prime: float = np.inf
-    effect_columns: tuple = None     # (gradients, their H_0^{-1} solves) made by prepare_effects
-    effect_rows: np.ndarray = None   # X~ [step, solves], (n, 3)
+    effect_columns: tuple = None     # (gradients, their H_0^{-1} solves, the target) made by prepare_effects
+    effect_rows: np.ndarray = None   # X~ [step, solves], (n, 3); X~ step alone, (n, 1), while uncertified
     curvature_e: np.ndarray = None   # l''(eta_i) at theta_e from the pass (scalar GLMs; None: not known)
     chord_effect: tuple = None       # (target, bound of |f(theta_c) - f(theta*)|) from effect_bound
     gradient: np.ndarray = None      # grad F_S(theta_e) and F_S(theta_e) from the pass (None: not known)
@@ -693,35 +693,54 @@ class Certifier:
         the chord point) as one matrix product per group of sets, reading X once for the group
         instead of once per set; each certificate keeps its columns. The certificates are sharpened
         by these products and, with ``refine``, the loose ones through their chord points
-        (:meth:`refine_all`)."""
+        (:meth:`refine_all`). A certificate that is not certified needs only x~_i^T w to be
+        sharpened; the target's columns follow, in one more product for all of them, for those
+        that sharpening or their chord points certify (an uncertified estimate's effect bound
+        reads none of them)."""
         from ._targets import EtaTarget
 
-        problem = self.problem
         work = [(c, t) for c, t in zip(certs, targets)
                 if c.step is not None and c.alpha is not None and isinstance(t, EtaTarget)]
-        group = int(min(16, max(1, BLOCK_VALUES // (4 * problem.n_samples))))
-        for start in range(0, len(work), group):
-            chunk = work[start:start + group]
-            columns = []
-            for c, t in chunk:
-                grads = [t.gradient(c.theta_e), t.gradient(c.theta_e - c.step)]
-                c.effect_columns = (grads, [c.solve(grad) for grad in grads])
-                columns += [c.step] + c.effect_columns[1]
-            # (each set's columns come out contiguous)
-            rows = np.asfortranarray(_design.linear_predictor(problem.X, np.column_stack(columns),
-                                                              problem.fit_intercept))   # (a no-op when X is dense)
-            for k, (c, _) in enumerate(chunk):
-                c.effect_rows = rows[:, 3 * k:3 * k + 3]
-                self.sharpen(c, c.effect_rows[:, 0])         # may certify an estimate the pass alone did not
+        self._effect_products(work, sharpen=True)
         if refine:
             from ._targets import CallableTarget
 
             # (callable targets are not certified: their sets need no pass at the chord point)
             self.refine_all([c for c, t in zip(certs, targets) if not isinstance(t, CallableTarget)], curvatures=True)
+            self._effect_products([(c, t) for c, t in work if c.certified and c.effect_columns is None])
             # the chord points' own effect bounds (effect_bound), with their products batched too
             points = [(c.chord_point, t) for c, t in zip(certs, targets) if c.chord_point is not None]
             if points:
                 self.prepare_effects([c for c, _ in points], [t for _, t in points])
+
+    def _effect_products(self, work, sharpen=False):
+        """The products of :meth:`prepare_effects` for the (certificate, target) pairs ``work``:
+        x~_i^T w for every certificate and, for the certified ones, x~_i^T H_0^{-1} grad f at theta_e
+        and at the chord point; with ``sharpen``, each certificate sharpened by its x~_i^T w, and the
+        target's columns of those it certifies formed afterwards."""
+        problem = self.problem
+        group = int(min(16, max(1, BLOCK_VALUES // (4 * problem.n_samples))))
+        late = []
+        for start in range(0, len(work), group):
+            chunk = work[start:start + group]
+            columns, spans = [], []
+            for c, t in chunk:
+                if c.certified:
+                    grads = [t.gradient(c.theta_e), t.gradient(c.theta_e - c.step)]
+                    c.effect_columns = (grads, [c.solve(grad) for grad in grads], t)
+                spans.append((len(columns), len(columns) + (3 if c.certified else 1)))
+                columns += [c.step] + (c.effect_columns[1] if c.certified else [])
+            # (each set's columns come out contiguous)
+            rows = np.asfortranarray(_design.linear_predictor(problem.X, np.column_stack(columns),
+                                                              problem.fit_intercept))   # (a no-op when X is dense)
+            for (c, t), (first, last) in zip(chunk, spans):
+                c.effect_rows = rows[:, first:last]
+                if sharpen:
+                    self.sharpen(c, c.effect_rows[:, 0])         # may certify an estimate the pass alone did not
+                    if c.certified and c.effect_columns is None:
+                        late.append((c, t))
+        if late:
+            self._effect_products(late)
 
     def eval_leverage(self, target):
         """The :class:`_EvalReach` of an EtaTarget's rows (None for other targets)."""
@@ -747,7 +766,10 @@ class Certifier:
         # around the chord point theta_c = theta_e - H_0^{-1} g, within spread_h of theta*: the
         # change from theta_e to theta_c exactly, the rest over the radius spread_h
         theta_c = cert.theta_e - cert.step
-        grad, grad_c = target.gradient(cert.theta_e), target.gradient(theta_c)
+        if cert.effect_columns is not None and cert.effect_columns[2] is target:
+            grad, grad_c = cert.effect_columns[0]               # (prepare_effects formed them at these points)
+        else:
+            grad, grad_c = target.gradient(cert.theta_e), target.gradient(theta_c)
         first, first_c = _FirstOrderDrift(self, cert).bounds([grad, grad_c], [float(grad @ cert.step), 0.0])
         t, t_c = cert.rho * reach, cert.spread_h * reach
         kappa = self._phi_curvature(target, target.eta(cert.theta_e), t)
