@@ -968,6 +968,8 @@ class _SoftmaxFirstOrderDrift(_FirstOrderDrift):
         unless given). A_i(theta_e) = w_i (diag p_i - p_i p_i^T) enters only through its forms, from
         the probabilities (:func:`rif._kernels.softmax_forms`); A_i at theta^ through the stored blocks."""
         if self._rows is None:
+            from ._kernels import softmax_probabilities
+
             certifier, cert = self.certifier, self.cert
             problem = certifier.problem
             if eta is None:
@@ -975,8 +977,9 @@ class _SoftmaxFirstOrderDrift(_FirstOrderDrift):
             weights = problem.sample_weight.copy()
             weights[cert.index] = 0.0
             kept = weights > 0
-            prob = np.exp(eta - eta.max(axis=1, keepdims=True))
-            prob /= prob.sum(axis=1, keepdims=True)
+            prob = np.empty(eta.shape)
+            softmax_probabilities(np.ascontiguousarray(eta, dtype=float), prob)
+            w_rows = np.ascontiguousarray(w_rows, dtype=float)
             move, forms_hat = certifier._sharpen_rows(cert, w_rows, kept)
             beta = certifier.M * np.sqrt(certifier.reach / (1.0 - cert.gamma))
             # the span of eta_i's move from theta_e along [theta_e, theta*] (see _FirstOrderDrift)
@@ -988,6 +991,8 @@ class _SoftmaxFirstOrderDrift(_FirstOrderDrift):
         return self._rows
 
     def _terms(self, solved):
+        from ._kernels import softmax_drift_terms
+
         problem, cert = self.certifier.problem, self.cert
         if self._rows is None:          # X~ Theta_e, X~ w and every X~ v as one product
             eta, w_rows, *solved_rows = _class_rows(
@@ -996,17 +1001,16 @@ class _SoftmaxFirstOrderDrift(_FirstOrderDrift):
         else:
             solved_rows = _class_rows(problem, list(solved))
         w_rows, prob, weights, kept, grow, moved, root_w = self._rows
-        curvature = problem.curvature
-        out = []
-        for v_rows in solved_rows:
-            # T_1 = sum_i V_i^T (A_i(theta_e) - A_i) W_i over the kept samples
-            first = float(np.sum(weights * _softmax_forms(prob, v_rows, w_rows))
-                          - np.sum(np.where(kept, _bilinear_forms(v_rows, curvature, w_rows), 0.0)))
-            root_v = np.sqrt(np.clip(weights * _softmax_forms(prob, v_rows, v_rows), 0.0, None))
-            hat_v = np.where(kept, _quadratic_forms(v_rows, curvature), 0.0)
-            moved_a = float(np.sqrt(max(moved @ hat_v, 0.0)))
-            out.append((first, float(np.sum(grow * root_v * root_w)), moved_a, self._moved_b))
-        return out
+        if not solved_rows:
+            return []
+        # per vector v, in one pass over the samples (the kernel): T_1 = sum_i V_i^T (A_i(theta_e) -
+        # A_i) W_i over the kept samples, its error sum_i (e^{s_i} - 1) (V_i^T A_i(theta_e) V_i)^{1/2}
+        # (W_i^T A_i(theta_e) W_i)^{1/2}, and ||D a||^2 <= sum_i f_i^2 V_i^T A_i V_i
+        sums = np.empty((len(solved_rows), 4))
+        softmax_drift_terms(prob, np.stack(solved_rows, axis=1), w_rows, problem.curvature, weights, kept,
+                            grow, moved, root_w, sums)
+        return [(float(at_e - at_hat), float(error), float(np.sqrt(max(moved_a, 0.0))), self._moved_b)
+                for at_e, at_hat, error, moved_a in sums]
 
 
 class MultinomialCertifier(Certifier):

@@ -13,7 +13,9 @@ predictor. Two kinds of kernels are built on them:
   gradient in one pass over a dense design, each row read once (see there).
 
 :func:`csr_gram` accumulates the Gram product of a sparse design; :func:`softmax_residual`
-gives the multinomial loss and residuals in one pass over the linear predictors.
+gives the multinomial loss and residuals in one pass over the linear predictors. The
+certificates' per-sample sums (:func:`first_order_drift_terms`, :func:`softmax_drift_terms`,
+:func:`gradient_rounding_sums`) are fused the same way, one pass over the samples each.
 """
 
 import numpy as np
@@ -377,6 +379,76 @@ def block_forms(left, blocks, right, out):
                 inner += blocks[i, c, d] * right[i, d]
             total += left[i, c] * inner
         out[i] = total
+
+
+@njit(**JIT_OPTIONS)
+def softmax_probabilities(eta, out):
+    """out_i = softmax(eta_i) for each row of ``eta`` (n, K), the largest entry subtracted first."""
+    n, K = eta.shape
+    for i in range(n):
+        top = eta[i, 0]
+        for c in range(1, K):
+            if eta[i, c] > top:
+                top = eta[i, c]
+        total = 0.0
+        for c in range(K):
+            e = np.exp(eta[i, c] - top)
+            out[i, c] = e
+            total += e
+        for c in range(K):
+            out[i, c] /= total
+
+
+@njit(**JIT_OPTIONS)
+def softmax_drift_terms(prob, v_rows, w_rows, blocks, weights, kept, grow, moved, root_w, out):
+    """The sums of :meth:`rif._certify._SoftmaxFirstOrderDrift._terms` in one pass over the samples.
+
+    With A_i(theta_e)'s forms from the probabilities ``prob`` (n, K) (as :func:`softmax_forms`),
+    the stored blocks A_i (``blocks``, (n, K, K)), W_i = ``w_rows[i]`` and, for each k, V_i =
+    ``v_rows[i, k]`` ((n, m, K)), writes into ``out`` (m, 4)
+
+        sum_i w_i V_i^T A_i(theta_e) W_i,      sum_{i kept} V_i^T A_i W_i,
+        sum_i grow_i (max(w_i V_i^T A_i(theta_e) V_i, 0))^{1/2} root_w_i,
+        sum_{i kept} moved_i V_i^T A_i V_i,
+
+    each block read once for all m vectors (NaN stays NaN).
+    """
+    n, m, K = v_rows.shape
+    for k in range(m):
+        for j in range(4):
+            out[k, j] = 0.0
+    for i in range(n):
+        mean_w = 0.0
+        for c in range(K):
+            mean_w += prob[i, c] * w_rows[i, c]
+        for k in range(m):
+            mean_v = 0.0
+            for c in range(K):
+                mean_v += prob[i, c] * v_rows[i, k, c]
+            at_vw = 0.0
+            at_vv = 0.0
+            for c in range(K):
+                centred = v_rows[i, k, c] - mean_v
+                at_vw += prob[i, c] * centred * (w_rows[i, c] - mean_w)
+                at_vv += prob[i, c] * centred * centred
+            out[k, 0] += weights[i] * at_vw
+            spread = weights[i] * at_vv
+            if spread < 0.0:
+                spread = 0.0
+            out[k, 2] += grow[i] * np.sqrt(spread) * root_w[i]
+            if kept[i]:
+                hat_vw = 0.0
+                hat_vv = 0.0
+                for c in range(K):
+                    inner_w = 0.0
+                    inner_v = 0.0
+                    for d in range(K):
+                        inner_w += blocks[i, c, d] * w_rows[i, d]
+                        inner_v += blocks[i, c, d] * v_rows[i, k, d]
+                    hat_vw += v_rows[i, k, c] * inner_w
+                    hat_vv += v_rows[i, k, c] * inner_v
+                out[k, 1] += hat_vw
+                out[k, 3] += moved[i] * hat_vv
 
 
 @njit(**JIT_OPTIONS)

@@ -163,3 +163,22 @@ def softmax_forms(prob, left, right):
     """rif._kernels.softmax_forms through the blocks diag(p_i) - p_i p_i^T."""
     blocks = np.einsum("ic,cd->icd", prob, np.eye(prob.shape[1])) - prob[:, :, None] * prob[:, None, :]
     return block_forms(left, blocks, right)
+
+
+def softmax_probabilities(eta):
+    """rif._kernels.softmax_probabilities as array expressions."""
+    prob = np.exp(eta - eta.max(axis=1, keepdims=True))
+    return prob / prob.sum(axis=1, keepdims=True)
+
+
+def softmax_drift_terms(prob, v_rows, w_rows, blocks, weights, kept, grow, moved, root_w):
+    """rif._kernels.softmax_drift_terms as array expressions over the blocks, shape (m, 4)."""
+    out = []
+    for k in range(v_rows.shape[1]):
+        v = v_rows[:, k]
+        at_vv = np.clip(weights * softmax_forms(prob, v, v), 0.0, None)
+        out.append([np.sum(weights * softmax_forms(prob, v, w_rows)),
+                    np.sum(np.where(kept, block_forms(v, blocks, w_rows), 0.0)),
+                    np.sum(grow * np.sqrt(at_vv) * root_w),
+                    np.sum(np.where(kept, moved * block_forms(v, blocks, v), 0.0))])
+    return np.array(out)

@@ -175,3 +175,29 @@ def test_softmax_form_kernels_match_the_numpy_twins(seed, n, K):
     _kernels.softmax_forms(prob, left + 5.0, left + 5.0, out)          # nearly constant across classes
     assert np.all(out >= 0.0)
     np.testing.assert_allclose(out, softmax_forms(prob, left, left), rtol=1e-9, atol=1e-13)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.sampled_from([1, 9, 300]), K=st.integers(2, 6), m=st.sampled_from([1, 2, 4]))
+def test_softmax_drift_kernels_match_the_numpy_twins(seed, n, K, m):
+    """The softmax probabilities (large logits, no overflow) and the fused sums of the softmax
+    certificates' first-order drift against the array expressions, with removed samples (weight 0,
+    not kept) and a non-contiguous W."""
+    from naive import softmax_drift_terms, softmax_probabilities
+
+    rng = np.random.default_rng(seed)
+    eta = rng.normal(0, 3, (n, K)) + 700.0 * (rng.random((n, 1)) < 0.2)
+    prob = np.empty((n, K))
+    _kernels.softmax_probabilities(eta, prob)
+    np.testing.assert_allclose(prob, softmax_probabilities(eta), rtol=1e-13, atol=1e-300)
+    np.testing.assert_allclose(prob.sum(axis=1), 1.0, rtol=1e-14)
+    v_rows, w_rows = rng.normal(0, 1, (n, m, K)), rng.normal(0, 1, (n, 2 * K))[:, ::2]
+    factor = rng.normal(0, 1, (n, K, K))
+    blocks = factor @ factor.transpose(0, 2, 1)
+    kept = rng.random(n) < 0.85
+    weights = np.where(kept, rng.exponential(1.0, n), 0.0)
+    grow, moved, root_w = rng.exponential(0.2, n), rng.exponential(0.5, n), rng.exponential(1.0, n)
+    out = np.empty((m, 4))
+    _kernels.softmax_drift_terms(prob, v_rows, w_rows, blocks, weights, kept, grow, moved, root_w, out)
+    want = softmax_drift_terms(prob, v_rows, w_rows, blocks, weights, kept, grow, moved, root_w)
+    np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
