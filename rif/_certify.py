@@ -612,8 +612,8 @@ class Certifier:
         group = int(min(64, max(1, BLOCK_VALUES // problem.n_samples)))
         for start in range(0, len(work), group):
             chunk = work[start:start + group]
-            rows = _design.linear_predictor(problem.X, np.column_stack([c.step for c in chunk]),
-                                            problem.fit_intercept)
+            rows = _design.linear_predictor_columns(problem.X, np.column_stack([c.step for c in chunk]),
+                                                    problem.fit_intercept)
             for k, c in enumerate(chunk):
                 self.sharpen(c, np.asarray(rows[:, k]))
 
@@ -731,8 +731,7 @@ class Certifier:
                 spans.append((len(columns), len(columns) + (3 if c.certified else 1)))
                 columns += [c.step] + (c.effect_columns[1] if c.certified else [])
             # (each set's columns come out contiguous)
-            rows = np.asfortranarray(_design.linear_predictor(problem.X, np.column_stack(columns),
-                                                              problem.fit_intercept))   # (a no-op when X is dense)
+            rows = _design.linear_predictor_columns(problem.X, np.column_stack(columns), problem.fit_intercept)
             for (c, t), (first, last) in zip(chunk, spans):
                 c.effect_rows = rows[:, first:last]
                 if sharpen:
@@ -926,7 +925,7 @@ class _FirstOrderDrift:
         rows = getattr(self, "_cached_rows", None)
         if rows is None:
             columns = [cert.step] + list(solved)
-            rows = _design.linear_predictor(problem.X, np.column_stack(columns), problem.fit_intercept)
+            rows = _design.linear_predictor_columns(problem.X, np.column_stack(columns), problem.fit_intercept)
         from ._kernels import first_order_drift_terms
 
         weights = problem.sample_weight.copy()

@@ -157,9 +157,9 @@ def _predictors(problem, theta, reference):
     if reference is theta:
         eta = problem._eta_at(theta)
         return eta, eta
-    from ._design import linear_predictor
+    from ._design import linear_predictor_columns
 
-    both = linear_predictor(problem.X, np.column_stack([theta, reference]), problem.fit_intercept)
+    both = linear_predictor_columns(problem.X, np.column_stack([theta, reference]), problem.fit_intercept)
     if problem.offset is not None:
         both = both + problem.offset[:, None]
     return both[:, 0], both[:, 1]

@@ -44,22 +44,24 @@ def _as_numpy(a):
 
 
 def linear_predictor(X, theta, fit_intercept):
-    """eta = X beta + b: shape (n,) for theta of shape (p,), (n, m) for theta of shape (p, m).
-
-    For a dense ``X`` and several columns the result is column-major (each column
-    contiguous, as the callers that take one column at a time want): it is formed as
-    (beta^T X^T)^T, one product into its final layout with the intercept added in place.
-    """
-    beta = theta[:-1] if fit_intercept else theta
-    if isinstance(X, np.ndarray):
-        eta = (beta.T @ X.T).T if theta.ndim == 2 else X @ beta
-        if fit_intercept:
-            eta += theta[-1]
-        return eta
-    eta = _as_numpy(X @ beta)
+    """eta = X beta + b: shape (n,) for theta of shape (p,), (n, m) for theta of shape (p, m)."""
     if fit_intercept:
-        eta = eta + theta[-1]
+        eta = _as_numpy(X @ theta[:-1]) + theta[-1]
+    else:
+        eta = _as_numpy(X @ theta)
     return eta.ravel() if theta.ndim == 1 else eta
+
+
+def linear_predictor_columns(X, thetas, fit_intercept):
+    """eta = X~ Theta for thetas of shape (p, m), column-major (each column contiguous, for callers
+    that read one column at a time). A dense ``X`` forms it as (beta^T X^T)^T, one product into its
+    final layout with the intercept added in place; other inputs are copied into that layout."""
+    if not isinstance(X, np.ndarray):
+        return np.asfortranarray(linear_predictor(X, thetas, fit_intercept))
+    eta = ((thetas[:-1] if fit_intercept else thetas).T @ X.T).T
+    if fit_intercept:
+        eta += thetas[-1]
+    return eta
 
 
 def _row_vector(X, v):

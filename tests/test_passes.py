@@ -194,3 +194,31 @@ def test_removed_samples_whose_loss_overflows_add_nothing_to_the_joint_pass(layo
     np.testing.assert_allclose(values[0], value, rtol=1e-12)
     np.testing.assert_allclose(grads[:, 0], grad, rtol=1e-11, atol=1e-11 * np.abs(grad).max())
     assert not np.all(np.isfinite(grads[:, 1])) and values[1] == np.inf
+
+
+@pytest.mark.parametrize("threads", [False, True])
+def test_weighted_gram_of_fewer_rows_than_a_block(threads):
+    """A Gram product of a handful of rows (a removal set's) takes one block of exactly those rows."""
+    rng = np.random.default_rng(8)
+    X, c = rng.normal(size=(7, 30)), rng.random(7)
+    gram = _design.weighted_gram(X, c, True, threads=threads)
+    Xt = np.hstack([X, np.ones((7, 1))])
+    np.testing.assert_allclose(gram, (Xt * c[:, None]).T @ Xt, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("layout", ["C", "F", "csr"])
+def test_linear_predictor_columns_are_the_linear_predictors_column_major(layout, fit_intercept):
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(9)
+    dense = rng.normal(size=(400, 12))
+    X = {"C": dense, "F": np.asfortranarray(dense), "csr": sp.csr_matrix(dense)}[layout]
+    thetas = rng.normal(size=(12 + int(fit_intercept), 5))
+    before = thetas.copy()
+    rows = _design.linear_predictor_columns(X, thetas, fit_intercept)
+    want = dense @ thetas[:12] + (thetas[12] if fit_intercept else 0.0)
+    assert rows.shape == (400, 5) and rows.flags.f_contiguous
+    np.testing.assert_allclose(rows, want, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(rows, _design.linear_predictor(X, thetas, fit_intercept), rtol=1e-13, atol=1e-13)
+    assert np.array_equal(thetas, before)
