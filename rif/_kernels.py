@@ -155,6 +155,23 @@ def dense_value_gradient(X, beta, intercept, y, w, family, part_size, first, las
         grad[d] = total
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def _row_exponentials(eta, i, out):
+    """out[i, c] = exp(eta[i, c] - max_c eta[i, c]) for row i (``out`` may be ``eta``); returns the
+    largest entry and the sum of the exponentials (in [1, K], so nothing overflows)."""
+    K = eta.shape[1]
+    top = eta[i, 0]
+    for c in range(1, K):
+        if eta[i, c] > top:
+            top = eta[i, c]
+    total = 0.0
+    for c in range(K):
+        e = np.exp(eta[i, c] - top)
+        out[i, c] = e
+        total += e
+    return top, total
+
+
 @njit(**JIT_OPTIONS)
 def softmax_residual(eta, y, w):
     """sum_i w_i l_i for the softmax loss l_i = logsumexp(eta_i) - eta_{i, y_i}, overwriting each row
@@ -166,17 +183,10 @@ def softmax_residual(eta, y, w):
     n, K = eta.shape
     value = 0.0
     for i in range(n):
-        top = eta[i, 0]
-        for c in range(1, K):
-            if eta[i, c] > top:
-                top = eta[i, c]
         label = y[i]
-        shifted_label = eta[i, label] - top
-        total = 0.0
-        for c in range(K):
-            e = np.exp(eta[i, c] - top)
-            eta[i, c] = e
-            total += e
+        at_label = eta[i, label]
+        top, total = _row_exponentials(eta, i, eta)
+        shifted_label = at_label - top
         wi = w[i]
         if wi != 0.0:                              # zero-weight rows (removed samples) add nothing
             value += wi * (np.log(total) - shifted_label)
@@ -386,15 +396,7 @@ def softmax_probabilities(eta, out):
     """out_i = softmax(eta_i) for each row of ``eta`` (n, K), the largest entry subtracted first."""
     n, K = eta.shape
     for i in range(n):
-        top = eta[i, 0]
-        for c in range(1, K):
-            if eta[i, c] > top:
-                top = eta[i, c]
-        total = 0.0
-        for c in range(K):
-            e = np.exp(eta[i, c] - top)
-            out[i, c] = e
-            total += e
+        total = _row_exponentials(eta, i, out)[1]
         for c in range(K):
             out[i, c] /= total
 
