@@ -273,7 +273,8 @@ def relative_curvature_floor(hessian, leave_out_solve, n_iter=30, seed=0):
     return 1.0 / mu if mu > 0 else 0.0
 
 
-def certified_floor(matrix, chol, metric=None, metric_floor=1.0, n_vectors=8, n_iter=4, seed=0):
+def certified_floor(matrix, chol, metric=None, metric_floor=1.0, n_vectors=8, n_iter=4, seed=0,
+                    fractions=(0.9, 0.75, 0.5, 0.25, 0.1), try_gershgorin=True):
     """A lower bound, proved by a Cholesky factorisation, of the smallest eigenvalue of the pencil
     (A, M): lambda_min(M^{-1/2} A M^{-1/2}), with A = ``matrix`` (factor ``chol``) and M = ``metric``
     (the identity by default), both symmetric positive definite.
@@ -283,15 +284,16 @@ def certified_floor(matrix, chol, metric=None, metric_floor=1.0, n_vectors=8, n_
     clustered spectra of 1-5 % removals; with four columns and three steps the softmax models'
     leave-out Hessians were often more than 11 % above, so that the first factorisation below
     failed for most of them). Then tau = 0.9 mu, and smaller
-    fractions of it if needed, is proved by factorising A - tau M: A - tau M >= 0 in exact
+    fractions of it if needed (``fractions``), is proved by factorising A - tau M: A - tau M >= 0 in exact
     arithmetic up to Cholesky's backward error, ||E||_2 <= 8 k eps ||A||_1 (Demmel), which is
     taken off relative to lambda_min(M) >= ``metric_floor``. Costs O(k^2) per iteration and one
     k^3 / 3 factorisation per try; returns 0.0 when nothing positive is proved. With M = I,
     Gershgorin's bound is taken instead when it already proves half the smallest diagonal entry
-    (the fractions of curvature a small removal keeps are near one).
+    (the fractions of curvature a small removal keeps are near one), unless ``try_gershgorin`` is
+    False.
     """
     k = matrix.shape[0]
-    if metric is None:
+    if metric is None and try_gershgorin:
         # Gershgorin first, O(k^2): lambda_min(A) >= min_i (a_ii - sum_{j != i} |a_ij|)
         diag = np.diag(matrix)
         gershgorin = float(np.min(2.0 * diag - np.abs(matrix).sum(axis=1)))
@@ -306,7 +308,7 @@ def certified_floor(matrix, chol, metric=None, metric_floor=1.0, n_vectors=8, n_
     ritz = sla.eigh(V.T @ matrix @ V, V.T @ MV, eigvals_only=True, check_finite=False)
     margin = 8.0 * k * np.finfo(float).eps * float(np.abs(matrix).sum(axis=0).max()) / metric_floor
     metric_matrix = np.eye(k) if metric is None else metric
-    for fraction in (0.9, 0.75, 0.5, 0.25, 0.1):
+    for fraction in fractions:
         tau = fraction * float(ritz[0])
         if not tau > margin:
             break

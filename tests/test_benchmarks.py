@@ -68,6 +68,15 @@ def test_certificate_rows_run_without_violations(bench):
     assert all(row[8] == "violations 0" for row in rows)
 
 
+def test_paper_regime_certificate_rows_run_without_violations(bench):
+    bench.ROWS.clear()
+    bench.bench_certify_paper_regime(False, 3)
+    rows = [row for row in bench.ROWS if row[0].startswith("certify")]
+    assert len(rows) == 2 and all("through H_-S" in row[0] for row in rows)
+    assert all(row[8] == "violations 0" for row in rows)
+    assert all("lambda_min(H) proved" in row[9] for row in rows)
+
+
 def test_calls_timed_in_turn_give_each_its_median_and_result(bench):
     calls = {"first": lambda: 1, "second": lambda: [2]}
     out = bench.measure_all(calls, rounds=3)
