@@ -127,6 +127,12 @@ def polished(problem, sets):
             theta = theta - step
             if np.linalg.norm(step) < 1e-15 * (1 + np.linalg.norm(theta)):
                 break
+        if not scalar:
+            # every minimiser's classes sum to zero on each coordinate (the data see only the part
+            # that does not, the penalty prefers it; the intercepts' common direction is fixed that
+            # way): the Newton steps' own rounding there, up to eps / lambda, is taken off
+            block = theta.reshape(problem.n_classes, problem.p1)
+            theta = (block - block.mean(axis=0)).ravel()
         out.append(to_public(theta) - problem.theta)
     return np.array(out)
 

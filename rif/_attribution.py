@@ -138,13 +138,20 @@ def _fill_open(records, settle):
     return records
 
 
-def _certified_result(records):
-    """A batch :class:`rif.Certified` from (estimate, certificate, method) records."""
-    from ._certify import Certified
+def _certified_result(records, problem=None):
+    """A batch :class:`rif.Certified` from (estimate, certificate, method) records. For softmax
+    models the classes' common part of each estimate's penalised coefficients, all of it error,
+    joins its bounds (:class:`rif._certify.MultinomialCertifier`): in H_{-S}(theta^)'s norm, where
+    that part has curvature lambda alone, lambda^{1/2} times it."""
+    from ._certify import Certified, common_part_norm
 
     certs = [r[1] for r in records]
-    return Certified(np.array([r[0] for r in records]), np.array([c.bound for c in certs]),
-                     np.array([c.bound_h for c in certs]), np.array([c.certified for c in certs]),
+    values = np.array([r[0] for r in records])
+    bound, bound_h = np.array([c.bound for c in certs]), np.array([c.bound_h for c in certs])
+    if problem is not None and hasattr(problem, "theta_block") and len(records):
+        common = common_part_norm(problem, values)
+        bound, bound_h = bound + common, bound_h + np.sqrt(problem.penalty) * common
+    return Certified(values, bound, bound_h, np.array([c.certified for c in certs]),
                      np.array([c.reason for c in certs], dtype=object), np.array([r[2] for r in records], dtype=object))
 
 
@@ -507,7 +514,7 @@ class AttributionMixin:
             problem, [sets[j] for j in rest], (method,),
             lambda j, m, estimate, cert, last: (estimate, cert.summary(), m), prepare=sharpen))
         # refits far from theta^ that neither route certifies: through the Hessian at their result
-        return _certified_result(_certify_refit.fill_refits(problem, sets, records))
+        return _certified_result(_certify_refit.fill_refits(problem, sets, records), problem)
 
     def _auto_params(self, problem, sets, rtol):
         """RIF, else the exact refit's certified iterates from it (the Newton step only where RIF's
@@ -525,7 +532,7 @@ class AttributionMixin:
                     value, bound, bound_h, method = record
                     records[j] = (value, _SetCertificate(bound, bound_h, True, ""), method)
         records = _fill_open(records, lambda rest: self._auto_through_leave_out(problem, [sets[j] for j in rest], rtol))
-        result = _certified_result(_certify_refit.fill_refits(problem, sets, records))
+        result = _certified_result(_certify_refit.fill_refits(problem, sets, records), problem)
         _warn_unproved(np.linalg.norm(result.value, axis=1), result.bound, rtol)
         return result
 

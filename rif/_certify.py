@@ -1063,6 +1063,16 @@ class MultinomialCertifier(Certifier):
     eigenvalue of the K x K leverage M_i, all in the norm of H^ = H + kappa Pi_N (the intercepts'
     common direction, along which the objective is flat and every estimate and gradient has no
     component). Effects are certified through K x K blocks (:class:`_SoftmaxFirstOrderDrift`).
+
+    **The classes' common directions.** F_S separates exactly: the data see only the part of Theta
+    with sum_c Theta_c = 0 (and the intercepts' common direction, lifted), and the penalty adds
+    (lambda / 2) ||P_f Theta||^2 for the common part P_f Theta of the penalised coefficients, whose
+    minimiser is 0. So each pass's gradient is taken without its common part on the penalised
+    coordinates (:func:`_without_common_part`; in exact arithmetic lambda P_f Theta_e, in floating
+    point mostly rounding, which 1 / lambda would amplify past every bound where lambda is small),
+    the certificate bounds the rest of the error in the norms above, and the common part of the
+    error, exactly P_f Theta_e, is added to the bounds (:func:`common_part_norm`, in
+    :func:`rif._attribution._certified_result`).
     """
 
     def __init__(self, problem):
@@ -1174,6 +1184,11 @@ class MultinomialCertifier(Certifier):
         rest = w * (K * (K + 4) + 2.0 * (kept.sum() + 1)) * _rounding.EPS
         rest = (1.0 + 4.0 * _rounding.EPS) * float(np.sum(rest * norms)) \
             + 2.0 * _rounding.EPS * problem.penalty * float(np.linalg.norm(theta))
+        # removing the gradient's common part (:func:`_without_common_part`) rounds by at most
+        # (2 (K + 1) K^{1/2} + 1) eps ||g||, and ||g|| <= sum_i w_i 2^{1/2} ||x~_i|| + lambda ||theta||
+        # (||p_i - e_y||_2 <= 2^{1/2})
+        rest += (2.0 * (K + 1) * np.sqrt(K) + 2.0) * _rounding.EPS * (
+            np.sqrt(2.0) * float(np.sum(w * norms)) + problem.penalty * float(np.linalg.norm(theta)))
         whole = rest + (1.0 + 4.0 * _rounding.EPS) * float(np.sum(2.0 * w * spread * d * norms))
         if not lam_low > 0:
             return whole, np.inf
@@ -1225,7 +1240,7 @@ class MultinomialCertifier(Certifier):
                                                             reference=problem.predictors)
                 for j in range(len(chunk)):
                     penalised = Thetas[j] * problem.penalty_diag[:p1]
-                    g = grads[j] + problem.penalty * penalised
+                    g = _without_common_part(grads[j] + problem.penalty * penalised, problem.penalty_diag[:p1])
                     value = float(values[j]) + 0.5 * problem.penalty * float(np.sum(penalised ** 2))
                     out.append((g.ravel(), np.where(weights[:, j] > 0, self.M * spans[:, j], 0.0), value))
             return out
@@ -1239,6 +1254,7 @@ class MultinomialCertifier(Certifier):
             softmax_residual(eta, problem.y, weights)                        # eta now holds the residuals
             Theta = theta.reshape(K, p1)
             g = _dense(problem.design.T @ eta).T + problem.penalty * (Theta * problem.penalty_diag[:p1])
+            g = _without_common_part(g, problem.penalty_diag[:p1])
             out.append((g.ravel(), alpha, None))            # the objective is not formed here
         return out
 
@@ -1349,6 +1365,29 @@ class MultinomialCertifier(Certifier):
             return np.minimum(0.5, curvature * np.exp(self.M * span))
         p_label = prob[np.arange(len(eta)), target.y]
         return 2.0 * np.minimum(1.0, p_label * np.exp(span))
+
+
+def _without_common_part(grad, penalty_diag):
+    """A softmax gradient (K, p1) without its classes' mean on the penalised coordinates (see
+    :class:`MultinomialCertifier`)."""
+    grad = np.array(grad, dtype=float).reshape(len(grad), -1)
+    penalised = penalty_diag > 0
+    grad[:, penalised] -= grad[:, penalised].mean(axis=0)
+    return grad
+
+
+def common_part_norm(problem, dtheta):
+    """||P_f Theta_e||_2 for each row of ``dtheta`` (n_sets, n_params; public order), Theta_e =
+    Theta^ + dtheta: the norm of the classes' common part of the penalised coefficients, where every
+    minimiser has none (see :class:`MultinomialCertifier`), taken (1 + 4 K eps) larger and plus
+    2 (K + 1) eps ||Theta_e|| for its own rounding."""
+    K, p1 = problem.n_classes, problem.p1
+    blocks = (problem.theta_block[None, :] + np.array([problem.from_public(d) for d in dtheta])).reshape(-1, K, p1)
+    penalised = problem.penalty_diag[:p1] > 0
+    common = blocks[:, :, penalised].mean(axis=1)                                  # (n_sets, penalised)
+    eps = np.finfo(float).eps
+    size = np.sqrt(K) * np.linalg.norm(common, axis=1)
+    return size * (1.0 + 4.0 * K * eps) + 2.0 * (K + 1) * eps * np.linalg.norm(blocks.reshape(len(blocks), -1), axis=1)
 
 
 def _class_rows(problem, vectors):

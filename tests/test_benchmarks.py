@@ -164,3 +164,27 @@ def test_estimates_that_sharpening_certifies_get_effect_bounds_that_hold(monkeyp
             assert result.certified.all()
             assert np.all(np.abs(result.value - exact) <= result.bound)
     assert late, "no estimate was certified by sharpening alone"
+
+
+@pytest.mark.parametrize("seed, case", [(3, 5), (5, 0)])
+def test_softmax_bounds_count_the_classes_common_part(seed, case):
+    """Softmax refits at lambda = 1e-4 (fuzzer draws): the penalty alone sees the classes' common part
+    of the coefficients, so the gradient's rounding there moves any computed optimum by up to eps / lambda
+    (5e-11 here), in a direction whose curvature lambda is far below the smallest one the data give.
+    The certificates take the common part out of each gradient and add the estimate's own common
+    part, all of it error, to the bound: every bound holds against the exact optimum (the polished
+    refit, whose classes sum to zero), including those that fell up to 3x short before."""
+    spec = importlib.util.spec_from_file_location(
+        "rif_fuzz_certificates", RUN.parent / "fuzz_certificates.py")
+    fuzz = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fuzz)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # the fits at lambda = 1e-4 stop at the rounding floor
+        problem, sets, _, _ = fuzz.softmax_case(np.random.default_rng([seed, case]), True)
+        truth = fuzz.polished(problem, sets)
+        for method, extra in (("retrain", {}), ("rif", {}), ("auto", {"rtol": 1e-4})):
+            result = problem.params_change(sets, method, certify=True, **extra)
+            errors = np.linalg.norm(result.value - truth, axis=1)
+            assert np.all(result.bound >= errors), (method, errors, result.bound)
