@@ -496,7 +496,8 @@ class Certifier:
             return self._loose(g, lam_s, factor.reason)
         solve, one_minus_gamma = factor.solve, factor.floor
         step = solve(g)
-        delta_prime = float(np.sqrt(max(g @ step, 0.0)))
+        with np.errstate(over="ignore", invalid="ignore"):        # a far estimate: inf, no sharp bound
+            delta_prime = float(np.sqrt(max(g @ step, 0.0)))
         step = self._public(step)
         # >= ||fl(g) - g||_2 and ||fl(g) - g||_{H_0^{-1}}
         error, error_h = self.gradient_error(index, dtheta, weights, alpha, one_minus_gamma)
@@ -545,7 +546,7 @@ class Certifier:
         drift is taken over the hull of theta_e and that ball and the bound iterated, and an estimate
         not yet certified may be certified by a fixed-point test (see :meth:`_sharpen_with`); then
         rho <= delta' + spread_h."""
-        if cert.step is None or cert.alpha is None:
+        if cert.step is None or cert.alpha is None or not np.isfinite(cert.delta_prime):
             return
         kept = curvature_above(self.problem.curvature, self.problem.sample_weight)
         kept[cert.index] = 0.0
@@ -629,7 +630,7 @@ class Certifier:
         """:meth:`sharpen` for a batch of certificates: x~_i^T w for all of them as one product of X
         per group of sets."""
         problem = self.problem
-        work = [c for c in certs if c.step is not None and c.alpha is not None]
+        work = [c for c in certs if c.step is not None and c.alpha is not None and np.isfinite(c.delta_prime)]
         group = int(min(64, max(1, BLOCK_VALUES // problem.n_samples)))
         for start in range(0, len(work), group):
             chunk = work[start:start + group]
@@ -1099,7 +1100,7 @@ class MultinomialCertifier(Certifier):
 
         problem = self.problem
         K, p1 = problem.n_classes, problem.p1
-        work = [c for c in certs if c.step is not None and c.alpha is not None]
+        work = [c for c in certs if c.step is not None and c.alpha is not None and np.isfinite(c.delta_prime)]
         group = int(min(16, max(1, BLOCK_VALUES // (K * problem.n_samples))))
         for start in range(0, len(work), group):
             chunk = work[start:start + group]
