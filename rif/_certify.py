@@ -85,6 +85,17 @@ def loose(cert):
     return not cert.certified or not cert.bound_h <= (1.0 + _REFINE_LOOSENESS) * cert.delta_prime
 
 
+def _far_from_proved(cert):
+    """Whether a chord point's certificate is worth the next chord point's pass: not certified, or its
+    H_0-norm bound more than ``_CHAIN_LOOSENESS`` times delta' (far looser than what :func:`loose`
+    refines)."""
+    return not cert.certified or not cert.bound_h <= _CHAIN_LOOSENESS * cert.delta_prime
+
+
+#: :func:`_far_from_proved`'s factor
+_CHAIN_LOOSENESS = 4.0
+
+
 #: above every per-sample curvature l'' that underflows (its true value is then below 5e-324):
 #: the drift bounds c(theta) <= c(theta_e) e^a are multiplicative, and a computed 0 would drop a
 #: sample whose curvature can grow by more than the range of floats
@@ -657,11 +668,12 @@ class Certifier:
         one matrix product per group of sets (keeping each sample's curvature at the chord points
         with ``curvatures``, for their effects' bounds).
 
-        A chord point its own pass leaves uncertified is refined the same way, up to ``depth`` more
-        chord points along the chain (each one pass for the sets still open, and only while the
-        chain contracts, delta' falling by half at least); a certified one certifies the points
-        before it in turn (at n/d = 12 with 10 % sets, two thirds of the RIF estimates were certified
-        only by the second chord point)."""
+        A chord point its own pass leaves uncertified, or certifies only loosely
+        (:func:`_far_from_proved`), is refined the same way, up to ``depth`` more chord points along
+        the chain (each one pass for the sets still open, and only while the chain contracts, delta'
+        falling by half at least); a certified one certifies the points before it in turn (at
+        n/d = 12 with 10 % sets, two thirds of the RIF estimates were certified only by the second
+        chord point)."""
         problem = self.problem
         work = [c for c in certs
                 if c.step is not None and c.alpha is not None and c.theta_e is not None and c.solve is not None
@@ -674,7 +686,7 @@ class Certifier:
         self.sharpen_all([point for point in points if loose(point)])
         if depth > 0:
             self.refine_all([point for cert, point in zip(work, points)
-                             if not point.certified and point.delta_prime <= 0.5 * cert.delta_prime],
+                             if _far_from_proved(point) and point.delta_prime <= 0.5 * cert.delta_prime],
                             curvatures, depth - 1)
         for cert, point in zip(work, points):
             if point.certified:
