@@ -76,7 +76,8 @@ from ._families import Binomial, Gaussian, Poisson
 #: :meth:`Certifier.refine_all` makes a pass at the chord point when the H_0-norm bound exceeds
 #: delta' (its least possible value there) by more than this fraction
 _REFINE_LOOSENESS = 0.2
-#: ... and takes up to this many chord points more, along the chain, for chord points left uncertified
+#: ... and takes up to this many chord points more, along the chain, for chord points its pass leaves
+#: uncertified or only loosely certified (:func:`_far_from_proved`)
 _REFINE_DEPTH = 1
 def loose(cert):
     """Whether a certificate may gain from more work (sharpening, a pass at its chord point): not

@@ -195,24 +195,35 @@ def test_lambda_min_is_proved_and_sees_the_datas_curvature():
     assert Certifier(problem).lambda_min == problem.penalty_total(problem.sample_weight)
 
 
+def _paper_regime_chain(n, d, size, depth=None):
+    """ESC-50's distribution at n x d (per-sample lambda = 1e-3, no intercept), 6 random sets of ``size``:
+    (the problem, its data, the sets, their refits, RIF's estimates, and their certificates after the
+    sharpening and the chord points' passes of certify=True, ``depth`` chord points deep)."""
+    from rif._certify import certifier, certify_params, loose
+
+    paper = rif.datasets.make_paper_like("esc50", n=n, d=d)
+    problem = GLMProblem(paper.X_train, paper.y_train, "binomial", penalty=1e-3, penalty_scaling="per_sample",
+                         fit_intercept=False, tol=1e-13)
+    rng = np.random.default_rng(3)
+    sets = [np.sort(rng.choice(n, size, replace=False)) for _ in range(6)]
+    truth, estimates = problem.params_change(sets, "retrain"), problem.params_change(sets, "rif")
+
+    def certificates(depth):
+        certs = certify_params(problem, sets, estimates)
+        certifier(problem).sharpen_all([c for c in certs if loose(c)])
+        certifier(problem).refine_all(certs, **({} if depth is None else {"depth": depth}))
+        return certs
+
+    return problem, paper, sets, truth, estimates, certificates
+
+
 def test_bounds_through_the_chord_points_own_step_hold_and_tighten():
     """Through the chord point theta_c and its own chord step w_c: ||theta_e - theta*|| <= ||w + w_c|| +
     ||theta_c - w_c - theta*||, in the 2-norm and in H_0's. Where the chord iterations oscillate (n/d = 12
     under the per-sample penalty, 5 % sets) this is tighter than ||w|| + bound(theta_c) for some sets,
     and every bound stays above the error against a converged refit."""
-    from rif._certify import certifier, certify_params, loose
-
-    paper = rif.datasets.make_paper_like("esc50", n=1600, d=128)
-    problem = GLMProblem(paper.X_train, paper.y_train, "binomial", penalty=1e-3, penalty_scaling="per_sample",
-                         fit_intercept=False, tol=1e-13)
-    rng = np.random.default_rng(3)
-    sets = [np.sort(rng.choice(1600, 80, replace=False)) for _ in range(6)]
-    truth = problem.params_change(sets, "retrain")
-    estimates = problem.params_change(sets, "rif")
-    certs = certify_params(problem, sets, estimates)
-    cert = certifier(problem)
-    cert.sharpen_all([c for c in certs if loose(c)])
-    cert.refine_all(certs)
+    problem, _, sets, truth, estimates, certificates = _paper_regime_chain(1600, 128, 80)
+    certs = certificates(None)
     through = [c for c in certs if c.chord_point is not None]
     assert len(through) >= 3
     gained = 0
@@ -232,22 +243,12 @@ def test_bounds_through_the_chord_points_own_step_hold_and_tighten():
 def test_a_chord_point_left_uncertified_is_refined_through_its_own():
     """10 % sets at n/d = 12.5 (ESC-50's distribution, per-sample lambda = 1e-3): the pass at the chord
     point often certifies nothing, or only loosely; the next chord point along the chain then
-    certifies both, and the estimate through them. More estimates are certified than with one chord point, and every
-    bound holds against a converged refit."""
-    from rif._certify import certifier, certify_params, loose
-
-    paper = rif.datasets.make_paper_like("esc50", n=3200, d=256)
-    problem = GLMProblem(paper.X_train, paper.y_train, "binomial", penalty=1e-3, penalty_scaling="per_sample",
-                         fit_intercept=False, tol=1e-13)
-    rng = np.random.default_rng(3)
-    sets = [np.sort(rng.choice(3200, 320, replace=False)) for _ in range(6)]
-    truth = problem.params_change(sets, "retrain")
-    estimates = problem.params_change(sets, "rif")
+    certifies both, and the estimate through them. More estimates are certified than with one
+    chord point, and every bound holds against a converged refit."""
+    problem, paper, sets, truth, estimates, certificates = _paper_regime_chain(3200, 256, 320)
     certified = {}
     for depth in (0, 1):
-        certs = certify_params(problem, sets, estimates)
-        certifier(problem).sharpen_all([c for c in certs if loose(c)])
-        certifier(problem).refine_all(certs, depth=depth)
+        certs = certificates(depth)
         certified[depth] = sum(c.certified for c in certs)
         for c, dtheta, exact in zip(certs, estimates, truth):
             assert c.bound >= np.linalg.norm(dtheta - exact) * (1 - 1e-9)
