@@ -397,23 +397,25 @@ class Certifier:
         theta^ and each linear predictor's move there: |eta_i - eta^_i| <= alpha_i / M, and
         ||x~_i|| ||dtheta|| for squared loss."""
         problem, M = self.problem, self.M
-        residual_hat, eta_hat, reference, curved = self._at_theta_hat
+        residual_hat, eta_hat, above = self._at_theta_hat
         move = alpha / M if M > 0 else _rounding.row_norms(problem) * float(np.linalg.norm(dtheta))
         with np.errstate(over="ignore", invalid="ignore"):
             grown = np.expm1(alpha) / M if M > 0 else move        # int_0^move e^{M t} dt (inf past floats)
-            residual = residual_hat + np.where(curved, problem.curvature * grown, 0.0)
+            # each curvature grows from above its computed value: one that underflowed to 0 still
+            # grows without bound over a move past the range of floats (inf, never 0 times inf)
+            residual = residual_hat + np.where(above > 0, above * grown, 0.0)
         return _rounding.scalar_gradient_error(problem, weights, problem.theta + dtheta, residual,
-                                               problem.curvature, eta_hat + move, move, M,
-                                               floor * self.lambda_min, reference, floor,
+                                               above, eta_hat + move, move, M,
+                                               floor * self.lambda_min, above, floor,
                                                _rounding.summation_length(problem))
 
     @cached_property
     def _at_theta_hat(self):
-        """|r_i|, |eta_i| and curvature_above(c_i) at theta^ (H >= X~^T C X~), and where c_i > 0:
-        what :meth:`gradient_error` grows from."""
+        """|r_i|, |eta_i| and curvature_above(c_i) at theta^ (H >= X~^T C X~): what :meth:`gradient_error`
+        grows from."""
         problem = self.problem
         return (np.abs(problem.residual), np.abs(problem.eta),
-                curvature_above(problem.curvature, problem.sample_weight), problem.curvature > 0)
+                curvature_above(problem.curvature, problem.sample_weight))
 
     @staticmethod
     def _public(vector):
@@ -1202,7 +1204,10 @@ class MultinomialCertifier(Certifier):
             hat = self._curvature_traces[kept] if anchor is None else anchor[0][kept]
             with np.errstate(over="ignore", invalid="ignore"):
                 grow = np.exp(alpha[kept] + self.M * d)
-                spread, reference = np.minimum(hat * grow / np.where(w > 0, w, 1.0), 1.0), hat * grow**2
+                # (a trace that underflowed to 0 times an overflowed growth: at most 1 per unit weight,
+                # and no bound in A^{-1}'s norm)
+                spread = np.fmin(hat * grow / np.where(w > 0, w, 1.0), 1.0)
+                reference = np.nan_to_num(hat * grow**2, nan=np.inf)
             lam_low = floor * self.lambda_min if anchor is None else anchor[1]
         else:
             spread = np.minimum(at_estimate[0][kept] * np.exp(self.M * d), 1.0)

@@ -209,3 +209,26 @@ def test_an_estimate_too_far_for_a_finite_decrement_gets_a_loose_bound_quietly()
         drawn = fuzz.scalar_case(np.random.default_rng([4, 29]), "exact", True)
         assert fuzz.check(*drawn, "case", found.append) > 0
     assert found == []
+
+
+def test_a_curvature_that_underflowed_still_grows_in_the_rounding_bound():
+    """A logistic fuzzer draw (656 x 81, lambda = 1e-4, no intercept) whose estimates move some
+    linear predictors past the range of exp: samples whose curvature at theta^ underflowed to 0 grow
+    from above it in the gradient's rounding bound (0 times an overflowed exponential gave NaN
+    bounds). Every bound is a number and holds."""
+    import warnings
+
+    import rif
+
+    spec = importlib.util.spec_from_file_location(
+        "rif_fuzz_certificates", RUN.parent / "fuzz_certificates.py")
+    fuzz = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fuzz)
+    found = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        warnings.simplefilter("ignore", rif.RetrainConvergenceWarning)
+        problem, sets, X_eval, y_eval = fuzz.scalar_case(np.random.default_rng([41, 23]), "leave-out", True)
+        assert fuzz.check(problem, sets, X_eval, y_eval, "case", found.append) > 0
+        bounds = problem.params_change(sets, "rif", certify=True).bound
+    assert found == [] and np.all(np.isfinite(bounds))
