@@ -118,13 +118,14 @@ def test_multinomial_certificate_rows_run_on_digits(bench):
     assert float(auto[8].split()[-1]) <= 0.05
 
 
-@pytest.mark.parametrize("route,cases", [("exact", 4), ("leave-out", 1), ("softmax", 2)])
-def test_the_certificate_fuzzer_runs_and_finds_nothing(route, cases, capsys):
+@pytest.mark.parametrize("route,cases,hard", [("exact", 4, False), ("leave-out", 1, False), ("softmax", 2, False),
+                                              ("exact", 10, True), ("leave-out", 6, True), ("softmax", 8, True)])
+def test_the_certificate_fuzzer_runs_and_finds_nothing(route, cases, hard, capsys):
     spec = importlib.util.spec_from_file_location(
         "rif_fuzz_certificates", RUN.parent / "fuzz_certificates.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["--route", route, "--seeds", "3", "--cases", str(cases)]) == 0
+    assert module.main(["--route", route, "--seeds", "3", "--cases", str(cases)] + (["--hard"] if hard else [])) == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.startswith(route) and summary.endswith("0 findings") and " 0 bounds" not in summary
 
