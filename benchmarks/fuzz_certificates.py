@@ -9,8 +9,9 @@ true error, or a NaN bound, is a violation.
     python benchmarks/fuzz_certificates.py --route leave-out --seeds 1 --cases 30 --hard
 
 ``--route exact``: scalar GLMs small enough for the exact Hessian at each estimate (n ≤ 400);
-``leave-out``: larger ones, certified through the leave-out Hessian; ``softmax``: multinomial
-models. ``--hard``: features 3-8 times larger and penalties 1e-4 to 1e-2 (far moves, nearly
+``leave-out``: larger ones, certified through the leave-out Hessian; ``dual``: wide ones
+(p = 1.5-4 n) on the dual route, whose leave-out Hessians go through the n x n kernel;
+``softmax``: multinomial models. ``--hard``: features 3-8 times larger and penalties 1e-4 to 1e-2 (far moves, nearly
 separable fits). An error or a floating-point RuntimeWarning is a finding too. Prints each finding
 and a summary; the exit status is 1 if any was found.
 """
@@ -82,6 +83,28 @@ def scalar_case(rng, route, hard):
     except ValueError:                 # separable, singular: refused, as documented
         return None
     if rif._certify_dense.applies(problem) != (route == "exact"):
+        return None
+    sets = _removal_sets(X, rng, 2, [0.01, 0.05, 0.1, 0.2])
+    return problem, sets, rng.standard_normal((7, d)) * scale / np.sqrt(d), y[:7]
+
+
+def dual_case(rng, hard):
+    """(problem, sets, X_eval, y_eval) for a wide scalar GLM on the dual route, or None where the draw
+    is refused."""
+    family = str(rng.choice(["binomial", "gaussian", "poisson"]))
+    n = int(rng.integers(40, 260))
+    d = int(rng.integers(int(1.5 * n), min(900, 4 * n)))
+    scale = float(rng.choice([4.0, 8.0] if hard else [0.5, 1.0, 2.0]))
+    X = rng.standard_normal((n, d)) * scale / np.sqrt(d)
+    y = _labels(family, X @ rng.standard_normal(d), rng)
+    options = dict(penalty=float(rng.choice([1e-4, 1e-3, 1e-2] if hard else [1e-2, 0.1, 1.0])),
+                   penalty_scaling=str(rng.choice(["fixed", "per_sample"])), fit_intercept=bool(rng.random() < 0.6),
+                   tol=1e-13, route="dual")
+    if rng.random() < 0.3:
+        options["sample_weight"] = rng.uniform(0.3, 3.0, n)
+    try:
+        problem = rif.GLMProblem(X, y, family, **options)
+    except ValueError:
         return None
     sets = _removal_sets(X, rng, 2, [0.01, 0.05, 0.1, 0.2])
     return problem, sets, rng.standard_normal((7, d)) * scale / np.sqrt(d), y[:7]
@@ -198,7 +221,7 @@ def check(problem, sets, X_eval, y_eval, label, report):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--route", choices=("exact", "leave-out", "softmax"), default="exact")
+    parser.add_argument("--route", choices=("exact", "leave-out", "dual", "softmax"), default="exact")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--cases", type=int, default=50, help="draws per seed")
     parser.add_argument("--hard", action="store_true", help="larger features, smaller penalties")
@@ -210,8 +233,12 @@ def main(argv=None):
             with warnings.catch_warnings():
                 warnings.simplefilter("error", RuntimeWarning)     # floating-point noise is a finding too
                 warnings.simplefilter("ignore", rif.RetrainConvergenceWarning)
-                drawn = softmax_case(rng, args.hard) if args.route == "softmax" else scalar_case(rng, args.route,
-                                                                                                 args.hard)
+                if args.route == "softmax":
+                    drawn = softmax_case(rng, args.hard)
+                elif args.route == "dual":
+                    drawn = dual_case(rng, args.hard)
+                else:
+                    drawn = scalar_case(rng, args.route, args.hard)
                 if drawn is None:
                     continue
                 label = f"seed {seed} case {case}"

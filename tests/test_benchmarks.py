@@ -119,7 +119,8 @@ def test_multinomial_certificate_rows_run_on_digits(bench):
 
 
 @pytest.mark.parametrize("route,cases,hard", [("exact", 4, False), ("leave-out", 1, False), ("softmax", 2, False),
-                                              ("exact", 10, True), ("leave-out", 6, True), ("softmax", 8, True)])
+                                              ("exact", 10, True), ("leave-out", 6, True), ("softmax", 8, True),
+                                              ("dual", 3, False), ("dual", 3, True)])
 def test_the_certificate_fuzzer_runs_and_finds_nothing(route, cases, hard, capsys):
     spec = importlib.util.spec_from_file_location(
         "rif_fuzz_certificates", RUN.parent / "fuzz_certificates.py")
