@@ -10,6 +10,30 @@ RUN = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
 
 @pytest.fixture(scope="module")
+def fuzz():
+    spec = importlib.util.spec_from_file_location("rif_fuzz_certificates", RUN.parent / "fuzz_certificates.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _drawn_and_checked(draw, fuzz):
+    """(the case ``draw()`` gives, the fuzzer's findings on it), floating-point warnings raised as the
+    fuzzer raises them."""
+    import warnings
+
+    import rif
+
+    found = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        warnings.simplefilter("ignore", rif.RetrainConvergenceWarning)
+        drawn = draw()
+        assert fuzz.check(*drawn, "case", found.append) > 0
+    return drawn, found
+
+
+@pytest.fixture(scope="module")
 def bench():
     spec = importlib.util.spec_from_file_location("rif_benchmarks", RUN)
     module = importlib.util.module_from_spec(spec)
@@ -121,27 +145,19 @@ def test_multinomial_certificate_rows_run_on_digits(bench):
 @pytest.mark.parametrize("route,cases,hard", [("exact", 4, False), ("leave-out", 1, False), ("softmax", 2, False),
                                               ("exact", 10, True), ("leave-out", 6, True), ("softmax", 8, True),
                                               ("dual", 3, False), ("dual", 3, True)])
-def test_the_certificate_fuzzer_runs_and_finds_nothing(route, cases, hard, capsys):
-    spec = importlib.util.spec_from_file_location(
-        "rif_fuzz_certificates", RUN.parent / "fuzz_certificates.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--route", route, "--seeds", "3", "--cases", str(cases)] + (["--hard"] if hard else [])) == 0
+def test_the_certificate_fuzzer_runs_and_finds_nothing(route, cases, hard, capsys, fuzz):
+    assert fuzz.main(["--route", route, "--seeds", "3", "--cases", str(cases)] + (["--hard"] if hard else [])) == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.startswith(route) and summary.endswith("0 findings") and " 0 bounds" not in summary
 
 
-def test_estimates_that_sharpening_certifies_get_effect_bounds_that_hold(monkeypatch):
+def test_estimates_that_sharpening_certifies_get_effect_bounds_that_hold(monkeypatch, fuzz):
     """Effect certificates form the target's columns only for certified estimates; one that only
     the sharpened spread certifies gets them afterwards, in one more product. A drawn case of the
     fuzzer where that happens (Poisson, 2214 x 76, a set of 20 %): each bound holds against the
     polished refit's effect, and the late products were made."""
     from rif import _certify
 
-    spec = importlib.util.spec_from_file_location(
-        "rif_fuzz_certificates", RUN.parent / "fuzz_certificates.py")
-    fuzz = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fuzz)
     problem, sets, X_eval, y_eval = fuzz.scalar_case(np.random.default_rng([2, 13]), "leave-out", False)
     late, sharpening = [], []
     products = _certify.Certifier._effect_products
@@ -169,17 +185,13 @@ def test_estimates_that_sharpening_certifies_get_effect_bounds_that_hold(monkeyp
 
 
 @pytest.mark.parametrize("seed, case", [(3, 5), (5, 0)])
-def test_softmax_bounds_count_the_classes_common_part(seed, case):
+def test_softmax_bounds_count_the_classes_common_part(seed, case, fuzz):
     """Softmax refits at lambda = 1e-4 (fuzzer draws): the penalty alone sees the classes' common part
     of the coefficients, so the gradient's rounding there moves any computed optimum by up to eps / lambda
     (5e-11 here), in a direction whose curvature lambda is far below the smallest one the data give.
     The certificates take the common part out of each gradient and add the estimate's own common
     part, all of it error, to the bound: every bound holds against the exact optimum (the polished
     refit, whose classes sum to zero), including those that fell up to 3x short before."""
-    spec = importlib.util.spec_from_file_location(
-        "rif_fuzz_certificates", RUN.parent / "fuzz_certificates.py")
-    fuzz = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fuzz)
     import warnings
 
     with warnings.catch_warnings():
@@ -192,45 +204,20 @@ def test_softmax_bounds_count_the_classes_common_part(seed, case):
             assert np.all(result.bound >= errors), (method, errors, result.bound)
 
 
-def test_an_estimate_too_far_for_a_finite_decrement_gets_a_loose_bound_quietly():
+def test_an_estimate_too_far_for_a_finite_decrement_gets_a_loose_bound_quietly(fuzz):
     """A Poisson fuzzer draw (48 x 38, lambda = 1e-4) whose chord point lies so far that
     g^T H_0^{-1} g overflows: the certificate is left loose, with no floating-point warning, and every
     bound the fuzzer checks holds."""
-    import warnings
-
-    import rif
-
-    spec = importlib.util.spec_from_file_location(
-        "rif_fuzz_certificates", RUN.parent / "fuzz_certificates.py")
-    fuzz = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fuzz)
-    found = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)
-        warnings.simplefilter("ignore", rif.RetrainConvergenceWarning)
-        drawn = fuzz.scalar_case(np.random.default_rng([4, 29]), "exact", True)
-        assert fuzz.check(*drawn, "case", found.append) > 0
+    _, found = _drawn_and_checked(lambda: fuzz.scalar_case(np.random.default_rng([4, 29]), "exact", True), fuzz)
     assert found == []
 
 
-def test_a_curvature_that_underflowed_still_grows_in_the_rounding_bound():
+def test_a_curvature_that_underflowed_still_grows_in_the_rounding_bound(fuzz):
     """A logistic fuzzer draw (656 x 81, lambda = 1e-4, no intercept) whose estimates move some
     linear predictors past the range of exp: samples whose curvature at theta^ underflowed to 0 grow
     from above it in the gradient's rounding bound (0 times an overflowed exponential gave NaN
     bounds). Every bound is a number and holds."""
-    import warnings
-
-    import rif
-
-    spec = importlib.util.spec_from_file_location(
-        "rif_fuzz_certificates", RUN.parent / "fuzz_certificates.py")
-    fuzz = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fuzz)
-    found = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)
-        warnings.simplefilter("ignore", rif.RetrainConvergenceWarning)
-        problem, sets, X_eval, y_eval = fuzz.scalar_case(np.random.default_rng([41, 23]), "leave-out", True)
-        assert fuzz.check(problem, sets, X_eval, y_eval, "case", found.append) > 0
-        bounds = problem.params_change(sets, "rif", certify=True).bound
-    assert found == [] and np.all(np.isfinite(bounds))
+    (problem, sets, _, _), found = _drawn_and_checked(
+        lambda: fuzz.scalar_case(np.random.default_rng([41, 23]), "leave-out", True), fuzz)
+    assert found == []
+    assert np.all(np.isfinite(problem.params_change(sets, "rif", certify=True).bound))
