@@ -63,6 +63,9 @@ def scalar_case(rng, route, hard):
     if route == "exact":
         n = int(rng.integers(15, 400))
         d = int(rng.integers(1, min(40, n - 2)))
+    elif route == "dual":
+        n = int(rng.integers(40, 260))
+        d = int(rng.integers(int(1.5 * n), min(900, 4 * n)))
     else:
         n = int(rng.integers(600, 2500))
         d = int(rng.integers(max(2, int(np.sqrt(4.2e6 / n))), 90))
@@ -74,6 +77,8 @@ def scalar_case(rng, route, hard):
     scaling = str(rng.choice(["fixed", "per_sample"]))
     penalty = float(rng.choice([1e-4, 1e-3, 1e-2] if hard else [1e-3, 1e-2, 0.1, 1.0, 5.0]))
     options = dict(penalty=penalty, penalty_scaling=scaling, fit_intercept=bool(rng.random() < 0.6), tol=1e-13)
+    if route == "dual":
+        options["route"] = "dual"
     if rng.random() < 0.3:
         options["sample_weight"] = rng.uniform(0.3, 3.0, n)
     if rng.random() < 0.2 and scaling == "fixed":
@@ -83,28 +88,6 @@ def scalar_case(rng, route, hard):
     except ValueError:                 # separable, singular: refused, as documented
         return None
     if rif._certify_dense.applies(problem) != (route == "exact"):
-        return None
-    sets = _removal_sets(X, rng, 2, [0.01, 0.05, 0.1, 0.2])
-    return problem, sets, rng.standard_normal((7, d)) * scale / np.sqrt(d), y[:7]
-
-
-def dual_case(rng, hard):
-    """(problem, sets, X_eval, y_eval) for a wide scalar GLM on the dual route, or None where the draw
-    is refused."""
-    family = str(rng.choice(["binomial", "gaussian", "poisson"]))
-    n = int(rng.integers(40, 260))
-    d = int(rng.integers(int(1.5 * n), min(900, 4 * n)))
-    scale = float(rng.choice([4.0, 8.0] if hard else [0.5, 1.0, 2.0]))
-    X = rng.standard_normal((n, d)) * scale / np.sqrt(d)
-    y = _labels(family, X @ rng.standard_normal(d), rng)
-    options = dict(penalty=float(rng.choice([1e-4, 1e-3, 1e-2] if hard else [1e-2, 0.1, 1.0])),
-                   penalty_scaling=str(rng.choice(["fixed", "per_sample"])), fit_intercept=bool(rng.random() < 0.6),
-                   tol=1e-13, route="dual")
-    if rng.random() < 0.3:
-        options["sample_weight"] = rng.uniform(0.3, 3.0, n)
-    try:
-        problem = rif.GLMProblem(X, y, family, **options)
-    except ValueError:
         return None
     sets = _removal_sets(X, rng, 2, [0.01, 0.05, 0.1, 0.2])
     return problem, sets, rng.standard_normal((7, d)) * scale / np.sqrt(d), y[:7]
@@ -233,12 +216,8 @@ def main(argv=None):
             with warnings.catch_warnings():
                 warnings.simplefilter("error", RuntimeWarning)     # floating-point noise is a finding too
                 warnings.simplefilter("ignore", rif.RetrainConvergenceWarning)
-                if args.route == "softmax":
-                    drawn = softmax_case(rng, args.hard)
-                elif args.route == "dual":
-                    drawn = dual_case(rng, args.hard)
-                else:
-                    drawn = scalar_case(rng, args.route, args.hard)
+                drawn = softmax_case(rng, args.hard) if args.route == "softmax" else scalar_case(rng, args.route,
+                                                                                                 args.hard)
                 if drawn is None:
                     continue
                 label = f"seed {seed} case {case}"

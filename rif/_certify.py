@@ -79,6 +79,8 @@ _REFINE_LOOSENESS = 0.2
 #: ... and takes up to this many chord points more, along the chain, for chord points its pass leaves
 #: uncertified or only loosely certified (:func:`_far_from_proved`)
 _REFINE_DEPTH = 1
+
+
 def loose(cert):
     """Whether a certificate may gain from more work (sharpening, a pass at its chord point): not
     certified, or its H_0-norm bound more than ``_REFINE_LOOSENESS`` above delta' = ||g||_{H_0^{-1}},
