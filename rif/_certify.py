@@ -1075,8 +1075,8 @@ class _SoftmaxFirstOrderDrift(_FirstOrderDrift):
         # A_i) W_i over the kept samples, its error sum_i (e^{s_i} - 1) (V_i^T A_i(theta_e) V_i)^{1/2}
         # (W_i^T A_i(theta_e) W_i)^{1/2}, and ||D a||^2 <= sum_i f_i^2 V_i^T A_i V_i
         sums = np.empty((len(solved_rows), 4))
-        softmax_drift_terms(prob, np.stack(solved_rows, axis=1), w_rows, problem.curvature, weights, kept,
-                            grow, moved, root_w, sums)
+        softmax_drift_terms(prob, np.stack(solved_rows, axis=1), w_rows, problem.proba, problem.sample_weight,
+                            weights, kept, grow, moved, root_w, sums)
         return [(float(at_e - at_hat), float(error), float(np.sqrt(max(moved_a, 0.0))), self._moved_b)
                 for at_e, at_hat, error, moved_a in sums]
 
@@ -1131,9 +1131,9 @@ class MultinomialCertifier(Certifier):
     def _sharpen_rows(self, cert, w_rows, kept):
         """:meth:`_sharpen_with` from W_i = X~_i w (n, K) and the curvature blocks A_i of the ``kept``
         samples (a mask; the removed ones count 0); returns each sample's move M span(W_i) and form
-        W_i^T A_i W_i."""
+        W_i^T A_i W_i, centred (:func:`_curvature_forms`)."""
         move = self.M * _row_span(w_rows)
-        forms = np.where(kept, _quadratic_forms(w_rows, self.problem.curvature), 0.0)
+        forms = np.where(kept, _curvature_forms(self.problem, w_rows), 0.0)
         self._sharpen_with(cert, move, forms)
         return move, forms
 
@@ -1175,8 +1175,15 @@ class MultinomialCertifier(Certifier):
 
     @cached_property
     def _curvature_traces(self):
-        """tr A_i at theta^ (weighted), for every sample."""
-        return np.einsum("icc->i", self.problem.curvature)
+        """tr A_i = w_i sum_c p_c (1 - p_c) at theta^, for every sample, with 1 - p_c of the most
+        probable class summed from the others' probabilities (1 - p_c itself cancels for a nearly
+        certain sample, whose trace the gradient's rounding bound grows by up to e^{2 alpha_i})."""
+        prob = self.problem.proba
+        top = prob.argmax(axis=1)
+        is_top = np.arange(prob.shape[1])[None, :] == top[:, None]
+        rest = np.where(is_top, 0.0, prob).sum(axis=1)                     # 1 - p_top
+        others = np.where(is_top, 0.0, prob * (1.0 - prob)).sum(axis=1)
+        return self.problem.sample_weight * (others + prob[np.arange(len(prob)), top] * rest)
 
     def _public(self, vector):
         return self.problem.to_public(vector)
@@ -1446,18 +1453,12 @@ def _softmax_forms(prob, left, right):
     return out
 
 
-def _quadratic_forms(rows, blocks):
-    """Y_i^T B_i Y_i for rows Y (n, K) and blocks B (n, K, K)."""
-    return _bilinear_forms(rows, blocks, rows)
-
-
-def _bilinear_forms(left, blocks, right):
-    """V_i^T B_i W_i for rows V, W (n, K) and blocks B (n, K, K) (:func:`rif._kernels.block_forms`)."""
-    from ._kernels import block_forms
-
-    out = np.empty(len(left))
-    block_forms(np.asarray(left, dtype=float), np.asarray(blocks, dtype=float), np.asarray(right, dtype=float), out)
-    return out
+def _curvature_forms(problem, rows):
+    """W_i^T A_i W_i at theta^ for rows W (n, K): w_i sum_c p_c (W_ic - p^T W_i)^2 from the probabilities,
+    a sum of non-negative terms within a few eps of the true form (the stored blocks diag p - p p^T,
+    formed entry by entry, lose a nearly certain sample's curvature to cancellation, and their form
+    can come out negative: the drift bounds multiply these forms by growth factors up to e^{2 a})."""
+    return problem.sample_weight * _softmax_forms(problem.proba, rows, rows)
 
 
 def _row_span(rows):

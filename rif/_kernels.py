@@ -377,21 +377,6 @@ def gradient_rounding_sums(code, weights, residual, curvature, eta, move, refere
 
 
 @njit(**JIT_OPTIONS)
-def block_forms(left, blocks, right, out):
-    """out_i = left_i^T B_i right_i for rows ``left``, ``right`` (n, K) and blocks B (n, K, K): the
-    softmax models' per-sample forms, without the batched products' small-matrix overhead."""
-    n, K = left.shape
-    for i in range(n):
-        total = 0.0
-        for c in range(K):
-            inner = 0.0
-            for d in range(K):
-                inner += blocks[i, c, d] * right[i, d]
-            total += left[i, c] * inner
-        out[i] = total
-
-
-@njit(**JIT_OPTIONS)
 def softmax_probabilities(eta, out):
     """out_i = softmax(eta_i) for each row of ``eta`` (n, K), the largest entry subtracted first."""
     n, K = eta.shape
@@ -402,18 +387,21 @@ def softmax_probabilities(eta, out):
 
 
 @njit(**JIT_OPTIONS)
-def softmax_drift_terms(prob, v_rows, w_rows, blocks, weights, kept, grow, moved, root_w, out):
+def softmax_drift_terms(prob, v_rows, w_rows, prob_hat, weights_hat, weights, kept, grow, moved, root_w, out):
     """The sums of :meth:`rif._certify._SoftmaxFirstOrderDrift._terms` in one pass over the samples.
 
-    With A_i(theta_e)'s forms from the probabilities ``prob`` (n, K) (as :func:`softmax_forms`),
-    the stored blocks A_i (``blocks``, (n, K, K)), W_i = ``w_rows[i]`` and, for each k, V_i =
-    ``v_rows[i, k]`` ((n, m, K)), writes into ``out`` (m, 4)
+    With A_i(theta_e)'s forms from the probabilities ``prob`` (n, K) and A_i's (at theta^) from
+    ``prob_hat`` and the sample weights ``weights_hat``, both centred as in :func:`softmax_forms`,
+    W_i = ``w_rows[i]`` and, for each k, V_i = ``v_rows[i, k]`` ((n, m, K)), writes into ``out`` (m, 4)
 
         sum_i w_i V_i^T A_i(theta_e) W_i,      sum_{i kept} V_i^T A_i W_i,
         sum_i grow_i (max(w_i V_i^T A_i(theta_e) V_i, 0))^{1/2} root_w_i,
         sum_{i kept} moved_i V_i^T A_i V_i,
 
-    each block read once for all m vectors (NaN stays NaN).
+    (NaN stays NaN). The centred forms V_i^T A_i V_i are sums of non-negative terms: a nearly
+    certain sample's block diag p - p p^T, formed entry by entry, loses its true curvature to
+    cancellation (p_c - p_c^2 with p_c = 1 - 1e-20) and can give a negative form, which the
+    growth factor ``moved`` (up to e^{2 a} for moves a) would turn into a large negative term.
     """
     n, m, K = v_rows.shape
     for k in range(m):
@@ -421,36 +409,35 @@ def softmax_drift_terms(prob, v_rows, w_rows, blocks, weights, kept, grow, moved
             out[k, j] = 0.0
     for i in range(n):
         mean_w = 0.0
+        hat_w = 0.0
         for c in range(K):
             mean_w += prob[i, c] * w_rows[i, c]
+            hat_w += prob_hat[i, c] * w_rows[i, c]
         for k in range(m):
             mean_v = 0.0
+            hat_v = 0.0
             for c in range(K):
                 mean_v += prob[i, c] * v_rows[i, k, c]
+                hat_v += prob_hat[i, c] * v_rows[i, k, c]
             at_vw = 0.0
             at_vv = 0.0
+            hat_vw = 0.0
+            hat_vv = 0.0
             for c in range(K):
                 centred = v_rows[i, k, c] - mean_v
                 at_vw += prob[i, c] * centred * (w_rows[i, c] - mean_w)
                 at_vv += prob[i, c] * centred * centred
+                centred = v_rows[i, k, c] - hat_v
+                hat_vw += prob_hat[i, c] * centred * (w_rows[i, c] - hat_w)
+                hat_vv += prob_hat[i, c] * centred * centred
             out[k, 0] += weights[i] * at_vw
             spread = weights[i] * at_vv
             if spread < 0.0:
                 spread = 0.0
             out[k, 2] += grow[i] * np.sqrt(spread) * root_w[i]
             if kept[i]:
-                hat_vw = 0.0
-                hat_vv = 0.0
-                for c in range(K):
-                    inner_w = 0.0
-                    inner_v = 0.0
-                    for d in range(K):
-                        inner_w += blocks[i, c, d] * w_rows[i, d]
-                        inner_v += blocks[i, c, d] * v_rows[i, k, d]
-                    hat_vw += v_rows[i, k, c] * inner_w
-                    hat_vv += v_rows[i, k, c] * inner_v
-                out[k, 1] += hat_vw
-                out[k, 3] += moved[i] * hat_vv
+                out[k, 1] += weights_hat[i] * hat_vw
+                out[k, 3] += moved[i] * (weights_hat[i] * hat_vv)
 
 
 @njit(**JIT_OPTIONS)

@@ -155,7 +155,7 @@ def gradient_rounding_sums(code, weights, residual, curvature, eta, move, refere
 
 
 def block_forms(left, blocks, right):
-    """rif._kernels.block_forms as a batched matrix product."""
+    """left_i^T B_i right_i for rows (n, K) and blocks B (n, K, K), as a batched matrix product."""
     return (left[:, None, :] @ blocks @ right[:, :, None])[:, 0, 0]
 
 
@@ -171,14 +171,14 @@ def softmax_probabilities(eta):
     return prob / prob.sum(axis=1, keepdims=True)
 
 
-def softmax_drift_terms(prob, v_rows, w_rows, blocks, weights, kept, grow, moved, root_w):
+def softmax_drift_terms(prob, v_rows, w_rows, prob_hat, weights_hat, weights, kept, grow, moved, root_w):
     """rif._kernels.softmax_drift_terms as array expressions over the blocks, shape (m, 4)."""
     out = []
     for k in range(v_rows.shape[1]):
         v = v_rows[:, k]
         at_vv = np.clip(weights * softmax_forms(prob, v, v), 0.0, None)
         out.append([np.sum(weights * softmax_forms(prob, v, w_rows)),
-                    np.sum(np.where(kept, block_forms(v, blocks, w_rows), 0.0)),
+                    np.sum(np.where(kept, weights_hat * softmax_forms(prob_hat, v, w_rows), 0.0)),
                     np.sum(grow * np.sqrt(at_vv) * root_w),
-                    np.sum(np.where(kept, moved * block_forms(v, blocks, v), 0.0))])
+                    np.sum(np.where(kept, moved * weights_hat * softmax_forms(prob_hat, v, v), 0.0))])
     return np.array(out)

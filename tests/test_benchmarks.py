@@ -221,3 +221,20 @@ def test_a_curvature_that_underflowed_still_grows_in_the_rounding_bound(fuzz):
         lambda: fuzz.scalar_case(np.random.default_rng([41, 23]), "leave-out", True), fuzz)
     assert found == []
     assert np.all(np.isfinite(problem.params_change(sets, "rif", certify=True).bound))
+
+
+def test_a_nearly_certain_samples_curvature_is_not_lost_to_cancellation(fuzz):
+    """A softmax fuzzer draw (145 x 18, K = 3, lambda = 1e-2) with a training sample whose most
+    probable class has p = 1 to working precision: its block diag p - p p^T, formed entry by entry,
+    gave a chord step's form W^T A W = -4e-18 (true 2e-25), which the sharpened drift bound multiplied
+    by e^{2 a} ~ 1e23, so the sum came out negative, was read as 0, and certified a Newton step whose
+    error (0.76) was 1.5x its bound. The forms at theta^ are now centred sums from the probabilities,
+    never negative."""
+    (problem, sets, _, _), found = _drawn_and_checked(lambda: fuzz.softmax_case(np.random.default_rng([66, 8]), True),
+                                                      fuzz)
+    assert found == []
+    from rif._certify import _curvature_forms, certifier
+
+    rows = np.random.default_rng(0).normal(size=(problem.n_samples, problem.n_classes))
+    assert np.all(_curvature_forms(problem, rows) >= 0.0)
+    assert np.isclose(certifier(problem)._curvature_traces.sum(), np.einsum("icc->", problem.curvature))

@@ -156,20 +156,16 @@ def test_gradient_rounding_sums_match_the_numpy_twin(seed, n, sets, code):
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**16), n=st.sampled_from([1, 9, 300]), K=st.integers(2, 6))
 def test_softmax_form_kernels_match_the_numpy_twins(seed, n, K):
-    """The per-sample forms V_i^T B_i W_i of given blocks, and V_i^T (diag p_i - p_i p_i^T) W_i from the
-    probabilities alone, against the batched matrix products, on non-contiguous rows; the centred
-    quadratic form is never negative."""
-    from naive import block_forms, softmax_forms
+    """The per-sample forms V_i^T (diag p_i - p_i p_i^T) W_i from the probabilities alone, against the
+    batched matrix products, on non-contiguous rows; the centred quadratic form is never negative."""
+    from naive import softmax_forms
 
     rng = np.random.default_rng(seed)
     logits = rng.normal(0, 3, (n, K))
     prob = np.exp(logits - logits.max(axis=1, keepdims=True))
     prob /= prob.sum(axis=1, keepdims=True)
     left, right = rng.normal(0, 1, (n, 2 * K))[:, ::2], rng.normal(0, 1, (n, K))
-    blocks = rng.normal(0, 1, (n, K, K))
     out = np.empty(n)
-    _kernels.block_forms(left, blocks, right, out)
-    np.testing.assert_allclose(out, block_forms(left, blocks, right), rtol=1e-12, atol=1e-14)
     _kernels.softmax_forms(prob, left, right, out)
     np.testing.assert_allclose(out, softmax_forms(prob, left, right), rtol=1e-10, atol=1e-14)
     _kernels.softmax_forms(prob, left + 5.0, left + 5.0, out)          # nearly constant across classes
@@ -192,12 +188,15 @@ def test_softmax_drift_kernels_match_the_numpy_twins(seed, n, K, m):
     np.testing.assert_allclose(prob, softmax_probabilities(eta), rtol=1e-13, atol=1e-300)
     np.testing.assert_allclose(prob.sum(axis=1), 1.0, rtol=1e-14)
     v_rows, w_rows = rng.normal(0, 1, (n, m, K)), rng.normal(0, 1, (n, 2 * K))[:, ::2]
-    factor = rng.normal(0, 1, (n, K, K))
-    blocks = factor @ factor.transpose(0, 2, 1)
+    prob_hat = np.empty((n, K))
+    saturated = 40.0 * (rng.random((n, 1)) < 0.2) * (np.arange(K) == 0)        # nearly certain samples
+    _kernels.softmax_probabilities(rng.normal(0, 3, (n, K)) + saturated, prob_hat)
+    weights_hat = rng.exponential(1.0, n)
     kept = rng.random(n) < 0.85
     weights = np.where(kept, rng.exponential(1.0, n), 0.0)
     grow, moved, root_w = rng.exponential(0.2, n), rng.exponential(0.5, n), rng.exponential(1.0, n)
     out = np.empty((m, 4))
-    _kernels.softmax_drift_terms(prob, v_rows, w_rows, blocks, weights, kept, grow, moved, root_w, out)
-    want = softmax_drift_terms(prob, v_rows, w_rows, blocks, weights, kept, grow, moved, root_w)
+    _kernels.softmax_drift_terms(prob, v_rows, w_rows, prob_hat, weights_hat, weights, kept, grow, moved, root_w,
+                                 out)
+    want = softmax_drift_terms(prob, v_rows, w_rows, prob_hat, weights_hat, weights, kept, grow, moved, root_w)
     np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
