@@ -210,8 +210,11 @@ class KernelHessian:
         """(h, q, one_minus_h): h_i = c_i q_i, q_i = x~_i^T H^{-1} x~_i, and 1 - h_i, each (n,).
 
         lambda (M^{-1})_ii = 1 - c_i x_i^T A^{-1} x_i comes from one triangular inversion;
-        q_i = h_i / c_i where c_i > 0 and the direct formula
-        x_i^T A^{-1} x_i = (G_ii - g_i^T C^{1/2} M^{-1} C^{1/2} g_i) / lambda where c_i = 0.
+        q_i = h_i / c_i where c_i G_ii > lambda and the direct formula
+        x_i^T A^{-1} x_i = (G_ii - g_i^T C^{1/2} M^{-1} C^{1/2} g_i) / lambda elsewhere (then
+        h_i = c_i q_i): h_i is off by about eps, so h_i / c_i by eps / c_i, while the direct formula is
+        off by about eps G_ii / lambda (q_i <= G_ii / lambda), the smaller one exactly where
+        c_i G_ii <= lambda (a logistic sample with curvature 2e-41 got q_i = -1e25 from h_i / c_i).
         """
         n = self.n_samples
         with kernel_threads(n):
@@ -224,13 +227,14 @@ class KernelHessian:
         c = self.curvature
         h = 1.0 - one_minus
         q = np.empty(n)
-        positive = c > 0
-        q[positive] = h[positive] / c[positive]
-        flat = np.flatnonzero(~positive)
+        through_h = c * np.diag(self.gram) > self.lam
+        q[through_h] = h[through_h] / c[through_h]
+        flat = np.flatnonzero(~through_h)
         if flat.size:
             gi = self.gram[:, flat]
-            q[flat] = (self.gram[flat, flat] - np.einsum("ij,ij->j", gi, self._weighted_kernel_solve(gi))) / self.lam
-            h[flat] = 0.0
+            q[flat] = np.maximum(
+                self.gram[flat, flat] - np.einsum("ij,ij->j", gi, self._weighted_kernel_solve(gi)), 0.0) / self.lam
+            h[flat] = c[flat] * q[flat]
         if self.fit_intercept:
             border = (1.0 - self._v) ** 2 / self._schur
             q = q + border

@@ -238,3 +238,13 @@ def test_a_nearly_certain_samples_curvature_is_not_lost_to_cancellation(fuzz):
     rows = np.random.default_rng(0).normal(size=(problem.n_samples, problem.n_classes))
     assert np.all(_curvature_forms(problem, rows) >= 0.0)
     assert np.isclose(certifier(problem)._curvature_traces.sum(), np.einsum("icc->", problem.curvature))
+
+
+def test_kernel_leverage_of_a_sample_with_vanishing_curvature_is_not_read_off_h_over_c(fuzz):
+    """A wide logistic fuzzer draw on the dual route (151 x 597, lambda = 1e-3) with a training sample
+    of curvature 2e-41: its q_i = x~_i^T H^{-1} x~_i, read off h_i / c_i, came out -1e25 (NaN in the
+    certificates' reach); it now comes from the direct formula, and every bound holds."""
+    (problem, _, _, _), found = _drawn_and_checked(
+        lambda: fuzz.scalar_case(np.random.default_rng([68, 42]), "dual", True), fuzz)
+    assert found == []
+    assert np.all(problem.raw_leverage > 0)

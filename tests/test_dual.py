@@ -61,6 +61,25 @@ def test_kernel_hessian_is_the_dense_inverse(intercept, sparse):
     np.testing.assert_allclose(loo.solve(b), want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("intercept", [False, True])
+def test_kernel_leverages_of_rows_with_vanishing_curvature(intercept):
+    """q_i = x~_i^T H^{-1} x~_i where c_i is tiny (a logistic sample far on its side): read off h_i / c_i
+    it is off by eps / c_i (it came out -1e25 at c_i = 2e-41); the direct formula keeps it within
+    rounding of the dense value, and h_i = c_i q_i."""
+    rng = np.random.default_rng(4)
+    n, d = 30, 60
+    X = rng.standard_normal((n, d)) * 3.0
+    c = rng.uniform(0.05, 0.25, n)
+    c[[1, 5, 8, 13]] = [2e-41, 1e-20, 1e-12, 1e-6]
+    lam = 1e-3
+    h, q_kernel, one_minus = KernelHessian(X, gram_matrix(X), c, lam, intercept).leverages
+    Xt = _dense_design(X, intercept)
+    q = np.einsum("ij,jk,ik->i", Xt, np.linalg.inv(_dense_hessian(Xt, c, lam, intercept)), Xt)
+    np.testing.assert_allclose(q_kernel, q, rtol=1e-8)
+    np.testing.assert_allclose(h, c * q, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(one_minus, 1.0 - c * q, atol=1e-10)
+
+
 def test_kernel_hessian_needs_a_penalty_and_curvature_for_the_intercept():
     X = np.random.default_rng(0).standard_normal((4, 9))
     with pytest.raises(ValueError, match="L2 penalty"):
