@@ -138,6 +138,26 @@ def _fill_open(records, settle):
     return records
 
 
+def _rif_defined(problem, sets):
+    """For each set, whether RIF is defined for it: it removes no sample of leverage numerically 1
+    (RIF refuses those; ``method="auto"`` then starts such a set at the Newton step)."""
+    singular = getattr(problem, "singular_leverage", None)
+    if singular is None or not singular.any():
+        return np.ones(len(sets), dtype=bool)
+    return np.array([not singular[np.asarray(index, dtype=np.intp)].any() for index in sets], dtype=bool)
+
+
+def _where_rif_defined(problem, sets, settle):
+    """``settle(positions)``'s records for the sets RIF is defined for (:func:`_rif_defined`), None
+    for the others (and for any ``settle`` leaves open)."""
+    records = [None] * len(sets)
+    positions = list(np.flatnonzero(_rif_defined(problem, sets)))
+    if positions:
+        for j, record in zip(positions, settle(positions)):
+            records[j] = record
+    return records
+
+
 def _certified_result(records, problem=None):
     """A batch :class:`rif.Certified` from (estimate, certificate, method) records. For softmax
     models the classes' common part of each estimate's penalised coefficients, all of it error,
@@ -329,12 +349,19 @@ class AttributionMixin:
             if not pending and not deferred:
                 break
             last = position == len(methods) - 1
+            skipped = []
+            if method == "rif" and not last:
+                # a set that removes a sample of leverage numerically 1 has no RIF estimate: it starts
+                # at the next method
+                defined = _rif_defined(problem, [sets[j] for j in pending])
+                skipped = [j for j, ok in zip(pending, defined) if not ok]
+                pending = [j for j, ok in zip(pending, defined) if ok]
             if method == "newton" and position > 0 and "retrain" in methods[position:]:
                 # An estimate whose certificate has a chord step goes to the refit's chord steps instead:
                 # the chord step from it, theta_e - H_0^{-1} g, is bounded by the pass already made (when
                 # certified) and lands closer than the Newton step (the chord step from theta^) whenever
                 # theta_e is closer to theta* than theta^ is; either costs one pass to be certified.
-                deferred = [j for j in pending if last_seen[j][1].step is not None]
+                deferred = [j for j in pending if j in last_seen and last_seen[j][1].step is not None]
                 pending = [j for j in pending if j not in deferred]
             if method == "retrain" and position > 0:
                 pending = self._certified_chord_rounds(problem, sets, sorted(pending + deferred), factors,
@@ -344,6 +371,7 @@ class AttributionMixin:
                 if not pending:
                     break
             if not pending:
+                pending = skipped
                 continue
             estimates = self._stage_estimates(problem, sets, pending, method, factors, last_seen, anchors)
             certificates = self._certify_pending(problem, sets, pending, estimates, factors, prepare, curvatures)
@@ -371,7 +399,7 @@ class AttributionMixin:
                 if records[j] is None:
                     left.append(j)
                     last_seen[j] = (estimate, certificate)
-            pending = left
+            pending = sorted(left + skipped)
 
     def _stage_estimates(self, problem, sets, pending, method, factors, last_seen=None, anchors=None):
         """Estimates for the pending sets; the Newton step from each set's factorisation (built here
@@ -526,11 +554,13 @@ class AttributionMixin:
 
         records = [None] * len(sets)
         if _certify_dense.applies(problem):
-            found = _certify_dense.auto(problem, sets, self._batch(problem, sets, "rif"), rtol)
-            for j, record in enumerate(found):
-                if record is not None:
-                    value, bound, bound_h, method = record
-                    records[j] = (value, _SetCertificate(bound, bound_h, True, ""), method)
+            def dense(positions):
+                chosen = [sets[j] for j in positions]
+                return [None if record is None else
+                        (record[0], _SetCertificate(record[1], record[2], True, ""), record[3])
+                        for record in _certify_dense.auto(problem, chosen, self._batch(problem, chosen, "rif"), rtol)]
+
+            records = _where_rif_defined(problem, sets, dense)
         records = _fill_open(records, lambda rest: self._auto_through_leave_out(problem, [sets[j] for j in rest], rtol))
         result = _certified_result(_certify_refit.fill_refits(problem, sets, records), problem)
         _warn_unproved(np.linalg.norm(result.value, axis=1), result.bound, rtol)
@@ -694,8 +724,14 @@ class AttributionMixin:
         records = [None] * len(sets)
         if _certify_dense.applies(problem) and all(isinstance(t, EtaTarget) for t in targets):
             # small problems: the exact Hessian at each estimate (the sets it leaves open go on below)
-            start = self._batch(problem, sets, "rif" if method == "auto" else method)
-            records = _certify_dense.effect_records(problem, sets, start, targets, leverage_of, method, rtol)
+            def dense(positions):
+                chosen = [sets[j] for j in positions]
+                start = self._batch(problem, chosen, "rif" if method == "auto" else method)
+                return _certify_dense.effect_records(problem, chosen, start, [targets[j] for j in positions],
+                                                     leverage_of, method, rtol)
+
+            records = (_where_rif_defined(problem, sets, dense) if method == "auto"
+                       else dense(list(range(len(sets)))))
 
         def through_leave_out(rest):
             open_targets, open_sets = [targets[j] for j in rest], [sets[j] for j in rest]

@@ -248,3 +248,29 @@ def test_kernel_leverage_of_a_sample_with_vanishing_curvature_is_not_read_off_h_
         lambda: fuzz.scalar_case(np.random.default_rng([68, 42]), "dual", True), fuzz)
     assert found == []
     assert np.all(problem.raw_leverage > 0)
+
+
+def test_auto_starts_at_the_newton_step_where_rif_is_undefined(fuzz):
+    """A wide Poisson fuzzer draw on the dual route (131 x 400, lambda = 1e-4) whose first set removes a
+    sample of leverage 1 - 1e-8: RIF refuses it (as documented), and method='auto' raised with it;
+    auto now starts that set at the next method, for parameters and effects, and its bounds hold."""
+    import warnings
+
+    import rif
+
+    (problem, sets, X_eval, y_eval), found = _drawn_and_checked(
+        lambda: fuzz.scalar_case(np.random.default_rng([79, 3]), "dual", True), fuzz)
+    assert found == []
+    assert problem.singular_leverage[sets[0]].any() and not problem.singular_leverage[sets[1]].any()
+    with pytest.raises(rif.NearSingularLeverageError):
+        problem.params_change(sets, "rif")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rif.RetrainConvergenceWarning)     # refits at lambda = 1e-4
+        warnings.simplefilter("ignore", rif.CertificationWarning)          # effects near 0: not proved to 5 %
+        truth = fuzz.polished(problem, sets)
+        result = problem.params_change(sets, "auto", certify=True, rtol=0.05)
+        effect = problem.effect(sets, "loss", X_eval, y_eval, method="auto", certify=True)
+    assert result.method[0] != "rif" and effect.method[0] != "rif"
+    assert np.all(np.linalg.norm(result.value - truth, axis=1) <= result.bound)
+    exact = problem.effect(sets, "loss", X_eval, y_eval, dtheta=truth)
+    assert np.all(np.abs(effect.value - exact) <= effect.bound)
