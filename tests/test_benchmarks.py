@@ -233,11 +233,10 @@ def test_a_nearly_certain_samples_curvature_is_not_lost_to_cancellation(fuzz):
     (problem, sets, _, _), found = _drawn_and_checked(lambda: fuzz.softmax_case(np.random.default_rng([66, 8]), True),
                                                       fuzz)
     assert found == []
-    from rif._certify import _curvature_forms, certifier
+    from rif._certify import _curvature_forms
 
     rows = np.random.default_rng(0).normal(size=(problem.n_samples, problem.n_classes))
     assert np.all(_curvature_forms(problem, rows) >= 0.0)
-    assert np.isclose(certifier(problem)._curvature_traces.sum(), np.einsum("icc->", problem.curvature))
 
 
 def test_kernel_leverage_of_a_sample_with_vanishing_curvature_is_not_read_off_h_over_c(fuzz):

@@ -126,6 +126,31 @@ def test_objective_and_gradient_against_a_dense_closed_form_on_any_number_of_thr
     np.testing.assert_allclose(got_sparse[1], got_dense[1], rtol=1e-12, atol=1e-12 * np.abs(got_dense[1]).max())
 
 
+def test_curvature_blocks_keep_a_nearly_certain_samples_curvature():
+    """A_i = w_i (diag p_i - p_i p_i^T) entry by entry within rounding of its own value, also where the
+    most probable class has p = 1 to working precision (p - p^2 would cancel to 0 or below): the
+    diagonal against p_c sum_{l != c} p_l."""
+    rng = np.random.default_rng(2)
+    n, d, K = 120, 3, 4
+    X = rng.normal(size=(n, d))
+    B = 3.0 * rng.normal(size=(d, K))
+    y = np.argmax(X @ B + rng.gumbel(size=(n, K)), axis=1)
+    y[:K] = np.arange(K)
+    X[K:K + 5] *= 60.0                          # far out: nearly certain of their class
+    y[K:K + 5] = np.argmax(X[K:K + 5] @ B, axis=1)
+    problem = MultinomialProblem(X, y, K, penalty=0.1, sample_weight=rng.uniform(0.5, 2.0, n))
+    p, w = problem.proba, problem.sample_weight
+    assert p.max() == 1.0
+    others = np.array([[np.sum(np.delete(row, c)) for c in range(K)] for row in p])
+    diagonal = np.einsum("icc->ic", problem.curvature)
+    np.testing.assert_allclose(diagonal, w[:, None] * p * others, rtol=1e-13, atol=0)
+    off = problem.curvature.copy()
+    off[:, np.arange(K), np.arange(K)] = 0.0
+    np.testing.assert_allclose(off, -w[:, None, None] * p[:, :, None] * p[:, None, :] * (1 - np.eye(K)), rtol=1e-14,
+                               atol=1e-300)          # (products in the subnormal range)
+    assert np.all(diagonal[np.arange(n), p.argmax(axis=1)] > 0)       # p - p^2 gave 0 at p = 1
+
+
 def test_hessian_is_the_derivative_of_the_gradient():
     problem, _, _ = _problem(n=40, d=3, K=4, seed=1)
     theta, w = problem.theta_block, problem.sample_weight
