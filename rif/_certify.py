@@ -604,7 +604,7 @@ class Certifier:
                 with np.errstate(over="ignore", invalid="ignore"):       # far moves: no bound from this term
                     moved = float(np.sqrt(max(np.expm1(cert.alpha + along) ** 2 @ form, 0.0)))
                 moved = moved if np.isfinite(moved) else np.inf
-                drift_k = max(high[k] / (1.0 + high[k]), low[k] / (1.0 - low[k]))
+                drift_k = max(high[k] / (1.0 + high[k]) if np.isfinite(high[k]) else 1.0, low[k] / (1.0 - low[k]))
                 out[k] = min(drift_k * delta_prime, moved / (1.0 - low[k]))
                 if not known and out[k] <= radii[k]:
                     break           # the grid search needs only the first radius that fits
@@ -888,8 +888,8 @@ class Certifier:
         moves by at most t_j = ||x~_j|| bound and kappa_j >= |phi_j''| within t_j of eta_j."""
         eta = target.eta(cert.theta_e)
         t = np.sqrt(_row_norms_sq(target.X, target.fit_intercept)) * cert.bound
-        first = float(np.linalg.norm(target.gradient(cert.theta_e))) * cert.bound
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):          # far estimates: an inf bound
+            first = float(np.linalg.norm(target.gradient(cert.theta_e))) * cert.bound
             bound = first + 0.5 * float(self._phi_curvature(target, eta, t) @ t**2)
         return np.inf if np.isnan(bound) else bound
 
