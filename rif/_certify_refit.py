@@ -187,11 +187,12 @@ def _gradient_error(problem, theta, weights, M, low, eta, eta_anchor):
 
 
 def _softmax_spread(problem, eta):
-    """tr A_i = sum_k p_ik (1 - p_ik) for linear predictors ``eta`` (n, K)."""
-    from ._multinomial import softmax_loss
+    """tr A_i = sum_k p_ik (1 - p_ik) for linear predictors ``eta`` (n, K), without cancellation
+    (:func:`rif._multinomial._one_minus`)."""
+    from ._multinomial import _one_minus, softmax_loss
 
     prob = softmax_loss(eta, problem.y)[1]
-    return np.sum(prob * (1.0 - prob), axis=1)
+    return np.sum(prob * _one_minus(prob), axis=1)
 
 
 def leave_out_anchor(problem, factor):

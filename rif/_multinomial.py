@@ -187,6 +187,16 @@ def softmax_loss(eta, labels):
     return lse - eta[np.arange(len(eta)), labels], e / total
 
 
+def _one_minus(prob):
+    """1 - p_c for probabilities ``prob`` (n, K), the most probable class's summed from the others'
+    (1 - p_c itself cancels for a nearly certain sample: 0 where p_c rounds to 1), so that each
+    curvature entry p_c (1 - p_c) is within a few eps of its value relative to itself."""
+    top = prob.argmax(axis=1)
+    is_top = np.arange(prob.shape[1])[None, :] == top[:, None]
+    rest = np.where(is_top, 0.0, prob).sum(axis=1)
+    return np.where(is_top, rest[:, None], 1.0 - prob)
+
+
 def _sqrt_psd(A):
     """Symmetric square roots of a stack of PSD matrices, shape (n, K, K)."""
     vals, vecs = np.linalg.eigh(A)
@@ -364,20 +374,22 @@ class MultinomialProblem(AttributionMixin):
 
     def _gram_blocks(self, hess, prob, weights):
         K, p1, Xt = self.n_classes, self.p1, self.design
+        complement = _one_minus(prob)
         if isinstance(Xt, ChunkedDesign):
             blocks = np.zeros((K, K, p1, p1))
             for start, rows in Xt.blocks():            # one pass over the chunks for every block
-                pr, w = prob[start:start + len(rows)], weights[start:start + len(rows)]
+                part = slice(start, start + len(rows))
+                pr, w = prob[part], weights[part]
                 for k in range(K):
                     for l in range(k, K):
-                        a = w * (pr[:, k] * ((k == l) - pr[:, l]))
+                        a = w * (pr[:, k] * (complement[part, k] if k == l else -pr[:, l]))
                         blocks[k, l] += rows.T @ (rows * a[:, None])
         for k in range(K):
             for l in range(k, K):
                 if isinstance(Xt, ChunkedDesign):
                     block = blocks[k, l]
                 else:
-                    a = weights * (prob[:, k] * ((k == l) - prob[:, l]))
+                    a = weights * (prob[:, k] * (complement[:, k] if k == l else -prob[:, l]))
                     scaled = Xt.multiply(a[:, None]).tocsr() if sp.issparse(Xt) else Xt * a[:, None]
                     block = _dense(Xt.T @ scaled)
                 hess[k * p1:(k + 1) * p1, l * p1:(l + 1) * p1] = block
@@ -425,16 +437,12 @@ class MultinomialProblem(AttributionMixin):
     @cached_property
     def curvature(self):
         """A_i = w_i (diag p_i - p_i p_i^T), shape (n, K, K), each diagonal entry formed as
-        p_c (1 - p_c) with 1 - p_c of the most probable class summed from the others' probabilities
-        (p_c - p_c^2 cancels for a nearly certain sample, whose curvature the certificates grow by
-        up to e^{2 a}): every entry within a few eps of its value relative to itself."""
+        p_c (1 - p_c) (:func:`_one_minus`; p_c - p_c^2 cancels for a nearly certain sample, whose
+        curvature the certificates grow by up to e^{2 a}), as in the Hessian's blocks."""
         p = self.proba
         K = self.n_classes
         A = -p[:, :, None] * p[:, None, :]
-        top = p.argmax(axis=1)
-        is_top = np.arange(K)[None, :] == top[:, None]
-        complement = np.where(is_top, np.where(is_top, 0.0, p).sum(axis=1)[:, None], 1.0 - p)     # 1 - p_c
-        A[:, np.arange(K), np.arange(K)] = p * complement
+        A[:, np.arange(K), np.arange(K)] = p * _one_minus(p)
         return A * self.sample_weight[:, None, None]
 
     @cached_property
