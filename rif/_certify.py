@@ -1171,7 +1171,18 @@ class MultinomialCertifier(Certifier):
 
     @cached_property
     def leverages(self):
-        return self.problem.leverage
+        """The drift weights: each h_i = lambda_max(W_i Q_i W_i) raised by its rounding. W_i comes from
+        an eigendecomposition of A_i with its negative eigenvalues clipped, so W_i^2 = A_i + E_i with
+        ||E_i|| within a few K eps ||A_i|| (W_i itself may be off by sqrt(eps) along A_i's null
+        direction, where Q_i can be large: 1 / lambda when the penalty is small); lambda_max(W Q W) =
+        lambda_max(Q^{1/2} W^2 Q^{1/2}) then moves by at most ||Q_i|| ||E_i||, and forming W Q W and
+        its top eigenvalue adds as much again. Traces bound both norms (PSD blocks). Relative to h_i
+        this is about K eps for most samples; it matters where h_i is tiny against ||Q_i|| ||A_i||
+        and the certificate multiplies it by a growth factor up to e^{2 a_i}."""
+        problem = self.problem
+        K = problem.n_classes
+        Q = np.clip(np.einsum("icc->i", problem.leverage_blocks), 0.0, None)
+        return problem.leverage + 8.0 * (K + 2) * np.finfo(float).eps * self._curvature_traces * Q
 
     @cached_property
     def _curvature_traces(self):

@@ -1,6 +1,8 @@
 """Multinomial logistic regression against independent routes: dense pseudo-inverses, finite
 differences, scikit-learn's refits, and the binary route at K = 2."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -150,6 +152,36 @@ def test_curvature_blocks_keep_a_nearly_certain_samples_curvature():
                                atol=1e-300)          # (products in the subnormal range)
     assert np.all(diagonal[np.arange(n), p.argmax(axis=1)] > 0)       # p - p^2 gave 0 at p = 1
 
+
+@pytest.mark.parametrize("seed", [10, 11])
+def test_certificates_drift_weights_bound_each_samples_leverage(seed):
+    """The certificates' drift weights are at least each sample's h_i = lambda_max(A_i^{1/2} Q_i A_i^{1/2}),
+    computed in 60 digits from the linear predictors (the probabilities' own rounding 1 - p_top would
+    swamp a nearly certain sample's curvature) and Q_i as stored: eps-level errors relative to
+    ||Q_i|| ||A_i||, which a small penalty makes large (Q_i's eigenvalue along the classes' common
+    direction is about 1 / lambda), took the computed h_i below it for about half the samples."""
+    mp = pytest.importorskip("mpmath")
+    from rif._certify import certifier
+
+    rng = np.random.default_rng(seed)
+    n, d, K = 40, 5, 3
+    X = rng.standard_normal((n, d)) * np.exp(rng.uniform(-1, 2, size=(n, 1)))
+    y = rng.integers(0, K, n)
+    y[:K] = np.arange(K)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rif.RetrainConvergenceWarning)
+        problem = MultinomialProblem(X, y, K, penalty=10 ** rng.uniform(-5, -1), tol=1e-12)
+    weights = certifier(problem).leverages
+    eta = problem.design @ problem.theta_block.reshape(K, -1).T
+    with mp.workdps(60):
+        for i in range(n):
+            e = [mp.exp(mp.mpf(float(v))) for v in eta[i]]
+            p = [v / sum(e) for v in e]
+            A = mp.matrix([[problem.sample_weight[i] * ((p[a] if a == b else 0) - p[a] * p[b]) for b in range(K)]
+                           for a in range(K)])
+            h = max(mp.re(v) for v in mp.eig(mp.matrix(problem.leverage_blocks[i].tolist()) * A,
+                                               left=False, right=False))
+            assert weights[i] >= h, (i, weights[i], h)
 
 def test_hessian_is_the_derivative_of_the_gradient():
     problem, _, _ = _problem(n=40, d=3, K=4, seed=1)
