@@ -955,9 +955,10 @@ class _FirstOrderDrift:
     c_bar_i is within a factor e^{+-s_i} of c_i(theta_e), which the pass at theta_e gives; so a^T D b
     is T_1 = sum_i (c_i(theta_e) - c_i) (x~_i^T v)(x~_i^T w), computed with its signs, up to
     sum_i c_i(theta_e) (e^{s_i} - 1) |x~_i^T v| |x~_i^T w|, and the last term is at most
-    ||D a|| ||D b|| / (1 - low), ||D y|| <= min(high ||y||, (sum_i f_i^2 c_i (x~_i^T H_0^{-1} y)^2)^{1/2})
-    with f_i = e^{alpha_i + s_i} - 1 (||U|| <= 1 for U = [u_i]). Costs one product of X with
-    a few columns per certificate.
+    ||D a|| min(||D b|| / (1 - low), spread_h), ||D y|| <= min(high ||y||, (sum_i f_i^2 c_i (x~_i^T H_0^{-1} y)^2)^{1/2})
+    with f_i = e^{alpha_i + s_i} - 1 (||U|| <= 1 for U = [u_i]): (I + D)^{-1} D b is
+    H_0^{1/2} (theta* - theta_c), as H_0^{1/2} (theta_e - theta*) = (I + D)^{-1} b. Costs one product
+    of X with a few columns per certificate.
     """
 
     def __init__(self, certifier, cert):
@@ -980,7 +981,8 @@ class _FirstOrderDrift:
             return plain
         out = []
         for bound, main, norm, (first, error, moved_a, moved_b) in zip(plain, mains, norms, self._terms(solved)):
-            second = min(high * norm, moved_a) * min(high * cert.delta_prime, moved_b) / (1.0 - low)
+            # (I + D)^{-1} D b is theta* - theta_c in H_0's whitened coordinates: at most spread_h long
+            second = min(high * norm, moved_a) * min(min(high * cert.delta_prime, moved_b) / (1.0 - low), cert.spread_h)
             # (for theta*_eps; theta* lies within ``rounding`` of it in H_0's norm)
             out.append(min(bound, abs(main - first) + error + second + norm * cert.rounding))
         return out
