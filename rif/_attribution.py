@@ -278,9 +278,10 @@ class AttributionMixin:
             pass at its landing point; see :mod:`rif._certify`); binomial,
             Poisson, Gaussian and multinomial models.
         rtol : float in (0, 1), default 0.05
-            The relative accuracy ``method="auto"`` must prove. Sets for which even the
-            converged refit's bound does not prove it (a change near the bounds' rounding
-            floor) are returned as refits with a :class:`rif.CertificationWarning`.
+            The relative accuracy ``method="auto"`` must prove (the other methods do not
+            read it). Sets for which even the converged refit's bound does not prove it (a
+            change near the bounds' rounding floor) are returned as refits with a
+            :class:`rif.CertificationWarning`.
 
         Returns
         -------
@@ -649,7 +650,8 @@ class AttributionMixin:
             (exact, not ``linear``); callable targets get ``inf``.
         rtol : float in (0, 1), default 0.05
             The relative accuracy of the effect that ``method="auto"`` must prove (as for
-            :meth:`params_change`, with a :class:`rif.CertificationWarning` where it cannot).
+            :meth:`params_change`, with a :class:`rif.CertificationWarning` where it cannot;
+            the other methods do not read it).
 
         Returns
         -------
