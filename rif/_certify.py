@@ -192,6 +192,7 @@ class _SetCertificate:
     effect_rows: np.ndarray = None   # X~ [step, solves], (n, 3); X~ step alone, (n, 1), while uncertified
     curvature_e: np.ndarray = None   # l''(eta_i) at theta_e from the pass (scalar GLMs; None: not known)
     chord_effect: tuple = None       # (target, bound of |f(theta_c) - f(theta*)|) from effect_bound
+    effect_points: tuple = None      # (target, [(theta, bound of |f(theta) - f(theta*)|), ...]) from effect_bound
     gradient: np.ndarray = None      # grad F_S(theta_e) and F_S(theta_e) from the pass (None: not known)
     value: float = None
     chord_point: object = None       # the certificate of theta_e - step from its own pass (refine_all)
@@ -842,18 +843,44 @@ class Certifier:
         t, t_c = cert.rho * reach, cert.spread_h * reach
         kappa = self._phi_curvature(target, target.eta(cert.theta_e), t)
         kappa_c = self._phi_curvature(target, target.eta(theta_c), t_c)
-        exact = abs(float(target.changes(cert.theta_e, -cert.step[None])[0]))
         top = eval_leverage.top / floor                                    # >= lambda_max(X~_t H_0^{-1} X~_t^T)
         # |f(theta_c) - f(theta*)| <= first_c + the second-order term over spread_h
         at_chord = first_c + 0.5 * _curvature_weighted_square(kappa_c, t_c**2, cert.spread_h**2 * top)
-        if cert.chord_point is not None and cert.chord_point.certified:
-            # through the chord point's own certificate
-            at_chord = min(at_chord, self.effect_bound(cert.chord_point, target, eval_leverage)[0])
-        cert.chord_effect = (target, float(at_chord) if np.isfinite(at_chord) else np.inf)
-        bound = min(first + 0.5 * _curvature_weighted_square(kappa, t**2, cert.rho**2 * top), exact + at_chord)
+        around = first + 0.5 * _curvature_weighted_square(kappa, t**2, cert.rho**2 * top)
+        bound = self._through_points(cert, target, around, theta_c, at_chord,
+                                     lambda point: self.effect_bound(point, target, eval_leverage))
         if not np.isfinite(bound):
             return np.inf, False, "the target's bound is not finite"
         return bound, True, ""
+
+    @staticmethod
+    def _through_points(cert, target, around, theta_c, around_c, bound_point):
+        """The effect bound of ``cert`` through the points of its chain: theta_e (``around`` bounds
+        |f(theta_e) - f(theta*)| there), its chord point theta_c (``around_c``) and, where the chord
+        point has a certificate of its own, every point of that one's chain (``bound_point(point)``
+        bounds them and leaves them on it). For each point P with |f(P) - f(theta*)| <= B_P,
+
+            |f(theta_e) - f(theta*)| <= |f(theta_e) - f(P)| + B_P,
+
+        the change to P computed exactly, not as a sum of the steps along the chain (chord steps
+        that overshoot and come back would add up). Returns the smallest, and keeps the same bound
+        for theta_c (:meth:`chord_effect_bound`) and the points with their bounds on ``cert``."""
+        points = [(cert.theta_e, around), (theta_c, around_c)]
+        point = cert.chord_point
+        if point is not None and point.certified:
+            bound_point(point)
+            if point.effect_points is not None and point.effect_points[0] is target:
+                points += point.effect_points[1]
+        thetas = np.array([theta for theta, _ in points])
+        bounds = np.array([bound for _, bound in points], dtype=float)
+        with np.errstate(over="ignore", invalid="ignore"):
+            from_e = np.abs(target.changes(cert.theta_e, thetas[1:] - cert.theta_e)) + bounds[1:]
+            from_c = (np.abs(target.changes(theta_c, thetas[2:] - theta_c)) + bounds[2:] if len(points) > 2
+                      else np.empty(0))
+        at_chord = min([around_c] + [float(v) for v in from_c if np.isfinite(v)])
+        cert.chord_effect = (target, at_chord if np.isfinite(at_chord) else np.inf)
+        cert.effect_points = (target, points)
+        return min([around] + [float(v) for v in from_e if np.isfinite(v)])
 
     @staticmethod
     def chord_effect_bound(cert, target):
@@ -1377,13 +1404,9 @@ class MultinomialCertifier(Certifier):
         grad, grad_c = target.gradient(cert.theta_e), target.gradient(theta_c)
         first, first_c = _SoftmaxFirstOrderDrift(self, cert).bounds(
             [problem.from_public(grad), problem.from_public(grad_c)], [float(grad @ cert.step), 0.0])
-        exact = abs(float(target.changes(cert.theta_e, -cert.step[None])[0]))
         at_chord = first_c + second_order(theta_c, cert.spread_h)          # >= |f(theta_c) - f(theta*)|
-        if cert.chord_point is not None and cert.chord_point.certified:
-            # through the chord point's own certificate (see Certifier.effect_bound)
-            at_chord = min(at_chord, self.effect_bound(cert.chord_point, target, reach)[0])
-        cert.chord_effect = (target, float(at_chord) if np.isfinite(at_chord) else np.inf)
-        bound = min(first + second_order(cert.theta_e, cert.rho), exact + at_chord)
+        bound = self._through_points(cert, target, first + second_order(cert.theta_e, cert.rho), theta_c, at_chord,
+                                     lambda point: self.effect_bound(point, target, reach))
         if not np.isfinite(bound):
             return np.inf, False, "the target's bound is not finite"
         return bound, True, ""
