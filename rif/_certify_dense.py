@@ -76,6 +76,11 @@ _AUTO_ROUNDS = 6
 #: evaluations at successive Newton points that certify=True tries for an estimate the evaluation
 #: at it does not certify (the estimate is then bounded through the first one certified)
 _THROUGH_ROUNDS = 2
+#: a certified estimate whose Newton point's bound exceeds this many times the Newton decrement takes
+#: the evaluation at its Newton point too (:func:`certify_through`)
+_LOOSE_NEWTON = 1.0
+#: ... unless its bound is already below this share of the change
+_LOOSE_FLOOR = 1e-6
 #: products with the row products of at most this many sets are formed one set at a time
 _FEW = 3
 #: the rounding of theta_e - w - theta^, relative to the norms of its terms
@@ -429,14 +434,15 @@ def _leave_out_norm(problem, index, v):
 
 
 def certify_through(problem, sets, dthetas, rounds=None):
-    """For each set, the certificates of its estimate and, while they are not certified, of its
-    successive Newton points (up to ``rounds`` more evaluations, :data:`_THROUGH_ROUNDS` by
-    default, each one for all the sets still open, and only while the Newton decrement falls)."""
+    """For each set, the certificates of its estimate and, while they are not certified or bound
+    their Newton point only loosely (:func:`_loose`), of its successive Newton points (up to
+    ``rounds`` more evaluations, :data:`_THROUGH_ROUNDS` by default, each one for all the sets
+    still open, and only while the Newton decrement falls)."""
     rounds = _THROUGH_ROUNDS if rounds is None else rounds
     chains = [[cert] for cert in certify(problem, sets, dthetas)]
     for _ in range(rounds):
-        open_ = [j for j, chain in enumerate(chains) if not chain[-1].certified and chain[-1].newton is not None
-                 and (len(chain) == 1 or chain[-1].delta < chain[-2].delta)]
+        open_ = [j for j, chain in enumerate(chains) if (not chain[-1].certified or _loose(chain[-1], dthetas[j]))
+                 and chain[-1].newton is not None and (len(chain) == 1 or chain[-1].delta < chain[-2].delta)]
         if not open_:
             break
         for j, cert in zip(open_, certify(problem, [sets[j] for j in open_],
@@ -445,27 +451,38 @@ def certify_through(problem, sets, dthetas, rounds=None):
     return chains
 
 
+def _loose(cert, dtheta):
+    """Whether a certificate bounds its Newton point no closer to theta* than the Newton step's own
+    length (the curvature may drift far within rho: p close to n), while its bound is above
+    :data:`_LOOSE_FLOOR` of the change ``dtheta``: the evaluation at that point then bounds the
+    estimate through it far more tightly, for one more evaluation. (Near the rounding floor, as at
+    a converged refit, the Newton point's bound is rounding and a further evaluation gains nothing.)"""
+    return (cert.certified and cert.newton_h > _LOOSE_NEWTON * cert.delta
+            and cert.bound > _LOOSE_FLOOR * float(np.linalg.norm(dtheta)))
+
+
 def params_certificates(problem, sets, dthetas):
     """(bound, bound_h) for each change in ``dthetas``, or None where this route proves nothing.
 
-    An estimate the evaluation at it does not certify is bounded through the first of its Newton
-    points theta_k that is certified: ||theta_e - theta*|| <= ||theta_e - theta_k|| + bound(theta_k),
-    or ||theta_e - theta_{N,k}|| + the bound of theta_k's own Newton point, in the 2-norm and in
-    H_0's (computed exactly)."""
+    The estimate is bounded through every point theta_k of its chain (:func:`certify_through`;
+    theta_0 = theta_e) that is certified: ||theta_e - theta*|| <= ||theta_e - theta_k|| +
+    bound(theta_k), or ||theta_e - theta_{N,k}|| + the bound of theta_k's own Newton point, in the
+    2-norm and in H_0's (computed exactly); the smallest of each is kept."""
     out = []
     for index, dtheta, chain in zip(sets, dthetas, certify_through(problem, sets, dthetas)):
-        last = chain[-1]
-        if not last.certified:
-            out.append(None)
-        elif len(chain) == 1:
-            out.append((last.bound, last.bound_h))
-        else:
-            point = chain[-2].newton                          # theta_k - theta^, certified by ``last``
-            bound = min(np.linalg.norm(dtheta - point) + last.bound,
-                        np.linalg.norm(dtheta - last.newton) + last.newton_bound)
-            bound_h = min(_leave_out_norm(problem, index, dtheta - point) + last.bound_h,
-                          _leave_out_norm(problem, index, dtheta - last.newton) + last.newton_bound_h)
-            out.append((float(bound), float(bound_h)))
+        bounds = []
+        for k, cert in enumerate(chain):
+            if not cert.certified:
+                continue
+            if k == 0:
+                bounds.append((cert.bound, cert.bound_h))
+                continue
+            point = chain[k - 1].newton                       # theta_k - theta^, certified by ``cert``
+            bounds.append((min(np.linalg.norm(dtheta - point) + cert.bound,
+                               np.linalg.norm(dtheta - cert.newton) + cert.newton_bound),
+                           min(_leave_out_norm(problem, index, dtheta - point) + cert.bound_h,
+                               _leave_out_norm(problem, index, dtheta - cert.newton) + cert.newton_bound_h)))
+        out.append((float(min(b for b, _ in bounds)), float(min(h for _, h in bounds))) if bounds else None)
     return out
 
 
@@ -525,23 +542,27 @@ def effect_records(problem, sets, estimates, targets, reach_of, method, rtol):
     kappa_j a bound of |phi_j''| within t_j = e_N ||x~_j||_{H_e^{-1}} of x~_j^T theta_N. The rows' reach is
     taken from H: H_e^{-1} <= mu H^{-1} with mu >= lambda_max(H_e^{-1} H), so t_j^2 <= e_N^2 mu q_j and the
     sum is bounded through mu times the top eigenvalue of X~_t H^{-1} X~_t^T (``reach_of(target)``, a
-    :class:`rif._certify._EvalReach`) as well as row by row. An estimate not certified at its own
-    evaluation is bounded through its first certified Newton point (:func:`certify_through`), and
-    every bound goes through the Newton point of the point certified: |f(theta_e) - f(theta_N)| +
-    |f(theta_N) - f(theta*)|. ``method="auto"`` (``rtol`` its relative accuracy) returns the first
+    :class:`rif._certify._EvalReach`) as well as row by row. The estimate is bounded through every
+    certified point of its chain (:func:`certify_through`: its Newton points, while a point is not
+    certified or bounds its Newton point loosely), each through its own Newton point theta_N:
+    |f(theta_e) - f(theta_N)| + |f(theta_N) - f(theta*)|, the smallest kept. ``method="auto"`` (``rtol`` its relative accuracy) returns the first
     of RIF's estimate (``estimates``) and the Newton points from it whose bound proves rtol, as for
     the parameters (:func:`_newton_rounds`)."""
     records = [None] * len(sets)
     if method != "auto":
         chains = certify_through(problem, sets, estimates)
-        done = [j for j in range(len(sets)) if chains[j][-1].certified]
-        for group in _by_target(done, targets):
-            target = targets[group[0]]
+        # every certified point of each chain, (set, certificate) pairs
+        pairs = [(j, cert) for j in range(len(sets)) for cert in chains[j] if cert.certified]
+        for group in _by_target(list(range(len(pairs))), [targets[j] for j, _ in pairs]):
+            target = targets[pairs[group[0]][0]]
             values, newton_values, newton_bounds = _effect_bounds(
-                problem, [chains[j][-1] for j in group], [estimates[j] for j in group], target, reach_of(target))
-            for j, value, newton_value, newton_bound in zip(group, values, newton_values, newton_bounds):
-                # through the last Newton point: |f(theta_e) - f(theta_N)| + its own bound
-                records[j] = (float(value), float(abs(value - newton_value) + newton_bound), True, "", method)
+                problem, [pairs[k][1] for k in group], [estimates[pairs[k][0]] for k in group], target,
+                reach_of(target))
+            for k, value, newton_value, newton_bound in zip(group, values, newton_values, newton_bounds):
+                # through that point's Newton point: |f(theta_e) - f(theta_N)| + its own bound
+                j, bound = pairs[k][0], float(abs(value - newton_value) + newton_bound)
+                if records[j] is None or bound < records[j][1]:
+                    records[j] = (float(value), bound, True, "", method)
         return records
 
     def judge(positions, certs, current, methods):
