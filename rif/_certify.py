@@ -982,8 +982,9 @@ class _FirstOrderDrift:
     c_bar_i is within a factor e^{+-s_i} of c_i(theta_e), which the pass at theta_e gives; so a^T D b
     is T_1 = sum_i (c_i(theta_e) - c_i) (x~_i^T v)(x~_i^T w), computed with its signs, up to
     sum_i c_i(theta_e) (e^{s_i} - 1) |x~_i^T v| |x~_i^T w|, and the last term is at most
-    ||D a|| min(||D b|| / (1 - low), spread_h), ||D y|| <= min(high ||y||, (sum_i f_i^2 c_i (x~_i^T H_0^{-1} y)^2)^{1/2})
-    with f_i = e^{alpha_i + s_i} - 1 (||U|| <= 1 for U = [u_i]): (I + D)^{-1} D b is
+    ||D a|| min(||D b|| / (1 - low), spread_h), with
+    ||D y|| <= min(high ||y||, (sum_i f_i^2 c_i (x~_i^T H_0^{-1} y)^2)^{1/2})
+    and f_i = e^{alpha_i + s_i} - 1 (||U|| <= 1 for U = [u_i]): (I + D)^{-1} D b is
     H_0^{1/2} (theta* - theta_c), as H_0^{1/2} (theta_e - theta*) = (I + D)^{-1} b. Costs one product
     of X with a few columns per certificate.
     """

@@ -545,9 +545,9 @@ def effect_records(problem, sets, estimates, targets, reach_of, method, rtol):
     :class:`rif._certify._EvalReach`) as well as row by row. The estimate is bounded through every
     certified point of its chain (:func:`certify_through`: its Newton points, while a point is not
     certified or bounds its Newton point loosely), each through its own Newton point theta_N:
-    |f(theta_e) - f(theta_N)| + |f(theta_N) - f(theta*)|, the smallest kept. ``method="auto"`` (``rtol`` its relative accuracy) returns the first
-    of RIF's estimate (``estimates``) and the Newton points from it whose bound proves rtol, as for
-    the parameters (:func:`_newton_rounds`)."""
+    |f(theta_e) - f(theta_N)| + |f(theta_N) - f(theta*)|, the smallest kept. ``method="auto"``
+    (``rtol`` its relative accuracy) returns the first of RIF's estimate (``estimates``) and the
+    Newton points from it whose bound proves rtol, as for the parameters (:func:`_newton_rounds`)."""
     records = [None] * len(sets)
     if method != "auto":
         chains = certify_through(problem, sets, estimates)
