@@ -11,9 +11,13 @@ true error, or a NaN bound, is a violation.
 ``--route exact``: scalar GLMs small enough for the exact Hessian at each estimate (n ≤ 400);
 ``leave-out``: larger ones, certified through the leave-out Hessian; ``dual``: wide ones
 (p = 1.5-4 n) on the dual route, whose leave-out Hessians go through the n x n kernel;
-``softmax``: multinomial models. ``--hard``: features 3-8 times larger and penalties 1e-4 to 1e-2 (far moves, nearly
-separable fits). An error or a floating-point RuntimeWarning is a finding too. Prints each finding
-and a summary; the exit status is 1 if any was found.
+``softmax``: multinomial models; ``auditor``: :class:`rif.InfluenceAuditor` around scikit-learn
+estimators (binary and three-class logistic with class weights, ridge, least squares, Poisson; with
+or without intercept, sample weights and a scaling pipeline), checked against scikit-learn's own
+refits instead of rif's (``--hard`` does not apply). ``--hard``: features 3-8 times larger and
+penalties 1e-4 to 1e-2 (far moves, nearly separable fits). An error or a floating-point
+RuntimeWarning of rif's is a finding too. Prints each finding and a summary; the exit status is 1 if
+any was found.
 """
 
 import argparse
@@ -213,9 +217,113 @@ def check(problem, sets, X_eval, y_eval, label, report):
     return count
 
 
+def auditor_case(rng):
+    """(auditor, sets, X_eval, y_eval, refit) for a random scikit-learn estimator, where ``refit(keep)``
+    fits a fresh copy to tolerance 1e-14 on the kept rows and returns its parameters in the
+    auditor's order (None where it cannot be compared)."""
+    from sklearn.linear_model import LinearRegression, LogisticRegression, PoissonRegressor, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    kind = rng.choice(["logistic", "softmax", "ridge", "ols", "poisson"])
+    n = int(rng.integers(30, 400))
+    d = int(rng.integers(2, min(40, n // 3)))
+    X = rng.standard_normal((n, d)) * rng.uniform(0.3, 3.0, d) + rng.uniform(-1.0, 1.0, d)
+    intercept = bool(rng.integers(0, 2))
+    weights = rng.uniform(0.2, 3.0, n) if rng.random() < 0.5 else None
+    beta = rng.standard_normal(d) * rng.uniform(0.5, 3.0) / np.sqrt(d)
+    if kind in ("logistic", "softmax"):
+        K = 2 if kind == "logistic" else 3
+        y = np.argmax(X @ (2.0 * rng.standard_normal((d, K)) / np.sqrt(d)) + rng.gumbel(size=(n, K)), axis=1)
+        y[:K] = np.arange(K)
+        options = dict(C=float(10 ** rng.uniform(-2, 2)), fit_intercept=intercept,
+                       class_weight={0: float(rng.uniform(0.5, 2.0)), 1: 1.0} if rng.random() < 0.3 else None)
+        make = lambda tol: LogisticRegression(**options, tol=tol, max_iter=20000,  # noqa: E731
+                                              solver="newton-cg" if K > 2 else "newton-cholesky")
+    elif kind == "poisson":
+        y = rng.poisson(np.exp(np.clip(0.5 * X @ beta, -3, 3))).astype(float)
+        options = dict(alpha=float(10 ** rng.uniform(-3, 0)), fit_intercept=intercept)
+        make = lambda tol: PoissonRegressor(**options, tol=tol, max_iter=20000, solver="newton-cholesky")  # noqa: E731
+    else:
+        y = X @ beta + rng.standard_normal(n)
+        options = dict(fit_intercept=intercept)
+        if kind == "ridge":
+            options["alpha"] = float(10 ** rng.uniform(-2, 2))
+        make = lambda tol: (Ridge if kind == "ridge" else LinearRegression)(**options)  # noqa: E731
+    scaled = rng.random() < 0.3
+    features = StandardScaler().fit_transform(X) if scaled else X      # the pipeline's fixed transform
+    estimator = make_pipeline(StandardScaler(), make(1e-12)) if scaled else make(1e-12)
+    try:
+        with warnings.catch_warnings():
+            # scikit-learn's own fit at its tolerance floor (its and SciPy's line-search warnings)
+            warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"(scipy|sklearn)\.")
+            auditor = rif.InfluenceAuditor(estimator).fit(X, y, sample_weight=weights)
+    except (ValueError, rif.SingularHessianError):
+        return None
+
+    def refit(keep):
+        if kind in ("logistic", "softmax") and len(np.unique(y[keep])) < (2 if kind == "logistic" else 3):
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")             # scikit-learn's line searches at its tolerance floor
+            model = make(1e-14).fit(features[keep], y[keep],
+                                    **({} if weights is None else {"sample_weight": weights[keep]}))
+        coef, offset = np.ravel(model.coef_), np.atleast_1d(model.intercept_)
+        if kind == "softmax":
+            offset = offset - offset.mean()             # the intercepts' common shift is not identified
+        return np.append(coef, offset) if intercept else coef
+
+    sets = _removal_sets(X, rng, 3, [0.01, 0.05, 0.1, 0.2])
+    m = max(5, n // 5)
+    return auditor, sets, X[:m] + 0.1 * rng.standard_normal((m, d)), y[:m], refit
+
+
+def check_auditor(auditor, sets, X_eval, y_eval, refit, label, report):
+    """Every certified estimate of the auditor against scikit-learn's refits (their own tolerance
+    taken as 1e-7 of the change); returns the number of bounds checked."""
+    n = len(auditor.leverage_)
+    base = refit(np.ones(n, dtype=bool))
+    truths = []
+    for index in sets:
+        keep = np.ones(n, dtype=bool)
+        keep[index] = False
+        theta = refit(keep)
+        truths.append(None if theta is None or base is None else theta - base)
+    usable = [j for j, t in enumerate(truths) if t is not None]
+    if not usable:
+        return 0
+    sets, truth = [sets[j] for j in usable], np.array([truths[j] for j in usable])
+    scale = np.linalg.norm(truth, axis=1)
+    count = 0
+    for method, rtol in (("rif", None), ("newton", None), ("auto", 0.05)):
+        extra = {} if rtol is None else {"rtol": rtol}
+        result, _ = _calling(lambda: auditor.params_change(sets, method, certify=True, **extra), method)
+        if result is None:
+            continue
+        errors = np.linalg.norm(result.value - truth, axis=1)
+        count += len(sets)
+        for j in np.flatnonzero((errors > result.bound + 1e-7 * scale + 1e-9) | np.isnan(result.bound)):
+            report(f"{label}: auditor params, {method} {extra}: error {errors[j]:.3e} > bound {result.bound[j]:.3e}")
+    for target in ("loss", "decision", "train_loss", "self_loss"):
+        evaluation = (X_eval, y_eval) if target in ("loss", "decision") else (None, None)
+        exact = auditor.effect(sets, target, *evaluation, dtheta=truth)
+        for method, rtol in (("rif", None), ("newton", None), ("auto", 0.05)):
+            extra = {} if rtol is None else {"rtol": rtol}
+            result, _ = _calling(lambda: auditor.effect(sets, target, *evaluation, method=method, certify=True,
+                                                        **extra), method)
+            if result is None:
+                continue
+            errors = np.abs(result.value - exact)
+            count += len(sets)
+            for j in np.flatnonzero((errors > result.bound + 1e-7 * np.abs(exact) + 1e-9) | np.isnan(result.bound)):
+                report(f"{label}: auditor {target} effect, {method} {extra}: error {errors[j]:.3e} > bound "
+                       f"{result.bound[j]:.3e}")
+    return count
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--route", choices=("exact", "leave-out", "dual", "softmax"), default="exact")
+    parser.add_argument("--route", choices=("exact", "leave-out", "dual", "softmax", "auditor"), default="exact")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--cases", type=int, default=50, help="draws per seed")
     parser.add_argument("--hard", action="store_true", help="larger features, smaller penalties")
@@ -227,13 +335,17 @@ def main(argv=None):
             with warnings.catch_warnings():
                 warnings.simplefilter("error", RuntimeWarning)     # floating-point noise is a finding too
                 warnings.simplefilter("ignore", rif.RetrainConvergenceWarning)
-                drawn = softmax_case(rng, args.hard) if args.route == "softmax" else scalar_case(rng, args.route,
-                                                                                                 args.hard)
+                if args.route == "auditor":
+                    drawn, checker = auditor_case(rng), check_auditor
+                elif args.route == "softmax":
+                    drawn, checker = softmax_case(rng, args.hard), check
+                else:
+                    drawn, checker = scalar_case(rng, args.route, args.hard), check
                 if drawn is None:
                     continue
                 label = f"seed {seed} case {case}"
                 try:
-                    checked += check(*drawn, label, lambda line: (found.append(line), print(line, flush=True)))
+                    checked += checker(*drawn, label, lambda line: (found.append(line), print(line, flush=True)))
                 except Exception as error:      # an error is a finding too
                     line = f"{label}: {type(error).__name__}: {error}"
                     found.append(line)
