@@ -33,6 +33,8 @@ The bound's own sums over the samples are formed in one compiled pass
 rounding.
 """
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -77,13 +79,16 @@ def scalar_gradient_error(problem, weights, theta, residual, curvature, eta, mov
     n, code = problem.n_samples, problem.family.code
     theta = np.asarray(theta, dtype=float)
     per_sample = [np.asarray(a, dtype=float) for a in (weights, residual, curvature, eta, move, reference)]
-    shape = np.broadcast_shapes(theta.shape[:-1] + (n,), *(a.shape for a in per_sample))
-    lead, rows = shape[:-1], int(np.prod(shape[:-1], dtype=int))
+    # (np.broadcast: the shapes' broadcast in C, without np.broadcast_shapes' Python overhead)
+    shape = np.broadcast(np.empty(theta.shape[:-1] + (n,), dtype=bool), *per_sample).shape
+    lead = shape[:-1]
+    rows = math.prod(lead)
     if code is None:                # no bound of l' and its rounding known for the family
         return (np.full(lead, np.inf), np.full(lead, np.inf)) if lead else (np.inf, np.inf)
     weights, residual, curvature, eta, move, reference = (
         (a if a.shape == shape else np.broadcast_to(a, shape)).reshape(rows, n) for a in per_sample)
-    theta_norm = np.broadcast_to(np.linalg.norm(theta, axis=-1), lead).reshape(rows)
+    norms = np.linalg.norm(theta, axis=-1)
+    theta_norm = (norms if norms.shape == lead else np.broadcast_to(norms, lead)).reshape(rows)
     offset = getattr(problem, "offset", None)
     offset = np.zeros(n) if offset is None else np.abs(np.asarray(offset, dtype=float))
     terms = n if terms is None else terms
@@ -96,7 +101,8 @@ def scalar_gradient_error(problem, weights, theta, residual, curvature, eta, mov
     # (each sum of n non-negative terms, formed in order, is within (n - 1) eps of its value)
     sums *= 1.0 + n * EPS
     lam = np.array([problem.penalty_total(w) for w in weights])
-    lam_low = np.broadcast_to(np.asarray(lam_low, dtype=float), lead).reshape(rows)
+    lam_low = np.asarray(lam_low, dtype=float)
+    lam_low = (lam_low if lam_low.shape == lead else np.broadcast_to(lam_low, lead)).reshape(rows)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         rest = (1.0 + 4.0 * EPS) * sums[:, 0] + 2.0 * EPS * lam * theta_norm
         whole = rest + (1.0 + 4.0 * EPS) * sums[:, 1]
