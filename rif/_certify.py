@@ -82,7 +82,7 @@ _REFINE_LOOSENESS = 0.2
 #: 1600 x 512 (per-sample lambda = 1e-3, 30 sets of 1-10 %) four took the RIF estimates certified
 #: from 2 to 6 and their median test-loss bound from 4.2x to 1.4x the error (one: 2 certified; six
 #: and more: 7, 1.1-1.3x, up to twice the time); at 3200 x 256 the median from 1.3x to 1.05x, in the
-#: same time: the passes cost little beside the factorisations
+#: same time: the passes cost little beside the factorisations (docs/benchmarks.md)
 _REFINE_DEPTH = 4
 
 
