@@ -707,6 +707,10 @@ class Certifier:
         for cert, point in zip(work, points):
             if point.certified:
                 self._through_chord_point(cert, point)
+            elif np.isfinite(point.bound):
+                # theta* within point.bound of theta_c (its loose bound, through its own chain where
+                # that gave a smaller one), so within ||w|| + point.bound of theta_e
+                cert.bound = min(cert.bound, float(np.linalg.norm(cert.step)) + point.bound)
 
     def _through_chord_point(self, cert, point):
         """:meth:`refine_all` for one certificate, given its chord point's certified ``point``."""

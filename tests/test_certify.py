@@ -195,8 +195,8 @@ def test_lambda_min_is_proved_and_sees_the_datas_curvature():
     assert Certifier(problem).lambda_min == problem.penalty_total(problem.sample_weight)
 
 
-def _paper_regime_chain(n, d, size, depth=None):
-    """ESC-50's distribution at n x d (per-sample lambda = 1e-3, no intercept), 6 random sets of ``size``:
+def _paper_regime_chain(n, d, size, depth=None, n_sets=6):
+    """ESC-50's distribution at n x d (per-sample lambda = 1e-3, no intercept), ``n_sets`` random sets of ``size``:
     (the problem, its data, the sets, their refits, RIF's estimates, and their certificates after the
     sharpening and the chord points' passes of certify=True, ``depth`` chord points deep)."""
     from rif._certify import certifier, certify_params, loose
@@ -205,7 +205,7 @@ def _paper_regime_chain(n, d, size, depth=None):
     problem = GLMProblem(paper.X_train, paper.y_train, "binomial", penalty=1e-3, penalty_scaling="per_sample",
                          fit_intercept=False, tol=1e-13)
     rng = np.random.default_rng(3)
-    sets = [np.sort(rng.choice(n, size, replace=False)) for _ in range(6)]
+    sets = [np.sort(rng.choice(n, size, replace=False)) for _ in range(n_sets)]
     truth, estimates = problem.params_change(sets, "retrain"), problem.params_change(sets, "rif")
 
     def certificates(depth):
@@ -264,6 +264,23 @@ def test_a_chord_point_left_uncertified_is_refined_through_its_own():
     exact = problem.effect(sets, "loss", X_eval, y_eval, dtheta=truth)
     effect = problem.effect(sets, "loss", X_eval, y_eval, method="rif", certify=True)
     assert np.all(effect.certified) and np.all(effect.bound >= np.abs(effect.value - exact) * (1 - 1e-9))
+
+
+def test_an_uncertified_estimate_is_bounded_through_its_uncertified_chord_point():
+    """Where neither the estimate nor its chord point theta_c = theta_e - w can be certified (the paper's
+    hard regime: ESC-50's distribution at n/d = 3, 10 % sets), theta* still lies within theta_c's
+    strong-convexity bound ||grad F_S(theta_c)|| / lambda of theta_c, so within ||w|| plus that of
+    theta_e: smaller than the estimate's own such bound for most sets (the chord step halves the
+    gradient's distance), and never below the error against a converged refit."""
+    from rif._certify import certify_params
+
+    problem, _, sets, truth, estimates, _ = _paper_regime_chain(400, 128, 40, n_sets=8)
+    own = np.array([c.bound for c in certify_params(problem, sets, estimates)])
+    result = problem.params_change(sets, "rif", certify=True)
+    errors = np.linalg.norm(estimates - truth, axis=1)
+    assert not result.certified.any()
+    assert np.all(result.bound >= errors * (1 - 1e-9))
+    assert np.all(result.bound <= own) and np.sum(result.bound < 0.95 * own) >= 4
 
 
 def test_one_pass_for_many_sets_is_the_pass_for_each():
