@@ -144,7 +144,8 @@ def test_multinomial_certificate_rows_run_on_digits(bench):
 
 @pytest.mark.parametrize("route,cases,hard", [("exact", 4, False), ("leave-out", 1, False), ("softmax", 2, False),
                                               ("exact", 10, True), ("leave-out", 6, True), ("softmax", 8, True),
-                                              ("dual", 3, False), ("dual", 3, True), ("auditor", 3, False)])
+                                              ("dual", 3, False), ("dual", 3, True), ("auditor", 3, False),
+                                              ("paper", 2, False)])
 def test_the_certificate_fuzzer_runs_and_finds_nothing(route, cases, hard, capsys, fuzz):
     assert fuzz.main(["--route", route, "--seeds", "3", "--cases", str(cases)] + (["--hard"] if hard else [])) == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
