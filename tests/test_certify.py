@@ -270,8 +270,9 @@ def test_an_uncertified_estimate_is_bounded_through_its_uncertified_chord_point(
     """Where neither the estimate nor its chord point theta_c = theta_e - w can be certified (the paper's
     hard regime: ESC-50's distribution at n/d = 3, 10 % sets), theta* still lies within theta_c's
     strong-convexity bound ||grad F_S(theta_c)|| / lambda of theta_c, so within ||w|| plus that of
-    theta_e: smaller than the estimate's own such bound for most sets (the chord step halves the
-    gradient's distance), and never below the error against a converged refit."""
+    theta_e: smaller than the estimate's own such bound for most sets (the chord step shrinks the
+    gradient even where nothing can be certified), and never below the error against a converged
+    refit."""
     from rif._certify import certify_params
 
     problem, _, sets, truth, estimates, _ = _paper_regime_chain(400, 128, 40, n_sets=8)
