@@ -12,8 +12,8 @@ true error, or a NaN bound, is a violation.
 ``leave-out``: larger ones, certified through the leave-out Hessian; ``dual``: wide ones
 (p = 1.5-4 n) on the dual route, whose leave-out Hessians go through the n x n kernel;
 ``paper``: the RIF paper's regime (n/d of 2 to 6, small per-sample penalties, ESC-50's
-distribution among others), through the leave-out Hessian; ``softmax``: multinomial models; ``auditor``: :class:`rif.InfluenceAuditor` around scikit-learn
-estimators (binary and three-class logistic with class weights, ridge, least squares, Poisson; with
+distribution among others), through the leave-out Hessian; ``softmax``: multinomial models;
+``auditor``: :class:`rif.InfluenceAuditor` around scikit-learn estimators (binary and three-class logistic with class weights, ridge, least squares, Poisson; with
 or without intercept, sample weights and a scaling pipeline), checked against scikit-learn's own
 refits instead of rif's (``--hard`` does not apply). ``--hard``: features 3-8 times larger and
 penalties 1e-4 to 1e-2 (far moves, nearly separable fits). An error or a floating-point
@@ -90,11 +90,8 @@ def scalar_case(rng, route, hard):
         options["sample_weight"] = rng.uniform(0.3, 3.0, n)
     if rng.random() < 0.2 and scaling == "fixed":
         options["offset"] = rng.normal(0, 0.3, n)
-    try:
-        problem = rif.GLMProblem(X, y, family, **options)
-    except ValueError:                 # separable, singular: refused, as documented
-        return None
-    if rif._certify_dense.applies(problem) != (route == "exact"):
+    problem = _problem(X, y, family, options, exact=route == "exact")
+    if problem is None:
         return None
     sets = _removal_sets(X, rng, 2, [0.01, 0.05, 0.1, 0.2])
     return problem, sets, rng.standard_normal((7, d)) * scale / np.sqrt(d), y[:7]
@@ -116,14 +113,21 @@ def paper_case(rng, hard):
         y = _labels(family, X @ rng.standard_normal(d), rng)
         X_eval, y_eval = rng.standard_normal((7, d)) / np.sqrt(d), y[:7]
     penalty = float(rng.choice([1e-4, 3e-4, 1e-3] if hard else [1e-3, 3e-3, 1e-2]))
-    try:
-        problem = rif.GLMProblem(X, y, family, penalty=penalty, penalty_scaling="per_sample",
-                                 fit_intercept=bool(rng.random() < 0.3), tol=1e-13)
-    except ValueError:                 # separable, singular: refused, as documented
-        return None
-    if rif._certify_dense.applies(problem):
+    options = dict(penalty=penalty, penalty_scaling="per_sample", fit_intercept=bool(rng.random() < 0.3), tol=1e-13)
+    problem = _problem(X, y, family, options, exact=False)
+    if problem is None:
         return None
     return problem, _removal_sets(X, rng, 2, [0.01, 0.05, 0.1]), X_eval, y_eval
+
+
+def _problem(X, y, family, options, exact):
+    """The GLMProblem, or None where rif refuses it (separable, singular: as documented) or where it
+    does not take the route asked for (``exact``: the exact Hessians of rif._certify_dense)."""
+    try:
+        problem = rif.GLMProblem(X, y, family, **options)
+    except ValueError:
+        return None
+    return problem if rif._certify_dense.applies(problem) == exact else None
 
 
 def softmax_case(rng, hard):

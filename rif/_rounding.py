@@ -85,10 +85,8 @@ def scalar_gradient_error(problem, weights, theta, residual, curvature, eta, mov
     rows = math.prod(lead)
     if code is None:                # no bound of l' and its rounding known for the family
         return (np.full(lead, np.inf), np.full(lead, np.inf)) if lead else (np.inf, np.inf)
-    weights, residual, curvature, eta, move, reference = (
-        (a if a.shape == shape else np.broadcast_to(a, shape)).reshape(rows, n) for a in per_sample)
-    norms = np.linalg.norm(theta, axis=-1)
-    theta_norm = (norms if norms.shape == lead else np.broadcast_to(norms, lead)).reshape(rows)
+    weights, residual, curvature, eta, move, reference = (_flat(a, shape, (rows, n)) for a in per_sample)
+    theta_norm = _flat(np.linalg.norm(theta, axis=-1), lead, rows)
     offset = getattr(problem, "offset", None)
     offset = np.zeros(n) if offset is None else np.abs(np.asarray(offset, dtype=float))
     terms = n if terms is None else terms
@@ -101,8 +99,7 @@ def scalar_gradient_error(problem, weights, theta, residual, curvature, eta, mov
     # (each sum of n non-negative terms, formed in order, is within (n - 1) eps of its value)
     sums *= 1.0 + n * EPS
     lam = np.array([problem.penalty_total(w) for w in weights])
-    lam_low = np.asarray(lam_low, dtype=float)
-    lam_low = (lam_low if lam_low.shape == lead else np.broadcast_to(lam_low, lead)).reshape(rows)
+    lam_low = _flat(np.asarray(lam_low, dtype=float), lead, rows)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         rest = (1.0 + 4.0 * EPS) * sums[:, 0] + 2.0 * EPS * lam * theta_norm
         whole = rest + (1.0 + 4.0 * EPS) * sums[:, 1]
@@ -111,6 +108,12 @@ def scalar_gradient_error(problem, weights, theta, residual, curvature, eta, mov
     in_a = np.where(lam_low > 0, in_a, np.inf)
     whole, in_a = whole.reshape(lead), in_a.reshape(lead)
     return (whole, in_a) if np.ndim(whole) else (float(whole), float(in_a))
+
+
+def _flat(a, shape, flat_shape):
+    """``a`` broadcast to ``shape`` (a copy-free view, and no broadcast at all where it already has
+    that shape), reshaped to ``flat_shape``."""
+    return (a if a.shape == shape else np.broadcast_to(a, shape)).reshape(flat_shape)
 
 
 def _row_norms(problem):
