@@ -767,7 +767,7 @@ class Certifier:
         if not problem.fit_intercept and lam_s > 0:
             # strong convexity: ||theta_e - theta*|| <= ||grad F_S(theta_e)|| / lambda, the true gradient
             # within ``error`` of the computed one
-            return _SetCertificate(float((np.linalg.norm(g) + error) / lam_s), np.inf, False, reason)
+            return _SetCertificate(float((_norm_unscaled(g) + error) / lam_s), np.inf, False, reason)
         return _SetCertificate(np.inf, np.inf, False, reason + "; with an unpenalised intercept no loose bound holds")
 
     # -- effects -------------------------------------------------------------------------
@@ -1609,6 +1609,15 @@ def eval_reach(problem, target):
     # rounding of the Gram product and of the eigensolver, relative to its trace (>= its norm)
     margin = 64.0 * len(gram) * np.finfo(float).eps * float(max(q.sum(), 0.0))
     return _EvalReach(q, top + margin)
+
+
+def _norm_unscaled(v):
+    """||v||_2 without overflow in its squares (entries past 1e154, as a gradient far outside the
+    self-concordant region may have): computed on v / max|v_i|; inf for a non-finite v."""
+    top = float(np.max(np.abs(v))) if np.size(v) else 0.0
+    if not np.isfinite(top):
+        return np.inf
+    return top * float(np.linalg.norm(v / top)) if top > 0 else 0.0
 
 
 def relative_ok(value_norm, bound, rtol):

@@ -1081,3 +1081,15 @@ def test_loosely_certified_chord_points_take_the_chain_further(monkeypatch):
     ratios = _paper_effect_ratios(1, "newton")
     assert short.max() > 5.0                      # (the case this test is about)
     assert ratios.size >= short.size and ratios.max() < 1.5
+
+
+def test_the_loose_bound_of_a_huge_gradient_does_not_overflow():
+    """Far outside the self-concordant region a gradient's entries can pass 1e154, whose squares
+    overflow: its 2-norm is still finite, and so is the strong-convexity bound built on it."""
+    from rif._certify import _norm_unscaled
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert _norm_unscaled(np.array([3e200, -4e200])) == pytest.approx(5e200, rel=1e-15)
+        assert _norm_unscaled(np.zeros(3)) == 0.0
+    assert _norm_unscaled(np.array([1.0, np.inf])) == np.inf and _norm_unscaled(np.array([np.nan])) == np.inf
