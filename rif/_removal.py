@@ -31,9 +31,12 @@ def index_set(index, n, position=None):
         raise ValueError(f"a removal set must be 1-D, got shape {arr.shape}{where}")
     if arr.size == 0:
         raise ValueError(f"the removal set is empty{where}")
-    if arr.min() < 0 or arr.max() >= n:
-        raise ValueError(f"removal indices must lie in [0, {n}); got min {arr.min()}, max {arr.max()}{where}")
-    if np.unique(arr).size != arr.size:
+    # (sorted sets, the common case, need neither a minimum, a maximum nor a sort to be checked)
+    increasing = arr.size == 1 or bool(np.all(arr[1:] > arr[:-1]))
+    low, high = (arr[0], arr[-1]) if increasing else (arr.min(), arr.max())
+    if low < 0 or high >= n:
+        raise ValueError(f"removal indices must lie in [0, {n}); got min {low}, max {high}{where}")
+    if not increasing and np.unique(arr).size != arr.size:
         raise ValueError(f"the removal set has duplicate indices{where}")
     return arr.astype(np.intp)
 

@@ -69,6 +69,9 @@ def test_family_targets_are_checked():
 
 @pytest.mark.parametrize("remove,error,match", [
     ([1, 1, 2], ValueError, "duplicate"),
+    ([3, 1, 3], ValueError, "duplicate"),                 # unsorted sets are checked as sorted ones
+    ([5, 40, 2], ValueError, r"\[0, 40\); got min 2, max 40"),
+    ([2, -1, 5], ValueError, r"got min -1, max 5"),
     ([0, 40], ValueError, r"\[0, 40\)"),
     ([-1], ValueError, r"\[0, 40\)"),
     ([], ValueError, "empty"),
