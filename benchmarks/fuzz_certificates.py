@@ -8,7 +8,8 @@ true error, or a NaN bound, is a violation.
     python benchmarks/fuzz_certificates.py --route exact --seeds 1 2 3 --cases 100
     python benchmarks/fuzz_certificates.py --route leave-out --seeds 1 --cases 30 --hard
 
-``--route exact``: scalar GLMs small enough for the exact Hessian at each estimate (n ≤ 400);
+``--route exact``: scalar GLMs small enough for the exact Hessian at each estimate (n ≤ 400),
+and the chord points ``auto`` may take from their Newton points;
 ``leave-out``: larger ones, certified through the leave-out Hessian; ``dual``: wide ones
 (p = 1.5-4 n) on the dual route, whose leave-out Hessians go through the n x n kernel;
 ``paper``: the RIF paper's regime (n/d of 2 to 6, small per-sample penalties, ESC-50's
@@ -28,6 +29,7 @@ import warnings
 import numpy as np
 
 import rif
+from rif import _certify_dense
 
 SCALAR_METHODS = (("if", None), ("rif", None), ("newton", None), ("auto", 0.05), ("auto", 1e-3), ("auto", 1e-6),
                   ("retrain", None))
@@ -206,6 +208,29 @@ def _check_warned(values, bounds, rtol, warned, label, report):
                f"{int((~proved).sum())} set(s) unproved")
 
 
+def _check_chords(problem, sets, truth, scale, label, report, steps=3):
+    """The exact route's chord points (``method="auto"`` takes them only where one is expected to
+    prove rtol): from each Newton point of the evaluation at RIF's estimate, ``steps`` chord steps
+    through that evaluation's Hessian, every one's 2-norm bound against the truth."""
+    count = 0
+    try:
+        estimates = problem.params_change(sets, "rif")
+    except rif.NearSingularLeverageError:           # (refused, as documented)
+        return 0
+    for j, cert in enumerate(_certify_dense.certify(problem, sets, estimates)):
+        if cert.chord is None:
+            continue
+        point = cert.newton
+        for step in range(steps):
+            (chord,), moves = _certify_dense._chord_certificates(problem, [cert.chord], point[None])
+            error = np.linalg.norm(point - truth[j])
+            count += 1
+            if not error <= chord.newton_bound + 1e-11 * (1 + scale[j]):
+                report(f"{label}: chord point {step} of set {j}: error {error:.3e} > bound {chord.newton_bound:.3e}")
+            point = point - moves[0]
+    return count
+
+
 def check(problem, sets, X_eval, y_eval, label, report):
     """Every certified estimate of parameters and effects against the truth; returns the number of
     bounds checked."""
@@ -230,6 +255,8 @@ def check(problem, sets, X_eval, y_eval, label, report):
                 if not warned:
                     report(f"{label}: auto at rtol {rtol:g} returned a relative error {errors[j] / scale[j]:.3e} "
                            f"without a warning")
+    if scalar and _certify_dense.applies(problem):
+        count += _check_chords(problem, sets, truth, scale, label, report)
     targets = ("loss", "decision", "proba") if not scalar or problem.family.name == "binomial" else ("loss", "decision")
     for target in targets:
         exact = problem.effect(sets, target, X_eval, y_eval, dtheta=truth)

@@ -485,7 +485,8 @@ class _PassCounter:
     """Counts the passes over X while active: one per column of a gradient evaluation (X~ theta and
     X~^T r), and one half per column of a product X~ v with the training X (``X``). An estimate
     certified through its exact Hessian (small problems) counts as one pass, and as one Hessian
-    (``hessians``, n p^2 multiply-adds)."""
+    (``hessians``, n p^2 multiply-adds); a chord point certified through an earlier one's Hessian,
+    as one pass."""
 
     def __init__(self, X=None):
         from rif import _certify_dense, _design
@@ -493,7 +494,7 @@ class _PassCounter:
         self.design, self.dense, self.count, self.hessians, self.X = _design, _certify_dense, 0, 0, X
         self.originals = (_design.loss_gradient, _design.loss_gradients, _design.linear_predictor,
                           _design.linear_predictor_columns)
-        self.dense_original = _certify_dense.certify
+        self.dense_original, self.chord_original = _certify_dense.certify, _certify_dense._chord_certificates
 
     def __enter__(self):
         single, many, product, columns = self.originals
@@ -521,15 +522,19 @@ class _PassCounter:
             self.hessians += len(sets)
             return self.dense_original(problem, sets, dthetas, *rest)
 
+        def chord(problem, chords, points):
+            self.count += len(chords)
+            return self.chord_original(problem, chords, points)
+
         (self.design.loss_gradient, self.design.loss_gradients, self.design.linear_predictor,
          self.design.linear_predictor_columns) = one, batch, half, column_major
-        self.dense.certify = dense
+        self.dense.certify, self.dense._chord_certificates = dense, chord
         return self
 
     def __exit__(self, *exc):
         (self.design.loss_gradient, self.design.loss_gradients, self.design.linear_predictor,
          self.design.linear_predictor_columns) = self.originals
-        self.dense.certify = self.dense_original
+        self.dense.certify, self.dense._chord_certificates = self.dense_original, self.chord_original
 
 
 def _certify_cases(full):
