@@ -903,22 +903,24 @@ class Certifier:
         found = cert.chord_effect
         return found[1] if found is not None and found[0] is target else np.inf
 
-    def _phi_curvature(self, target, eta, t):
-        """Bounds of |phi_j''| within t_j of eta_j."""
+    def _phi_curvature(self, target, eta, t, labels=None):
+        """Bounds of |phi_j''| within t_j of eta_j (``labels``: the labels of ``eta``'s entries,
+        the target's own by default)."""
         from ._targets import _decision
 
         family = self.problem.family
+        labels = target.y if labels is None else labels
         if target.phi is _decision:
             return np.zeros_like(eta)
         if target.change is not None:                    # the loss
             if isinstance(family, Gaussian):
                 return np.ones_like(eta)
-            _, _, d2 = family.derivatives(eta, target.y)
+            _, _, d2 = family.derivatives(eta, labels)
             with np.errstate(over="ignore"):
                 grown = np.maximum(d2, CURVATURE_FLOOR) * np.exp(self.M * t)
             return np.minimum(grown, 0.25) if isinstance(family, Binomial) else grown
         # the probability of the label (binomial): |sigma''| <= sigma' and sigma' grows at most e^t
-        _, _, d2 = family.derivatives(eta, target.y)
+        _, _, d2 = family.derivatives(eta, labels)
         with np.errstate(over="ignore"):
             return np.minimum(np.maximum(d2, CURVATURE_FLOOR) * np.exp(t), _SIGMOID_CURVATURE)
 
@@ -967,17 +969,25 @@ def _curvature_weighted_square(kappa, t2, scale):
     points together): for any T >= 0 the sum is at most T sum_j (x~_j^T d)^2 + sum_j (kappa_j - T)^+
     (x~_j^T d)^2 <= T scale + sum_j (kappa_j - T)^+ t2_j. The minimum over T in {0, kappa_j}; T = 0 is
     the point-by-point bound, which a single direction d cannot reach for many points at once
-    (sum_j t2_j is r^2 tr(X~_t H_0^{-1} X~_t^T), up to the rank of X~_t times the top eigenvalue)."""
+    (sum_j t2_j is r^2 tr(X~_t H_0^{-1} X~_t^T), up to the rank of X~_t times the top eigenvalue).
+    For stacks (``kappa`` and ``t2`` of shape (B, m), ``scale`` (B,)), one bound per row."""
+    kappa, t2 = np.asarray(kappa, dtype=float), np.asarray(t2, dtype=float)
+    stacked = kappa.ndim == 2
+    kappa, t2 = np.atleast_2d(kappa), np.atleast_2d(t2)
+    scale = np.broadcast_to(np.asarray(scale, dtype=float), kappa.shape[:1])
     with np.errstate(over="ignore", invalid="ignore"):
-        plain = float(kappa @ t2)
-    if not np.isfinite(plain):
-        return np.inf                      # (a curvature or a reach beyond floats: nothing to say)
-    if not np.isfinite(scale) or kappa.size == 0:
-        return plain
-    order = np.argsort(-kappa, kind="stable")
-    k, w = kappa[order], t2[order]
-    above_kw, above_w = np.cumsum(k * w) - k * w, np.cumsum(w) - w         # over the larger kappa's
-    return min(plain, float(np.min(k * scale + above_kw - k * above_w)))
+        plain = np.array([k @ w for k, w in zip(kappa, t2)])     # (as one row's dot: the same rounding)
+        out = plain.copy()
+        sharp = np.isfinite(plain) & np.isfinite(scale) & (kappa.shape[1] > 0)
+        if sharp.any():
+            order = np.argsort(-kappa[sharp], axis=1, kind="stable")
+            k, w = np.take_along_axis(kappa[sharp], order, 1), np.take_along_axis(t2[sharp], order, 1)
+            above_kw = np.cumsum(k * w, axis=1) - k * w                   # over the larger kappa's
+            above_w = np.cumsum(w, axis=1) - w
+            # (fmin: a NaN threshold sum, inf - inf, leaves the point-by-point bound)
+            out[sharp] = np.fmin(plain[sharp], np.min(k * scale[sharp, None] + above_kw - k * above_w, axis=1))
+    out = np.where(np.isfinite(plain), out, np.inf)     # (a curvature or a reach beyond floats: nothing to say)
+    return out if stacked else float(out[0])
 
 
 class _FirstOrderDrift:

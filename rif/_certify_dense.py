@@ -803,7 +803,9 @@ def _effect_bounds(problem, certs, estimates, target, reach):
     etas = _design.linear_predictor(target.X, thetas.T, target.fit_intercept)                 # (m, n_sets)
     if target.offset is not None:
         etas = etas + target.offset[:, None]
-    slopes = np.column_stack([target.per_sample(etas[:, k])[1] for k in range(len(certs))])   # phi_j'
+    B, m = len(certs), etas.shape[0]
+    labels = None if target.y is None else np.tile(target.y, B)        # for the sets' etas, set by set
+    slopes = target.phi(etas.T.ravel(), labels)[1].reshape(B, m).T                          # phi_j'
     grads = np.asarray(target.X.T @ slopes)
     if target.fit_intercept:
         grads = np.vstack([grads, slopes.sum(axis=0)])
@@ -812,11 +814,9 @@ def _effect_bounds(problem, certs, estimates, target, reach):
     radii = np.array([cert.newton_h for cert in certs])
     first = np.sqrt(np.maximum(np.einsum("bp,bpq,bq->b", grads, inverses, grads), 0.0)) * radii
     mus = _pencil_top(problem, inverses)
-    bounds = np.empty(len(certs))
-    for k in range(len(certs)):
-        t = radii[k] * np.sqrt(mus[k] * np.maximum(reach.q, 0.0))
-        kappa = certifier(problem)._phi_curvature(target, etas[:, k], t)
-        bounds[k] = first[k] + 0.5 * _curvature_weighted_square(kappa, t**2, radii[k] ** 2 * mus[k] * reach.top)
+    t = radii[:, None] * np.sqrt(mus[:, None] * np.maximum(reach.q, 0.0)[None, :])               # (B, m)
+    kappa = certifier(problem)._phi_curvature(target, etas.T.ravel(), t.ravel(), labels).reshape(B, m)
+    bounds = first + 0.5 * _curvature_weighted_square(kappa, t**2, radii**2 * mus * reach.top)
     return values, newton_values, np.where(np.isfinite(bounds), bounds, np.inf)
 
 

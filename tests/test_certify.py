@@ -712,6 +712,15 @@ def test_the_curvature_weighted_square_bounds_every_direction(seed, m, p):
     bound = _curvature_weighted_square(kappa, r**2 * np.diag(Q), r**2 * top)
     assert exact <= bound * (1 + 1e-10) + 1e-12
     assert bound <= float(kappa @ (r**2 * np.diag(Q))) * (1 + 1e-12)
+    # a stack of rows (one per set) gives each row's own bound, to the last bit; rows with an
+    # infinite curvature, an infinite reach or no top eigenvalue keep their own rules
+    kappas = np.vstack([kappa, kappa[::-1], np.full(m, np.inf), kappa])
+    reaches = np.vstack([r**2 * np.diag(Q), np.diag(Q), np.diag(Q), np.diag(Q)])
+    scales = np.array([r**2 * top, top, top, np.inf])
+    stacked = _curvature_weighted_square(kappas, reaches, scales)
+    assert stacked.shape == (4,)
+    assert list(stacked) == [_curvature_weighted_square(k, w, c) for k, w, c in zip(kappas, reaches, scales)]
+    assert stacked[2] == np.inf and stacked[3] == pytest.approx(float(kappa @ np.diag(Q)), rel=1e-14)
 
 
 def test_the_evaluation_rows_top_eigenvalue_is_an_upper_bound():
