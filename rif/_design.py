@@ -52,13 +52,33 @@ def linear_predictor(X, theta, fit_intercept):
     return eta.ravel() if theta.ndim == 1 else eta
 
 
+#: products X~ Theta of at least this many multiply-adds are cut into GRAM_PARTS row blocks that
+#: rif's pass threads form (the certificates hold BLAS to one thread)
+_THREADED_COLUMNS_WORK = 2**20
+
+
 def linear_predictor_columns(X, thetas, fit_intercept):
     """eta = X~ Theta for thetas of shape (p, m), column-major (each column contiguous, for callers
     that read one column at a time). A dense ``X`` forms it as (beta^T X^T)^T, one product into its
-    final layout with the intercept added in place; other inputs are copied into that layout."""
+    final layout with the intercept added in place; other inputs are copied into that layout. Large
+    products are cut into GRAM_PARTS blocks of rows, formed by rif's pass threads: the same blocks
+    whatever the number of threads, so the same result."""
     if not isinstance(X, np.ndarray):
         return np.asfortranarray(linear_predictor(X, thetas, fit_intercept))
-    eta = ((thetas[:-1] if fit_intercept else thetas).T @ X.T).T
+    beta_t = (thetas[:-1] if fit_intercept else thetas).T                      # (m, d)
+    n = X.shape[0]
+    if n * X.shape[1] * beta_t.shape[0] < _THREADED_COLUMNS_WORK or n < GRAM_PARTS:
+        eta = (beta_t @ X.T).T
+    else:
+        out = np.empty((beta_t.shape[0], n))
+
+        def run(first, last):
+            for k in range(first, last):
+                rows = slice(k * n // GRAM_PARTS, (k + 1) * n // GRAM_PARTS)
+                np.matmul(beta_t, X[rows].T, out=out[:, rows])
+
+        _parallel.run_part_groups(run, GRAM_PARTS)
+        eta = out.T
     if fit_intercept:
         eta += thetas[-1]
     return eta

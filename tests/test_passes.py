@@ -49,6 +49,22 @@ def test_fused_pass_is_the_same_on_any_number_of_threads():
     assert value == value1 and np.array_equal(grad, grad1)     # bit for bit: parts summed in order
 
 
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("shape", [(6000, 40, 8), (5, 3, 2), (3001, 7, 1)])
+def test_column_products_are_the_products_on_any_number_of_threads(shape, fit_intercept):
+    """X~ Theta, column-major; large products are cut into row blocks for rif's threads: the
+    same bits on one thread, and X~ Theta up to rounding."""
+    n, d, m = shape
+    rng = np.random.default_rng(n)
+    X, thetas = rng.standard_normal((n, d)), rng.standard_normal((d + fit_intercept, m))
+    eta = _design.linear_predictor_columns(X, thetas, fit_intercept)
+    with _parallel.limit_threads(1):
+        alone = _design.linear_predictor_columns(X, thetas, fit_intercept)
+    assert eta.shape == (n, m) and eta.flags.f_contiguous and np.array_equal(eta, alone)
+    want = X @ thetas[:d] + (thetas[d] if fit_intercept else 0.0)
+    np.testing.assert_allclose(eta, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+
+
 def test_column_major_input_takes_the_numpy_route_with_the_same_result():
     X, y, w, theta = _data("binomial")
     X = X.astype(np.float32).astype(np.float64)       # float32 data, as rif stores it
