@@ -228,23 +228,30 @@ def _evaluate(problem, products, sets, dthetas):
     predictors (B, n), the weights without the set (B, n), the curvatures w_i l''_i (B, n),
     lambda(w) (B,), g = grad F_S(theta_e) (B, p), H_e = grad^2 F_S(theta_e) (B, p, p), the slopes
     (log l'')' at the linear predictors (B, n), l' there (B, n) and the sets' indicators (B, n)."""
-    rows = products.rows
-    n, p = rows.shape
+    n, p = products.rows.shape
     B = len(sets)
     thetas = problem.theta[None, :] + dthetas
-    etas = thetas @ rows.T
-    if problem.offset is not None:
-        etas += problem.offset[None, :]
     removed = _removal_mask(n, sets)
     weights = problem.sample_weight[None, :] * (1.0 - removed)
-    d1, d2, slopes = (np.empty((B, n)) for _ in range(3))
-    curvature_terms(etas.ravel(), np.tile(problem.y, B), problem.family.code, d1.ravel(), d2.ravel(), slopes.ravel())
+    etas, d1, d2, slopes, lam, grads = _pass(problem, products.rows, thetas, weights)
     curvature = weights * d2
-    lam = np.array([problem.penalty_total(w) for w in weights])
-    grads = (weights * d1) @ rows + lam[:, None] * problem.penalty_diag * thetas
     hessians = products.grams(curvature)
     hessians.reshape(B, p * p)[:, ::p + 1] += lam[:, None] * problem.penalty_diag                # the diagonals
     return thetas, etas, weights, curvature, lam, grads, hessians, slopes, d1, removed
+
+
+def _pass(problem, rows, thetas, weights):
+    """At each theta_b (row b of ``thetas``, with the weights of row b of ``weights``): the linear
+    predictors, l', l'' and (log l'')' there (B, n each), lambda(w) (B,) and grad F_w(theta_b) (B, p)."""
+    B, n = weights.shape
+    etas = thetas @ rows.T
+    if problem.offset is not None:
+        etas += problem.offset[None, :]
+    d1, d2, slopes = (np.empty((B, n)) for _ in range(3))
+    curvature_terms(etas.ravel(), np.tile(problem.y, B), problem.family.code, d1.ravel(), d2.ravel(), slopes.ravel())
+    lam = np.array([problem.penalty_total(w) for w in weights])
+    grads = (weights * d1) @ rows + lam[:, None] * problem.penalty_diag * thetas
+    return etas, d1, d2, slopes, lam, grads
 
 
 def _certify_group(problem, products, M, sets, dthetas, rtol=None):
@@ -604,17 +611,10 @@ def _chord_certificates(problem, chords, points):
     ``newton_h`` in H_e's norm, with ``inverse`` = H_e^{-1}); ``delta`` is delta_P."""
     M = concordance(problem.family)
     rows = _products(problem).rows
-    B, n = len(chords), rows.shape[0]
-    points = np.asarray(points, dtype=float).reshape(B, rows.shape[1])
+    points = np.asarray(points, dtype=float).reshape(len(chords), rows.shape[1])
     thetas = problem.theta[None, :] + points
-    etas = thetas @ rows.T
-    if problem.offset is not None:
-        etas += problem.offset[None, :]
     weights = np.array([chord.weights for chord in chords])
-    d1, d2, slopes = (np.empty((B, n)) for _ in range(3))
-    curvature_terms(etas.ravel(), np.tile(problem.y, B), problem.family.code, d1.ravel(), d2.ravel(), slopes.ravel())
-    lam = np.array([problem.penalty_total(w) for w in weights])
-    grads = (weights * d1) @ rows + lam[:, None] * problem.penalty_diag * thetas
+    etas, d1, d2, _, _, grads = _pass(problem, rows, thetas, weights)
     inverses = np.array([chord.inverse for chord in chords])
     steps = np.einsum("bpq,bq->bp", inverses, grads)                                           # H_e^{-1} g_P
     delta = np.sqrt(np.maximum(np.einsum("bp,bp->b", grads, steps), 0.0))
