@@ -1498,7 +1498,10 @@ def _class_rows(problem, vectors):
     if not vectors:
         return []
     stacked = np.concatenate([np.asarray(v, dtype=float).reshape(K, p1) for v in vectors])       # (B K, p1)
-    rows = _dense(problem.design @ stacked.T)
+    if isinstance(problem.design, np.ndarray):      # (in row blocks on rif's threads, when large)
+        rows = _design.linear_predictor_columns(problem.design, stacked.T, False)
+    else:
+        rows = _dense(problem.design @ stacked.T)
     return [rows[:, b * K:(b + 1) * K] for b in range(len(vectors))]
 
 
