@@ -1634,5 +1634,9 @@ def _norm_unscaled(v):
 
 
 def relative_ok(value_norm, bound, rtol):
-    """Whether the bound proves a relative error <= rtol: bound <= rtol (|value| - bound)."""
-    return bool(np.isfinite(bound) and bound <= rtol * max(value_norm - bound, 0.0))
+    """Whether the bound proves a relative error <= rtol: bound <= rtol (|value| - bound); for
+    arrays of sets, elementwise."""
+    if np.ndim(bound) == 0 and np.ndim(value_norm) == 0:
+        return bool(np.isfinite(bound) and bound <= rtol * max(value_norm - bound, 0.0))
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(bound) & (bound <= rtol * np.maximum(value_norm - bound, 0.0))

@@ -298,13 +298,14 @@ def _certify_group(problem, products, M, sets, dthetas, rtol=None):
         if rtol is not None:         # estimates proved to rtol already need no sharper Newton point
             with np.errstate(invalid="ignore", divide="ignore"):
                 first = widen * np.minimum(rho + tilted, step_norm * root + newton_h + tilted) / root
-            refine = certified & ~_relative_ok(np.linalg.norm(dthetas, axis=1), first, rtol)
+            refine = certified & ~relative_ok(np.linalg.norm(dthetas, axis=1), first, rtol)
         work = (rows, along, slopes, curvature, above, inverses,
                 _bend(problem.family))
         newton_h, guess = _newton_point_bounds(M, rho, newton_h, low_rho, reach, work, refine)
     else:
         guess = np.full(B, np.nan)
     rho, newton_h = np.where(certified, rho + tilted, np.inf), np.where(certified, newton_h + tilted, np.inf)
+    traces = np.trace(hessians, axis1=1, axis2=2)                                              # tr H_e
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         grow = np.exp(0.5 * m)
 
@@ -318,11 +319,10 @@ def _certify_group(problem, products, M, sets, dthetas, rtol=None):
         newton_bound = newton_h / root + rounding
         guess = widen * guess / root
         newton_bound_h = grown(newton_h) + rounding * np.sqrt(np.trace(problem.hessian))        # H_0 <= H <= tr H
-        newton_h = newton_h + rounding * np.sqrt(np.trace(hessians, axis1=1, axis2=2))        # >= ||.||_{H_e}
+        newton_h = newton_h + rounding * np.sqrt(traces)                                       # >= ||.||_{H_e}
     bound, bound_h, newton_bound, newton_bound_h, newton_h = (widen * v for v in (bound, bound_h, newton_bound,
                                                                                 newton_bound_h, newton_h))
     newtons = thetas - steps - problem.theta[None, :]
-    traces = np.trace(hessians, axis1=1, axis2=2)
     out = []
     for b in range(B):
         if not usable[b]:
@@ -337,12 +337,6 @@ def _certify_group(problem, products, M, sets, dthetas, rtol=None):
                                         float(newton_bound_h[b]), float(delta[b]), float(newton_h[b]), inverses[b],
                                         chord, float(guess[b])))
     return out
-
-
-def _relative_ok(value_norms, bounds, rtol):
-    """:func:`rif._certify.relative_ok` for arrays of sets."""
-    with np.errstate(invalid="ignore"):
-        return np.isfinite(bounds) & (bounds <= rtol * np.maximum(value_norms - bounds, 0.0))
 
 
 def _inverses(hessians):
@@ -418,13 +412,8 @@ def _radii(M, delta, s, reach, curvature, kept, usable):
 def _thresholded(M, delta, reach, curvature, kept):
     """(rho, the Newton point's H_e-norm bound, low(rho)) from the thresholded drift (inf, inf, 1
     where it cannot bound rho)."""
-    b, weight = np.sqrt(reach[kept]), curvature[kept] * reach[kept]        # ||u_i||^2 = c_i b_i^2
-    rest = 0.0
-    if b.size > _TOP:             # the samples that reach farthest one by one, the others in bulk
-        order = np.argpartition(b, b.size - _TOP - 1)
-        rest = float(b[order[b.size - _TOP - 1]])
-        b, weight = b[order[b.size - _TOP:]], weight[order[b.size - _TOP:]]
-    drift = _Drift.of(np.zeros(b.size), M * b, weight, 0.0, M * rest)
+    # ||u_i||^2 = c_i b_i^2; no shifts: the samples that reach farthest one by one, the others in bulk
+    drift = _top_drift(None, M * np.sqrt(reach[kept]), curvature[kept] * reach[kept])
     rho = drift.radius(delta)
     if not np.isfinite(rho):
         return np.inf, np.inf, 1.0
@@ -658,10 +647,15 @@ def _chord_certificates(problem, chords, points):
 def _top_drift(alpha, beta, weight):
     """:class:`rif._certify._Drift` of samples moving by alpha_i + beta_i t with ``weight``: the
     :data:`rif._certify._TOP` largest in alpha and in beta one by one, every other one's move bounded
-    by the largest alpha and the largest beta outside those."""
-    from ._certify import _Drift
-
-    n = alpha.size
+    by the largest alpha and the largest beta outside those. ``alpha`` None: no shifts (alpha = 0),
+    the samples taken by beta alone."""
+    n = beta.size
+    if alpha is None:
+        if n <= _TOP:
+            return _Drift.of(np.zeros(n), beta, weight)
+        by_beta = np.argpartition(beta, n - _TOP - 1)
+        top = by_beta[n - _TOP:]
+        return _Drift.of(np.zeros(_TOP), beta[top], weight[top], 0.0, beta[by_beta[n - _TOP - 1]])
     if n <= 2 * _TOP:
         return _Drift.of(alpha, beta, weight)
     by_alpha, by_beta = np.argpartition(alpha, n - _TOP - 1), np.argpartition(beta, n - _TOP - 1)
